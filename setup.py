@@ -1,0 +1,39 @@
+"""Installs the `ardm_jax` package and the `ardm` command."""
+import setuptools
+
+CORE = [
+    "jax>=0.4.30",
+    "flax>=0.10",
+    "optax",
+    "orbax-checkpoint",
+    "ml-collections",
+    "clu",
+    # clu's metric writers import TensorFlow and need the tensorboard package.
+    "tensorflow-cpu; platform_machine == 'x86_64'",
+    "tensorboard",
+    "tensorflow-datasets",
+    "importlib_resources",
+    "numpy",
+    "scipy",
+    "scikit-learn",  # ships the embedded `digits` data set
+    "pillow",
+    "matplotlib",
+    "constriction",
+]
+
+setuptools.setup(
+    name="ardm_jax",
+    version="0.1.0",
+    description="Autoregressive Diffusion Models (Hoogeboom et al., ICLR 2022) in JAX/Flax",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["ardm_jax", "ardm_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=CORE,
+    extras_require={
+        "test": ["pytest", "pytest-xdist"],
+        "tpu": ["jax[tpu]"],
+        "gpu": ["jax[cuda12]"],
+    },
+    entry_points={"console_scripts": ["ardm=ardm_jax.cli:main"]},
+)
