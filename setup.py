@@ -14,7 +14,7 @@ CORE = [
     "tensorflow-datasets",
     "importlib_resources",
     "numpy",
-    "scipy",
+    "scipy>=1.12",  # isotonic_regression for L_t fits
     "scikit-learn",  # ships the embedded `digits` data set
     "pillow",
     "matplotlib",
