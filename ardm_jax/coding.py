@@ -1,0 +1,610 @@
+"""Lossless compression with an ARDM: deterministic probability tables, the coding walk, and the container.
+
+NumPy and constriction only; the network enters as one callable
+
+    predict(x_BxD int32, known_BxD bool, t: int) -> logits float32 [B, D, K]
+
+a single network call for the whole batch at policy step start `t`: `x_BxD` holds the known values and the
+absorbing class K everywhere else, `known_BxD` is `sigma < t` (the same order for every item).
+
+Probability tables
+------------------
+`quantise_counts` turns float32 logits into integer counts c_k >= 1 with sum 2**24 (softmax in float64 with a
+fixed formula and a sequential sum; every class gets 1 + floor(p_k * (2**24 - K)) and the rounding residual goes
+to the first most probable class). The coder hands constriction's lazy categorical model the weights c_k - 1:
+they are integers summing to exactly 2**24 - K, so its fast quantiser (left cumulative = floor(cumsum * scale)
++ index, with scale exactly 1.0) reproduces c_k bit for bit, whatever float width it computes in. Encoder and
+decoder therefore share a table whenever they see bit-identical logits, and no class is ever unencodable.
+The decoder must see the same network numerics as the encoder: same model, same batch of items (per-item
+streams are decoded together, as they were encoded), same device kind and the same NumPy `exp`; the CRC turns
+any mismatch into an error instead of wrong data.
+
+Coding walk
+-----------
+ANS is a stack. Encoding walks the policy backwards (k = P-1 .. 0): x with the variables sigma < s_k known, one
+`predict` call, then the symbols with sigma in [s_k, s_{k+1}) are pushed in the canonical order (item-major,
+then sigma ascending) with `encode_reverse`, so the decoder, walking forwards with the same calls, pops them in
+that same canonical order. Each direction makes exactly len(policy) network calls. A stream costs its
+quantised NLL plus about 15-25 bits (the ANS state left by the first symbols pushed), so per-item streams pay
+that once per item and a data-set stream once in all. A decoder must end with an empty coder, which rejects most
+corrupt payloads before the CRC is consulted.
+
+Container (format version 1; integers little-endian; varint = unsigned LEB128, shortest form only)
+-------------------------------------------------------------------------------------------------
+
+    field          bytes     meaning
+    magic          2         b"AR"
+    version        1         1
+    flags          1         bit 0: mode (0 per item, 1 per data set); bits 1-2: kind (0 image, 1 text,
+                             2 audio); bits 3-7 zero
+    fingerprint    4         first 4 bytes of the model fingerprint (parameters + config hash)
+    ndim           varint    number of item dimensions (1..8)
+    shape          varint*   each item dimension (>= 1); D = product
+    num_items      varint    N >= 1
+    budget         varint    number of policy steps P (1..D)
+    policy hash    4         SHA-256(b"ardm-policy" + D as u64 + steps as u64s)[:4], see `policy_hash`
+    order seed     varint    sigma = order_from_seed(seed, D)
+    -- everything above is the "header"; then the records --
+    per data set:  crc32 (4) + length (varint) + payload          one ANS stream for all N items
+    per item:      N x [crc32 (4) + length (varint) + payload]    one ANS stream per item, item order
+
+The decoder takes the policy itself from the model's workdir (policy file entry for `budget`) and checks it
+against the stored hash. A payload is constriction's uint32 words as little-endian bytes with up to 3 trailing
+zero bytes dropped (restored by zero-padding to a multiple of 4). Each CRC-32 covers the header and the
+original items, so a corrupted header that still parses cannot pass either:
+per data set crc32(items, crc32(header)); per item j crc32(item_j, crc32(varint(j), crc32(header))). Items are
+hashed as their flattened symbols in uint8 (K <= 256), uint16 LE (K <= 65536) or uint32 LE.
+`unpack_container(max_symbols=...)` caps N * D before decoding; a corrupt count below the cap is still caught
+(coder not empty or CRC) but only after decoding that many symbols, so callers should pass a tight cap.
+
+Fixed cost of a single 8x8x1 digits image in per-item mode (seed, budget and payload length < 128):
+header 19 bytes (2 + 1 + 1 + 4 + 4 shape + 1 + 1 + 4 + 1) + record 5 bytes (4 crc + 1 length) = 24 bytes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import zlib
+from typing import Callable, Sequence, Union
+
+import constriction
+import numpy as np
+
+PRECISION = 24  # constriction's AnsCoder probability precision; the tables below must match it exactly
+MAGIC = b"AR"
+FORMAT_VERSION = 1
+MODES = ("item", "dataset")
+KINDS = ("image", "text", "audio")
+FINGERPRINT_BYTES = 4
+POLICY_HASH_BYTES = 4
+MAX_NDIM = 8
+MAX_SYMBOLS = 1 << 31  # N * D above this is rejected before anything is allocated
+
+Predict = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+PolicySource = Union[Sequence[int], np.ndarray, Callable[[int, int], Sequence[int]]]
+
+
+class ContainerError(ValueError):
+    """A compressed file that is malformed, corrupt, truncated or made for another model."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Probability tables
+
+
+def quantise_counts(logits_or_probs, precision: int = PRECISION, *, from_probs: bool = False) -> np.ndarray:
+    """Integer counts [..., K] (int64), each >= 1, summing to exactly 2**precision along the last axis.
+
+    Input: float logits (default) or non-negative probabilities (`from_probs=True`, need not be normalised).
+    Logits may hold -inf/+inf (clipped to +-1e300, so an all -inf row is uniform); NaN is an error.
+    """
+    a = np.asarray(logits_or_probs)
+    if not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"quantise_counts needs float logits or probabilities, got dtype {a.dtype}")
+    if a.ndim < 1 or a.shape[-1] < 2:
+        raise ValueError(f"need at least 2 classes on the last axis, got shape {a.shape}")
+    num_classes = a.shape[-1]
+    if not 1 <= precision <= 30 or num_classes > (1 << precision):
+        raise ValueError(f"precision {precision} cannot give {num_classes} classes a count >= 1; use <= 30 bits "
+                         f"and >= log2(K)")
+    v = a.astype(np.float64)  # exact for float32 input
+    if np.isnan(v).any():
+        raise ValueError("probability table input contains NaN; check the network output")
+    if from_probs:
+        if (v < 0).any() or not np.isfinite(v).all():
+            raise ValueError("probabilities must be finite and non-negative")
+        weights = v
+    else:
+        v = np.clip(v, -1e300, 1e300)
+        weights = np.exp(np.ascontiguousarray(v - v.max(axis=-1, keepdims=True)))
+    # cumsum is a strictly sequential sum, so the total does not depend on NumPy's pairwise blocking.
+    total = np.cumsum(weights, axis=-1)[..., -1:]
+    if (total <= 0).any():
+        raise ValueError("a probability row sums to zero; give every row some mass")
+    p = weights / total
+    one = 1 << precision
+    counts = 1 + np.floor(p * float(one - num_classes)).astype(np.int64)
+    residual = one - counts.sum(axis=-1, keepdims=True)
+    top = np.argmax(p, axis=-1)[..., None]  # first index among ties
+    topcount = np.take_along_axis(counts, top, axis=-1) + residual
+    if (topcount < 1).any():  # impossible for K <= 2**24 (the float error is < 1 count); kept as a guard
+        raise RuntimeError("probability quantisation failed to keep every count >= 1")
+    np.put_along_axis(counts, top, topcount, axis=-1)
+    return counts
+
+
+def quantise_probs(logits_or_probs, precision: int = PRECISION, *, from_probs: bool = False) -> np.ndarray:
+    """Float64 probabilities count / 2**precision (exact dyadic values), see `quantise_counts`."""
+    return quantise_counts(logits_or_probs, precision, from_probs=from_probs) / float(1 << precision)
+
+
+def _coder_weights(counts: np.ndarray) -> np.ndarray:
+    # Integers summing to 2**24 - K: constriction's lazy quantiser then reproduces `counts` exactly.
+    return np.ascontiguousarray((counts - 1).reshape(-1, counts.shape[-1]), dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Orders and policies
+
+
+def order_from_seed(seed: int, D: int) -> np.ndarray:
+    """sigma_D (int32): sigma[i] = generation step of variable i, a deterministic function of (seed, D).
+
+    Variables are ranked by SplitMix64(seed, i) keys (all distinct); only exact uint64 arithmetic is involved,
+    so the order is the same on every platform and NumPy version.
+    """
+    seed, D = _check_uint(seed, "order seed", 1 << 64), _check_uint(D, "D", MAX_SYMBOLS + 1)
+    if D < 1:
+        raise ValueError("D must be >= 1")
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) + (np.arange(1, D + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    sigma = np.empty(D, np.int32)
+    sigma[np.argsort(z, kind="stable")] = np.arange(D, dtype=np.int32)
+    return sigma
+
+
+def _check_uint(v, what: str, bound: int) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) < bound:
+        raise ValueError(f"{what} must be an integer in [0, {bound}), got {v!r}")
+    return int(v)
+
+
+def _check_policy(policy, D: int) -> np.ndarray:
+    steps = np.asarray(policy)
+    if steps.ndim != 1 or steps.size == 0 or not np.issubdtype(steps.dtype, np.integer):
+        raise ValueError(f"a policy must be a non-empty 1-D list of integer step starts, got {policy!r}")
+    steps = steps.astype(np.int64)
+    if steps[0] != 0 or np.any(np.diff(steps) <= 0) or steps[-1] >= D:
+        raise ValueError(f"a policy must start at 0 and strictly increase below D={D}, got {steps.tolist()}")
+    return steps
+
+
+def _check_sigma(sigma_D, D: int | None = None) -> np.ndarray:
+    sigma = np.asarray(sigma_D)
+    if sigma.ndim != 1 or not np.issubdtype(sigma.dtype, np.integer) or (D is not None and sigma.size != D):
+        raise ValueError(f"sigma must be one integer order of shape [D]{'' if D is None else f' = [{D}]'}, "
+                         f"got shape {sigma.shape}; use order_from_seed(seed, D)")
+    if not np.array_equal(np.sort(sigma), np.arange(sigma.size)):
+        raise ValueError("sigma must be a permutation of 0..D-1; use order_from_seed(seed, D)")
+    return sigma.astype(np.int64)
+
+
+def policy_hash(policy, D: int) -> bytes:
+    """The 4-byte policy check stored in the container: SHA-256 over D and the step starts."""
+    steps = _check_policy(policy, D)
+    h = hashlib.sha256(b"ardm-policy" + int(D).to_bytes(8, "little") + steps.astype("<u8").tobytes())
+    return h.digest()[:POLICY_HASH_BYTES]
+
+
+def _step_positions(sigma: np.ndarray, steps: np.ndarray) -> list[np.ndarray]:
+    """Per policy step, the variables it codes, in sigma-ascending order (the canonical order in a step)."""
+    by_step = np.argsort(sigma, kind="stable")
+    ends = np.append(steps[1:], sigma.size)
+    return [by_step[s:e] for s, e in zip(steps, ends)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The coding walk
+
+
+def _step_counts(predict: Predict, x_in_BxD: np.ndarray, known_D: np.ndarray, t: int, pos: np.ndarray,
+                 num_classes: int) -> np.ndarray:
+    """One network call at step start t; counts [B, len(pos), K] for the variables `pos` of this step."""
+    B, D = x_in_BxD.shape
+    known_BxD = np.broadcast_to(known_D, (B, D)).copy()
+    logits = np.asarray(predict(x_in_BxD.astype(np.int32), known_BxD, int(t)))
+    if logits.shape != (B, D, num_classes):
+        raise ValueError(f"predict must return logits of shape [B, D, K] = {(B, D, num_classes)}, "
+                         f"got {logits.shape}")
+    if logits.dtype not in (np.float32, np.float64):
+        raise ValueError(f"predict must return float32 logits, got {logits.dtype}")
+    return quantise_counts(np.ascontiguousarray(logits[:, pos, :]))
+
+
+def _check_items(x_BxD, num_classes: int) -> np.ndarray:
+    x = np.asarray(x_BxD)
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1 or not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"items must be an integer array [B, D] with B, D >= 1, got {x.dtype} {x.shape}")
+    _check_num_classes(num_classes)
+    if x.min() < 0 or x.max() >= num_classes:
+        raise ValueError(f"item values must lie in 0..{num_classes - 1}, got {x.min()}..{x.max()}")
+    return x.astype(np.int32)
+
+
+def _check_num_classes(num_classes) -> int:
+    if not isinstance(num_classes, (int, np.integer)) or not 2 <= num_classes < (1 << PRECISION) - 1:
+        raise ValueError(f"num_classes must be an integer in [2, 2**24 - 1), got {num_classes!r}")
+    return int(num_classes)
+
+
+def _walk_known(predict: Predict, x_BxD, sigma_D, policy, num_classes: int, reverse: bool):
+    """Yields (symbols [B, n], counts [B, n, K]) per policy step for fully known items, one call each."""
+    x = _check_items(x_BxD, num_classes)
+    D = x.shape[1]
+    sigma = _check_sigma(sigma_D, D)
+    steps = _check_policy(policy, D)
+    positions = _step_positions(sigma, steps)
+    for k in (range(len(steps) - 1, -1, -1) if reverse else range(len(steps))):
+        known_D = sigma < steps[k]
+        x_in = np.where(known_D[None, :], x, num_classes)
+        pos = positions[k]
+        yield x[:, pos], _step_counts(predict, x_in, known_D, steps[k], pos, num_classes)
+
+
+def nll_bits(predict: Predict, x_BxD, sigma_D, policy, num_classes: int) -> np.ndarray:
+    """Per item, sum of -log2 p under the quantised tables (what the coder should achieve), float64 [B]."""
+    total = 0.0
+    for sym_Bxn, counts in _walk_known(predict, x_BxD, sigma_D, policy, num_classes, reverse=False):
+        c = np.take_along_axis(counts, sym_Bxn[..., None].astype(np.int64), axis=-1)[..., 0]
+        total = total + (PRECISION - np.log2(c.astype(np.float64))).sum(axis=1)
+    return np.asarray(total, np.float64)
+
+
+_FAMILY = constriction.stream.model.Categorical(perfect=False)
+
+
+def _words_to_bytes(words: np.ndarray) -> bytes:
+    b = np.asarray(words, dtype="<u4").tobytes()
+    n = len(b)
+    while n > len(b) - 3 and n > 0 and b[n - 1] == 0:  # the top word's high zero bytes carry nothing
+        n -= 1
+    return b[:n]
+
+
+def _bytes_to_words(payload: bytes) -> np.ndarray:
+    b = bytes(payload) + b"\0" * (-len(payload) % 4)
+    return np.frombuffer(b, dtype="<u4").astype(np.uint32)
+
+
+def encode_stream(predict: Predict, x_BxD, sigma_D, policy, num_classes: int) -> bytes:
+    """Per data set mode: one ANS stream for all B items; len(policy) network calls."""
+    coder = constriction.stream.stack.AnsCoder()
+    for sym_Bxn, counts in _walk_known(predict, x_BxD, sigma_D, policy, num_classes, reverse=True):
+        coder.encode_reverse(np.ascontiguousarray(sym_Bxn.reshape(-1), np.int32), _FAMILY, _coder_weights(counts))
+    return _words_to_bytes(coder.get_compressed())
+
+
+def encode_items(predict: Predict, x_BxD, sigma_D, policy, num_classes: int) -> list[bytes]:
+    """Per item mode: one ANS stream per item (network calls still batched: len(policy) in total)."""
+    coders = None
+    for sym_Bxn, counts in _walk_known(predict, x_BxD, sigma_D, policy, num_classes, reverse=True):
+        if coders is None:
+            coders = [constriction.stream.stack.AnsCoder() for _ in range(sym_Bxn.shape[0])]
+        for coder, sym, c in zip(coders, sym_Bxn, counts):
+            coder.encode_reverse(np.ascontiguousarray(sym, np.int32), _FAMILY, _coder_weights(c))
+    return [_words_to_bytes(coder.get_compressed()) for coder in coders]
+
+
+def _decode_walk(predict: Predict, decode_step, sigma_D, policy, num_items: int, D: int, num_classes: int):
+    """Forward walk shared by both decoders; `decode_step(counts [B, n, K]) -> symbols [B, n]`."""
+    num_classes = _check_num_classes(num_classes)
+    num_items, D = _check_uint(num_items, "num_items", 1 << 64), _check_uint(D, "D", 1 << 64)
+    if num_items < 1 or D < 1 or num_items * D > MAX_SYMBOLS:
+        raise ContainerError(f"implausible size: {num_items} items of {D} variables; the file is corrupt")
+    sigma = _check_sigma(sigma_D, D)
+    steps = _check_policy(policy, D)
+    x = np.full((num_items, D), num_classes, np.int32)
+    for k, pos in enumerate(_step_positions(sigma, steps)):
+        known_D = sigma < steps[k]
+        counts = _step_counts(predict, x, known_D, steps[k], pos, num_classes)
+        try:
+            sym = np.asarray(decode_step(counts))
+        except Exception as e:  # constriction raises assorted errors on garbage; none may escape as-is
+            raise ContainerError(f"payload is corrupt ({type(e).__name__}: {e})") from None
+        if sym.shape != (num_items, len(pos)) or sym.min(initial=0) < 0 or sym.max(initial=0) >= num_classes:
+            raise ContainerError("payload is corrupt (decoded symbols out of range)")
+        x[:, pos] = sym
+    return x
+
+
+def _open_coder(payload) -> constriction.stream.stack.AnsCoder:
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise ValueError(f"a payload must be bytes, got {type(payload).__name__}")
+    try:
+        return constriction.stream.stack.AnsCoder(_bytes_to_words(payload))
+    except Exception as e:
+        raise ContainerError(f"payload is corrupt ({type(e).__name__}: {e})") from None
+
+
+def _require_empty(coders) -> None:
+    if not all(c.is_empty() for c in coders):
+        raise ContainerError("payload is corrupt (data left over after the last symbol)")
+
+
+def decode_stream(predict: Predict, payload: bytes, sigma_D, policy, num_items: int, D: int,
+                  num_classes: int) -> np.ndarray:
+    """Inverse of `encode_stream`: x_BxD int32; len(policy) network calls. Corruption -> ContainerError."""
+    coder = _open_coder(payload)
+
+    def step(counts):
+        return coder.decode(_FAMILY, _coder_weights(counts)).reshape(counts.shape[:2])
+
+    x = _decode_walk(predict, step, sigma_D, policy, num_items, D, num_classes)
+    _require_empty([coder])
+    return x
+
+
+def decode_items(predict: Predict, payloads: Sequence[bytes], sigma_D, policy, num_items: int, D: int,
+                 num_classes: int) -> np.ndarray:
+    """Inverse of `encode_items` (all items decoded together, as encoded); len(policy) network calls."""
+    if len(payloads) != num_items:
+        raise ContainerError(f"expected {num_items} item payloads, got {len(payloads)}")
+    coders = [_open_coder(p) for p in payloads]
+
+    def step(counts):
+        return np.stack([c.decode(_FAMILY, _coder_weights(cb)) for c, cb in zip(coders, counts)])
+
+    x = _decode_walk(predict, step, sigma_D, policy, num_items, D, num_classes)
+    _require_empty(coders)
+    return x
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Container
+
+
+@dataclasses.dataclass(frozen=True)
+class Container:
+    """A parsed container; `header` is the byte prefix the CRCs cover."""
+    version: int
+    mode: str
+    fingerprint: str  # hex of the stored truncation
+    kind: str
+    item_shape: tuple
+    num_items: int
+    budget: int
+    policy_hash: bytes
+    order_seed: int
+    crcs: tuple
+    payloads: tuple
+    header: bytes
+
+    @property
+    def D(self) -> int:
+        return int(np.prod(self.item_shape))
+
+
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, v = v & 0x7F, v >> 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if n > len(self.data) - self.pos:
+            raise ContainerError(f"truncated file: {what} needs {n} bytes at offset {self.pos}, "
+                                 f"only {len(self.data) - self.pos} left")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def varint(self, what: str) -> int:
+        value = 0
+        for i in range(10):
+            b = self.take(1, what)[0]
+            value |= (b & 0x7F) << (7 * i)
+            if not b & 0x80:
+                if (b == 0 and i > 0) or value >= 1 << 64:
+                    raise ContainerError(f"corrupt header: malformed varint for {what}")
+                return value
+        raise ContainerError(f"corrupt header: varint for {what} is too long")
+
+
+def _fingerprint_bytes(fingerprint: str, what: str) -> bytes:
+    try:
+        fp = bytes.fromhex(fingerprint[:2 * FINGERPRINT_BYTES])
+    except (TypeError, ValueError):
+        fp = b""
+    if len(fp) != FINGERPRINT_BYTES:
+        raise ValueError(f"{what} must be a hex string of at least {2 * FINGERPRINT_BYTES} digits, "
+                         f"got {fingerprint!r}")
+    return fp
+
+
+def _item_bytes(x_D: np.ndarray, num_classes: int) -> bytes:
+    dtype = "u1" if num_classes <= 1 << 8 else "<u2" if num_classes <= 1 << 16 else "<u4"
+    return np.ascontiguousarray(x_D, dtype=dtype).tobytes()
+
+
+def _crcs(header: bytes, mode: str, x_BxD: np.ndarray, num_classes: int) -> list[int]:
+    base = zlib.crc32(header)
+    if mode == "dataset":
+        return [zlib.crc32(_item_bytes(x_BxD, num_classes), base)]
+    return [zlib.crc32(_item_bytes(x, num_classes), zlib.crc32(_varint(j), base)) for j, x in enumerate(x_BxD)]
+
+
+def pack_container(payloads: Sequence[bytes], x_BxD, *, mode: str, fingerprint: str, kind: str, item_shape,
+                   policy, order_seed: int, num_classes: int) -> bytes:
+    """Builds a container around coded payloads (one for mode 'dataset', one per item for mode 'item').
+
+    `x_BxD` are the original items (flattened), needed for the CRCs; `fingerprint` the model's full hex
+    fingerprint (its first 4 bytes are stored).
+    """
+    if mode not in MODES or kind not in KINDS:
+        raise ValueError(f"mode must be one of {MODES} and kind one of {KINDS}, got {mode!r}, {kind!r}")
+    shape = tuple(int(d) for d in item_shape)
+    if not 1 <= len(shape) <= MAX_NDIM or min(shape) < 1:
+        raise ValueError(f"item_shape must have 1..{MAX_NDIM} dimensions, each >= 1, got {item_shape!r}")
+    D = int(np.prod(shape))
+    x = _check_items(x_BxD, num_classes)
+    if x.shape[1] != D or x.shape[0] * D > MAX_SYMBOLS:
+        raise ValueError(f"items of shape {x.shape} do not match item_shape {shape} (D = {D}), or are too many")
+    steps = _check_policy(policy, D)
+    n_payloads = 1 if mode == "dataset" else x.shape[0]
+    if len(payloads) != n_payloads:
+        raise ValueError(f"mode {mode!r} with {x.shape[0]} items needs {n_payloads} payloads, got {len(payloads)}")
+    header = b"".join([
+        MAGIC, bytes([FORMAT_VERSION, MODES.index(mode) | (KINDS.index(kind) << 1)]),
+        _fingerprint_bytes(fingerprint, "fingerprint"),
+        _varint(len(shape)), *[_varint(d) for d in shape],
+        _varint(x.shape[0]), _varint(len(steps)), policy_hash(steps, D),
+        _varint(_check_uint(order_seed, "order seed", 1 << 64)),
+    ])
+    records = [crc.to_bytes(4, "little") + _varint(len(p)) + bytes(p)
+               for crc, p in zip(_crcs(header, mode, x, num_classes), payloads)]
+    return header + b"".join(records)
+
+
+def unpack_container(data: bytes, *, expected_fingerprint: str | None, expected_shape=None,
+                     max_symbols: int = MAX_SYMBOLS) -> Container:
+    """Parses and checks a container; raises ContainerError naming the problem.
+
+    `expected_fingerprint=None` skips the model check (only for inspecting headers). Nothing proportional to
+    the claimed sizes is allocated before they have been checked against the file length / `max_symbols`.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValueError(f"container data must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    r = _Reader(data)
+    if not data:
+        raise ContainerError("empty file: not an ARDM container")
+    magic = data[:len(MAGIC)]
+    if magic != MAGIC[:len(magic)]:
+        raise ContainerError(f"not an ARDM container: bad magic {magic!r} (expected {MAGIC!r})")
+    r.take(len(MAGIC), "magic")
+    version = r.take(1, "version")[0]
+    if version != FORMAT_VERSION:
+        raise ContainerError(f"unsupported container version {version}; this build reads version {FORMAT_VERSION}")
+    flags = r.take(1, "flags")[0]
+    if flags >> 3 or (flags >> 1) & 3 >= len(KINDS):
+        raise ContainerError(f"corrupt header: unknown flag bits 0x{flags:02x}")
+    mode, kind = MODES[flags & 1], KINDS[(flags >> 1) & 3]
+    fp = r.take(FINGERPRINT_BYTES, "fingerprint")
+    if expected_fingerprint is not None:
+        want = _fingerprint_bytes(expected_fingerprint, "expected_fingerprint")
+        if fp != want:
+            raise ContainerError(f"model fingerprint mismatch: the file was made with model {fp.hex()}, "
+                                 f"this model is {want.hex()}; load the model that made it")
+    ndim = r.varint("ndim")
+    if not 1 <= ndim <= MAX_NDIM:
+        raise ContainerError(f"corrupt header: {ndim} item dimensions (allowed 1..{MAX_NDIM})")
+    shape, D = [], 1
+    for i in range(ndim):
+        d = r.varint(f"shape[{i}]")
+        D *= d
+        if d < 1 or D > max_symbols:
+            raise ContainerError(f"corrupt header: implausible item dimension {d}")
+        shape.append(d)
+    num_items = r.varint("num_items")
+    if num_items < 1 or num_items * D > max_symbols:
+        raise ContainerError(f"corrupt header: implausible size, {num_items} items of {D} variables")
+    budget = r.varint("budget")
+    if not 1 <= budget <= D:
+        raise ContainerError(f"corrupt header: policy budget {budget} outside 1..D={D}")
+    p_hash = r.take(POLICY_HASH_BYTES, "policy hash")
+    seed = r.varint("order seed")
+    header = data[:r.pos]
+    n_records = 1 if mode == "dataset" else num_items
+    if n_records * 5 > len(data) - r.pos:  # every record is at least crc32 + a 1-byte length
+        raise ContainerError(f"truncated file: {n_records} records need at least {5 * n_records} bytes, "
+                             f"{len(data) - r.pos} left")
+    crcs, payloads = [], []
+    for j in range(n_records):
+        crcs.append(int.from_bytes(r.take(4, f"crc of record {j}"), "little"))
+        length = r.varint(f"length of record {j}")
+        payloads.append(r.take(length, f"payload of record {j}"))
+    if r.pos != len(data):
+        raise ContainerError(f"trailing garbage: {len(data) - r.pos} unexpected bytes after the last record")
+    if expected_shape is not None and tuple(shape) != tuple(expected_shape):
+        raise ContainerError(f"item shape {tuple(shape)} in the file does not match the model's "
+                             f"{tuple(expected_shape)}")
+    return Container(version, mode, fp.hex(), kind, tuple(shape), num_items, budget, p_hash, seed,
+                     tuple(crcs), tuple(payloads), header)
+
+
+def check_policy(container: Container, policy) -> np.ndarray:
+    """Checks that `policy` is the one the file was coded with; returns it as int64 steps."""
+    try:
+        steps = _check_policy(policy, container.D)
+    except ValueError as e:
+        raise ContainerError(f"policy for budget {container.budget} is unusable: {e}") from None
+    got = policy_hash(steps, container.D)
+    if len(steps) != container.budget or got != container.policy_hash:
+        raise ContainerError(f"policy mismatch: the file used a budget-{container.budget} policy with hash "
+                             f"{container.policy_hash.hex()}, the given one has {len(steps)} steps and hash "
+                             f"{got.hex()}")
+    return steps
+
+
+def check_crc(container: Container, x_BxD, num_classes: int) -> None:
+    """Raises ContainerError unless the decoded items match the stored CRCs (call after decoding)."""
+    x = np.asarray(x_BxD)
+    if x.shape != (container.num_items, container.D):
+        raise ContainerError(f"decoded items have shape {x.shape}, the file holds "
+                             f"{(container.num_items, container.D)}")
+    for j, (want, got) in enumerate(zip(container.crcs, _crcs(container.header, container.mode, x, num_classes))):
+        if want != got:
+            where = "the data set" if container.mode == "dataset" else f"item {j}"
+            raise ContainerError(f"CRC mismatch for {where}: the file is corrupt or was decoded with other "
+                                 f"network numerics")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One-call compress / decompress
+
+
+def compress(predict: Predict, items, *, mode: str, fingerprint: str, kind: str, policy, order_seed: int,
+             num_classes: int) -> bytes:
+    """Codes items [B, *item_shape] into one container with len(policy) network calls."""
+    items = np.asarray(items)
+    if items.ndim < 2:
+        raise ValueError(f"items must have shape [B, *item_shape], got {items.shape}")
+    x = items.reshape(items.shape[0], -1)
+    sigma = order_from_seed(order_seed, x.shape[1])
+    if mode == "dataset":
+        payloads = [encode_stream(predict, x, sigma, policy, num_classes)]
+    elif mode == "item":
+        payloads = encode_items(predict, x, sigma, policy, num_classes)
+    else:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return pack_container(payloads, x, mode=mode, fingerprint=fingerprint, kind=kind, item_shape=items.shape[1:],
+                          policy=policy, order_seed=order_seed, num_classes=num_classes)
+
+
+def decompress(data: bytes, predict: Predict, *, expected_fingerprint: str, policy: PolicySource, num_classes: int,
+               expected_shape=None, max_symbols: int = MAX_SYMBOLS) -> tuple[Container, np.ndarray]:
+    """Inverse of `compress`: (container, items [B, *item_shape] int32), or ContainerError; never wrong data.
+
+    `policy` is the step list, or a function (budget, D) -> steps (e.g. a lookup in the model's policy file;
+    it may raise ContainerError for an unknown budget).
+    """
+    c = unpack_container(data, expected_fingerprint=expected_fingerprint, expected_shape=expected_shape,
+                         max_symbols=max_symbols)
+    steps = check_policy(c, policy(c.budget, c.D) if callable(policy) else policy)
+    sigma = order_from_seed(c.order_seed, c.D)
+    if c.mode == "dataset":
+        x = decode_stream(predict, c.payloads[0], sigma, steps, c.num_items, c.D, num_classes)
+    else:
+        x = decode_items(predict, list(c.payloads), sigma, steps, c.num_items, c.D, num_classes)
+    check_crc(c, x, num_classes)
+    return c, x.reshape((c.num_items,) + c.item_shape)
