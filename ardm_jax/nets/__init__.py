@@ -1,0 +1,69 @@
+"""ARDM networks: one call signature for every modality.
+
+    net = build_network(model_cfg, data_shape, num_classes)
+    variables = net.init({'params': key, 'dropout': key2}, x_in, known, t, train=False)
+    logits = net.apply(variables, x_in, known, t, train=True, rngs={'dropout': key3})
+
+x_in int [B, *data_shape] in 0..K (K = absorbing), known bool [B, *data_shape],
+t int [B] (number of known variables) -> float32 logits [B, *data_shape, K].
+
+model_cfg keys (sizes have no defaults, so a config always states its model size):
+  unet:        ch, num_res_blocks, input_embed_dim;
+               optional num_heads=1, attention=True, dropout=0.0, dtype='float32', remat=False
+  transformer: num_layers, emb_dim, mlp_dim, num_heads;
+               optional dropout=0.0, dtype='float32', remat=False
+Unknown keys are rejected so a misspelt option cannot be silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+
+from ardm_jax.nets import layers
+from ardm_jax.nets.transformer import Transformer
+from ardm_jax.nets.unet import UNet
+
+__all__ = ['build_network', 'UNet', 'Transformer', 'layers']
+
+_SPECS = {
+    'unet': dict(
+        required=('ch', 'num_res_blocks', 'input_embed_dim'),
+        optional=dict(num_heads=1, attention=True, dropout=0.0, dtype='float32', remat=False),
+        rank=3, shape_doc='(H, W, C)'),
+    'transformer': dict(
+        required=('num_layers', 'emb_dim', 'mlp_dim', 'num_heads'),
+        optional=dict(dropout=0.0, dtype='float32', remat=False),
+        rank=1, shape_doc='(L,)'),
+}
+
+
+def build_network(model_cfg: Mapping[str, Any], data_shape: tuple[int, ...],
+                  num_classes: int) -> nn.Module:
+  """Builds the network named by model_cfg.name for items of `data_shape` with K classes."""
+  cfg = dict(model_cfg.items())
+  name = cfg.pop('name', None)
+  if name not in _SPECS:
+    raise ValueError(f'unknown model.name {name!r}; set model.name to one of {sorted(_SPECS)}')
+  spec = _SPECS[name]
+
+  data_shape = tuple(int(s) for s in data_shape)
+  if len(data_shape) != spec['rank'] or min(data_shape, default=0) < 1:
+    raise ValueError(f"model {name!r} needs data_shape {spec['shape_doc']}, got {data_shape}; "
+                     f"use {'transformer' if name == 'unet' else 'unet'} for this data or reshape it")
+  if int(num_classes) < 2:
+    raise ValueError(f'num_classes must be >= 2, got {num_classes}; pass the data set\'s K')
+
+  unknown = sorted(set(cfg) - set(spec['required']) - set(spec['optional']))
+  if unknown:
+    raise ValueError(f"unknown model config key(s) {unknown} for {name!r}; allowed: "
+                     f"{sorted(spec['required']) + sorted(spec['optional'])}")
+  missing = [k for k in spec['required'] if k not in cfg]
+  if missing:
+    raise ValueError(f'model config for {name!r} is missing {missing}; add them to config.model')
+  kwargs = {**spec['optional'], **cfg}
+  kwargs['dtype'] = layers.compute_dtype(kwargs['dtype'])
+
+  cls = UNet if name == 'unet' else Transformer
+  return cls(num_classes=int(num_classes), data_shape=data_shape, **kwargs)

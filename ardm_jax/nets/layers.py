@@ -1,0 +1,205 @@
+"""Pieces shared by the ARDM networks: annotated layers, time embedding, attention.
+
+Every parameter is annotated exactly once, here, with logical axis names
+(`nn.with_logical_partitioning`); the config's logical-axis rules decide how those
+names map onto a device mesh. Activation constraints (`nn.with_logical_constraint`)
+are no-ops unless logical-axis rules are active and a mesh is set with `jax.set_mesh`
+(flax ignores the legacy `with mesh:` context), so the same modules run unsharded.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+# Logical names a parameter may carry; sharding rules are written against these.
+PARAM_AXIS_NAMES = ('embed', 'mlp', 'heads', 'kv', 'vocab', 'conv_h', 'conv_w',
+                    'conv_in', 'length_pos', 'time')
+
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def compute_dtype(name: str) -> Dtype:
+  """Maps the config string to a JAX dtype; params stay float32 regardless."""
+  if name not in _DTYPES:
+    raise ValueError(f"model dtype {name!r} is not supported; set model.dtype to one of {sorted(_DTYPES)}")
+  return _DTYPES[name]
+
+
+def partitioned(init_fn, names: Sequence[str]):
+  return nn.with_logical_partitioning(init_fn, tuple(names))
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+  return nn.with_logical_constraint(x, tuple(names))
+
+
+def dense(features: int, names: tuple[str, str], *, dtype: Dtype,
+          zero_init: bool = False, name: str | None = None) -> nn.Dense:
+  """Dense layer whose kernel is annotated `names` (in, out) and bias `names[1:]`."""
+  kernel_init = nn.initializers.zeros if zero_init else nn.initializers.lecun_normal()
+  return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32,
+                  kernel_init=partitioned(kernel_init, names),
+                  bias_init=partitioned(nn.initializers.zeros, names[1:]),
+                  name=name)
+
+
+def conv3x3(features: int, *, dtype: Dtype, out_axis: str = 'embed',
+            zero_init: bool = False, name: str | None = None) -> nn.Conv:
+  return conv(features, (3, 3), dtype=dtype, out_axis=out_axis, zero_init=zero_init, name=name)
+
+
+def conv(features: int, kernel_size: tuple[int, int], *, dtype: Dtype,
+         out_axis: str = 'embed', zero_init: bool = False, name: str | None = None) -> nn.Conv:
+  kernel_init = nn.initializers.zeros if zero_init else nn.initializers.lecun_normal()
+  return nn.Conv(features, kernel_size, padding='SAME', dtype=dtype, param_dtype=jnp.float32,
+                 kernel_init=partitioned(kernel_init, ('conv_h', 'conv_w', 'conv_in', out_axis)),
+                 bias_init=partitioned(nn.initializers.zeros, (out_axis,)),
+                 name=name)
+
+
+def group_norm(num_channels: int, *, dtype: Dtype, max_groups: int = 32,
+               name: str | None = None) -> nn.GroupNorm:
+  # At least 4 channels per group: with one channel per group the norm would remove
+  # any per-channel constant, such as the time embedding a ResBlock adds. Paper
+  # widths (256, 512) still get the usual 32 groups.
+  limit = max(1, min(max_groups, num_channels // 4))
+  groups = max(g for g in range(1, limit + 1) if num_channels % g == 0)
+  return nn.GroupNorm(num_groups=groups, dtype=dtype,
+                      param_dtype=jnp.float32,
+                      scale_init=partitioned(nn.initializers.ones, ('embed',)),
+                      bias_init=partitioned(nn.initializers.zeros, ('embed',)),
+                      name=name)
+
+
+def layer_norm(*, dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
+  return nn.LayerNorm(dtype=dtype, param_dtype=jnp.float32,
+                      scale_init=partitioned(nn.initializers.ones, ('embed',)),
+                      bias_init=partitioned(nn.initializers.zeros, ('embed',)),
+                      name=name)
+
+
+def embed(num_rows: int, features: int, *, dtype: Dtype, stddev: float = 1.0,
+          name: str | None = None) -> nn.Embed:
+  return nn.Embed(num_rows, features, dtype=dtype, param_dtype=jnp.float32,
+                  embedding_init=partitioned(nn.initializers.normal(stddev), ('vocab', 'embed')),
+                  name=name)
+
+
+def check_inputs(x_in, known, t, data_shape) -> None:
+  """Shape checks at trace time, so a wrong batch layout fails with a readable message."""
+  want = tuple(data_shape)
+  if x_in.ndim != len(want) + 1 or tuple(x_in.shape[1:]) != want:
+    raise ValueError(f'x_in has shape {x_in.shape}, expected [B, *{want}]; pass one batch of items')
+  if known.shape != x_in.shape:
+    raise ValueError(f'known has shape {known.shape} but x_in has {x_in.shape}; they must match')
+  if t.shape != x_in.shape[:1]:
+    raise ValueError(f't has shape {t.shape}, expected [{x_in.shape[0]}] (one step per item)')
+  if not jnp.issubdtype(x_in.dtype, jnp.integer):
+    raise ValueError(f'x_in has dtype {x_in.dtype}; pass integer class ids (int32)')
+
+
+def sinusoidal_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
+  """Transformer-style sin/cos features of a float [B] -> float32 [B, dim]."""
+  if dim % 2:
+    raise ValueError(f'sinusoidal embedding width must be even, got {dim}; use an even width')
+  half = dim // 2
+  freqs_F = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args_BxF = t_B.astype(jnp.float32)[:, None] * freqs_F[None, :]
+  return jnp.concatenate([jnp.sin(args_BxF), jnp.cos(args_BxF)], axis=-1)
+
+
+class TimeEmbedding(nn.Module):
+  """Step t in 0..num_steps-1 -> [B, out_dim] via sinusoid -> Dense -> swish -> Dense.
+
+  t is rescaled to t / num_steps * 1000 so that the sinusoid frequencies see the same
+  range whatever the number of variables (64 digits sub-pixels or 3072 CIFAR ones).
+  """
+  num_steps: int
+  sin_dim: int
+  hidden_dim: int
+  out_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, t_B: jax.Array) -> jax.Array:
+    t_scaled_B = t_B.astype(jnp.float32) * (1000.0 / self.num_steps)
+    h_BxT = sinusoidal_embedding(t_scaled_B, self.sin_dim)
+    h_BxM = dense(self.hidden_dim, ('time', 'mlp'), dtype=self.dtype, name='dense_0')(h_BxT)
+    h_BxM = nn.swish(h_BxM)
+    return dense(self.out_dim, ('mlp', 'embed'), dtype=self.dtype, name='dense_1')(h_BxM)
+
+
+class HeadSplit(nn.Module):
+  """[..., E] -> [..., H, Dh]; the q/k/v projection.
+
+  Written with a full-rank kernel instead of nn.DenseGeneral: DenseGeneral initialises
+  a flattened 2-D kernel, which breaks the 3-name logical annotation as soon as a mesh
+  and axis rules are active (sharded init/apply would fail).
+  """
+  num_heads: int
+  head_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxNxE: jax.Array) -> jax.Array:
+    init = nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
+    kernel_ExHxK = self.param('kernel', partitioned(init, ('embed', 'heads', 'kv')),
+                              (x_BxNxE.shape[-1], self.num_heads, self.head_dim), jnp.float32)
+    bias_HxK = self.param('bias', partitioned(nn.initializers.zeros, ('heads', 'kv')),
+                          (self.num_heads, self.head_dim), jnp.float32)
+    y = jnp.einsum('bne,ehk->bnhk', x_BxNxE.astype(self.dtype), kernel_ExHxK.astype(self.dtype))
+    return y + bias_HxK.astype(self.dtype)[None, None, :, :]
+
+
+class HeadMerge(nn.Module):
+  """[..., H, Dh] -> [..., E]; the attention output projection (see HeadSplit for why)."""
+  features: int
+  dtype: Dtype = jnp.float32
+  zero_init: bool = False
+
+  @nn.compact
+  def __call__(self, x_BxNxHxK: jax.Array) -> jax.Array:
+    init = (nn.initializers.zeros if self.zero_init
+            else nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2))
+    _, _, num_heads, head_dim = x_BxNxHxK.shape
+    kernel_HxKxE = self.param('kernel', partitioned(init, ('heads', 'kv', 'embed')),
+                              (num_heads, head_dim, self.features), jnp.float32)
+    bias_E = self.param('bias', partitioned(nn.initializers.zeros, ('embed',)),
+                        (self.features,), jnp.float32)
+    y = jnp.einsum('bnhk,hke->bne', x_BxNxHxK.astype(self.dtype), kernel_HxKxE.astype(self.dtype))
+    return y + bias_E.astype(self.dtype)[None, None, :]
+
+
+class SelfAttention(nn.Module):
+  """Bidirectional multi-head self-attention over [B, N, E] (no mask: every position sees all)."""
+  num_heads: int
+  dtype: Dtype = jnp.float32
+  zero_init_out: bool = False
+
+  @nn.compact
+  def __call__(self, x_BxNxE: jax.Array) -> jax.Array:
+    emb_dim = x_BxNxE.shape[-1]
+    if emb_dim % self.num_heads:
+      raise ValueError(f'attention width {emb_dim} is not divisible by num_heads={self.num_heads}; '
+                       'change the width or model.num_heads')
+    head_dim = emb_dim // self.num_heads
+    act_names = ('batch', 'act_length', 'act_heads', 'act_kv')
+
+    def qkv(name):
+      y = HeadSplit(self.num_heads, head_dim, dtype=self.dtype, name=name)(x_BxNxE)
+      return constrain(y, act_names)
+
+    q_BxNxHxK, k_BxNxHxK, v_BxNxHxK = qkv('query'), qkv('key'), qkv('value')
+    # Softmax in float32: bf16 logits over ~1000 image positions lose too much precision.
+    logits_BxHxNxN = jnp.einsum('bqhk,bnhk->bhqn', q_BxNxHxK, k_BxNxHxK,
+                                preferred_element_type=jnp.float32) / math.sqrt(head_dim)
+    weights_BxHxNxN = jax.nn.softmax(logits_BxHxNxN, axis=-1).astype(self.dtype)
+    out_BxNxHxK = constrain(jnp.einsum('bhqn,bnhk->bqhk', weights_BxHxNxN, v_BxNxHxK), act_names)
+    return HeadMerge(emb_dim, dtype=self.dtype, zero_init=self.zero_init_out, name='out')(out_BxNxHxK)

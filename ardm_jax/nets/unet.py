@@ -1,0 +1,129 @@
+"""Single-resolution U-Net for images (the ARDM CIFAR-10 network).
+
+The paper's image model never changes resolution (ch_mult=[1]) but keeps the DDPM
+U-Net wiring: the activations of the "down" half are stored and concatenated, last
+first, into the "up" half, which has one block more than the down half (the extra
+one consumes the input-conv activation). With num_res_blocks=N that is
+N down blocks, a middle ResBlock-Attn-ResBlock, and N+1 up blocks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ardm_jax.nets import layers
+
+_ACT_4D = ('batch', 'act_height', 'act_width', 'act_embed')
+
+
+class ResBlock(nn.Module):
+  """GroupNorm-swish-conv, + time projection, GroupNorm-swish-dropout-conv(zero init), + skip."""
+  out_ch: int
+  dropout: float
+  deterministic: bool  # an attribute, not a call argument, so nn.remat needs no static args
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC: jax.Array, temb_BxT: jax.Array) -> jax.Array:
+    in_ch = x_BxHxWxC.shape[-1]
+    h = nn.swish(layers.group_norm(in_ch, dtype=self.dtype, name='norm_0')(x_BxHxWxC))
+    h = layers.conv3x3(self.out_ch, dtype=self.dtype, name='conv_0')(h)
+    t_BxO = layers.dense(self.out_ch, ('mlp', 'embed'), dtype=self.dtype,
+                         name='time_proj')(nn.swish(temb_BxT))
+    h = h + t_BxO[:, None, None, :]
+    h = nn.swish(layers.group_norm(self.out_ch, dtype=self.dtype, name='norm_1')(h))
+    h = nn.Dropout(self.dropout)(h, deterministic=self.deterministic)
+    # Zero init makes every block start as the identity, so depth does not blow up
+    # the initial activations.
+    h = layers.conv3x3(self.out_ch, dtype=self.dtype, zero_init=True, name='conv_1')(h)
+    if in_ch != self.out_ch:
+      x_BxHxWxC = layers.conv(self.out_ch, (1, 1), dtype=self.dtype, name='skip')(x_BxHxWxC)
+    return layers.constrain(x_BxHxWxC + h, _ACT_4D)
+
+
+class AttnBlock(nn.Module):
+  """GroupNorm -> self-attention over all H*W positions -> zero-init projection, + residual."""
+  num_heads: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
+    b, hh, ww, c = x_BxHxWxC.shape
+    h = layers.group_norm(c, dtype=self.dtype, name='norm')(x_BxHxWxC)
+    h_BxNxC = layers.constrain(h.reshape(b, hh * ww, c), ('batch', 'act_length', 'act_embed'))
+    h_BxNxC = layers.SelfAttention(self.num_heads, dtype=self.dtype, zero_init_out=True,
+                                   name='attn')(h_BxNxC)
+    return layers.constrain(x_BxHxWxC + h_BxNxC.reshape(b, hh, ww, c), _ACT_4D)
+
+
+class UNet(nn.Module):
+  """x_in [B,H,W,C] in 0..K (K absorbing), known [B,H,W,C], t [B] -> logits f32 [B,H,W,C,K]."""
+  num_classes: int                  # K data classes; the input table has K+1 rows
+  data_shape: tuple[int, int, int]  # (H, W, C)
+  ch: int
+  num_res_blocks: int
+  input_embed_dim: int
+  num_heads: int = 1
+  attention: bool = True
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, x_in: jax.Array, known: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
+    hh, ww, cc = self.data_shape
+    k = self.num_classes
+    layers.check_inputs(x_in, known, t, self.data_shape)
+    b = x_in.shape[0]
+    num_steps = int(np.prod(self.data_shape))
+
+    temb_BxT = layers.TimeEmbedding(num_steps, sin_dim=self.ch, hidden_dim=4 * self.ch,
+                                    out_dim=4 * self.ch, dtype=self.dtype, name='time_embed')(t)
+
+    # Each sub-pixel gets its own learned vector (absorbing value K included), and the
+    # known-mask is fed explicitly so the net never has to infer it from the values.
+    e_BxHxWxCxE = layers.embed(k + 1, self.input_embed_dim, dtype=self.dtype,
+                               name='input_embed')(x_in)
+    e_BxHxWxCE = e_BxHxWxCxE.reshape(b, hh, ww, cc * self.input_embed_dim)
+    h = jnp.concatenate([e_BxHxWxCE, known.astype(self.dtype)], axis=-1)
+    h = layers.conv3x3(self.ch, dtype=self.dtype, name='conv_in')(h)
+    h = layers.constrain(h, _ACT_4D)
+
+    res_cls = nn.remat(ResBlock) if self.remat else ResBlock
+    attn_cls = nn.remat(AttnBlock) if self.remat else AttnBlock
+
+    def res(x, name):
+      return res_cls(self.ch, self.dropout, deterministic=not train, dtype=self.dtype,
+                     name=name)(x, temb_BxT)
+
+    def attn(x, name):
+      if not self.attention:
+        return x
+      return attn_cls(self.num_heads, dtype=self.dtype, name=name)(x)
+
+    skips = [h]
+    for i in range(self.num_res_blocks):
+      h = attn(res(h, f'down_res_{i}'), f'down_attn_{i}')
+      skips.append(h)
+
+    h = res(h, 'mid_res_0')
+    h = attn(h, 'mid_attn')
+    h = res(h, 'mid_res_1')
+
+    for i in range(self.num_res_blocks + 1):
+      h = jnp.concatenate([h, skips.pop()], axis=-1)
+      h = attn(res(h, f'up_res_{i}'), f'up_attn_{i}')
+
+    h = nn.swish(layers.group_norm(self.ch, dtype=self.dtype, name='norm_out')(h))
+    # Zero init: the untrained net predicts uniform distributions (loss log K per variable).
+    logits = layers.conv3x3(cc * k, dtype=self.dtype, out_axis='vocab', zero_init=True,
+                            name='conv_out')(h)
+    logits_BxHxWxCxK = logits.astype(jnp.float32).reshape(b, hh, ww, cc, k)
+    return layers.constrain(logits_BxHxWxCxK,
+                            ('batch', 'act_height', 'act_width', None, 'act_classes'))
+
