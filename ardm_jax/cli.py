@@ -1,0 +1,242 @@
+"""The `ardm` command: thin subcommands over the library (train, eval, sample, inpaint, policy).
+
+Every subcommand turns a bad input into one line `ardm: error: ...` with exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+# TensorFlow (imported by clu and tfds) is only used for TensorBoard files and data; keep its start-up noise out.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _budget(text: str) -> int:
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"budget must be a positive number of network calls, got {value}")
+  return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="ardm", description="Autoregressive Diffusion Models in JAX")
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  p = sub.add_parser("train", help="train (or resume) a model; overrides as --config.KEY=VALUE")
+  p.add_argument("--config", required=True, help="experiment file, e.g. experiments/digits.py[:variant]")
+  p.add_argument("--workdir", required=True)
+
+  p = sub.add_parser("eval", help="held-out bits/dim with standard error -> WORKDIR/eval.json")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--passes", type=int, default=1, help="independent estimates per item")
+  p.add_argument("--split", default="test")
+  p.add_argument("--raw", action="store_true", help="evaluate the raw parameters instead of the EMA ones")
+  p.add_argument("--batch-size", type=int, default=None)
+  p.add_argument("--budget", type=_budget, default=None, help="evaluate the NLL under a parallel policy")
+  p.add_argument("--policy", default=None, help="policy file (default WORKDIR/policy.json)")
+  p.add_argument("--naive", action="store_true", help="evenly spaced steps instead of the DP policy")
+  p.add_argument("--seed", type=int, default=0)
+
+  p = sub.add_parser("sample", help="draw samples: PNG grid for images, text file for text")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--num", type=int, default=16)
+  p.add_argument("--budget", type=_budget, default=None, help="network calls (default: one per variable)")
+  p.add_argument("--policy", default=None)
+  p.add_argument("--naive", action="store_true")
+  p.add_argument("--out", default=None, help="output file (default WORKDIR/samples_STEP[_bB].png|txt)")
+  p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--seed", type=int, default=0)
+
+  p = sub.add_parser("inpaint", help="complete a partly given input (image + mask, or text with '_')")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--input", required=True, help="image .png/.npy of the model's shape, or a .txt with '_' gaps")
+  p.add_argument("--mask", default=None, help="image known-mask .png/.npy (non-zero = given; default top half)")
+  p.add_argument("--num", type=int, default=8, help="completions to draw")
+  p.add_argument("--budget", type=_budget, default=None)
+  p.add_argument("--policy", default=None)
+  p.add_argument("--naive", action="store_true")
+  p.add_argument("--out", default=None, help="default: beside the input as NAME.completed.png|txt")
+  p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--seed", type=int, default=0)
+
+  p = sub.add_parser("policy", help="DP-optimal parallel schedules from L_t -> policy.json + PNG")
+  source = p.add_mutually_exclusive_group(required=True)
+  source.add_argument("--workdir", help="estimate L_t with the trained model on held-out data")
+  source.add_argument("--loss-file", help="per-step losses (bits per variable) as .npy or .json; no model needed")
+  p.add_argument("--budgets", required=True, help="comma-separated network-call budgets, e.g. 5,10,20,50")
+  p.add_argument("--samples", type=int, default=16, help="held-out draws per step t (stratified)")
+  p.add_argument("--split", default="test", help="held-out split for the L_t estimate")
+  p.add_argument("--use-tracker", action="store_true", help="use the running L_t saved during training instead")
+  p.add_argument("--monotone", choices=["sort", "isotonic"], default="sort",
+                 help="how L_t is made non-increasing before the DP (paper: sort)")
+  p.add_argument("--num-dims", type=int, default=None, help="data dims for bits/dim with --loss-file (default D)")
+  p.add_argument("--batch-size", type=int, default=None)
+  p.add_argument("--out", default=None, help="policy JSON (default WORKDIR/policy.json); a PNG is written beside it")
+  p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--seed", type=int, default=0)
+  return parser
+
+
+def _parse_budgets(text: str) -> list[int]:
+  try:
+    budgets = sorted({int(b) for b in text.split(",") if b.strip()})
+  except ValueError:
+    raise ValueError(f"--budgets must be comma-separated integers, got {text!r}") from None
+  if not budgets:
+    raise ValueError("--budgets is empty; pass e.g. --budgets 5,10,20")
+  return budgets
+
+
+def cmd_policy(args) -> None:
+  import numpy as np
+  from ardm_jax import data, evaluate, policy, workdir
+  budgets = _parse_budgets(args.budgets)
+  stderr, fingerprint = None, None
+  if args.loss_file:
+    if args.out is None:
+      raise ValueError("--out is required with --loss-file")
+    if args.use_tracker:
+      raise ValueError("--use-tracker needs --workdir")
+    losses, stderr = policy.load_loss_file(args.loss_file)
+    num_dims = args.num_dims or len(losses)
+    source = f"loss file {args.loss_file}"
+  else:
+    model = workdir.open_workdir(args.workdir)
+    num_dims = model.spec.num_steps
+    fingerprint = {"step": model.step, "config_hash": model.config_hash, "params": model.params_kind}
+    if args.use_tracker:
+      state = workdir.restore_state(model)
+      from ardm_jax.train import lt_estimate
+      losses, counts = lt_estimate(state)
+      if np.any(counts < 2):
+        raise ValueError(f"the training tracker has fewer than 2 samples for {int(np.sum(counts < 2))} steps; "
+                         "train longer or estimate on held-out data (drop --use-tracker)")
+      stderr, source = None, f"training tracker at step {model.step}"
+      fingerprint["lt_source"] = "tracker"
+    else:
+      items = data.load(model.config.data).eval_items(args.split)
+      batch_size = args.batch_size or int(model.config.train.eval_batch_size)
+      losses, stderr = evaluate.estimate_lt(model.setup, model.params, items, samples_per_step=args.samples,
+                                            batch_size=batch_size, seed=args.seed)
+      source = f"{args.samples} held-out draws per step on {args.split}"
+      fingerprint["lt_source"] = f"{args.split}, {args.samples} samples per step"
+  out = args.out or os.path.join(args.workdir, "policy.json")
+  png = os.path.splitext(out)[0] + ".png"
+  for path in (out, png):
+    if os.path.exists(path) and not args.overwrite:
+      raise FileExistsError(f"{path} exists; pass --overwrite to replace it or choose another --out")
+  pf = policy.build_policy_file([losses], budgets, num_dims, stage_stderrs=None if stderr is None else [stderr],
+                                monotone=args.monotone, fingerprint=fingerprint)
+  policy.save_policy_file(out, pf, overwrite=args.overwrite)
+  entries = pf["stages"][0]["policies"]
+  dp_bpd = [entries[str(b)]["expected_bpd"] for b in budgets]
+  naive_bpd = [entries[str(b)]["naive_expected_bpd"] for b in budgets]
+  policy.plot_policy(png, losses, stderr, budgets, dp_bpd, naive_bpd, num_dims)
+  print(f"L_t from {source}: sum = {np.sum(losses) / num_dims:.4f} bits/dim over {len(losses)} steps")
+  print("| budget | DP expected bpd | naive expected bpd |")
+  print("|---|---|---|")
+  for b, d, n in zip(budgets, dp_bpd, naive_bpd):
+    print(f"| {b} | {d:.4f} | {n:.4f} |")
+  print(f"wrote {out} and {png}")
+
+
+def cmd_train(args, overrides) -> None:
+  from ardm_jax import configs, train
+  config = configs.apply_overrides(configs.load_config_file(args.config), overrides)
+  train.train_and_evaluate(config, args.workdir)
+
+
+def cmd_eval(args) -> None:
+  import numpy as np
+  from ardm_jax import data, evaluate, sample, workdir
+  model = workdir.open_workdir(args.workdir, use_ema=not args.raw)
+  dataset = data.load(model.config.data)
+  if args.split not in dataset.splits:
+    raise ValueError(f"split {args.split!r} does not exist for {dataset.name}; choose one of {list(dataset.splits)}")
+  steps = None if args.budget is None else sample.choose_policy(model, args.budget, args.naive, args.policy)
+  items = dataset.eval_items(args.split)
+  batch_size = args.batch_size or int(model.config.train.eval_batch_size)
+  start = time.time()
+  result = evaluate.evaluate_params(model.setup, model.params, items, passes=args.passes, batch_size=batch_size,
+                                    seed=args.seed, policy=steps)
+  result |= {"split": args.split, "step": model.step, "params": model.params_kind,
+             "unit": "bits/char" if model.spec.kind == "text" else "bits/dim",
+             "budget": None if steps is None else len(steps),
+             "policy": None if steps is None else ("naive" if args.naive else "dp"),
+             "config_hash": model.config_hash, "seconds": round(time.time() - start, 2)}
+  path = os.path.join(args.workdir, "eval.json" if steps is None else f"eval_budget{len(steps)}"
+                      f"{'_naive' if args.naive else ''}.json")
+  evaluate.write_json(path, result)
+  calls = model.spec.num_steps if steps is None else len(steps)
+  print(f"{args.split} {result['unit']} ({result['params']} params, step {model.step}, {args.passes} pass(es), "
+        f"{calls} steps): {result['bpd']:.4f} ± {result['stderr']:.4f} -> {path}")
+  del np
+
+
+def _default_out(workdir, spec, step, budget, stem="samples"):
+  ext = ".png" if spec.kind == "image" else ".txt"
+  base = os.path.join(workdir, f"{stem}_step{step}" + (f"_b{budget}" if budget else ""))
+  path, i = base + ext, 1
+  while os.path.exists(path):  # default names never replace an earlier result
+    path, i = f"{base}-{i}{ext}", i + 1
+  return path
+
+
+def cmd_sample(args) -> None:
+  from ardm_jax import sample, workdir
+  model = workdir.open_workdir(args.workdir)
+  out = args.out or _default_out(args.workdir, model.spec, model.step, args.budget)
+  sample.check_writable(out, args.overwrite)
+  steps = sample.choose_policy(model, args.budget, args.naive, args.policy)
+  start = time.time()
+  items = sample.sample(model, args.num, steps, seed=args.seed)
+  sample.write_items(model.spec, items, out, overwrite=args.overwrite, scale=4 if model.spec.shape[0] <= 16 else 1)
+  print(f"wrote {args.num} samples ({len(steps)} network calls, {time.time() - start:.1f}s) to {out}")
+
+
+def cmd_inpaint(args) -> None:
+  import numpy as np
+  from ardm_jax import sample, workdir
+  model = workdir.open_workdir(args.workdir)
+  spec = model.spec
+  if not os.path.isfile(args.input):
+    raise ValueError(f"input file {args.input} does not exist")
+  if spec.kind == "image":
+    item = sample.read_image_input(spec, args.input)
+    observed = sample.read_mask(spec, args.mask)
+  else:
+    if args.mask is not None:
+      raise ValueError("--mask is for images; mark unknown characters of a text input with '_'")
+    item, observed = sample.read_text_input(spec, args.input)
+  out = args.out or sample.completion_path(args.input, spec)
+  sample.check_writable(out, args.overwrite)
+  completed = sample.complete(model, item, observed, args.num, args.budget, args.naive, args.policy, args.seed)
+  if not np.array_equal(completed[:, observed], np.broadcast_to(item[observed], (args.num, int(observed.sum())))):
+    raise AssertionError("internal error: a completion changed a given value")
+  sample.write_items(spec, completed, out, overwrite=args.overwrite, scale=4 if spec.shape[0] <= 16 else 1)
+  print(f"wrote {args.num} completions of {args.input} ({int(observed.sum())} of {spec.num_steps} values given) "
+        f"to {out}")
+
+
+def main(argv=None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  parser = build_parser()
+  args, rest = parser.parse_known_args(argv)
+  if args.command != "train" and rest:
+    parser.error(f"unrecognized arguments: {' '.join(rest)}")
+  try:
+    if args.command == "train":
+      cmd_train(args, rest)
+    else:
+      {"eval": cmd_eval, "sample": cmd_sample, "inpaint": cmd_inpaint, "policy": cmd_policy}[args.command](args)
+  except (ValueError, FileExistsError, FileNotFoundError) as err:
+    parser.exit(2, f"ardm {args.command}: error: {err}\n")
+  except FloatingPointError as err:
+    parser.exit(3, f"ardm {args.command}: stopped: {err}\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,110 @@
+"""Loading experiment configs (`path.py[:arg]`) and applying `--config.key=value` overrides.
+
+Configs are locked after loading, so a misspelt key is an error rather than a silently ignored setting.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+from typing import Sequence
+
+import ml_collections
+
+CONFIG_PREFIX = "--config."
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Runs get_config(arg) of a config file given as 'path/to/file.py' or 'path/to/file.py:arg'."""
+  path, _, arg = spec.partition(":")
+  if not path.endswith(".py") or not os.path.isfile(path):
+    raise ValueError(f"config file {path!r} not found; pass e.g. --config experiments/digits.py")
+  module_spec = importlib.util.spec_from_file_location(f"ardm_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"config file {path} has no get_config() function")
+  config = module.get_config(arg) if arg else module.get_config()
+  config.lock()
+  return config
+
+
+def _parse_value(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text  # a bare word such as a data set name
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+  """Applies ['--config.a.b=1', ...] (also '--config.a.b 1' split over two items)."""
+  items = list(overrides)
+  i = 0
+  while i < len(items):
+    item = items[i]
+    if not item.startswith(CONFIG_PREFIX):
+      raise ValueError(f"unexpected argument {item!r}; config overrides look like --config.train.num_steps=100")
+    key, eq, value = item[len(CONFIG_PREFIX):].partition("=")
+    if not eq:
+      if i + 1 >= len(items):
+        raise ValueError(f"{item} needs a value: {item}=VALUE")
+      value, i = items[i + 1], i + 1
+    set_key(config, key, _parse_value(value))
+    i += 1
+  return config
+
+
+def set_key(config: ml_collections.ConfigDict, dotted: str, value) -> None:
+  node = config
+  parts = dotted.split(".")
+  for depth, part in enumerate(parts):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      where = ".".join(parts[:depth]) or "the config"
+      valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      raise ValueError(f"unknown config key {dotted!r}: {where} has no field {part!r} (valid: {', '.join(valid)})")
+    if depth < len(parts) - 1:
+      node = node[part]
+  current = node[parts[-1]]
+  if isinstance(current, ml_collections.ConfigDict):
+    raise ValueError(f"config key {dotted!r} is a group; set one of its fields, e.g. --config.{dotted}.FIELD=...")
+  if isinstance(current, tuple) and isinstance(value, list):
+    value = tuple(value)
+  try:
+    node[parts[-1]] = value
+  except (TypeError, ValueError) as err:
+    raise ValueError(f"--config.{dotted}={value!r} has the wrong type for this field "
+                     f"(currently {current!r}: {type(current).__name__})") from err
+
+
+def config_from_json(path: str) -> ml_collections.ConfigDict:
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  config.lock()
+  return config
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Settings shared by every experiment; each experiment file fills in data, model and sizes."""
+  from ardm_jax.sharding import DEFAULT_RULES  # pylint: disable=import-outside-toplevel
+
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.data = ml_collections.ConfigDict()
+  config.model = ml_collections.ConfigDict()
+  config.ardm = ml_collections.ConfigDict(dict(
+      t_sampling="stratified",  # 'uniform' or 'stratified' (the official 'antithetic')
+      ce_weight=1e-3,           # unweighted cross-entropy term (official: 1e-3 images, 1e-4 text/audio)
+  ))
+  config.optim = ml_collections.ConfigDict(dict(
+      learning_rate=1e-4, schedule="constant", warmup_steps=1000, b1=0.9, b2=0.999, clip_norm=100.0,
+      weight_decay=0.0, ema_decay=0.9999,
+  ))
+  config.train = ml_collections.ConfigDict(dict(
+      batch_size=128, num_steps=100_000, log_every=100, checkpoint_every=5000, keep_checkpoints=3,
+      eval_passes=1, eval_batch_size=256,
+  ))
+  # Mesh sizes for (data, fsdp, tensor); one may be -1 to take the remaining devices.
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  config.sharding_rules = tuple((name, axes) for name, axes in DEFAULT_RULES)
+  return config

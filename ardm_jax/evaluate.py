@@ -1,0 +1,137 @@
+"""Held-out bits/dim: the stochastic ARDM bound averaged over items and passes, with its standard error."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from ardm_jax import ardm, sharding
+
+
+def _nll_bpd(params, batch, key, *, apply_fn, num_classes, policy):
+  num_dims = int(np.prod(batch.shape[1:]))
+  if policy is None:
+    terms = ardm.elbo_terms(apply_fn, params, batch, key, num_classes=num_classes, t_sampling="uniform")
+  else:
+    terms = ardm.policy_elbo_terms(apply_fn, params, batch, key, jnp.asarray(policy, jnp.int32),
+                                   num_classes=num_classes)
+  return ardm.bits_per_dim(terms["nll"], num_dims)
+
+
+def make_eval_fn(setup, policy: np.ndarray | None = None):
+  """Jitted per-example bits/dim; params are never donated (the caller keeps them)."""
+  fn = functools.partial(_nll_bpd, apply_fn=setup.apply_fn, num_classes=setup.spec.num_classes,
+                         policy=None if policy is None else tuple(int(s) for s in policy))
+  params_sharding = setup.state_shardings.ema_params
+  return jax.jit(fn, in_shardings=(params_sharding, sharding.batch_sharding(setup.mesh),
+                                   sharding.replicated(setup.mesh)),
+                 out_shardings=sharding.replicated(setup.mesh))
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+  if jax.process_count() > 1:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+def evaluate_params(setup, params, items: np.ndarray, *, passes: int, batch_size: int, seed: int,
+                    policy: np.ndarray | None = None, eval_fn=None, log_every_s: float = 30.0) -> dict:
+  """Each item gets `passes` independent estimates; the last batch is padded and the padding masked out.
+
+  Reports the mean over items of the per-item average and its standard error across items (this covers
+  both the estimator noise and the item-to-item spread).
+  """
+  if passes < 1:
+    raise ValueError(f"--passes must be at least 1, got {passes}")
+  sharding.check_batch_divides_mesh(batch_size, setup.mesh)
+  eval_fn = eval_fn or make_eval_fn(setup, policy)
+  num_items = len(items)
+  num_batches = -(-num_items // batch_size)
+  padded = np.concatenate([items, np.repeat(items[:1], num_batches * batch_size - num_items, axis=0)])
+  per_pass = np.zeros((passes, num_items))
+  base_key = jax.random.PRNGKey(seed)
+  start = last_log = time.time()
+  pi, pc = jax.process_index(), jax.process_count()
+  local = batch_size // pc
+  for p in range(passes):
+    for b in range(num_batches):
+      global_rows = padded[b * batch_size:(b + 1) * batch_size]
+      batch = sharding.global_batch(global_rows[pi * local:(pi + 1) * local], setup.mesh)
+      key = jax.random.fold_in(jax.random.fold_in(base_key, p), b)
+      values = _to_host(eval_fn(params, batch, key))
+      valid = min(batch_size, num_items - b * batch_size)
+      per_pass[p, b * batch_size:b * batch_size + valid] = values[:valid]
+      if time.time() - last_log > log_every_s and jax.process_index() == 0:
+        done = p * num_batches + b + 1
+        rate = done / (time.time() - start)
+        print(f"  eval pass {p + 1}/{passes} batch {b + 1}/{num_batches} "
+              f"({rate:.2f} batches/s, ETA {(passes * num_batches - done) / rate:.0f}s)", flush=True)
+        last_log = time.time()
+  if not np.all(np.isfinite(per_pass)):
+    raise FloatingPointError("evaluation produced NaN/Inf bits/dim: the checkpoint's parameters are not finite")
+  per_item = per_pass.mean(axis=0)
+  stderr = float(per_item.std(ddof=1) / np.sqrt(num_items)) if num_items > 1 else float("nan")
+  return {"bpd": float(per_item.mean()), "stderr": stderr, "num_items": int(num_items), "passes": int(passes)}
+
+
+def write_json(path: str, payload: dict) -> None:
+  if jax.process_index() != 0:
+    return
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, indent=2)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def _lt_bits(params, batch, t_B, key, *, apply_fn, num_classes):
+  sigma_BxD = ardm.sample_orders(key, batch.shape[0], int(np.prod(batch.shape[1:])))
+  return ardm.elbo_terms_given(apply_fn, params, batch, sigma_BxD, t_B, num_classes=num_classes)["lt_bits"]
+
+
+def estimate_lt(setup, params, items: np.ndarray, *, samples_per_step: int, batch_size: int, seed: int,
+                log_every_s: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
+  """Held-out L_t (bits per variable) for every step t, stratified: `samples_per_step` draws per t.
+
+  Each draw takes a random held-out item and a random order, so the per-t mean is an unbiased estimate of
+  L_t and its standard error is the sample standard deviation over sqrt(samples_per_step).
+  """
+  if samples_per_step < 2:
+    raise ValueError(f"--samples must be at least 2 per step to give standard errors, got {samples_per_step}")
+  sharding.check_batch_divides_mesh(batch_size, setup.mesh)
+  num_steps = setup.spec.num_steps
+  rng = np.random.default_rng(seed)
+  t_all = np.repeat(np.arange(num_steps, dtype=np.int32), samples_per_step)
+  item_all = rng.integers(0, len(items), t_all.size)
+  num_batches = -(-t_all.size // batch_size)
+  pad = num_batches * batch_size - t_all.size
+  t_pad = np.concatenate([t_all, np.zeros(pad, np.int32)])
+  item_pad = np.concatenate([item_all, np.zeros(pad, np.int64)])
+  fn = jax.jit(functools.partial(_lt_bits, apply_fn=setup.apply_fn, num_classes=setup.spec.num_classes))
+  values = np.zeros(num_batches * batch_size)
+  base_key = jax.random.PRNGKey(seed)
+  pi, pc = jax.process_index(), jax.process_count()
+  local = batch_size // pc
+  start = last_log = time.time()
+  for b in range(num_batches):
+    rows = slice(b * batch_size, (b + 1) * batch_size)
+    local_rows = slice(b * batch_size + pi * local, b * batch_size + (pi + 1) * local)
+    batch = sharding.global_batch(items[item_pad[local_rows]], setup.mesh)
+    t_B = sharding.global_batch(t_pad[local_rows], setup.mesh)
+    values[rows] = _to_host(fn(params, batch, t_B, jax.random.fold_in(base_key, b)))
+    if time.time() - last_log > log_every_s and pi == 0:
+      rate = (b + 1) / (time.time() - start)
+      print(f"  L_t estimate: batch {b + 1}/{num_batches} ({rate:.2f} batches/s, "
+            f"ETA {(num_batches - b - 1) / rate:.0f}s)", flush=True)
+      last_log = time.time()
+  per_step = values[:t_all.size].reshape(num_steps, samples_per_step)
+  if not np.all(np.isfinite(per_step)):
+    raise FloatingPointError("L_t estimate is not finite: the checkpoint's parameters are not finite")
+  return per_step.mean(axis=1), per_step.std(axis=1, ddof=1) / np.sqrt(samples_per_step)

@@ -1,0 +1,114 @@
+"""Device mesh, logical-axis rules and global batch assembly, all driven by the config.
+
+The networks name their parameter and activation axes once (`embed`, `mlp`, `heads`, ...). The config maps
+those logical names onto the mesh axes `data`, `fsdp` and `tensor`, so the same code runs on one CPU, on 8 GPUs
+or on a TPU pod: only `config.mesh` and `config.sharding_rules` change.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+# Parameters are split over `fsdp` along their model width and over `tensor` along the MLP and heads axes;
+# the batch is split over `data` x `fsdp`. Every logical name used by the networks must appear here.
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", BATCH_AXES),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("vocab", None),
+    ("conv_h", None),
+    ("conv_w", None),
+    ("conv_in", None),
+    ("length_pos", None),
+    ("time", None),
+    ("act_length", None),
+    ("act_height", None),
+    ("act_width", None),
+    ("act_embed", None),
+    ("act_mlp", "tensor"),
+    ("act_heads", "tensor"),
+    ("act_kv", None),
+    ("act_classes", None),
+)
+
+
+def resolve_mesh_shape(mesh_cfg: Any, num_devices: int) -> dict[str, int]:
+  """Sizes for (data, fsdp, tensor); one of them may be -1 to take the remaining devices."""
+  sizes = {axis: int(mesh_cfg[axis]) for axis in MESH_AXES}
+  free = [axis for axis, size in sizes.items() if size == -1]
+  if len(free) > 1 or any(size == 0 or size < -1 for size in sizes.values()):
+    raise ValueError(f"mesh sizes {sizes} are invalid: use positive sizes with at most one -1")
+  fixed = math.prod(size for size in sizes.values() if size != -1)
+  if free:
+    if num_devices % fixed:
+      raise ValueError(f"mesh {sizes} cannot use {num_devices} devices: {num_devices} is not divisible by {fixed}")
+    sizes[free[0]] = num_devices // fixed
+  if math.prod(sizes.values()) != num_devices:
+    raise ValueError(f"mesh {sizes} needs {math.prod(sizes.values())} devices but {num_devices} are available; "
+                     "set one mesh size to -1")
+  return sizes
+
+
+def make_mesh(mesh_cfg: Any, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """Builds the (data, fsdp, tensor) mesh with Auto axes (Explicit axes break Flax linen's nn.Embed)."""
+  devices = list(jax.devices() if devices is None else devices)
+  sizes = resolve_mesh_shape(mesh_cfg, len(devices))
+  shape = tuple(sizes[axis] for axis in MESH_AXES)
+  device_grid = np.asarray(devices).reshape(shape)
+  return Mesh(device_grid, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+
+
+def logical_rules(rules_cfg: Any | None) -> tuple[tuple[str, Any], ...]:
+  """Rules from config (lists after a JSON round trip) as the hashable tuples Flax expects."""
+  if not rules_cfg:
+    return DEFAULT_RULES
+  out = []
+  for name, axes in rules_cfg:
+    out.append((str(name), tuple(axes) if isinstance(axes, (list, tuple)) else axes))
+  return tuple(out)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def logical_to_shardings(specs: Any, mesh: Mesh, rules) -> Any:
+  """Maps a tree of logical PartitionSpecs (from nn.get_partition_spec) to NamedShardings on `mesh`."""
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def global_batch(local_batch: np.ndarray, mesh: Mesh) -> jax.Array:
+  """Assembles the global batch from this process's slice (each host reads only its own examples)."""
+  sharding = batch_sharding(mesh)
+  global_shape = (local_batch.shape[0] * jax.process_count(),) + local_batch.shape[1:]
+  return jax.make_array_from_process_local_data(sharding, local_batch, global_shape)
+
+
+def check_batch_divides_mesh(global_batch_size: int, mesh: Mesh) -> None:
+  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  if global_batch_size % shards:
+    raise ValueError(f"batch size {global_batch_size} is not divisible by the {shards} data x fsdp shards of the "
+                     f"mesh {dict(mesh.shape)}; change --config.train.batch_size or --config.mesh.*")
+
+
+def per_device_bytes(shardings: Any, abstract: Any) -> int:
+  """Bytes of `abstract` that the first device holds under `shardings` (for the start-up log)."""
+  total = 0
+  for sharding, leaf in zip(jax.tree.leaves(shardings), jax.tree.leaves(abstract)):
+    shard_shape = sharding.shard_shape(leaf.shape)
+    total += int(np.prod(shard_shape)) * np.dtype(leaf.dtype).itemsize
+  return total

@@ -1,0 +1,255 @@
+"""The one trainer: `train_and_evaluate(config, workdir)` for every data set, network and mesh.
+
+One module-level `train_step` is compiled once with explicit shardings (state donated); the same code runs
+on 1 or N devices and on several hosts. Randomness per step is `fold_in(key, step)` and the data batch of
+step s is a pure function of (seed, s), so a resumed run continues exactly where it stopped.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from clu import metric_writers, periodic_actions
+
+from ardm_jax import ardm, checkpoint, data, evaluate, sharding
+from ardm_jax.train_state import DataSpec, Setup, TrainState, build_setup, count_params
+
+CONFIG_FILE = "config.json"
+DATA_SPEC_FILE = "data_spec.json"
+
+
+def loss_fn(params, batch: jax.Array, key: jax.Array, *, apply_fn, num_classes: int, t_sampling: str,
+            ce_weight: float):
+  """Training loss in bits/dim: the OA-ARDM bound plus `ce_weight` times the unweighted cross-entropy."""
+  num_dims = int(np.prod(batch.shape[1:]))
+  terms = ardm.elbo_terms(apply_fn, params, batch, key, num_classes=num_classes, t_sampling=t_sampling,
+                          train=True)
+  bpd = jnp.mean(ardm.bits_per_dim(terms["nll"], num_dims))
+  ce = jnp.mean(ardm.bits_per_dim(terms["ce"], num_dims))
+  return bpd + ce_weight * ce, (terms, bpd, ce)
+
+
+def train_step(state: TrainState, batch: jax.Array, base_key: jax.Array, *, apply_fn, tx, num_classes: int,
+               t_sampling: str, ce_weight: float, ema_decay: float) -> tuple[TrainState, dict]:
+  """One optimisation step; the per-step randomness is fold_in(base_key, step)."""
+  key = jax.random.fold_in(base_key, state.step)
+  grad_fn = jax.value_and_grad(functools.partial(loss_fn, apply_fn=apply_fn, num_classes=num_classes,
+                                                 t_sampling=t_sampling, ce_weight=ce_weight), has_aux=True)
+  (loss, (terms, bpd, ce)), grads = grad_fn(state.params, batch, key)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  # The EMA decay warms up as (1 + n) / (10 + n) so short runs do not average in their first, poor steps.
+  step_f = state.step.astype(jnp.float32)
+  decay = jnp.minimum(ema_decay, (1.0 + step_f) / (10.0 + step_f))
+  ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+  new_state = state.replace(
+      step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state,
+      lt_sum=state.lt_sum.at[terms["t"]].add(terms["lt_bits"]),
+      lt_count=state.lt_count.at[terms["t"]].add(1.0))
+  metrics = {"loss": loss, "bpd": bpd, "ce_bpd": ce, "grad_norm": optax.global_norm(grads),
+             "param_norm": optax.global_norm(params)}
+  return new_state, metrics
+
+
+def compile_train_step(setup: Setup):
+  cfg = setup.config
+  step_fn = functools.partial(
+      train_step, apply_fn=setup.apply_fn, tx=setup.tx, num_classes=setup.spec.num_classes,
+      t_sampling=cfg.ardm.t_sampling, ce_weight=float(cfg.ardm.ce_weight), ema_decay=float(cfg.optim.ema_decay))
+  repl = sharding.replicated(setup.mesh)
+  return jax.jit(step_fn, in_shardings=(setup.state_shardings, sharding.batch_sharding(setup.mesh), repl),
+                 out_shardings=(setup.state_shardings, repl), donate_argnums=(0,))
+
+
+def config_hash(config: ml_collections.ConfigDict) -> str:
+  return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
+
+
+def lt_estimate(state: TrainState) -> tuple[np.ndarray, np.ndarray]:
+  """Running L_t (bits per variable) and how many samples each step has seen."""
+  counts = np.asarray(jax.device_get(state.lt_count))
+  sums = np.asarray(jax.device_get(state.lt_sum))
+  return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan), counts
+
+
+def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, spec: DataSpec) -> None:
+  """Writes config.json / data_spec.json, or checks that a resumed workdir was made by the same config."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, CONFIG_FILE)
+  new = json.loads(config.to_json(sort_keys=True))
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    if old != new:
+      diffs = sorted(_diff_keys(old, new))
+      raise ValueError(f"workdir {workdir} holds a run with a different config (differs in: {', '.join(diffs)}); "
+                       "use a new --workdir, or the same config to resume")
+  elif jax.process_index() == 0:
+    evaluate.write_json(path, new)
+    evaluate.write_json(os.path.join(workdir, DATA_SPEC_FILE), spec.to_json())
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+  if isinstance(a, dict) and isinstance(b, dict):
+    out = []
+    for key in set(a) | set(b):
+      out += _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")
+    return out
+  return [] if a == b else [prefix.rstrip(".")]
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag so the loop can save a checkpoint and exit cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(metrics: dict, step: int, last_saved: int | None) -> None:
+  bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
+  if bad:
+    where = f"checkpoint step {last_saved} is intact" if last_saved is not None else "no checkpoint was saved yet"
+    raise FloatingPointError(
+        f"training diverged at step {step}: {bad} is not finite; stopped without saving this state ({where}). "
+        "Resume with a lower --config.optim.learning_rate or --config.optim.clip_norm")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  """Nested config -> {'a.b': scalar} for TensorBoard's hparams (lists become strings)."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out |= _flatten(value, f"{prefix}{key}.")
+    else:
+      out[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+  return out
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | None = None) -> dict:
+  """Trains (resuming from the workdir if it has checkpoints), then evaluates on the test split.
+
+  `stop_at_step` pauses the run early with a checkpoint (the schedule still follows train.num_steps), as a
+  preemption would; rerunning continues it.
+  """
+  dataset = data.load(config.data)
+  spec = DataSpec(name=dataset.name, kind=dataset.kind, shape=tuple(dataset.shape),
+                  num_classes=int(dataset.num_classes), alphabet=dataset.alphabet)
+  _prepare_workdir(config, workdir, spec)
+  setup = build_setup(config, spec)
+  tc = config.train
+  sharding.check_batch_divides_mesh(int(tc.batch_size), setup.mesh)
+  is_main = jax.process_index() == 0
+  log = print if is_main else (lambda *a, **k: None)
+
+  manager = checkpoint.make_manager(workdir, keep=int(tc.keep_checkpoints))
+  latest = manager.latest_step()
+  if latest is None:
+    state = setup.init_state(int(config.seed))
+    log(f"initialised {count_params(setup.abstract_state.params):,} parameters on mesh {dict(setup.mesh.shape)} "
+        f"({sharding.per_device_bytes(setup.state_shardings, setup.abstract_state) / 2**20:.1f} MiB of train "
+        "state per device)", flush=True)
+  else:
+    state, meta = checkpoint.restore(manager, latest, setup.abstract_state, setup.state_shardings)
+    if meta.get("config_hash") != config_hash(config):
+      raise ValueError(f"checkpoint {latest} in {workdir} was written by another config; use a new --workdir")
+    log(f"resumed from step {latest} (data position {meta['data_position']})", flush=True)
+
+  step_fn = compile_train_step(setup)
+  base_key = jax.device_put(jax.random.PRNGKey(int(config.seed) + 1), sharding.replicated(setup.mesh))
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main, asynchronous=True)
+  num_steps = int(tc.num_steps)
+  report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
+                                           every_steps=int(tc.log_every))
+  step = int(jax.device_get(state.step))
+  last_saved = latest
+  if step == 0:
+    writer.write_hparams(_flatten(json.loads(config.to_json(sort_keys=True))) |
+                         {"num_params": count_params(state.params)})
+
+  def save(state, step, force=False):
+    meta = {"step": step, "data_position": step, "config_hash": config_hash(config)}
+    checkpoint.save(manager, step, state, meta, force=force)
+
+  pending = None  # metrics of the previous step, fetched after the next one is dispatched
+  t_start, step_start = time.time(), step
+  stop = num_steps if stop_at_step is None else min(stop_at_step, num_steps)
+  with _Preemption() as preemption:
+    while step < stop:
+      local = dataset.train_batch(step, int(tc.batch_size), int(config.seed), jax.process_index(),
+                                  jax.process_count())
+      state, metrics = step_fn(state, sharding.global_batch(local, setup.mesh), base_key)
+      step += 1
+      if pending is not None:
+        _report(pending, writer, log, num_steps, t_start, step_start, last_saved, int(tc.log_every))
+      pending = (step, metrics)
+      report(step)
+      if step % int(tc.checkpoint_every) == 0 or step == stop or preemption.requested:
+        _report(pending, writer, log, num_steps, t_start, step_start, last_saved, int(tc.log_every))
+        pending = None
+        save(state, step, force=preemption.requested)
+        last_saved = step
+      if preemption.requested:
+        manager.wait_until_finished()
+        log(f"SIGTERM: saved checkpoint at step {step}; exiting (rerun the same command to resume)", flush=True)
+        writer.flush()
+        manager.close()
+        return {"step": step, "preempted": True}
+    if pending is not None:
+      _report(pending, writer, log, num_steps, t_start, step_start, last_saved, int(tc.log_every))
+    if last_saved != step:
+      save(state, step)
+  manager.wait_until_finished()
+  manager.close()
+
+  result = {"step": step, "preempted": False}
+  if step < num_steps:
+    log(f"paused at step {step} of {num_steps}; rerun to continue", flush=True)
+  elif int(tc.eval_passes) > 0:
+    test = evaluate.evaluate_params(setup, state.ema_params, dataset.eval_items("test"), passes=int(tc.eval_passes),
+                                    batch_size=int(tc.eval_batch_size), seed=int(config.seed))
+    writer.write_scalars(step, {"test_bpd": test["bpd"], "test_bpd_stderr": test["stderr"]})
+    unit = "bits/char" if spec.kind == "text" else "bits/dim"
+    log(f"test {unit} (EMA params, {test['passes']} pass(es) over {test['num_items']} items): "
+        f"{test['bpd']:.4f} ± {test['stderr']:.4f}", flush=True)
+    result["test"] = test
+  writer.flush()
+  return result
+
+
+def _report(pending, writer, log, num_steps, t_start, step_start, last_saved, log_every):
+  step, metrics = pending
+  values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  _check_finite(values, step, last_saved)
+  if step % log_every == 0 or step == num_steps:
+    writer.write_scalars(step, values)
+    rate = (step - step_start) / max(time.time() - t_start, 1e-9)
+    log(f"step {step}/{num_steps}  loss {values['loss']:.4f}  bpd {values['bpd']:.4f}  "
+        f"grad_norm {values['grad_norm']:.3f}  {rate:.2f} steps/s  ETA {_format_eta((num_steps - step) / rate)}",
+        flush=True)

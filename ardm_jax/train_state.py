@@ -1,0 +1,128 @@
+"""The train state, the optimizer, and sharded state creation shared by training, evaluation and sampling."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from ardm_jax import sharding
+from ardm_jax.nets import build_network
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  ema_params: Any
+  opt_state: Any
+  # Running per-step loss L_t (bits per variable): sums and counts per t, so the estimate can be
+  # exported for parallel schedules without another pass over the data.
+  lt_sum: jax.Array
+  lt_count: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """What a job must know about the data without loading it (saved beside the checkpoints)."""
+  name: str
+  kind: str
+  shape: tuple[int, ...]
+  num_classes: int
+  alphabet: str | None = None
+
+  @property
+  def num_steps(self) -> int:
+    return int(np.prod(self.shape))
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, d: dict) -> "DataSpec":
+    return cls(name=d["name"], kind=d["kind"], shape=tuple(d["shape"]), num_classes=int(d["num_classes"]),
+               alphabet=d.get("alphabet"))
+
+
+def make_apply_fn(net: nn.Module) -> Callable[..., jax.Array]:
+  """Adapts a Flax module to the plain apply function the ARDM math takes."""
+  def apply_fn(params, x_in, known, t, train, key):
+    rngs = {"dropout": key} if (train and key is not None) else None
+    return net.apply({"params": params}, x_in, known, t, train=train, rngs=rngs)
+  return apply_fn
+
+
+def make_optimizer(optim_cfg: Any, num_train_steps: int) -> optax.GradientTransformation:
+  warmup = int(optim_cfg.warmup_steps)
+  lr = float(optim_cfg.learning_rate)
+  if optim_cfg.schedule == "constant":
+    schedule = optax.join_schedules([optax.linear_schedule(0.0, lr, max(warmup, 1)), optax.constant_schedule(lr)],
+                                    [max(warmup, 1)])
+  elif optim_cfg.schedule == "cosine":
+    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), max(num_train_steps, warmup + 1))
+  else:
+    raise ValueError(f"unknown optim.schedule {optim_cfg.schedule!r}; use 'constant' or 'cosine'")
+  return optax.chain(
+      optax.clip_by_global_norm(float(optim_cfg.clip_norm)),
+      optax.adamw(schedule, b1=float(optim_cfg.b1), b2=float(optim_cfg.b2),
+                  weight_decay=float(optim_cfg.weight_decay)),
+  )
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything built from a config that train/eval/sample share."""
+  config: Any
+  spec: DataSpec
+  mesh: Mesh
+  rules: Any
+  net: nn.Module
+  apply_fn: Callable[..., jax.Array]
+  tx: optax.GradientTransformation
+  abstract_state: Any
+  state_shardings: Any
+
+  def init_state(self, seed: int) -> TrainState:
+    """Creates the state directly in its sharded layout (never whole on one host)."""
+    create = _state_creator(self.net, self.tx, self.spec)
+    with self.mesh, nn.logical_axis_rules(self.rules):
+      return jax.jit(lambda key: nn.unbox(create(key)), out_shardings=self.state_shardings)(
+          jax.random.PRNGKey(seed))
+
+
+def _state_creator(net: nn.Module, tx: optax.GradientTransformation, spec: DataSpec):
+  def create(key):
+    key_params, key_dropout = jax.random.split(key)
+    x = jnp.zeros((1,) + spec.shape, jnp.int32)
+    known = jnp.zeros((1,) + spec.shape, bool)
+    t = jnp.zeros((1,), jnp.int32)
+    params = net.init({"params": key_params, "dropout": key_dropout}, x, known, t, train=False)["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params, opt_state=tx.init(params),
+                      lt_sum=jnp.zeros((spec.num_steps,), jnp.float32),
+                      lt_count=jnp.zeros((spec.num_steps,), jnp.float32))
+  return create
+
+
+def build_setup(config: Any, spec: DataSpec, devices=None) -> Setup:
+  mesh = sharding.make_mesh(config.mesh, devices)
+  rules = sharding.logical_rules(config.get("sharding_rules"))
+  net = build_network(config.model, spec.shape, spec.num_classes)
+  tx = make_optimizer(config.optim, int(config.train.num_steps))
+  create = _state_creator(net, tx, spec)
+  with mesh, nn.logical_axis_rules(rules):
+    abstract_boxed = jax.eval_shape(create, jax.random.PRNGKey(0))
+    specs = nn.get_partition_spec(abstract_boxed)
+    shardings = sharding.logical_to_shardings(specs, mesh, rules)
+  abstract_state = nn.unbox(abstract_boxed)
+  return Setup(config=config, spec=spec, mesh=mesh, rules=rules, net=net, apply_fn=make_apply_fn(net), tx=tx,
+               abstract_state=abstract_state, state_shardings=shardings)
+
+
+def count_params(tree: Any) -> int:
+  return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))

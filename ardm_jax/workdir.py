@@ -1,0 +1,62 @@
+"""Opening a trained workdir for the jobs (eval, sample, inpaint, policy, compress)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from ardm_jax import checkpoint, configs
+from ardm_jax.train import CONFIG_FILE, DATA_SPEC_FILE, config_hash
+from ardm_jax.train_state import DataSpec, Setup, build_setup
+
+
+@dataclasses.dataclass
+class TrainedModel:
+  workdir: str
+  setup: Setup
+  params: Any
+  step: int
+  params_kind: str  # 'ema' or 'raw'
+  config_hash: str
+
+  @property
+  def spec(self) -> DataSpec:
+    return self.setup.spec
+
+  @property
+  def config(self):
+    return self.setup.config
+
+
+def open_workdir(workdir: str, use_ema: bool = True, step: int | None = None) -> TrainedModel:
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(config_path):
+    raise ValueError(f"{workdir} is not a training workdir (no {CONFIG_FILE}); train first with "
+                     f"`ardm train --config ... --workdir {workdir}`")
+  config = configs.config_from_json(config_path)
+  with open(os.path.join(workdir, DATA_SPEC_FILE)) as f:
+    spec = DataSpec.from_json(json.load(f))
+  setup = build_setup(config, spec)
+  manager = checkpoint.make_manager(workdir, async_save=False)
+  try:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise ValueError(f"{workdir} has no checkpoint yet; run `ardm train` on it first")
+    state, _ = checkpoint.restore(manager, step, setup.abstract_state, setup.state_shardings)
+  finally:
+    manager.close()
+  params = state.ema_params if use_ema else state.params
+  return TrainedModel(workdir=workdir, setup=setup, params=params, step=int(step),
+                      params_kind="ema" if use_ema else "raw", config_hash=config_hash(config))
+
+
+def restore_state(model: TrainedModel):
+  """The whole train state of the model's step (for the running L_t tracker)."""
+  manager = checkpoint.make_manager(model.workdir, async_save=False)
+  try:
+    state, _ = checkpoint.restore(manager, model.step, model.setup.abstract_state, model.setup.state_shardings)
+  finally:
+    manager.close()
+  return state
+

@@ -1,0 +1,37 @@
+"""OA-ARDM on MNIST (tfds, 28x28, 256 levels) with a mid-sized single-resolution U-Net.
+
+Command (prepare the data first with `tfds build mnist` on a machine with internet):
+  ardm train --config experiments/mnist.py --workdir runs/mnist
+Expected: not reported in the paper; a sanity benchmark for image models. `:tiny` is a smoke variant.
+"""
+from ardm_jax.configs import base_config
+
+
+def get_config(variant: str = "default"):
+  config = base_config()
+  config.data.name = "mnist"
+  config.data.tfds_data_dir = None
+  config.data.download = False
+  config.model.name = "unet"
+  config.model.ch = 128
+  config.model.num_res_blocks = 8
+  config.model.input_embed_dim = 16
+  config.model.num_heads = 1
+  config.model.attention = True
+  config.model.dropout = 0.0
+  config.optim.learning_rate = 2e-4
+  config.train.batch_size = 128
+  config.train.num_steps = 200_000
+  config.train.eval_batch_size = 200
+  if variant == "tiny":
+    config.model.ch = 16
+    config.model.num_res_blocks = 1
+    config.model.input_embed_dim = 4
+    config.train.batch_size = 4
+    config.train.num_steps = 2
+    config.train.log_every = 1
+    config.train.checkpoint_every = 2
+    config.train.eval_passes = 0
+  elif variant != "default":
+    raise ValueError(f"unknown variant {variant!r} for mnist; use 'default' or 'tiny'")
+  return config

@@ -1,0 +1,93 @@
+"""CLI smoke test: train tiny -> eval -> policy -> sample -> inpaint, and the one-line errors."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ardm_jax import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS_TINY = os.path.join(REPO, "experiments", "digits.py:tiny")
+TEXT_TINY = os.path.join(REPO, "experiments", "local_text.py:tiny")
+
+
+def run(*argv):
+  return cli.main([str(a) for a in argv])
+
+
+def expect_error(capsys, *argv, match):
+  with pytest.raises(SystemExit) as exc:
+    run(*argv)
+  assert exc.value.code == 2
+  err = capsys.readouterr().err
+  assert match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.fixture(scope="module")
+def digits_workdir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("cli") / "digits"
+  run("train", "--config", DIGITS_TINY, "--workdir", workdir)
+  return workdir
+
+
+def test_eval_writes_json(digits_workdir, capsys):
+  run("eval", "--workdir", digits_workdir, "--passes", "2")
+  result = json.load(open(digits_workdir / "eval.json"))
+  assert {"bpd", "stderr", "passes", "split", "step", "params"} <= set(result)
+  assert result["passes"] == 2 and result["split"] == "test" and result["params"] == "ema"
+  assert 0 < result["bpd"] < 10 and result["stderr"] >= 0
+  assert "bits/dim" in capsys.readouterr().out
+
+
+def test_policy_sample_and_budget_eval(digits_workdir, capsys):
+  run("policy", "--workdir", digits_workdir, "--budgets", "2,8", "--samples", "2")
+  pf = json.load(open(digits_workdir / "policy.json"))
+  steps = pf["stages"][0]["policies"]["8"]["steps"]
+  assert len(steps) == 8 and steps[0] == 0 and os.path.getsize(digits_workdir / "policy.png") > 0
+  assert pf["fingerprint"]["step"] == 4
+  expect_error(capsys, "policy", "--workdir", digits_workdir, "--budgets", "2", match="exists")
+  run("eval", "--workdir", digits_workdir, "--budget", "8")
+  result = json.load(open(digits_workdir / "eval_budget8.json"))
+  assert result["budget"] == 8 and result["policy"] == "dp"
+  out = digits_workdir / "s.png"
+  run("sample", "--workdir", digits_workdir, "--num", "4", "--budget", "8", "--out", out)
+  assert Image.open(out).size[0] > 8
+  expect_error(capsys, "sample", "--workdir", digits_workdir, "--num", "4", "--out", out, match="--overwrite")
+  expect_error(capsys, "sample", "--workdir", digits_workdir, "--budget", "3", match="no policy for budget 3")
+
+
+def test_inpaint_keeps_given_pixels(digits_workdir, tmp_path):
+  item = (np.arange(64).reshape(8, 8) % 17).astype(np.int64)
+  np.save(tmp_path / "digit.npy", item)
+  run("inpaint", "--workdir", digits_workdir, "--input", tmp_path / "digit.npy", "--num", "3")
+  assert (tmp_path / "digit.completed.png").exists()
+
+
+def test_errors_are_one_line(digits_workdir, tmp_path, capsys):
+  expect_error(capsys, "eval", "--workdir", tmp_path / "nothing", match="not a training workdir")
+  expect_error(capsys, "train", "--config", DIGITS_TINY, "--workdir", tmp_path / "x", "--config.train.nope=1",
+               match="unknown config key")
+  expect_error(capsys, "eval", "--workdir", digits_workdir, "--split", "valid", match="does not exist")
+  expect_error(capsys, "sample", "--workdir", digits_workdir, "--budget", "65", "--naive", match="between 1 and")
+  bad = tmp_path / "bad.npy"
+  np.save(bad, np.full((8, 8), 40))
+  expect_error(capsys, "inpaint", "--workdir", digits_workdir, "--input", bad, match="outside 0..16")
+  expect_error(capsys, "policy", "--loss-file", tmp_path / "missing.npy", "--budgets", "2", "--out",
+               tmp_path / "p.json", match="missing.npy")
+
+
+def test_text_model_sample_and_infill(tmp_path):
+  text = tmp_path / "input.txt"
+  text.write_text("the quick brown fox jumps over the lazy dog " * 100)
+  workdir = tmp_path / "text"
+  run("train", "--config", TEXT_TINY, "--workdir", workdir, f"--config.data.path={str(text)!r}")
+  run("sample", "--workdir", workdir, "--num", "3", "--budget", "4", "--naive", "--out", tmp_path / "s.txt")
+  lines = (tmp_path / "s.txt").read_text().splitlines()
+  assert len(lines) == 3 and all(len(line) == 32 for line in lines)
+  gap = tmp_path / "gap.txt"
+  gap.write_text("the quick ____n fox")
+  run("inpaint", "--workdir", workdir, "--input", gap, "--num", "2")
+  done = (tmp_path / "gap.completed.txt").read_text().splitlines()
+  assert len(done) == 2 and all(d.startswith("the quick ") and d[14:19] == "n fox" for d in done)
