@@ -118,8 +118,9 @@ def cmd_policy(args) -> None:
     else:
       items = data.load(model.config.data).eval_items(args.split)
       batch_size = args.batch_size or int(model.config.train.eval_batch_size)
-      losses, stderr = evaluate.estimate_lt(model.setup, model.params, items, samples_per_step=args.samples,
-                                            batch_size=batch_size, seed=args.seed)
+      with model.setup.context():
+        losses, stderr = evaluate.estimate_lt(model.setup, model.params, items, samples_per_step=args.samples,
+                                              batch_size=batch_size, seed=args.seed)
       source = f"{args.samples} held-out draws per step on {args.split}"
       fingerprint["lt_source"] = f"{args.split}, {args.samples} samples per step"
   out = args.out or os.path.join(args.workdir, "policy.json")
@@ -149,7 +150,6 @@ def cmd_train(args, overrides) -> None:
 
 
 def cmd_eval(args) -> None:
-  import numpy as np
   from ardm_jax import data, evaluate, sample, workdir
   model = workdir.open_workdir(args.workdir, use_ema=not args.raw)
   dataset = data.load(model.config.data)
@@ -159,8 +159,9 @@ def cmd_eval(args) -> None:
   items = dataset.eval_items(args.split)
   batch_size = args.batch_size or int(model.config.train.eval_batch_size)
   start = time.time()
-  result = evaluate.evaluate_params(model.setup, model.params, items, passes=args.passes, batch_size=batch_size,
-                                    seed=args.seed, policy=steps)
+  with model.setup.context():
+    result = evaluate.evaluate_params(model.setup, model.params, items, passes=args.passes,
+                                      batch_size=batch_size, seed=args.seed, policy=steps)
   result |= {"split": args.split, "step": model.step, "params": model.params_kind,
              "unit": "bits/char" if model.spec.kind == "text" else "bits/dim",
              "budget": None if steps is None else len(steps),
@@ -172,7 +173,6 @@ def cmd_eval(args) -> None:
   calls = model.spec.num_steps if steps is None else len(steps)
   print(f"{args.split} {result['unit']} ({result['params']} params, step {model.step}, {args.passes} pass(es), "
         f"{calls} steps): {result['bpd']:.4f} ± {result['stderr']:.4f} -> {path}")
-  del np
 
 
 def _default_out(workdir, spec, step, budget, stem="samples"):
@@ -191,7 +191,8 @@ def cmd_sample(args) -> None:
   sample.check_writable(out, args.overwrite)
   steps = sample.choose_policy(model, args.budget, args.naive, args.policy)
   start = time.time()
-  items = sample.sample(model, args.num, steps, seed=args.seed)
+  with model.setup.context():
+    items = sample.sample(model, args.num, steps, seed=args.seed)
   sample.write_items(model.spec, items, out, overwrite=args.overwrite, scale=4 if model.spec.shape[0] <= 16 else 1)
   print(f"wrote {args.num} samples ({len(steps)} network calls, {time.time() - start:.1f}s) to {out}")
 
@@ -212,7 +213,8 @@ def cmd_inpaint(args) -> None:
     item, observed = sample.read_text_input(spec, args.input)
   out = args.out or sample.completion_path(args.input, spec)
   sample.check_writable(out, args.overwrite)
-  completed = sample.complete(model, item, observed, args.num, args.budget, args.naive, args.policy, args.seed)
+  with model.setup.context():
+    completed = sample.complete(model, item, observed, args.num, args.budget, args.naive, args.policy, args.seed)
   if not np.array_equal(completed[:, observed], np.broadcast_to(item[observed], (args.num, int(observed.sum())))):
     raise AssertionError("internal error: a completion changed a given value")
   sample.write_items(spec, completed, out, overwrite=args.overwrite, scale=4 if spec.shape[0] <= 16 else 1)

@@ -200,7 +200,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   pending = None  # metrics of the previous step, fetched after the next one is dispatched
   t_start, step_start = time.time(), step
   stop = num_steps if stop_at_step is None else min(stop_at_step, num_steps)
-  with _Preemption() as preemption:
+  with _Preemption() as preemption, setup.context():
     while step < stop:
       local = dataset.train_batch(step, int(tc.batch_size), int(config.seed), jax.process_index(),
                                   jax.process_count())
@@ -232,8 +232,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   if step < num_steps:
     log(f"paused at step {step} of {num_steps}; rerun to continue", flush=True)
   elif int(tc.eval_passes) > 0:
-    test = evaluate.evaluate_params(setup, state.ema_params, dataset.eval_items("test"), passes=int(tc.eval_passes),
-                                    batch_size=int(tc.eval_batch_size), seed=int(config.seed))
+    with setup.context():
+      test = evaluate.evaluate_params(setup, state.ema_params, dataset.eval_items("test"),
+                                      passes=int(tc.eval_passes), batch_size=int(tc.eval_batch_size),
+                                      seed=int(config.seed))
     writer.write_scalars(step, {"test_bpd": test["bpd"], "test_bpd_stderr": test["stderr"]})
     unit = "bits/char" if spec.kind == "text" else "bits/dim"
     log(f"test {unit} (EMA params, {test['passes']} pass(es) over {test['num_items']} items): "

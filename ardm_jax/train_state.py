@@ -1,6 +1,7 @@
 """The train state, the optimizer, and sharded state creation shared by training, evaluation and sampling."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Callable
 
@@ -88,12 +89,22 @@ class Setup:
   abstract_state: Any
   state_shardings: Any
 
+  def context(self):
+    """Mesh and logical-axis rules for tracing: the nets' activation constraints only bind inside it."""
+    return _mesh_context(self.mesh, self.rules)
+
   def init_state(self, seed: int) -> TrainState:
     """Creates the state directly in its sharded layout (never whole on one host)."""
     create = _state_creator(self.net, self.tx, self.spec)
-    with self.mesh, nn.logical_axis_rules(self.rules):
+    with self.context():
       return jax.jit(lambda key: nn.unbox(create(key)), out_shardings=self.state_shardings)(
           jax.random.PRNGKey(seed))
+
+
+@contextlib.contextmanager
+def _mesh_context(mesh: Mesh, rules):
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
 
 
 def _state_creator(net: nn.Module, tx: optax.GradientTransformation, spec: DataSpec):
@@ -115,7 +126,7 @@ def build_setup(config: Any, spec: DataSpec, devices=None) -> Setup:
   net = build_network(config.model, spec.shape, spec.num_classes)
   tx = make_optimizer(config.optim, int(config.train.num_steps))
   create = _state_creator(net, tx, spec)
-  with mesh, nn.logical_axis_rules(rules):
+  with _mesh_context(mesh, rules):
     abstract_boxed = jax.eval_shape(create, jax.random.PRNGKey(0))
     specs = nn.get_partition_spec(abstract_boxed)
     shardings = sharding.logical_to_shardings(specs, mesh, rules)

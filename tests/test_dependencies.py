@@ -1,0 +1,60 @@
+"""Dependency structure through gradients on the real networks: the loss never sees values at unknown positions.
+
+If a value v occurs only at positions that are unknown at step t, its row of the input embedding table receives
+exactly zero gradient from the ARDM loss: the network never looked it up. A leak (e.g. corrupting after the
+embedding, or forgetting to corrupt) makes that gradient non-zero.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from ardm_jax import ardm
+from ardm_jax.nets import build_network
+from ardm_jax.train_state import make_apply_fn
+
+NETS = {
+    "unet": (dict(name="unet", ch=16, num_res_blocks=1, input_embed_dim=4), (4, 4, 2), 5, "input_embed"),
+    "transformer": (dict(name="transformer", num_layers=1, emb_dim=32, mlp_dim=64, num_heads=2), (12,), 5,
+                    "token_embed"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_values_at_unknown_positions_get_no_gradient(name):
+  cfg, shape, num_classes, table = NETS[name]
+  net = build_network(ml_collections.ConfigDict(cfg), shape, num_classes)
+  apply_fn = make_apply_fn(net)
+  batch = 3
+  d = int(np.prod(shape))
+  rng = np.random.default_rng(0)
+  hidden_value = num_classes - 1
+  sigma = np.stack([rng.permutation(d) for _ in range(batch)]).astype(np.int32)
+  t = np.array([d // 2, 1, d - 1], np.int32)
+  known = sigma < t[:, None]
+  # Known positions use values 0..K-2 only; the value K-1 appears only where the variable is unknown.
+  x = np.where(known, rng.integers(0, num_classes - 1, (batch, d)), hidden_value).reshape((batch,) + shape)
+  params = nn.unbox(net.init({"params": jax.random.PRNGKey(1)}, jnp.asarray(x), jnp.asarray(known.reshape(x.shape)),
+                             jnp.asarray(t), train=False)["params"])
+  # Break the zero-initialised output layers so that every path carries gradient.
+  params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+
+  def loss(p):
+    terms = ardm.elbo_terms_given(apply_fn, p, jnp.asarray(x), jnp.asarray(sigma), jnp.asarray(t),
+                                  num_classes=num_classes)
+    return jnp.sum(terms["nll"])
+
+  grads = jax.grad(loss)(params)
+  rows = np.asarray(grads[table]["embedding"])
+  assert np.abs(rows[hidden_value]).max() == 0.0, "a value at an unknown position reached the network"
+  assert np.abs(rows[num_classes]).max() > 0.0, "the absorbing class must carry the unknown positions"
+  assert np.abs(rows[: num_classes - 1]).max() > 0.0
+  # Control: the same value placed at a known position does receive gradient.
+  x_leak = x.reshape(batch, d).copy()
+  x_leak[0, np.flatnonzero(known[0])[0]] = hidden_value
+  grads_leak = jax.grad(lambda p: jnp.sum(ardm.elbo_terms_given(
+      apply_fn, p, jnp.asarray(x_leak.reshape(x.shape)), jnp.asarray(sigma), jnp.asarray(t),
+      num_classes=num_classes)["nll"]))(params)
+  assert np.abs(np.asarray(grads_leak[table]["embedding"])[hidden_value]).max() > 0.0
