@@ -114,16 +114,6 @@ def elbo_terms_given(apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_BxD: ja
   }
 
 
-def validate_policy(policy, num_steps: int) -> np.ndarray:
-  """Checks a policy (host side) and returns it as int32; raises a one-line error otherwise."""
-  steps = np.asarray(policy)
-  if steps.ndim != 1 or steps.size == 0 or not np.issubdtype(steps.dtype, np.integer):
-    raise ValueError(f"a policy must be a non-empty 1-D list of integer step starts, got {policy!r}")
-  if steps[0] != 0 or np.any(np.diff(steps) <= 0) or steps[-1] >= num_steps:
-    raise ValueError(f"a policy must start at 0 and strictly increase below D={num_steps}, got {steps.tolist()}")
-  return steps.astype(np.int32)
-
-
 def _segment_ends(policy_P: jax.Array, num_steps: int) -> jax.Array:
   return jnp.concatenate([policy_P[1:], jnp.array([num_steps], policy_P.dtype)])
 

@@ -20,6 +20,13 @@ def _budget(text: str) -> int:
   return value
 
 
+def _add_policy_args(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--budget", type=_budget, default=None,
+                 help="network calls under a parallel policy (default: one call per variable)")
+  p.add_argument("--policy", default=None, help="policy file (default WORKDIR/policy.json)")
+  p.add_argument("--naive", action="store_true", help="evenly spaced steps instead of the DP policy")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="ardm", description="Autoregressive Diffusion Models in JAX")
   sub = parser.add_subparsers(dest="command", required=True)
@@ -27,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("train", help="train (or resume) a model; overrides as --config.KEY=VALUE")
   p.add_argument("--config", required=True, help="experiment file, e.g. experiments/digits.py[:variant]")
   p.add_argument("--workdir", required=True)
+  # Multi-host without a cluster manager; Cloud TPU VMs and SLURM job steps are detected automatically.
+  p.add_argument("--coordinator_address", default=None, help="process 0's HOST:PORT (with the next two flags)")
+  p.add_argument("--num_processes", type=int, default=None, help="number of processes in the run")
+  p.add_argument("--process_id", type=int, default=None, help="this process's index in 0..num_processes-1")
 
   p = sub.add_parser("eval", help="held-out bits/dim with standard error -> WORKDIR/eval.json")
   p.add_argument("--workdir", required=True)
@@ -34,17 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--split", default="test")
   p.add_argument("--raw", action="store_true", help="evaluate the raw parameters instead of the EMA ones")
   p.add_argument("--batch-size", type=int, default=None)
-  p.add_argument("--budget", type=_budget, default=None, help="evaluate the NLL under a parallel policy")
-  p.add_argument("--policy", default=None, help="policy file (default WORKDIR/policy.json)")
-  p.add_argument("--naive", action="store_true", help="evenly spaced steps instead of the DP policy")
+  _add_policy_args(p)
+  p.add_argument("--exact", action="store_true",
+                 help="with --budget: run every policy call for one random order per item (lower variance)")
   p.add_argument("--seed", type=int, default=0)
 
   p = sub.add_parser("sample", help="draw samples: PNG grid for images, text file for text")
   p.add_argument("--workdir", required=True)
   p.add_argument("--num", type=int, default=16)
-  p.add_argument("--budget", type=_budget, default=None, help="network calls (default: one per variable)")
-  p.add_argument("--policy", default=None)
-  p.add_argument("--naive", action="store_true")
+  _add_policy_args(p)
   p.add_argument("--out", default=None, help="output file (default WORKDIR/samples_STEP[_bB].png|txt)")
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--seed", type=int, default=0)
@@ -54,9 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--input", required=True, help="image .png/.npy of the model's shape, or a .txt with '_' gaps")
   p.add_argument("--mask", default=None, help="image known-mask .png/.npy (non-zero = given; default top half)")
   p.add_argument("--num", type=int, default=8, help="completions to draw")
-  p.add_argument("--budget", type=_budget, default=None)
-  p.add_argument("--policy", default=None)
-  p.add_argument("--naive", action="store_true")
+  _add_policy_args(p)
   p.add_argument("--out", default=None, help="default: beside the input as NAME.completed.png|txt")
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--seed", type=int, default=0)
@@ -76,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", default=None, help="policy JSON (default WORKDIR/policy.json); a PNG is written beside it")
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--seed", type=int, default=0)
+
+  from ardm_jax import compress  # pylint: disable=import-outside-toplevel  (light: defers its JAX imports)
+  compress.add_parsers(sub)
   return parser
 
 
@@ -144,6 +154,9 @@ def cmd_policy(args) -> None:
 
 
 def cmd_train(args, overrides) -> None:
+  from ardm_jax import distributed
+  # Before anything touches JAX devices: jax.distributed cannot start afterwards.
+  distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
   from ardm_jax import configs, train
   config = configs.apply_overrides(configs.load_config_file(args.config), overrides)
   train.train_and_evaluate(config, args.workdir)
@@ -161,14 +174,16 @@ def cmd_eval(args) -> None:
   start = time.time()
   with model.setup.context():
     result = evaluate.evaluate_params(model.setup, model.params, items, passes=args.passes,
-                                      batch_size=batch_size, seed=args.seed, policy=steps)
+                                      batch_size=batch_size, seed=args.seed, policy=steps, exact=args.exact)
+  del result["per_item"]
   result |= {"split": args.split, "step": model.step, "params": model.params_kind,
              "unit": "bits/char" if model.spec.kind == "text" else "bits/dim",
              "budget": None if steps is None else len(steps),
              "policy": None if steps is None else ("naive" if args.naive else "dp"),
+             "estimator": "exact per order" if args.exact else "one call per item",
              "config_hash": model.config_hash, "seconds": round(time.time() - start, 2)}
   path = os.path.join(args.workdir, "eval.json" if steps is None else f"eval_budget{len(steps)}"
-                      f"{'_naive' if args.naive else ''}.json")
+                      f"{'_naive' if args.naive else ''}{'_exact' if args.exact else ''}.json")
   evaluate.write_json(path, result)
   calls = model.spec.num_steps if steps is None else len(steps)
   print(f"{args.split} {result['unit']} ({result['params']} params, step {model.step}, {args.passes} pass(es), "
@@ -232,7 +247,9 @@ def main(argv=None) -> int:
     if args.command == "train":
       cmd_train(args, rest)
     else:
-      {"eval": cmd_eval, "sample": cmd_sample, "inpaint": cmd_inpaint, "policy": cmd_policy}[args.command](args)
+      from ardm_jax import compress  # pylint: disable=import-outside-toplevel
+      {"eval": cmd_eval, "sample": cmd_sample, "inpaint": cmd_inpaint, "policy": cmd_policy,
+       "compress": compress.cmd_compress, "decompress": compress.cmd_decompress}[args.command](args)
   except (ValueError, FileExistsError, FileNotFoundError) as err:
     parser.exit(2, f"ardm {args.command}: error: {err}\n")
   except FloatingPointError as err:

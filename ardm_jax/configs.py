@@ -108,3 +108,19 @@ def base_config() -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   config.sharding_rules = tuple((name, axes) for name, axes in DEFAULT_RULES)
   return config
+
+
+def shrink_to_tiny(config: ml_collections.ConfigDict, *, batch_size: int = 4, num_steps: int = 2,
+                   eval_passes: int = 0) -> ml_collections.ConfigDict:
+  """The `:tiny` variant of any experiment: same data and code paths, a seconds-long model and run."""
+  if config.model.name == "unet":
+    config.model.update(ch=16, num_res_blocks=1, input_embed_dim=4)
+  elif config.model.name == "transformer":
+    config.model.update(num_layers=1, emb_dim=32, mlp_dim=64, num_heads=2)
+    config.data.seq_len = 32
+  for key, value in (("dtype", "float32"), ("remat", False)):
+    if key in config.model:
+      config.model[key] = value
+  config.train.update(batch_size=batch_size, num_steps=num_steps, log_every=1, checkpoint_every=2,
+                      eval_passes=eval_passes)
+  return config

@@ -15,24 +15,37 @@ from jax.experimental import multihost_utils
 from ardm_jax import ardm, sharding
 
 
-def _nll_bpd(params, batch, key, *, apply_fn, num_classes, policy):
+@functools.partial(jax.jit, static_argnames=("apply_fn", "num_classes", "exact"))
+def _eval_bpd(params, batch, key, policy_P, *, apply_fn, num_classes, exact):
+  """Per-example bits/dim: the OA bound (no policy), the one-call policy estimator, or the exact policy NLL."""
   num_dims = int(np.prod(batch.shape[1:]))
-  if policy is None:
-    terms = ardm.elbo_terms(apply_fn, params, batch, key, num_classes=num_classes, t_sampling="uniform")
+  if policy_P is None:
+    nll = ardm.elbo_terms(apply_fn, params, batch, key, num_classes=num_classes, t_sampling="uniform")["nll"]
+  elif exact:
+    sigma_BxD = ardm.sample_orders(key, batch.shape[0], num_dims)
+    nll = -ardm.policy_log_likelihood(apply_fn, params, batch, sigma_BxD, policy_P, num_classes=num_classes)
   else:
-    terms = ardm.policy_elbo_terms(apply_fn, params, batch, key, jnp.asarray(policy, jnp.int32),
-                                   num_classes=num_classes)
-  return ardm.bits_per_dim(terms["nll"], num_dims)
+    nll = ardm.policy_elbo_terms(apply_fn, params, batch, key, policy_P, num_classes=num_classes)["nll"]
+  return ardm.bits_per_dim(nll, num_dims)
 
 
-def make_eval_fn(setup, policy: np.ndarray | None = None):
-  """Jitted per-example bits/dim; params are never donated (the caller keeps them)."""
-  fn = functools.partial(_nll_bpd, apply_fn=setup.apply_fn, num_classes=setup.spec.num_classes,
-                         policy=None if policy is None else tuple(int(s) for s in policy))
-  params_sharding = setup.state_shardings.ema_params
-  return jax.jit(fn, in_shardings=(params_sharding, sharding.batch_sharding(setup.mesh),
-                                   sharding.replicated(setup.mesh)),
-                 out_shardings=sharding.replicated(setup.mesh))
+def make_eval_fn(setup, policy: np.ndarray | None = None, exact: bool = False):
+  """Per-example bits/dim as f(params, batch, key); params are never donated (the caller keeps them).
+
+  With a policy, the default is the one-call estimator (one random policy step per item); `exact` instead runs
+  all len(policy) calls for one random order per item: the same expectation, far lower variance, and with the
+  same seed two policies see the same orders (a paired comparison). The policy is a traced argument, so
+  policies of equal length share one compilation.
+  """
+  if exact and policy is None:
+    raise ValueError("exact evaluation needs a policy (--budget)")
+  policy_P = None if policy is None else jnp.asarray(policy, jnp.int32)
+  return functools.partial(_call_eval, policy_P=policy_P, apply_fn=setup.apply_fn,
+                           num_classes=setup.spec.num_classes, exact=exact)
+
+
+def _call_eval(params, batch, key, *, policy_P, apply_fn, num_classes, exact):
+  return _eval_bpd(params, batch, key, policy_P, apply_fn=apply_fn, num_classes=num_classes, exact=exact)
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -42,7 +55,8 @@ def _to_host(x: jax.Array) -> np.ndarray:
 
 
 def evaluate_params(setup, params, items: np.ndarray, *, passes: int, batch_size: int, seed: int,
-                    policy: np.ndarray | None = None, eval_fn=None, log_every_s: float = 30.0) -> dict:
+                    policy: np.ndarray | None = None, exact: bool = False, eval_fn=None,
+                    log_every_s: float = 30.0) -> dict:
   """Each item gets `passes` independent estimates; the last batch is padded and the padding masked out.
 
   Reports the mean over items of the per-item average and its standard error across items (this covers
@@ -51,7 +65,7 @@ def evaluate_params(setup, params, items: np.ndarray, *, passes: int, batch_size
   if passes < 1:
     raise ValueError(f"--passes must be at least 1, got {passes}")
   sharding.check_batch_divides_mesh(batch_size, setup.mesh)
-  eval_fn = eval_fn or make_eval_fn(setup, policy)
+  eval_fn = eval_fn or make_eval_fn(setup, policy, exact)
   num_items = len(items)
   num_batches = -(-num_items // batch_size)
   padded = np.concatenate([items, np.repeat(items[:1], num_batches * batch_size - num_items, axis=0)])
@@ -78,7 +92,8 @@ def evaluate_params(setup, params, items: np.ndarray, *, passes: int, batch_size
     raise FloatingPointError("evaluation produced NaN/Inf bits/dim: the checkpoint's parameters are not finite")
   per_item = per_pass.mean(axis=0)
   stderr = float(per_item.std(ddof=1) / np.sqrt(num_items)) if num_items > 1 else float("nan")
-  return {"bpd": float(per_item.mean()), "stderr": stderr, "num_items": int(num_items), "passes": int(passes)}
+  return {"bpd": float(per_item.mean()), "stderr": stderr, "num_items": int(num_items), "passes": int(passes),
+          "per_item": per_item}
 
 
 def write_json(path: str, payload: dict) -> None:

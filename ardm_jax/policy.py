@@ -76,7 +76,8 @@ def naive_policy(num_steps, budget):
     return (np.arange(budget, dtype=np.int64) * num_steps) // budget
 
 
-def _check_steps(steps, D):
+def check_policy_steps(steps, D):
+    """Returns a valid policy as int64, or raises a one-line error (used by every module that takes policies)."""
     steps = np.asarray(steps)
     if steps.ndim != 1 or steps.size == 0 or not np.issubdtype(steps.dtype, np.integer):
         raise ValueError(f"a policy must be a non-empty 1-D integer array, got {steps!r}")
@@ -88,7 +89,7 @@ def _check_steps(steps, D):
 def policy_cost(L, steps):
     """Expected bits of one item under policy `steps` (divide by num_dims for bits/dim)."""
     L = validate_losses(L)
-    steps = _check_steps(steps, L.size)
+    steps = check_policy_steps(steps, L.size)
     return float(np.sum(L[steps] * np.diff(np.append(steps, L.size))))
 
 
@@ -282,7 +283,7 @@ def _validate_policy_file(pf, where):
         for key, p in st["policies"].items():
             need(key.isdigit() and isinstance(p, dict) and {"steps", "expected_bpd", "naive_expected_bpd"} <= set(p),
                  f"stage {s} policy {key!r} is malformed")
-            need(len(_check_steps(p["steps"], D)) == int(key), f"stage {s} policy {key} has {len(p['steps'])} steps")
+            need(len(check_policy_steps(p["steps"], D)) == int(key), f"stage {s} policy {key} has {len(p['steps'])} steps")
     tot = pf.get("total_budget_split")
     need(tot is None or isinstance(tot, dict), "total_budget_split must be an object or null")
     for key, entry in (tot or {}).items():

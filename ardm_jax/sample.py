@@ -38,8 +38,7 @@ def choose_policy(model, budget: int | None, naive: bool = False, policy_file: s
   pf = policy_lib.load_policy_file(path)
   if start == 0:
     steps = policy_lib.policy_for_budget(pf, budget)
-    ardm.validate_policy(steps, num_steps)
-    return np.asarray(steps, np.int32)
+    return policy_lib.check_policy_steps(steps, num_steps).astype(np.int32)
   losses = np.asarray(pf["stages"][0]["loss_per_step"], np.float64)[start:]
   steps, _ = policy_lib.optimal_policies(losses, [budget])[budget]
   return (start + np.asarray(steps)).astype(np.int32)

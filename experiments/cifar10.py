@@ -5,7 +5,7 @@ Command (TPU v4-32 or 8 GPUs; prepare the data first with `tfds build cifar10` o
 Expected (paper, Table 6): 2.69 bits/dim with 3072 steps (2.74 with a 50-step policy), after 3,000 epochs
 (paper App. D: Adam lr 1e-4, batch 128, EMA 0.9999, clipping 100, CE weight 1e-3; ~2 weeks on 8 TPUv4). `experiments/cifar10.py:tiny` is a smoke variant.
 """
-from ardm_jax.configs import base_config
+from ardm_jax.configs import base_config, shrink_to_tiny
 
 
 def get_config(variant: str = "default"):
@@ -34,20 +34,7 @@ def get_config(variant: str = "default"):
   config.train.eval_passes = 1
   config.train.eval_batch_size = 200
   if variant == "tiny":
-    _tiny_image_model(config)
+    shrink_to_tiny(config)
   elif variant != "default":
     raise ValueError(f"unknown variant {variant!r} for cifar10; use 'default' or 'tiny'")
   return config
-
-
-def _tiny_image_model(config):
-  config.model.ch = 16
-  config.model.num_res_blocks = 1
-  config.model.input_embed_dim = 4
-  config.model.dtype = "float32"
-  config.model.remat = False
-  config.train.batch_size = 4
-  config.train.num_steps = 2
-  config.train.log_every = 1
-  config.train.checkpoint_every = 2
-  config.train.eval_passes = 0

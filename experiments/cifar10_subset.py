@@ -5,7 +5,7 @@ Command (CPU-sized model; about 1.3 steps/s on 2 cores):
 Expected: far above the paper's 2.69 bits/dim (4,000 images and minutes of CPU, not 6,000 TPU epochs);
 see benchmarks/RESULTS.md for measured numbers. `:tiny` is a smoke variant.
 """
-from ardm_jax.configs import base_config
+from ardm_jax.configs import base_config, shrink_to_tiny
 
 DEFAULT_PATH = "../shared/data/cifar10_subset/cifar10_subset.npz"
 
@@ -33,14 +33,7 @@ def get_config(variant: str = "default"):
   config.train.eval_passes = 1
   config.train.eval_batch_size = 100
   if variant == "tiny":
-    config.model.ch = 16
-    config.model.num_res_blocks = 1
-    config.model.input_embed_dim = 4
-    config.train.batch_size = 4
-    config.train.num_steps = 2
-    config.train.log_every = 1
-    config.train.checkpoint_every = 2
-    config.train.eval_passes = 0
+    shrink_to_tiny(config)
   elif variant != "default":
     raise ValueError(f"unknown variant {variant!r} for cifar10_subset; use 'default' or 'tiny'")
   return config

@@ -5,7 +5,7 @@ Command (2 CPU cores, about 6 minutes including the test evaluation):
 Expected: test bits/dim about 1.85 (EMA parameters, 4 passes over the 300 test images); xz on the whole set
 gives 2.71, WebP 7.97 per image. `experiments/digits.py:tiny` is a seconds-long smoke variant for tests.
 """
-from ardm_jax.configs import base_config
+from ardm_jax.configs import base_config, shrink_to_tiny
 
 
 def get_config(variant: str = "default"):
@@ -31,14 +31,7 @@ def get_config(variant: str = "default"):
   config.train.eval_passes = 4
   config.train.eval_batch_size = 300
   if variant == "tiny":
-    config.model.ch = 16
-    config.model.num_res_blocks = 1
-    config.model.input_embed_dim = 4
-    config.train.batch_size = 8
-    config.train.num_steps = 4
-    config.train.log_every = 2
-    config.train.checkpoint_every = 2
-    config.train.eval_passes = 1
+    shrink_to_tiny(config, batch_size=8, num_steps=4, eval_passes=1)
     config.train.eval_batch_size = 100
   elif variant != "default":
     raise ValueError(f"unknown variant {variant!r} for digits; use 'default' or 'tiny'")

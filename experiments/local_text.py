@@ -7,7 +7,7 @@ Commands (2 CPU cores: a 4-layer width-256 Transformer runs about 20 steps/s at 
 Expected: about 2.5 bits/char after the default 3,000 steps (a CPU-sized model; text8-sized models
 reach ~1.4). `:tiny` is a smoke variant.
 """
-from ardm_jax.configs import base_config
+from ardm_jax.configs import base_config, shrink_to_tiny
 
 
 def get_config(variant: str = "default"):
@@ -34,16 +34,7 @@ def get_config(variant: str = "default"):
   config.train.checkpoint_every = 1000
   config.train.eval_batch_size = 64
   if variant == "tiny":
-    config.data.seq_len = 32
-    config.model.num_layers = 1
-    config.model.emb_dim = 32
-    config.model.mlp_dim = 64
-    config.model.num_heads = 2
-    config.train.batch_size = 4
-    config.train.num_steps = 2
-    config.train.log_every = 1
-    config.train.checkpoint_every = 2
-    config.train.eval_passes = 0
+    shrink_to_tiny(config)
   elif variant not in ("default", "pydoc"):
     raise ValueError(f"unknown variant {variant!r} for local_text; use 'default', 'pydoc' or 'tiny'")
   return config

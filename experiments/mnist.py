@@ -4,7 +4,7 @@ Command (prepare the data first with `tfds build mnist` on a machine with intern
   ardm train --config experiments/mnist.py --workdir runs/mnist
 Expected: not reported in the paper; a sanity benchmark for image models. `:tiny` is a smoke variant.
 """
-from ardm_jax.configs import base_config
+from ardm_jax.configs import base_config, shrink_to_tiny
 
 
 def get_config(variant: str = "default"):
@@ -24,14 +24,7 @@ def get_config(variant: str = "default"):
   config.train.num_steps = 200_000
   config.train.eval_batch_size = 200
   if variant == "tiny":
-    config.model.ch = 16
-    config.model.num_res_blocks = 1
-    config.model.input_embed_dim = 4
-    config.train.batch_size = 4
-    config.train.num_steps = 2
-    config.train.log_every = 1
-    config.train.checkpoint_every = 2
-    config.train.eval_passes = 0
+    shrink_to_tiny(config)
   elif variant != "default":
     raise ValueError(f"unknown variant {variant!r} for mnist; use 'default' or 'tiny'")
   return config

@@ -5,7 +5,7 @@ Command (download http://mattmahoney.net/dc/text8.zip first; TPU/GPU):
 Expected (paper, Table 1): 1.43 ± 0.001 bits/char with 250 steps, 1.51 ± 0.007 with a 20-step DP policy
 (paper App. D: batch 512, Adam lr 5e-4 with 5,000 warmup steps, clipping 0.25, EMA 0.995, 3M steps). `experiments/text8.py:tiny` is a smoke variant.
 """
-from ardm_jax.configs import base_config
+from ardm_jax.configs import base_config, shrink_to_tiny
 
 
 def get_config(variant: str = "default"):
@@ -31,21 +31,7 @@ def get_config(variant: str = "default"):
   config.train.checkpoint_every = 10_000
   config.train.eval_batch_size = 200
   if variant == "tiny":
-    _tiny_text_model(config)
+    shrink_to_tiny(config)
   elif variant != "default":
     raise ValueError(f"unknown variant {variant!r} for text8; use 'default' or 'tiny'")
   return config
-
-
-def _tiny_text_model(config):
-  config.data.seq_len = 32
-  config.model.num_layers = 1
-  config.model.emb_dim = 32
-  config.model.mlp_dim = 64
-  config.model.num_heads = 2
-  config.model.dtype = "float32"
-  config.train.batch_size = 4
-  config.train.num_steps = 2
-  config.train.log_every = 1
-  config.train.checkpoint_every = 2
-  config.train.eval_passes = 0

@@ -208,11 +208,3 @@ def test_generate_single_step_policy_samples_the_model_marginals():
   np.testing.assert_allclose(freqs, probs, atol=0.015)
 
 
-def test_validate_policy_errors():
-  with pytest.raises(ValueError, match="start at 0"):
-    ardm.validate_policy([1, 2], 4)
-  with pytest.raises(ValueError, match="strictly increase"):
-    ardm.validate_policy([0, 2, 2], 4)
-  with pytest.raises(ValueError, match="below D=4"):
-    ardm.validate_policy([0, 4], 4)
-  assert ardm.validate_policy([0, 3], 4).tolist() == [0, 3]

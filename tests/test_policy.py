@@ -229,3 +229,10 @@ def test_plot_writes_png(tmp_path):
     out = tmp_path / "policy.png"
     P.plot_policy(out, L, 0.05 * L, budgets, dp, naive, num_dims=64)
     assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_check_policy_steps_errors():
+    for bad in ([1, 2], [0, 2, 2], [0, 4], [], [[0]]):
+        with pytest.raises(ValueError, match="policy"):
+            P.check_policy_steps(bad, 4)
+    assert P.check_policy_steps([0, 3], 4).tolist() == [0, 3]
