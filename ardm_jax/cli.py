@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
   source.add_argument("--workdir", help="estimate L_t with the trained model on held-out data")
   source.add_argument("--loss-file", help="per-step losses (bits per variable) as .npy or .json; no model needed")
   p.add_argument("--budgets", required=True, help="comma-separated network-call budgets, e.g. 5,10,20,50")
-  p.add_argument("--samples", type=int, default=16, help="held-out draws per step t (stratified)")
+  p.add_argument("--samples", type=int, default=None,
+                 help="held-out draws per step t (stratified; default max(16, 65536 // D): L_t noise is what the "
+                      "DP can exploit, so small models get many draws)")
   p.add_argument("--split", default="test", help="held-out split for the L_t estimate")
   p.add_argument("--use-tracker", action="store_true", help="use the running L_t saved during training instead")
   p.add_argument("--monotone", choices=["sort", "isotonic"], default="sort",
@@ -128,6 +130,7 @@ def cmd_policy(args) -> None:
     else:
       items = data.load(model.config.data).eval_items(args.split)
       batch_size = args.batch_size or int(model.config.train.eval_batch_size)
+      args.samples = args.samples or max(16, 65536 // num_dims)
       with model.setup.context():
         losses, stderr = evaluate.estimate_lt(model.setup, model.params, items, samples_per_step=args.samples,
                                               batch_size=batch_size, seed=args.seed)

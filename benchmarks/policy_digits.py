@@ -25,7 +25,9 @@ def main():
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--budgets", default="1,2,5,10,20,32")
   parser.add_argument("--passes", type=int, default=4, help="random orders per test item")
-  parser.add_argument("--samples", type=int, default=64, help="held-out draws per step for L_t")
+  parser.add_argument("--samples", type=int, default=1024, help="training-set draws per step for L_t")
+  parser.add_argument("--monotone", choices=["sort", "isotonic"], default="isotonic",
+                      help="how the noisy L_t estimate is made non-increasing before the DP")
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
   budgets = [int(b) for b in args.budgets.split(",")]
@@ -40,7 +42,7 @@ def main():
   with model.setup.context():
     losses, stderr = evaluate.estimate_lt(model.setup, model.params, held_out, samples_per_step=args.samples,
                                           batch_size=batch, seed=args.seed + 1)
-    policies = policy.optimal_policies(losses, budgets)
+    policies = policy.optimal_policies(losses, budgets, args.monotone)
     full = evaluate.evaluate_params(model.setup, model.params, test, passes=args.passes, batch_size=batch,
                                     seed=args.seed, policy=np.arange(num_steps), exact=True)
     rows = []
@@ -52,10 +54,11 @@ def main():
       naive = evaluate.evaluate_params(model.setup, model.params, test, passes=args.passes, batch_size=batch,
                                        seed=args.seed, policy=naive_steps, exact=True)
       diff = dp["per_item"] - naive["per_item"]
-      rows.append((b, dp_cost / num_steps, policy.policy_cost(policy.monotone_losses(losses), naive_steps) / num_steps,
+      rows.append((b, dp_cost / num_steps, policy.policy_cost(policy.monotone_losses(losses, args.monotone), naive_steps) / num_steps,
                    dp, naive, diff.mean(), diff.std(ddof=1) / np.sqrt(len(diff))))
   print(f"model: {args.workdir} step {model.step} ({model.params_kind} params); test items {len(test)}, "
-        f"{args.passes} random orders each; L_t from {args.samples} held-out draws per step; "
+        f"{args.passes} random orders each; L_t from {args.samples} training-set draws per step, "
+        f"made monotone by {args.monotone}; "
         f"{time.time() - start:.0f}s")
   print(f"full sequential ({num_steps} calls): {full['bpd']:.4f} ± {full['stderr']:.4f} bits/dim")
   print("| budget | DP predicted | DP measured | naive predicted | naive measured | DP − naive (paired) | "
