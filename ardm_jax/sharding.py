@@ -7,6 +7,7 @@ or on a TPU pod: only `config.mesh` and `config.sharding_rules` change.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -112,3 +113,67 @@ def per_device_bytes(shardings: Any, abstract: Any) -> int:
     shard_shape = sharding.shard_shape(leaf.shape)
     total += int(np.prod(shard_shape)) * np.dtype(leaf.dtype).itemsize
   return total
+
+
+# FSDP exists to split the parameters; above these fractions of parameter bytes left whole on every device
+# the run warns, and above the second it stops (the rules almost surely map nothing onto `fsdp`).
+FSDP_WARN_REPLICATED = 0.10
+FSDP_FAIL_REPLICATED = 0.50
+
+
+def _mesh_axes(entry) -> tuple[str, ...]:
+  if entry is None:
+    return ()
+  return tuple(entry) if isinstance(entry, (tuple, list)) else (entry,)
+
+
+def check_param_shardings(abstract_params: Any, shardings: Any, mesh: Mesh, *,
+                          warn_fraction: float = FSDP_WARN_REPLICATED,
+                          fail_fraction: float = FSDP_FAIL_REPLICATED) -> dict:
+  """Checks the parameter layout before anything is allocated; returns a summary for the start-up log.
+
+  Raises ValueError when a parameter dimension cannot be split evenly over the mesh axes its logical name
+  maps to, or when an FSDP mesh (fsdp > 1) leaves more than `fail_fraction` of the parameter bytes whole
+  on every device; warns above `warn_fraction`.
+  """
+  paths_leaves = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
+  total = replicated = 0
+  offenders = []
+  for (path, leaf), sharding in zip(paths_leaves, jax.tree.leaves(shardings)):
+    name = jax.tree_util.keystr(path, simple=True, separator="/")
+    spec = tuple(sharding.spec) + (None,) * (len(leaf.shape) - len(sharding.spec))
+    for dim, (size, entry) in enumerate(zip(leaf.shape, spec)):
+      ways = math.prod(mesh.shape[a] for a in _mesh_axes(entry))
+      if size % ways:
+        raise ValueError(f"parameter {name} {tuple(leaf.shape)}: dimension {dim} of size {size} cannot be split "
+                         f"{ways} ways over mesh axes {_mesh_axes(entry)}; map its logical axis to None in "
+                         "config.sharding_rules, or choose model sizes divisible by the mesh")
+    nbytes = math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
+    total += nbytes
+    if not any("fsdp" in _mesh_axes(entry) for entry in spec):
+      replicated += nbytes
+      offenders.append((nbytes, name))
+  fraction = replicated / max(total, 1)
+  summary = {"param_bytes": total, "fsdp_replicated_bytes": replicated, "fsdp_replicated_fraction": fraction}
+  if mesh.shape["fsdp"] > 1:
+    largest = ", ".join(f"{n} ({b / 2**20:.2f} MiB)" for b, n in sorted(offenders, reverse=True)[:3])
+    message = (f"FSDP over {mesh.shape['fsdp']} devices leaves {100 * fraction:.1f}% of the parameter bytes "
+               f"replicated on every device (largest: {largest})")
+    if fraction > fail_fraction:
+      raise ValueError(f"{message}; map a large parameter axis (default: 'embed') to 'fsdp' in "
+                       "config.sharding_rules, or set --config.mesh.fsdp=1")
+    if fraction > warn_fraction:
+      warnings.warn(message + "; consider mapping more logical axes to 'fsdp' in config.sharding_rules",
+                    stacklevel=2)
+  return summary
+
+
+def describe_layout(mesh: Mesh, abstract_state: Any, state_shardings: Any) -> str:
+  """One start-up log line: the mesh, the processes and what each device holds."""
+  sizes = ", ".join(f"{axis}={size}" for axis, size in mesh.shape.items())
+  params = per_device_bytes(state_shardings.params, abstract_state.params)
+  state = per_device_bytes(state_shardings, abstract_state)
+  processes = len({device.process_index for device in mesh.devices.flat})
+  return (f"mesh ({sizes}) over {mesh.devices.size} {mesh.devices.flat[0].platform} devices in "
+          f"{processes} process(es); per device: {params / 2**20:.2f} MiB parameters, "
+          f"{state / 2**20:.2f} MiB train state (parameters, EMA, optimizer)")

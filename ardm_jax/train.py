@@ -167,14 +167,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   sharding.check_batch_divides_mesh(int(tc.batch_size), setup.mesh)
   is_main = jax.process_index() == 0
   log = print if is_main else (lambda *a, **k: None)
+  # Before any allocation: indivisible dimensions and an FSDP mesh that shards almost nothing stop here.
+  sharding.check_param_shardings(setup.abstract_state.params, setup.state_shardings.params, setup.mesh)
+  log(sharding.describe_layout(setup.mesh, setup.abstract_state, setup.state_shardings), flush=True)
 
   manager = checkpoint.make_manager(workdir, keep=int(tc.keep_checkpoints))
   latest = manager.latest_step()
   if latest is None:
     state = setup.init_state(int(config.seed))
-    log(f"initialised {count_params(setup.abstract_state.params):,} parameters on mesh {dict(setup.mesh.shape)} "
-        f"({sharding.per_device_bytes(setup.state_shardings, setup.abstract_state) / 2**20:.1f} MiB of train "
-        "state per device)", flush=True)
+    log(f"initialised {count_params(setup.abstract_state.params):,} parameters", flush=True)
   else:
     state, meta = checkpoint.restore(manager, latest, setup.abstract_state, setup.state_shardings)
     if meta.get("config_hash") != config_hash(config):
@@ -236,6 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
       test = evaluate.evaluate_params(setup, state.ema_params, dataset.eval_items("test"),
                                       passes=int(tc.eval_passes), batch_size=int(tc.eval_batch_size),
                                       seed=int(config.seed))
+    test.pop("per_item")
     writer.write_scalars(step, {"test_bpd": test["bpd"], "test_bpd_stderr": test["stderr"]})
     unit = "bits/char" if spec.kind == "text" else "bits/dim"
     log(f"test {unit} (EMA params, {test['passes']} pass(es) over {test['num_items']} items): "

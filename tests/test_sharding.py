@@ -1,0 +1,215 @@
+"""Sharding on 8 fake CPU devices: data, FSDP and data x tensor meshes reproduce the 1-device train step,
+checkpoints move between meshes bit for bit, and bad layouts are refused before anything is allocated.
+
+The device count must be fixed before JAX starts, so the 8-device work runs once in a subprocess (this file
+run as a script) that prints its measurements as JSON; the tests below assert on them.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_DEVICES = 8
+MESHES = {"data": (8, 1, 1), "fsdp": (1, 8, 1), "data_x_tensor": (4, 1, 2)}
+SGD_LR = 1.0
+# Leaves whose exact gradient is (nearly) zero, such as the attention key bias (softmax ignores a shift
+# shared by all keys), are compared against this fraction of the total gradient norm instead of their own.
+LEAF_FLOOR = 1e-3
+
+
+@pytest.fixture(scope="module")
+def measured():
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env |= {"JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
+          "XLA_FLAGS": f"--xla_force_host_platform_device_count={NUM_DEVICES}"}
+  proc = subprocess.run(["timeout", "-s", "KILL", "300", sys.executable, os.path.abspath(__file__)], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=330)
+  assert proc.returncode == 0, f"8-device worker failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("mesh", MESHES)
+def test_sharded_train_step_matches_one_device(measured, mesh):
+  """One real train step (SGD, lr 1, so the update is the gradient) on 8 devices vs on 1."""
+  m = measured["meshes"][mesh]
+  assert m["mesh"] == dict(zip(("data", "fsdp", "tensor"), MESHES[mesh]))
+  assert m["init_params_equal"], "sharded initialisation drew different parameters"
+  assert m["grad_rel_err"] <= 1e-5, m
+  assert m["worst_leaf_rel_err"] <= 1e-5, m
+  assert abs(m["loss"] - measured["reference"]["loss"]) <= 1e-5 * abs(measured["reference"]["loss"])
+  assert m["lt_tracker_equal"], "the running L_t tracker differs"
+
+
+def test_fsdp_and_tensor_meshes_really_split_the_parameters(measured):
+  ref = measured["reference"]["param_bytes_per_device"]
+  assert measured["meshes"]["data"]["param_bytes_per_device"] == ref  # data parallel: a full copy each
+  # 8-way split, apart from the ~15% (the tiny time MLP, biases) that the default rules keep whole.
+  assert measured["meshes"]["fsdp"]["param_bytes_per_device"] <= 0.3 * ref
+  assert measured["meshes"]["data_x_tensor"]["param_bytes_per_device"] < 0.9 * ref
+
+
+def test_state_is_created_sharded_never_whole(measured):
+  mem = measured["init_memory"]
+  assert mem["per_device_bytes"] < 0.5 * mem["whole_state_bytes"], mem
+  assert mem["per_device_bytes"] >= mem["expected_shard_bytes"], mem
+
+
+def test_checkpoint_saved_on_4x2_restores_exactly_on_8x1_and_one_device(measured):
+  ckpt = measured["checkpoint"]
+  assert ckpt["saved_on"] == {"data": 4, "fsdp": 2, "tensor": 1}
+  for target in ("8x1", "1"):
+    assert ckpt[target]["leaves"] == ckpt["num_leaves"] > 0
+    assert ckpt[target]["mismatched"] == [], ckpt[target]
+    assert ckpt[target]["on_target_shardings"], ckpt[target]
+
+
+def test_layout_checks(measured):
+  checks = measured["checks"]
+  assert checks["default_fsdp_replicated_fraction"] < 0.5
+  assert "replicated on every device" in checks["no_fsdp_rule"] and "sharding_rules" in checks["no_fsdp_rule"]
+  assert "cannot be split 8 ways" in checks["indivisible"] and "input_embed" in checks["indivisible"]
+  assert checks["warning"] is not None and "FSDP over 8 devices" in checks["warning"]
+
+
+# ---- the 8-device worker -------------------------------------------------------------------------------------
+
+def _worker() -> dict:
+  import tempfile
+  import warnings
+
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+
+  from ardm_jax import checkpoint, configs, sharding, train, train_state
+  from ardm_jax.train_state import DataSpec, build_setup
+
+  jax.config.update("jax_numpy_rank_promotion", "raise")
+  assert jax.device_count() == NUM_DEVICES, jax.devices()
+  text_spec = DataSpec("text", "text", (32,), 27, " abcdefghijklmnopqrstuvwxyz")
+
+  def text_config(sizes, rules=None):
+    config = configs.load_config_file(os.path.join(REPO, "experiments", "local_text.py:tiny"))
+    overrides = [f"--config.mesh.{axis}={size}" for axis, size in zip(("data", "fsdp", "tensor"), sizes)]
+    overrides.append("--config.train.batch_size=16")
+    config = configs.apply_overrides(config, overrides)
+    if rules is not None:
+      with config.unlocked():
+        config.sharding_rules = rules
+    return config
+
+  host = lambda tree: jax.tree.map(np.asarray, jax.device_get(tree))
+  batch_np = np.random.default_rng(0).integers(0, 27, (16, 32)).astype(np.int32)
+
+  # SGD with lr 1 makes the step's parameter change exactly the gradient (Adam would amplify 1e-7 noise).
+  adam = train_state.make_optimizer
+  train_state.make_optimizer = lambda optim_cfg, num_steps: optax.sgd(SGD_LR)
+
+  def one_step(sizes, devices=None):
+    setup = build_setup(text_config(sizes), text_spec, devices)
+    state = setup.init_state(0)
+    before = host(state.params)
+    step_fn = train.compile_train_step(setup)
+    with setup.context():
+      batch = sharding.global_batch(batch_np, setup.mesh)
+      key = jax.device_put(jax.random.PRNGKey(7), sharding.replicated(setup.mesh))
+      state, metrics = step_fn(state, batch, key)
+    grads = jax.tree.map(lambda b, a: (b - a) / SGD_LR, before, host(state.params))
+    return {"setup": setup, "before": before, "grads": grads, "loss": float(metrics["loss"]),
+            "lt": host(state.lt_sum),
+            "param_bytes": sharding.per_device_bytes(setup.state_shardings.params, setup.abstract_state.params)}
+
+  ref = one_step((1, 1, 1), jax.devices()[:1])
+  ref_leaves = jax.tree.leaves(ref["grads"])
+  total_norm = float(np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in ref_leaves)))
+  out = {"reference": {"loss": ref["loss"], "param_bytes_per_device": ref["param_bytes"]}, "meshes": {}}
+  for name, sizes in MESHES.items():
+    got = one_step(sizes)
+    diffs = [np.linalg.norm((a - b).astype(np.float64)) for a, b in zip(ref_leaves, jax.tree.leaves(got["grads"]))]
+    out["meshes"][name] = {
+        "mesh": dict(got["setup"].mesh.shape),
+        "init_params_equal": all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(ref["before"]),
+                                                                      jax.tree.leaves(got["before"]))),
+        "grad_rel_err": float(np.sqrt(sum(d ** 2 for d in diffs)) / total_norm),
+        "worst_leaf_rel_err": float(max(d / max(np.linalg.norm(a), LEAF_FLOOR * total_norm)
+                                        for d, a in zip(diffs, ref_leaves))),
+        "loss": got["loss"], "lt_tracker_equal": bool(np.allclose(got["lt"], ref["lt"], rtol=1e-6)),
+        "param_bytes_per_device": got["param_bytes"]}
+  train_state.make_optimizer = adam
+
+  # Checkpoint: a full Adam state with non-trivial values, saved on data=4 x fsdp=2.
+  src = build_setup(text_config((4, 2, 1)), text_spec)
+  perturb = jax.jit(lambda s, k: jax.tree.map(
+      lambda x: x + jax.random.normal(k, x.shape, x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x + 3, s),
+      out_shardings=src.state_shardings)
+  state = perturb(src.init_state(1), jax.random.PRNGKey(2))
+  saved = host(state)
+  ckpt = {"saved_on": dict(src.mesh.shape), "num_leaves": len(jax.tree.leaves(saved))}
+  with tempfile.TemporaryDirectory() as workdir:
+    manager = checkpoint.make_manager(workdir)
+    checkpoint.save(manager, 5, state, {"step": 5})
+    manager.wait_until_finished()
+    for label, sizes, devices in (("8x1", (8, 1, 1), None), ("1", (1, 1, 1), jax.devices()[:1])):
+      dst = build_setup(text_config(sizes), text_spec, devices)
+      restored, meta = checkpoint.restore(manager, 5, dst.abstract_state, dst.state_shardings)
+      paths = jax.tree_util.tree_flatten_with_path(saved)[0]
+      mismatched = [jax.tree_util.keystr(p) for (p, a), b in zip(paths, jax.tree.leaves(host(restored)))
+                    if not np.array_equal(a, b)]
+      placed = all(r.sharding.is_equivalent_to(s, r.ndim) for r, s in
+                   zip(jax.tree.leaves(restored), jax.tree.leaves(dst.state_shardings)))
+      ckpt[label] = {"leaves": len(jax.tree.leaves(restored)), "mismatched": mismatched,
+                     "on_target_shardings": bool(placed and meta["step"] == 5)}
+    manager.close()
+  out["checkpoint"] = ckpt
+
+  # The jitted init writes each device's shard directly: its per-device output and scratch stay far below
+  # the whole state (a state built whole and then split would need all of it on one device).
+  fsdp = build_setup(text_config((1, 8, 1)), text_spec)
+  create = train_state._state_creator(fsdp.net, fsdp.tx, fsdp.spec)  # what Setup.init_state jits
+  with fsdp.context():
+    init = jax.jit(lambda k: nn.unbox(create(k)), out_shardings=fsdp.state_shardings)
+    mem = init.lower(jax.random.PRNGKey(0)).compile().memory_analysis()
+  out["init_memory"] = {
+      "whole_state_bytes": int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(fsdp.abstract_state))),
+      "per_device_bytes": int(mem.output_size_in_bytes + mem.temp_size_in_bytes),
+      "expected_shard_bytes": sharding.per_device_bytes(fsdp.state_shardings, fsdp.abstract_state)}
+
+  # Layout checks, before any allocation.
+  def check(setup):
+    return sharding.check_param_shardings(setup.abstract_state.params, setup.state_shardings.params, setup.mesh)
+
+  checks = {}
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # the tiny model's time MLP alone is ~15% of it: a warning, not an error
+    summary = check(build_setup(text_config((1, 8, 1)), text_spec))
+  checks["default_fsdp_replicated_fraction"] = summary["fsdp_replicated_fraction"]
+  no_fsdp = [(n, None if n == "embed" else a) for n, a in sharding.DEFAULT_RULES]
+  try:
+    check(build_setup(text_config((1, 8, 1), rules=no_fsdp), text_spec))
+    checks["no_fsdp_rule"] = "no error"
+  except ValueError as err:
+    checks["no_fsdp_rule"] = str(err)
+  fsdp_setup = build_setup(text_config((1, 8, 1)), text_spec)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    sharding.check_param_shardings(fsdp_setup.abstract_state.params, fsdp_setup.state_shardings.params,
+                                   fsdp_setup.mesh, warn_fraction=0.0)
+  checks["warning"] = next((str(w.message) for w in caught if "FSDP" in str(w.message)), None)
+  unet = configs.load_config_file(os.path.join(REPO, "experiments", "digits.py:tiny"))
+  unet = configs.apply_overrides(unet, ["--config.mesh.data=1", "--config.mesh.fsdp=8"])
+  try:
+    check(build_setup(unet, DataSpec("digits", "image", (8, 8, 1), 17)))
+    checks["indivisible"] = "no error"
+  except ValueError as err:
+    checks["indivisible"] = str(err)
+  out["checks"] = checks
+  return out
+
+
+if __name__ == "__main__":
+  print(json.dumps(_worker()))
