@@ -4,10 +4,10 @@ Nothing is pickled: arrays go through orbax's array format, metadata through its
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
+from etils import epath
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = "checkpoints"
@@ -16,7 +16,7 @@ CHECKPOINT_DIR = "checkpoints"
 def make_manager(workdir: str, keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                          enable_async_checkpointing=async_save)
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)), options=options,
+  return ocp.CheckpointManager(epath.Path(workdir).absolute() / CHECKPOINT_DIR, options=options,
                                item_names=("state", "meta"))
 
 
@@ -39,7 +39,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, shar
 
 
 def latest_step(workdir: str) -> int | None:
-  if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
+  if not (epath.Path(workdir) / CHECKPOINT_DIR).is_dir():
     return None
   manager = make_manager(workdir, async_save=False)
   try:

@@ -77,9 +77,9 @@ def set_key(config: ml_collections.ConfigDict, dotted: str, value) -> None:
                      f"(currently {current!r}: {type(current).__name__})") from err
 
 
-def config_from_json(path: str) -> ml_collections.ConfigDict:
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+def config_from_json(path) -> ml_collections.ConfigDict:
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  config = ml_collections.ConfigDict(json.loads(epath.Path(path).read_text()))
   config.lock()
   return config
 

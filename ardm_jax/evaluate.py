@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import jax
+from etils import epath
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
@@ -96,13 +97,17 @@ def evaluate_params(setup, params, items: np.ndarray, *, passes: int, batch_size
           "per_item": per_item}
 
 
-def write_json(path: str, payload: dict) -> None:
+def write_json(path, payload: dict) -> None:
+  """Process 0 writes; local files are replaced atomically (a crash never leaves half a file)."""
   if jax.process_index() != 0:
     return
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2)
-    f.write("\n")
+  path = epath.Path(path)
+  text = json.dumps(payload, indent=2) + "\n"
+  if "://" in str(path):
+    path.write_text(text)
+    return
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
   os.replace(tmp, path)
 
 

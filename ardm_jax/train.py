@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import signal
 import time
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+from etils import epath
 import numpy as np
 import optax
 from clu import metric_writers, periodic_actions
@@ -84,19 +84,19 @@ def lt_estimate(state: TrainState) -> tuple[np.ndarray, np.ndarray]:
 
 def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, spec: DataSpec) -> None:
   """Writes config.json / data_spec.json, or checks that a resumed workdir was made by the same config."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, CONFIG_FILE)
+  root = epath.Path(workdir)  # local paths and gs:// alike
+  root.mkdir(parents=True, exist_ok=True)
+  path = root / CONFIG_FILE
   new = json.loads(config.to_json(sort_keys=True))
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
+  if path.exists():
+    old = json.loads(path.read_text())
     if old != new:
       diffs = sorted(_diff_keys(old, new))
       raise ValueError(f"workdir {workdir} holds a run with a different config (differs in: {', '.join(diffs)}); "
                        "use a new --workdir, or the same config to resume")
   elif jax.process_index() == 0:
     evaluate.write_json(path, new)
-    evaluate.write_json(os.path.join(workdir, DATA_SPEC_FILE), spec.to_json())
+    evaluate.write_json(root / DATA_SPEC_FILE, spec.to_json())
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:

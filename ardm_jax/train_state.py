@@ -127,7 +127,8 @@ def build_setup(config: Any, spec: DataSpec, devices=None) -> Setup:
   tx = make_optimizer(config.optim, int(config.train.num_steps))
   create = _state_creator(net, tx, spec)
   with _mesh_context(mesh, rules):
-    abstract_boxed = jax.eval_shape(create, jax.random.PRNGKey(0))
+    # An abstract key: nothing runs eagerly, so this also works for compile-only (AOT) devices.
+    abstract_boxed = jax.eval_shape(create, jax.ShapeDtypeStruct((2,), jnp.uint32))
     specs = nn.get_partition_spec(abstract_boxed)
     shardings = sharding.logical_to_shardings(specs, mesh, rules)
   abstract_state = nn.unbox(abstract_boxed)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
+
+from etils import epath
 
 from ardm_jax import checkpoint, configs
 from ardm_jax.train import CONFIG_FILE, DATA_SPEC_FILE, config_hash
@@ -30,13 +31,13 @@ class TrainedModel:
 
 
 def open_workdir(workdir: str, use_ema: bool = True, step: int | None = None) -> TrainedModel:
-  config_path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(config_path):
+  root = epath.Path(workdir)
+  config_path = root / CONFIG_FILE
+  if not config_path.is_file():
     raise ValueError(f"{workdir} is not a training workdir (no {CONFIG_FILE}); train first with "
                      f"`ardm train --config ... --workdir {workdir}`")
   config = configs.config_from_json(config_path)
-  with open(os.path.join(workdir, DATA_SPEC_FILE)) as f:
-    spec = DataSpec.from_json(json.load(f))
+  spec = DataSpec.from_json(json.loads((root / DATA_SPEC_FILE).read_text()))
   setup = build_setup(config, spec)
   manager = checkpoint.make_manager(workdir, async_save=False)
   try:
