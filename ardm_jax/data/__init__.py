@@ -22,6 +22,11 @@ Sources and their `config.data` keys (defaults in brackets):
                      split (seed 0).  num_classes [256].
   name='cifar10'     tfds, (32, 32, 3), 256 classes, train/test.  tfds_data_dir [tfds default]; download [False].
   name='mnist'       tfds, (28, 28, 1), 256 classes, train/test.  tfds_data_dir [tfds default]; download [False].
+  name='sc09'        tfds builder of the Speech Commands digits, (16000,), 65,536 classes, train/validation/test.
+  name='wav_folder'  path [required]: 16-bit PCM mono WAVs (flat, or train/ and test/ subfolders).
+  name='fsdd'        path [required]: fsdd_8khz.npz (Free Spoken Digit Dataset); train/test by take number.
+                     The audio sources (kind 'audio') also take sample_rate [16000], length [sample_rate] and
+                     bits [16]; see `ardm_jax.data.audio`.
 
 Text splits are 'train', 'validation', 'test'; image splits 'train', 'test' (plus 'validation' for an npz that
 has one). Text training items are random crops; `eval_items` gives the non-overlapping chunks of a split.
@@ -73,6 +78,21 @@ def _mnist(cfg):
     return load_tfds_images(cfg, "mnist")
 
 
+def _sc09(cfg):
+    from ardm_jax.data.audio import load_sc09
+    return load_sc09(cfg)
+
+
+def _wav_folder(cfg):
+    from ardm_jax.data.audio import load_wav_folder
+    return load_wav_folder(cfg)
+
+
+def _fsdd(cfg):
+    from ardm_jax.data.audio import load_fsdd
+    return load_fsdd(cfg)
+
+
 SOURCES = {
     "digits": _digits,
     "pydoc_text": _pydoc_text,
@@ -82,6 +102,9 @@ SOURCES = {
     "png_folder": _png_folder,
     "cifar10": _cifar10,
     "mnist": _mnist,
+    "sc09": _sc09,
+    "wav_folder": _wav_folder,
+    "fsdd": _fsdd,
 }
 
 

@@ -12,6 +12,9 @@ model_cfg keys (sizes have no defaults, so a config always states its model size
                optional num_heads=1, attention=True, dropout=0.0, dtype='float32', remat=False
   transformer: num_layers, emb_dim, mlp_dim, num_heads;
                optional dropout=0.0, dtype='float32', remat=False
+  diffwave:    num_blocks, features (divisible by 4);
+               optional dilation_cycle=12, kernel_size=3, skip_features=features, dropout=0.0,
+               dtype='float32', remat=False
 Unknown keys are rejected so a misspelt option cannot be silently ignored.
 """
 
@@ -22,10 +25,11 @@ from typing import Any, Mapping
 import flax.linen as nn
 
 from ardm_jax.nets import layers
+from ardm_jax.nets.diffwave import DiffWave
 from ardm_jax.nets.transformer import Transformer
 from ardm_jax.nets.unet import UNet
 
-__all__ = ['build_network', 'UNet', 'Transformer', 'layers']
+__all__ = ['build_network', 'UNet', 'Transformer', 'DiffWave', 'layers']
 
 _SPECS = {
     'unet': dict(
@@ -36,12 +40,26 @@ _SPECS = {
         required=('num_layers', 'emb_dim', 'mlp_dim', 'num_heads'),
         optional=dict(dropout=0.0, dtype='float32', remat=False),
         rank=1, shape_doc='(L,)'),
+    'diffwave': dict(
+        required=('num_blocks', 'features'),
+        optional=dict(dilation_cycle=12, kernel_size=3, skip_features=None, dropout=0.0, dtype='float32',
+                      remat=False),
+        rank=1, shape_doc='(L,)'),
 }
+_CLASSES = {'unet': UNet, 'transformer': Transformer, 'diffwave': DiffWave}
+# Output/input/step sizes that differ from the OA-ARDM defaults (K logits, K+1 input ids, D steps); only the
+# networks listed here accept them so far.
+_SIZE_OPTIONS = ('num_outputs', 'num_input_classes', 'num_steps')
+_TAKES_SIZE_OPTIONS = ('diffwave',)
 
 
 def build_network(model_cfg: Mapping[str, Any], data_shape: tuple[int, ...],
-                  num_classes: int) -> nn.Module:
-  """Builds the network named by model_cfg.name for items of `data_shape` with K classes."""
+                  num_classes: int, **sizes) -> nn.Module:
+  """Builds the network named by model_cfg.name for items of `data_shape` with K classes.
+
+  `sizes` (num_outputs, num_input_classes, num_steps; None = default) serve other output distributions and
+  upscale ARDMs; see the diffwave module.
+  """
   cfg = dict(model_cfg.items())
   name = cfg.pop('name', None)
   if name not in _SPECS:
@@ -65,5 +83,10 @@ def build_network(model_cfg: Mapping[str, Any], data_shape: tuple[int, ...],
   kwargs = {**spec['optional'], **cfg}
   kwargs['dtype'] = layers.compute_dtype(kwargs['dtype'])
 
-  cls = UNet if name == 'unet' else Transformer
-  return cls(num_classes=int(num_classes), data_shape=data_shape, **kwargs)
+  unknown_sizes = sorted(set(sizes) - set(_SIZE_OPTIONS))
+  if unknown_sizes:
+    raise ValueError(f'unknown network size option(s) {unknown_sizes}; allowed: {list(_SIZE_OPTIONS)}')
+  sizes = {k: int(v) for k, v in sizes.items() if v is not None}
+  if sizes and name not in _TAKES_SIZE_OPTIONS:
+    raise ValueError(f'model {name!r} does not take {sorted(sizes)} yet; use one of {list(_TAKES_SIZE_OPTIONS)}')
+  return _CLASSES[name](num_classes=int(num_classes), data_shape=data_shape, **kwargs, **sizes)

@@ -1,0 +1,121 @@
+"""DiffWave (Kong et al., 2021) for audio ARDMs: a stack of dilated, gated, non-causal residual blocks.
+
+The paper's SC09 network: 36 blocks of 256 channels with dilations 1, 2, ..., 2048 cycling every 12 blocks, so
+each output sees the whole 1 s clip. Inputs are both the value as a number in [-1, 1] (3/4 of the input channels,
+through a width-3 convolution together with the known-mask) and a learned embedding of the class id (the other
+1/4), so the absorbing value and augmented upscale states, which have no numeric meaning, are still told apart.
+Every block adds a projection of the step embedding, applies tanh(conv) * sigmoid(conv) and emits a residual and
+a skip output; the skip outputs, summed over blocks, feed two 1x1 convolutions, the last zero-initialised so the
+untrained network predicts the distribution's zero-output default.
+
+    net(x_in [B, L] int, known [B, L] bool, t [B] int, train) -> float32 [B, L, num_outputs]
+
+num_outputs defaults to K (categorical logits); a discretised logistic mixture needs 3 * M, an upscale ARDM
+`Upscale.num_outputs`. num_input_classes defaults to K + 1 (K is the absorbing value) and num_steps (the range
+of t the time embedding is scaled to) to L.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ardm_jax.nets import layers
+
+_ACT_3D = ('batch', 'act_length', 'act_embed')
+
+
+def conv1d(features: int, kernel: int, *, dtype: Any, dilation: int = 1, out_axis: str = 'embed',
+           zero_init: bool = False, name: str | None = None) -> nn.Conv:
+  """'SAME'-padded 1-D convolution whose kernel is annotated ('conv_w', 'conv_in', out_axis)."""
+  kernel_init = nn.initializers.zeros if zero_init else nn.initializers.lecun_normal()
+  return nn.Conv(features, (kernel,), kernel_dilation=(dilation,), padding='SAME', dtype=dtype,
+                 param_dtype=jnp.float32,
+                 kernel_init=layers.partitioned(kernel_init, ('conv_w', 'conv_in', out_axis)),
+                 bias_init=layers.partitioned(nn.initializers.zeros, (out_axis,)), name=name)
+
+
+class ResidualBlock(nn.Module):
+  """x + step projection -> dilated conv to 2F -> tanh * sigmoid -> (residual 1x1, skip 1x1)."""
+  features: int
+  skip_features: int
+  kernel_size: int
+  dilation: int
+  dropout: float
+  deterministic: bool  # an attribute, not a call argument, so nn.remat needs no static args
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxLxF: jax.Array, temb_BxT: jax.Array) -> tuple[jax.Array, jax.Array]:
+    step_BxF = layers.dense(self.features, ('mlp', 'embed'), dtype=self.dtype, name='step_proj')(
+        nn.swish(temb_BxT))
+    h = x_BxLxF + step_BxF[:, None, :]
+    # One convolution for both gate halves: the same as two convolutions of F outputs each.
+    g = conv1d(2 * self.features, self.kernel_size, dilation=self.dilation, out_axis='mlp', dtype=self.dtype,
+               name='dilated_conv')(h)
+    g = layers.constrain(g, ('batch', 'act_length', 'act_mlp'))
+    y = jnp.tanh(g[..., :self.features]) * nn.sigmoid(g[..., self.features:])
+    y = nn.Dropout(self.dropout)(y, deterministic=self.deterministic)
+    residual = conv1d(self.features, 1, dtype=self.dtype, name='residual')(y)
+    skip = conv1d(self.skip_features, 1, dtype=self.dtype, name='skip')(y)
+    # Scaling by 1/sqrt(2) keeps the residual stream's variance from growing with depth.
+    out = layers.constrain((x_BxLxF + residual) * np.float32(1 / np.sqrt(2.0)).astype(self.dtype), _ACT_3D)
+    return out, layers.constrain(skip, _ACT_3D)
+
+
+class DiffWave(nn.Module):
+  """x_in [B, L] in 0..num_input_classes-1, known [B, L], t [B] -> float32 [B, L, num_outputs]."""
+  num_classes: int            # K data classes: values below K are numbers on [-1, 1]
+  data_shape: tuple[int]      # (L,)
+  num_blocks: int
+  features: int
+  dilation_cycle: int = 12
+  kernel_size: int = 3
+  skip_features: int | None = None
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+  remat: bool = False
+  num_outputs: int | None = None
+  num_input_classes: int | None = None
+  num_steps: int | None = None
+
+  def _sizes(self) -> tuple[int, int, int]:
+    (length,) = self.data_shape
+    if self.features % 4:
+      raise ValueError(f'diffwave features must be divisible by 4 (3/4 value channels, 1/4 embedding), got '
+                       f'{self.features}; use e.g. 64 or 256')
+    return (self.num_outputs or self.num_classes, self.num_input_classes or self.num_classes + 1,
+            self.num_steps or length)
+
+  @nn.compact
+  def __call__(self, x_in: jax.Array, known: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
+    layers.check_inputs(x_in, known, t, self.data_shape)
+    num_outputs, num_input_classes, num_steps = self._sizes()
+    feats = self.features
+
+    temb_BxT = layers.TimeEmbedding(num_steps, sin_dim=feats // 2, hidden_dim=2 * feats, out_dim=2 * feats,
+                                    dtype=self.dtype, name='time_embed')(t)
+
+    # Ids >= K (the absorbing value, augmented states) have no place on the number line: value channel 0.
+    is_value = x_in < self.num_classes
+    value_BxL = jnp.where(is_value, x_in.astype(jnp.float32) * (2.0 / (self.num_classes - 1)) - 1.0, 0.0)
+    numeric_BxLx2 = jnp.stack([value_BxL, known.astype(jnp.float32)], axis=-1).astype(self.dtype)
+    h_num = conv1d(3 * feats // 4, 3, dtype=self.dtype, name='conv_in')(numeric_BxLx2)
+    h_emb = layers.embed(num_input_classes, feats // 4, dtype=self.dtype, name='input_embed')(x_in)
+    h = nn.relu(layers.constrain(jnp.concatenate([h_num, h_emb.astype(self.dtype)], axis=-1), _ACT_3D))
+
+    block_cls = nn.remat(ResidualBlock) if self.remat else ResidualBlock
+    skip_features = self.skip_features or feats
+    skip_sum = jnp.zeros(h.shape[:-1] + (skip_features,), self.dtype)
+    for i in range(self.num_blocks):
+      h, skip = block_cls(feats, skip_features, self.kernel_size, 2 ** (i % self.dilation_cycle), self.dropout,
+                          deterministic=not train, dtype=self.dtype, name=f'block_{i}')(h, temb_BxT)
+      skip_sum = skip_sum + skip
+    h = skip_sum * np.float32(1 / np.sqrt(self.num_blocks)).astype(self.dtype)
+    h = nn.relu(conv1d(skip_features, 1, dtype=self.dtype, name='skip_out')(h))
+    out = conv1d(num_outputs, 1, dtype=self.dtype, out_axis='vocab', zero_init=True, name='out')(h)
+    return layers.constrain(out.astype(jnp.float32), ('batch', 'act_length', 'act_classes'))
