@@ -5,7 +5,10 @@ NumPy and constriction only; the network enters as one callable
     predict(x_BxD int32, known_BxD bool, t: int) -> logits float32 [B, D, K]
 
 a single network call for the whole batch at policy step start `t`: `x_BxD` holds the known values and the
-absorbing class K everywhere else, `known_BxD` is `sigma < t` (the same order for every item).
+absorbing class K everywhere else, `known_BxD` is `sigma < t` (the same order for every item). A callable with
+the attribute `positions_only = True` is called as `predict(x_BxD, known_BxD, t, pos_n)` instead and returns
+only the logits of the variables `pos_n` this step codes, float32 [B, n, K]: the same numbers, without holding
+[B, D, K] (large data sets of large items).
 
 Probability tables
 ------------------
@@ -36,7 +39,7 @@ Container (format version 1; integers little-endian; varint = unsigned LEB128, s
     magic          2         b"AR"
     version        1         1
     flags          1         bit 0: mode (0 per item, 1 per data set); bits 1-2: kind (0 image, 1 text,
-                             2 audio); bits 3-7 zero
+                             2 audio); bit 3: a file table follows the order seed; bits 4-7 zero
     fingerprint    4         first 4 bytes of the model fingerprint (parameters + config hash)
     ndim           varint    number of item dimensions (1..8)
     shape          varint*   each item dimension (>= 1); D = product
@@ -44,6 +47,8 @@ Container (format version 1; integers little-endian; varint = unsigned LEB128, s
     budget         varint    number of policy steps P (1..D)
     policy hash    4         SHA-256(b"ardm-policy" + D as u64 + steps as u64s)[:4], see `policy_hash`
     order seed     varint    sigma = order_from_seed(seed, D)
+    file table     varint + bytes, only with flag bit 3: length (>= 1) then opaque bytes for the caller
+                   (how items map back to files; see ardm_jax/compress.py). Absent, it costs nothing.
     -- everything above is the "header"; then the records --
     per data set:  crc32 (4) + length (varint) + payload          one ANS stream for all N items
     per item:      N x [crc32 (4) + length (varint) + payload]    one ANS stream per item, item order
@@ -215,13 +220,19 @@ def _step_counts(predict: Predict, x_in_BxD: np.ndarray, known_D: np.ndarray, t:
     """One network call at step start t; counts [B, len(pos), K] for the variables `pos` of this step."""
     B, D = x_in_BxD.shape
     known_BxD = np.broadcast_to(known_D, (B, D)).copy()
-    logits = np.asarray(predict(x_in_BxD.astype(np.int32), known_BxD, int(t)))
-    if logits.shape != (B, D, num_classes):
-        raise ValueError(f"predict must return logits of shape [B, D, K] = {(B, D, num_classes)}, "
-                         f"got {logits.shape}")
+    if getattr(predict, "positions_only", False):
+        logits = np.asarray(predict(x_in_BxD.astype(np.int32), known_BxD, int(t), pos))
+        want = (B, len(pos), num_classes)
+    else:
+        logits = np.asarray(predict(x_in_BxD.astype(np.int32), known_BxD, int(t)))
+        want = (B, D, num_classes)
+    if logits.shape != want:
+        raise ValueError(f"predict must return logits of shape {want}, got {logits.shape}")
     if logits.dtype not in (np.float32, np.float64):
         raise ValueError(f"predict must return float32 logits, got {logits.dtype}")
-    return quantise_counts(np.ascontiguousarray(logits[:, pos, :]))
+    if want[1] == D:
+        logits = logits[:, pos, :]
+    return quantise_counts(np.ascontiguousarray(logits))
 
 
 def _check_items(x_BxD, num_classes: int) -> np.ndarray:
@@ -381,6 +392,7 @@ class Container:
     crcs: tuple
     payloads: tuple
     header: bytes
+    file_table: bytes = b""  # opaque caller bytes (flag bit 3); b"" when absent
 
     @property
     def D(self) -> int:
@@ -444,12 +456,14 @@ def _crcs(header: bytes, mode: str, x_BxD: np.ndarray, num_classes: int) -> list
 
 
 def pack_container(payloads: Sequence[bytes], x_BxD, *, mode: str, fingerprint: str, kind: str, item_shape,
-                   policy, order_seed: int, num_classes: int) -> bytes:
+                   policy, order_seed: int, num_classes: int, file_table: bytes = b"") -> bytes:
     """Builds a container around coded payloads (one for mode 'dataset', one per item for mode 'item').
 
     `x_BxD` are the original items (flattened), needed for the CRCs; `fingerprint` the model's full hex
-    fingerprint (its first 4 bytes are stored).
+    fingerprint (its first 4 bytes are stored); `file_table` optional caller bytes kept in the header.
     """
+    if not isinstance(file_table, (bytes, bytearray)):
+        raise ValueError(f"file_table must be bytes, got {type(file_table).__name__}")
     if mode not in MODES or kind not in KINDS:
         raise ValueError(f"mode must be one of {MODES} and kind one of {KINDS}, got {mode!r}, {kind!r}")
     shape = tuple(int(d) for d in item_shape)
@@ -464,11 +478,12 @@ def pack_container(payloads: Sequence[bytes], x_BxD, *, mode: str, fingerprint: 
     if len(payloads) != n_payloads:
         raise ValueError(f"mode {mode!r} with {x.shape[0]} items needs {n_payloads} payloads, got {len(payloads)}")
     header = b"".join([
-        MAGIC, bytes([FORMAT_VERSION, MODES.index(mode) | (KINDS.index(kind) << 1)]),
+        MAGIC, bytes([FORMAT_VERSION, MODES.index(mode) | (KINDS.index(kind) << 1) | (bool(file_table) << 3)]),
         _fingerprint_bytes(fingerprint, "fingerprint"),
         _varint(len(shape)), *[_varint(d) for d in shape],
         _varint(x.shape[0]), _varint(len(steps)), policy_hash(steps, D),
         _varint(_check_uint(order_seed, "order seed", 1 << 64)),
+        _varint(len(file_table)) + bytes(file_table) if file_table else b"",
     ])
     records = [crc.to_bytes(4, "little") + _varint(len(p)) + bytes(p)
                for crc, p in zip(_crcs(header, mode, x, num_classes), payloads)]
@@ -496,7 +511,7 @@ def unpack_container(data: bytes, *, expected_fingerprint: str | None, expected_
     if version != FORMAT_VERSION:
         raise ContainerError(f"unsupported container version {version}; this build reads version {FORMAT_VERSION}")
     flags = r.take(1, "flags")[0]
-    if flags >> 3 or (flags >> 1) & 3 >= len(KINDS):
+    if flags >> 4 or (flags >> 1) & 3 >= len(KINDS):
         raise ContainerError(f"corrupt header: unknown flag bits 0x{flags:02x}")
     mode, kind = MODES[flags & 1], KINDS[(flags >> 1) & 3]
     fp = r.take(FINGERPRINT_BYTES, "fingerprint")
@@ -523,6 +538,12 @@ def unpack_container(data: bytes, *, expected_fingerprint: str | None, expected_
         raise ContainerError(f"corrupt header: policy budget {budget} outside 1..D={D}")
     p_hash = r.take(POLICY_HASH_BYTES, "policy hash")
     seed = r.varint("order seed")
+    file_table = b""
+    if flags & 8:
+        n = r.varint("file table length")
+        if n < 1:
+            raise ContainerError("corrupt header: empty file table")
+        file_table = r.take(n, "file table")
     header = data[:r.pos]
     n_records = 1 if mode == "dataset" else num_items
     if n_records * 5 > len(data) - r.pos:  # every record is at least crc32 + a 1-byte length
@@ -539,7 +560,7 @@ def unpack_container(data: bytes, *, expected_fingerprint: str | None, expected_
         raise ContainerError(f"item shape {tuple(shape)} in the file does not match the model's "
                              f"{tuple(expected_shape)}")
     return Container(version, mode, fp.hex(), kind, tuple(shape), num_items, budget, p_hash, seed,
-                     tuple(crcs), tuple(payloads), header)
+                     tuple(crcs), tuple(payloads), header, file_table)
 
 
 def check_policy(container: Container, policy) -> np.ndarray:
@@ -574,7 +595,7 @@ def check_crc(container: Container, x_BxD, num_classes: int) -> None:
 
 
 def compress(predict: Predict, items, *, mode: str, fingerprint: str, kind: str, policy, order_seed: int,
-             num_classes: int) -> bytes:
+             num_classes: int, file_table: bytes = b"") -> bytes:
     """Codes items [B, *item_shape] into one container with len(policy) network calls."""
     items = np.asarray(items)
     if items.ndim < 2:
@@ -588,7 +609,7 @@ def compress(predict: Predict, items, *, mode: str, fingerprint: str, kind: str,
     else:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     return pack_container(payloads, x, mode=mode, fingerprint=fingerprint, kind=kind, item_shape=items.shape[1:],
-                          policy=policy, order_seed=order_seed, num_classes=num_classes)
+                          policy=policy, order_seed=order_seed, num_classes=num_classes, file_table=file_table)
 
 
 def decompress(data: bytes, predict: Predict, *, expected_fingerprint: str, policy: PolicySource, num_classes: int,
