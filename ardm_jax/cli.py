@@ -106,6 +106,11 @@ def cmd_policy(args) -> None:
   from ardm_jax import data, evaluate, policy, workdir
   budgets = _parse_budgets(args.budgets)
   stderr, fingerprint = None, None
+  out = args.out or (os.path.join(args.workdir, "policy.json") if args.workdir else None)
+  png = None if out is None else os.path.splitext(out)[0] + ".png"
+  for path in (out, png):  # before the minutes of estimating L_t
+    if path and os.path.exists(path) and not args.overwrite:
+      raise FileExistsError(f"{path} exists; pass --overwrite to replace it or choose another --out")
   if args.loss_file:
     if args.out is None:
       raise ValueError("--out is required with --loss-file")
@@ -130,25 +135,29 @@ def cmd_policy(args) -> None:
     else:
       items = data.load(model.config.data).eval_items(args.split)
       batch_size = args.batch_size or int(model.config.train.eval_batch_size)
-      args.samples = args.samples or max(16, 65536 // num_dims)
+      args.samples = args.samples or max(16, 65536 // (num_dims * model.setup.objective.num_stages))
       with model.setup.context():
         losses, stderr = evaluate.estimate_lt(model.setup, model.params, items, samples_per_step=args.samples,
                                               batch_size=batch_size, seed=args.seed)
       source = f"{args.samples} held-out draws per step on {args.split}"
       fingerprint["lt_source"] = f"{args.split}, {args.samples} samples per step"
-  out = args.out or os.path.join(args.workdir, "policy.json")
-  png = os.path.splitext(out)[0] + ".png"
-  for path in (out, png):
-    if os.path.exists(path) and not args.overwrite:
-      raise FileExistsError(f"{path} exists; pass --overwrite to replace it or choose another --out")
-  pf = policy.build_policy_file([losses], budgets, num_dims, stage_stderrs=None if stderr is None else [stderr],
-                                monotone=args.monotone, fingerprint=fingerprint)
+  num_stages = len(losses) // num_dims if not args.loss_file else 1
+  stage_losses = np.reshape(losses, (num_stages, -1))
+  stage_stderrs = None if stderr is None else np.reshape(stderr, (num_stages, -1))
+  if num_stages == 1:  # budgets are the stage's own
+    pf = policy.build_policy_file(stage_losses, budgets, num_dims, stage_stderrs=stage_stderrs,
+                                  monotone=args.monotone, fingerprint=fingerprint)
+    entries = pf["stages"][0]["policies"]
+  else:  # budgets are totals over all stages, split optimally (the file also keeps each stage's policies)
+    pf = policy.build_policy_file(stage_losses, [], num_dims, stage_stderrs=stage_stderrs, monotone=args.monotone,
+                                  fingerprint=fingerprint, total_budgets=budgets)
+    entries = pf["total_budget_split"]
   policy.save_policy_file(out, pf, overwrite=args.overwrite)
-  entries = pf["stages"][0]["policies"]
   dp_bpd = [entries[str(b)]["expected_bpd"] for b in budgets]
   naive_bpd = [entries[str(b)]["naive_expected_bpd"] for b in budgets]
   policy.plot_policy(png, losses, stderr, budgets, dp_bpd, naive_bpd, num_dims)
-  print(f"L_t from {source}: sum = {np.sum(losses) / num_dims:.4f} bits/dim over {len(losses)} steps")
+  stages_note = f" in {num_stages} stages (budgets are totals, split optimally)" if num_stages > 1 else ""
+  print(f"L_t from {source}: sum = {np.sum(losses) / num_dims:.4f} bits/dim over {len(losses)} steps{stages_note}")
   print("| budget | DP expected bpd | naive expected bpd |")
   print("|---|---|---|")
   for b, d, n in zip(budgets, dp_bpd, naive_bpd):
@@ -180,7 +189,7 @@ def cmd_eval(args) -> None:
                                       batch_size=batch_size, seed=args.seed, policy=steps, exact=args.exact)
   del result["per_item"]
   result |= {"split": args.split, "step": model.step, "params": model.params_kind,
-             "unit": "bits/char" if model.spec.kind == "text" else "bits/dim",
+             "unit": evaluate.unit_name(model.spec),
              "budget": None if steps is None else len(steps),
              "policy": None if steps is None else ("naive" if args.naive else "dp"),
              "estimator": "exact per order" if args.exact else "one call per item",
@@ -194,7 +203,7 @@ def cmd_eval(args) -> None:
 
 
 def _default_out(workdir, spec, step, budget, stem="samples"):
-  ext = ".png" if spec.kind == "image" else ".txt"
+  ext = {"image": ".png", "text": ".txt", "audio": ""}[spec.kind]  # audio: a folder of WAVs
   base = os.path.join(workdir, f"{stem}_step{step}" + (f"_b{budget}" if budget else ""))
   path, i = base + ext, 1
   while os.path.exists(path):  # default names never replace an earlier result

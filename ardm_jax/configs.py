@@ -18,6 +18,14 @@ CONFIG_PREFIX = "--config."
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
   """Runs get_config(arg) of a config file given as 'path/to/file.py' or 'path/to/file.py:arg'."""
   path, _, arg = spec.partition(":")
+  config = experiment_config(path, arg or None)
+  config.lock()
+  return config
+
+
+def experiment_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """get_config(arg) of an experiment file, unlocked: also how one experiment builds on another
+  (`experiment_config(os.path.join(os.path.dirname(__file__), 'digits.py'))`), independent of the cwd."""
   if not path.endswith(".py") or not os.path.isfile(path):
     raise ValueError(f"config file {path!r} not found; pass e.g. --config experiments/digits.py")
   module_spec = importlib.util.spec_from_file_location(f"ardm_config_{abs(hash(path))}", path)
@@ -25,9 +33,7 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   module_spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
     raise ValueError(f"config file {path} has no get_config() function")
-  config = module.get_config(arg) if arg else module.get_config()
-  config.lock()
-  return config
+  return module.get_config(arg) if arg else module.get_config()
 
 
 def _parse_value(text: str):
@@ -95,6 +101,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.ardm = ml_collections.ConfigDict(dict(
       t_sampling="stratified",  # 'uniform' or 'stratified' (the official 'antithetic')
       ce_weight=1e-3,           # unweighted cross-entropy term (official: 1e-3 images, 1e-4 text/audio)
+      # The model (see ardm_jax/objective.py): OA-ARDM or upscale stages, parametrisation, output distribution.
+      upscale="none", branch_factor=2, parametrisation="data", output="categorical", num_mixtures=30,
   ))
   config.optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-4, schedule="constant", warmup_steps=1000, b1=0.9, b2=0.999, clip_norm=100.0,
@@ -118,6 +126,9 @@ def shrink_to_tiny(config: ml_collections.ConfigDict, *, batch_size: int = 4, nu
   elif config.model.name == "transformer":
     config.model.update(num_layers=1, emb_dim=32, mlp_dim=64, num_heads=2)
     config.data.seq_len = 32
+  elif config.model.name == "diffwave":
+    config.model.update(num_blocks=2, features=16, dilation_cycle=2)
+    config.data.length = 64
   for key, value in (("dtype", "float32"), ("remat", False)):
     if key in config.model:
       config.model[key] = value

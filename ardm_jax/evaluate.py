@@ -13,40 +13,43 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ardm_jax import ardm, sharding
+from ardm_jax import ardm, sharding, upscale
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "num_classes", "exact"))
-def _eval_bpd(params, batch, key, policy_P, *, apply_fn, num_classes, exact):
-  """Per-example bits/dim: the OA bound (no policy), the one-call policy estimator, or the exact policy NLL."""
+@functools.partial(jax.jit, static_argnames=("apply_fn", "spec", "exact"))
+def _eval_bpd(params, batch, key, policy_P, *, apply_fn, spec, exact):
+  """Per-example bits/dim: the ARDM bound (no policy), the one-call policy estimator, or the exact policy NLL."""
   num_dims = int(np.prod(batch.shape[1:]))
   if policy_P is None:
-    nll = ardm.elbo_terms(apply_fn, params, batch, key, num_classes=num_classes, t_sampling="uniform")["nll"]
+    nll = upscale.elbo_terms(apply_fn, params, batch, key, spec=spec, t_sampling="uniform")["nll"]
   elif exact:
-    sigma_BxD = ardm.sample_orders(key, batch.shape[0], num_dims)
-    nll = -ardm.policy_log_likelihood(apply_fn, params, batch, sigma_BxD, policy_P, num_classes=num_classes)
+    sigma = upscale.sample_stage_orders(key, batch.shape[0], spec.num_stages, num_dims)
+    nll = -upscale.policy_log_likelihood(apply_fn, params, batch, sigma, policy_P, spec=spec)
   else:
-    nll = ardm.policy_elbo_terms(apply_fn, params, batch, key, policy_P, num_classes=num_classes)["nll"]
+    nll = upscale.policy_elbo_terms(apply_fn, params, batch, key, policy_P, spec=spec)["nll"]
   return ardm.bits_per_dim(nll, num_dims)
 
 
 def make_eval_fn(setup, policy: np.ndarray | None = None, exact: bool = False):
   """Per-example bits/dim as f(params, batch, key); params are never donated (the caller keeps them).
 
-  With a policy, the default is the one-call estimator (one random policy step per item); `exact` instead runs
-  all len(policy) calls for one random order per item: the same expectation, far lower variance, and with the
-  same seed two policies see the same orders (a paired comparison). The policy is a traced argument, so
-  policies of equal length share one compilation.
+  A policy is global (steps s * D + t over all stages, see sample.choose_policy). With a policy, the default is
+  the one-call estimator (one random policy step per item); `exact` instead runs all len(policy) calls for one
+  random order per item and stage: the same expectation, far lower variance, and with the same seed two policies
+  see the same orders (a paired comparison). The policy is a traced argument, so policies of equal length share
+  one compilation.
   """
   if exact and policy is None:
     raise ValueError("exact evaluation needs a policy (--budget)")
-  policy_P = None if policy is None else jnp.asarray(policy, jnp.int32)
-  return functools.partial(_call_eval, policy_P=policy_P, apply_fn=setup.apply_fn,
-                           num_classes=setup.spec.num_classes, exact=exact)
+  policy_P = None
+  if policy is not None:
+    policy_P = jnp.asarray(upscale.validate_policy(policy, setup.spec.num_steps, setup.objective.num_stages))
+  return functools.partial(_call_eval, policy_P=policy_P, apply_fn=setup.apply_fn, spec=setup.objective,
+                           exact=exact)
 
 
-def _call_eval(params, batch, key, *, policy_P, apply_fn, num_classes, exact):
-  return _eval_bpd(params, batch, key, policy_P, apply_fn=apply_fn, num_classes=num_classes, exact=exact)
+def _call_eval(params, batch, key, *, policy_P, apply_fn, spec, exact):
+  return _eval_bpd(params, batch, key, policy_P, apply_fn=apply_fn, spec=spec, exact=exact)
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -97,6 +100,11 @@ def evaluate_params(setup, params, items: np.ndarray, *, passes: int, batch_size
           "per_item": per_item}
 
 
+def unit_name(spec) -> str:
+  """What one bit per variable is called for this data: per char (text), per sample (audio), per dim."""
+  return {"text": "bits/char", "audio": "bits/sample"}.get(spec.kind, "bits/dim")
+
+
 def write_json(path, payload: dict) -> None:
   """Process 0 writes; local files are replaced atomically (a crash never leaves half a file)."""
   if jax.process_index() != 0:
@@ -111,14 +119,17 @@ def write_json(path, payload: dict) -> None:
   os.replace(tmp, path)
 
 
-def _lt_bits(params, batch, t_B, key, *, apply_fn, num_classes):
-  sigma_BxD = ardm.sample_orders(key, batch.shape[0], int(np.prod(batch.shape[1:])))
-  return ardm.elbo_terms_given(apply_fn, params, batch, sigma_BxD, t_B, num_classes=num_classes)["lt_bits"]
+def _lt_bits(params, batch, g_B, key, *, apply_fn, spec):
+  num_steps = int(np.prod(batch.shape[1:]))
+  sigma_BxD = ardm.sample_orders(key, batch.shape[0], num_steps)
+  return upscale.elbo_terms_given(apply_fn, params, batch, g_B // num_steps, sigma_BxD, g_B % num_steps,
+                                  spec=spec)["lt_bits"]
 
 
 def estimate_lt(setup, params, items: np.ndarray, *, samples_per_step: int, batch_size: int, seed: int,
                 log_every_s: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
-  """Held-out L_t (bits per variable) for every step t, stratified: `samples_per_step` draws per t.
+  """Held-out L_t (bits per variable) for every global step s * D + t, stratified: `samples_per_step` draws per
+  step; [S * D] arrays (reshape to [S, D] for the stages of an upscale model).
 
   Each draw takes a random held-out item and a random order, so the per-t mean is an unbiased estimate of
   L_t and its standard error is the sample standard deviation over sqrt(samples_per_step).
@@ -126,7 +137,7 @@ def estimate_lt(setup, params, items: np.ndarray, *, samples_per_step: int, batc
   if samples_per_step < 2:
     raise ValueError(f"--samples must be at least 2 per step to give standard errors, got {samples_per_step}")
   sharding.check_batch_divides_mesh(batch_size, setup.mesh)
-  num_steps = setup.spec.num_steps
+  num_steps = setup.objective.num_net_steps(setup.spec.num_steps)
   rng = np.random.default_rng(seed)
   t_all = np.repeat(np.arange(num_steps, dtype=np.int32), samples_per_step)
   item_all = rng.integers(0, len(items), t_all.size)
@@ -134,7 +145,7 @@ def estimate_lt(setup, params, items: np.ndarray, *, samples_per_step: int, batc
   pad = num_batches * batch_size - t_all.size
   t_pad = np.concatenate([t_all, np.zeros(pad, np.int32)])
   item_pad = np.concatenate([item_all, np.zeros(pad, np.int64)])
-  fn = jax.jit(functools.partial(_lt_bits, apply_fn=setup.apply_fn, num_classes=setup.spec.num_classes))
+  fn = jax.jit(functools.partial(_lt_bits, apply_fn=setup.apply_fn, spec=setup.objective))
   values = np.zeros(num_batches * batch_size)
   base_key = jax.random.PRNGKey(seed)
   pi, pc = jax.process_index(), jax.process_count()

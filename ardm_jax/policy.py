@@ -253,8 +253,12 @@ def build_policy_file(stage_losses, budgets, num_dims, *, stage_stderrs=None, mo
                        "monotone": monotone, "policies": policies})
     total = None
     if split:
+        monotone_L = [_prepare(L, monotone)[0] for L in stage_losses]
         total = {str(T): {"stage_budgets": bs, "expected_bpd": sum(
-            stages[s]["policies"][str(b)]["expected_bpd"] for s, b in enumerate(bs))} for T, bs in split.items()}
+            stages[s]["policies"][str(b)]["expected_bpd"] for s, b in enumerate(bs)),
+            # the paper's baseline: the total split equally, evenly spaced steps in each stage
+            "naive_expected_bpd": sum(policy_cost(L, naive_policy(L.size, b)) for L, b in zip(
+                monotone_L, equal_split(T, len(stage_losses)))) / num_dims} for T, bs in split.items()}
     pf = {"schema_version": SCHEMA_VERSION, "fingerprint": fingerprint, "num_dims": int(num_dims),
           "stages": stages, "total_budget_split": total}
     _validate_policy_file(pf, "the new policy file")
@@ -321,6 +325,44 @@ def policy_for_budget(policy_file, budget, stage=0):
         raise ValueError(f"no policy for budget {budget} in stage {stage}; available budgets: {have}; "
                          "rebuild the policy file with this budget")
     return np.asarray(policies[str(budget)]["steps"], dtype=np.int64)
+
+
+def global_policy(policy_file, total_budget):
+    """One increasing array of global steps s * D + t over all stages for a total budget (np.int64).
+
+    One stage: the stored policy with that budget. Several (upscale ARDM): the file's optimal split of the total
+    (`total_budget_split`), each stage's policy shifted by s * D; every stage start s * D is included.
+    """
+    stages = policy_file["stages"]
+    if len(stages) == 1:
+        return policy_for_budget(policy_file, total_budget)
+    split = (policy_file.get("total_budget_split") or {}).get(str(total_budget))
+    if split is None:
+        have = sorted(int(b) for b in policy_file.get("total_budget_split") or {})
+        raise ValueError(f"no split of total budget {total_budget} over the {len(stages)} stages in this policy file "
+                         f"(available totals: {have}); rebuild it with `ardm policy --budgets {total_budget}`")
+    return _flatten([policy_for_budget(policy_file, b, s) for s, b in enumerate(split["stage_budgets"])],
+                    [st["num_steps"] for st in stages])
+
+
+def naive_global_policy(num_stages, num_steps, total_budget):
+    """The paper's baseline for S stages: the total split equally (remainder to the first stages), evenly spaced
+    steps within each stage."""
+    if not num_stages <= total_budget <= num_stages * num_steps:
+        raise ValueError(f"total budget {total_budget} must be between the {num_stages} stage(s) and "
+                         f"S * D = {num_stages * num_steps} steps")
+    return _flatten([naive_policy(num_steps, b) for b in equal_split(total_budget, num_stages)],
+                    [num_steps] * num_stages)
+
+
+def equal_split(total_budget, num_stages):
+    """The paper's split of a total budget over stages: equal, the remainder to the first stages."""
+    return [total_budget // num_stages + (s < total_budget % num_stages) for s in range(num_stages)]
+
+
+def _flatten(stage_steps, stage_sizes):
+    offsets = np.concatenate([[0], np.cumsum(stage_sizes)[:-1]])
+    return np.concatenate([np.asarray(st, np.int64) + off for st, off in zip(stage_steps, offsets)])
 
 
 def load_loss_file(path, stage=0):

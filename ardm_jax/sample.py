@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from ardm_jax import ardm, policy as policy_lib
+from ardm_jax import ardm, policy as policy_lib, upscale
 
 POLICY_FILE = "policy.json"
 UNKNOWN_CHAR = "_"  # marks the characters to fill in a text input
@@ -17,56 +17,63 @@ UNKNOWN_CHAR = "_"  # marks the characters to fill in a text input
 
 def choose_policy(model, budget: int | None, naive: bool = False, policy_file: str | None = None,
                   start: int = 0) -> np.ndarray:
-  """Steps for generating the variables with sigma in [start, D).
+  """Global steps s * D + t generating, in every stage s, the variables with sigma_s in [start, D).
 
-  No budget: one call per variable. With a budget: the DP-optimal policy from the workdir's policy.json (or
-  --policy FILE), or evenly spaced steps with `naive`. For completion (start > 0) the DP is re-run on the
-  stored L_t restricted to the steps that remain.
+  No budget: one call per variable and stage. With a budget (the total over all stages): the DP-optimal policy
+  from the workdir's policy.json (or --policy FILE; upscale models use its optimal split of the total over the
+  stages), or with `naive` the total split equally over the stages and evenly spaced steps in each, as in the
+  paper. For completion (start > 0) the DP (and the split) is re-run on the stored L_t of the steps that remain.
   """
-  num_steps = model.spec.num_steps
+  num_stages, num_steps = model.setup.objective.num_stages, model.spec.num_steps
   remaining = num_steps - start
   if budget is None:
-    return np.arange(start, num_steps, dtype=np.int32)
-  if not 1 <= budget <= remaining:
-    raise ValueError(f"--budget {budget} must be between 1 and the {remaining} steps left to generate")
-  if naive:
-    return (start + policy_lib.naive_policy(remaining, budget)).astype(np.int32)
-  path = policy_file or os.path.join(model.workdir, POLICY_FILE)
-  if not os.path.isfile(path):
-    raise ValueError(f"no policy file at {path}: run `ardm policy --workdir {model.workdir} --budgets {budget}` "
-                     "first, or pass --naive for evenly spaced steps")
-  pf = policy_lib.load_policy_file(path)
-  if start == 0:
-    steps = policy_lib.policy_for_budget(pf, budget)
-    return policy_lib.check_policy_steps(steps, num_steps).astype(np.int32)
-  losses = np.asarray(pf["stages"][0]["loss_per_step"], np.float64)[start:]
-  steps, _ = policy_lib.optimal_policies(losses, [budget])[budget]
-  return (start + np.asarray(steps)).astype(np.int32)
+    parts = [np.arange(start, num_steps)] * num_stages
+  elif not num_stages <= budget <= num_stages * remaining:
+    what = f"the {remaining} steps left to generate" + (f" in each of {num_stages} stages" if num_stages > 1 else "")
+    raise ValueError(f"--budget {budget} must be between {num_stages} and {num_stages * remaining}: {what}")
+  elif naive:
+    parts = [start + policy_lib.naive_policy(remaining, b) for b in policy_lib.equal_split(budget, num_stages)]
+  else:
+    path = policy_file or os.path.join(model.workdir, POLICY_FILE)
+    if not os.path.isfile(path):
+      raise ValueError(f"no policy file at {path}: run `ardm policy --workdir {model.workdir} --budgets {budget}` "
+                       "first, or pass --naive for evenly spaced steps")
+    pf = policy_lib.load_policy_file(path)
+    if len(pf["stages"]) != num_stages or pf["num_dims"] != num_steps:
+      raise ValueError(f"{path} has {len(pf['stages'])} stage(s) of {pf['num_dims']} steps but the model has "
+                       f"{num_stages} of {num_steps}; rebuild it with `ardm policy --workdir {model.workdir}`")
+    if start == 0:
+      return policy_lib.global_policy(pf, budget).astype(np.int32)
+    losses = [np.asarray(st["loss_per_step"], np.float64)[start:] for st in pf["stages"]]
+    budgets = policy_lib.split_budget_across_stages(losses, budget) if num_stages > 1 else [budget]
+    parts = [start + policy_lib.optimal_policies(L, [b])[b][0] for L, b in zip(losses, budgets)]
+  return np.concatenate([np.asarray(p) + s * num_steps for s, p in enumerate(parts)]).astype(np.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "num_classes"))
-def _generate(params, key, x_init, sigma, policy, observed, *, apply_fn, num_classes):
-  return ardm.generate(apply_fn, params, key, x_init, sigma, policy, num_classes=num_classes, observed=observed)
+@functools.partial(jax.jit, static_argnames=("apply_fn", "spec"))
+def _generate(params, key, x_init, sigma, policy, observed, *, apply_fn, spec):
+  return upscale.generate(apply_fn, params, key, x_init, sigma, policy, spec=spec, observed=observed)
 
 
 def sample(model, num: int, steps: np.ndarray, seed: int = 0) -> np.ndarray:
   """Unconditional samples [num, *shape] with one network call per policy step."""
   if num < 1:
     raise ValueError(f"--num must be at least 1, got {num}")
-  spec = model.spec
+  spec, objective = model.spec, model.setup.objective
   key_order, key_sample = jax.random.split(jax.random.PRNGKey(seed))
-  sigma = ardm.sample_orders(key_order, num, spec.num_steps)
-  x_init = jnp.full((num,) + spec.shape, spec.num_classes, jnp.int32)
+  sigma = upscale.sample_stage_orders(key_order, num, objective.num_stages, spec.num_steps)
+  x_init = jnp.zeros((num,) + spec.shape, jnp.int32)
   observed = jnp.zeros((num,) + spec.shape, bool)
-  out = _generate(model.params, key_sample, x_init, sigma, jnp.asarray(steps), observed,
-                  apply_fn=model.setup.apply_fn, num_classes=spec.num_classes)
+  with model.setup.context():
+    out = _generate(model.params, key_sample, x_init, sigma, jnp.asarray(steps), observed,
+                    apply_fn=model.setup.apply_fn, spec=objective)
   return np.asarray(out)
 
 
 def complete(model, item: np.ndarray, observed: np.ndarray, num: int, budget: int | None = None,
              naive: bool = False, policy_file: str | None = None, seed: int = 0) -> np.ndarray:
-  """`num` completions of one partly observed item: observed variables come first in every order."""
-  spec = model.spec
+  """`num` completions of one partly observed item: observed variables come first in every stage's order."""
+  spec, objective = model.spec, model.setup.objective
   if item.shape != spec.shape or observed.shape != spec.shape:
     raise ValueError(f"input has shape {item.shape} (mask {observed.shape}) but the model takes {spec.shape}")
   num_observed = int(observed.sum())
@@ -74,11 +81,14 @@ def complete(model, item: np.ndarray, observed: np.ndarray, num: int, budget: in
     raise ValueError("every position of the input is given: nothing to complete (mark unknown positions)")
   steps = choose_policy(model, budget, naive, policy_file, start=num_observed)
   key_order, key_sample = jax.random.split(jax.random.PRNGKey(seed))
+  num_stages = objective.num_stages
   observed_b = jnp.broadcast_to(jnp.asarray(observed), (num,) + spec.shape)
-  sigma = ardm.orders_observed_first(key_order, observed_b.reshape(num, -1))
-  x_init = jnp.where(observed_b, jnp.asarray(item, jnp.int32), spec.num_classes)
-  out = _generate(model.params, key_sample, x_init, sigma, jnp.asarray(steps), observed_b,
-                  apply_fn=model.setup.apply_fn, num_classes=spec.num_classes)
+  observed_rows = jnp.repeat(observed_b.reshape(num, 1, -1), num_stages, axis=1).reshape(num * num_stages, -1)
+  sigma = ardm.orders_observed_first(key_order, observed_rows).reshape(num, num_stages, spec.num_steps)
+  x_init = jnp.where(observed_b, jnp.asarray(item, jnp.int32), 0)
+  with model.setup.context():
+    out = _generate(model.params, key_sample, x_init, sigma, jnp.asarray(steps), observed_b,
+                    apply_fn=model.setup.apply_fn, spec=objective)
   return np.asarray(out)
 
 
@@ -116,7 +126,8 @@ def check_writable(path: str, overwrite: bool) -> None:
 
 
 def write_items(spec, items: np.ndarray, path: str, overwrite: bool = False, scale: int = 1) -> str:
-  """PNG grid for images (upscaled `scale` times for visibility), one line per item for text."""
+  """PNG grid for images (upscaled `scale` times for visibility), one line per item for text, a folder of WAVs
+  for audio."""
   check_writable(path, overwrite)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   if spec.kind == "image":
@@ -128,6 +139,10 @@ def write_items(spec, items: np.ndarray, path: str, overwrite: bool = False, sca
     with open(path, "w", encoding="ascii") as f:
       for row in items:
         f.write("".join(spec.alphabet[int(v)] for v in row) + "\n")
+  elif spec.kind == "audio":  # `path` is a folder: one 16-bit WAV per item
+    from ardm_jax.data import audio  # pylint: disable=import-outside-toplevel
+    os.makedirs(path, exist_ok=True)
+    audio.write_wav_items(path, items, spec.sample_rate, spec.bits)
   else:
     raise ValueError(f"cannot write items of kind {spec.kind!r}")
   return path

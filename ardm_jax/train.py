@@ -21,29 +21,29 @@ import numpy as np
 import optax
 from clu import metric_writers, periodic_actions
 
-from ardm_jax import ardm, checkpoint, data, evaluate, sharding
+from ardm_jax import ardm, checkpoint, data, evaluate, objective, sharding, upscale
 from ardm_jax.train_state import DataSpec, Setup, TrainState, build_setup, count_params
 
 CONFIG_FILE = "config.json"
 DATA_SPEC_FILE = "data_spec.json"
 
 
-def loss_fn(params, batch: jax.Array, key: jax.Array, *, apply_fn, num_classes: int, t_sampling: str,
+def loss_fn(params, batch: jax.Array, key: jax.Array, *, apply_fn, spec: upscale.Upscale, t_sampling: str,
             ce_weight: float):
-  """Training loss in bits/dim: the OA-ARDM bound plus `ce_weight` times the unweighted cross-entropy."""
+  """Training loss in bits/dim: the ARDM bound (summed over upscale stages) plus `ce_weight` times the
+  unweighted cross-entropy."""
   num_dims = int(np.prod(batch.shape[1:]))
-  terms = ardm.elbo_terms(apply_fn, params, batch, key, num_classes=num_classes, t_sampling=t_sampling,
-                          train=True)
+  terms = upscale.elbo_terms(apply_fn, params, batch, key, spec=spec, t_sampling=t_sampling, train=True)
   bpd = jnp.mean(ardm.bits_per_dim(terms["nll"], num_dims))
   ce = jnp.mean(ardm.bits_per_dim(terms["ce"], num_dims))
   return bpd + ce_weight * ce, (terms, bpd, ce)
 
 
-def train_step(state: TrainState, batch: jax.Array, base_key: jax.Array, *, apply_fn, tx, num_classes: int,
+def train_step(state: TrainState, batch: jax.Array, base_key: jax.Array, *, apply_fn, tx, spec: upscale.Upscale,
                t_sampling: str, ce_weight: float, ema_decay: float) -> tuple[TrainState, dict]:
   """One optimisation step; the per-step randomness is fold_in(base_key, step)."""
   key = jax.random.fold_in(base_key, state.step)
-  grad_fn = jax.value_and_grad(functools.partial(loss_fn, apply_fn=apply_fn, num_classes=num_classes,
+  grad_fn = jax.value_and_grad(functools.partial(loss_fn, apply_fn=apply_fn, spec=spec,
                                                  t_sampling=t_sampling, ce_weight=ce_weight), has_aux=True)
   (loss, (terms, bpd, ce)), grads = grad_fn(state.params, batch, key)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -64,7 +64,7 @@ def train_step(state: TrainState, batch: jax.Array, base_key: jax.Array, *, appl
 def compile_train_step(setup: Setup):
   cfg = setup.config
   step_fn = functools.partial(
-      train_step, apply_fn=setup.apply_fn, tx=setup.tx, num_classes=setup.spec.num_classes,
+      train_step, apply_fn=setup.apply_fn, tx=setup.tx, spec=setup.objective,
       t_sampling=cfg.ardm.t_sampling, ce_weight=float(cfg.ardm.ce_weight), ema_decay=float(cfg.optim.ema_decay))
   repl = sharding.replicated(setup.mesh)
   return jax.jit(step_fn, in_shardings=(setup.state_shardings, sharding.batch_sharding(setup.mesh), repl),
@@ -159,8 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   preemption would; rerunning continues it.
   """
   dataset = data.load(config.data)
-  spec = DataSpec(name=dataset.name, kind=dataset.kind, shape=tuple(dataset.shape),
-                  num_classes=int(dataset.num_classes), alphabet=dataset.alphabet)
+  spec = DataSpec.of_dataset(dataset)
   _prepare_workdir(config, workdir, spec)
   setup = build_setup(config, spec)
   tc = config.train
@@ -170,6 +169,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   # Before any allocation: indivisible dimensions and an FSDP mesh that shards almost nothing stop here.
   sharding.check_param_shardings(setup.abstract_state.params, setup.state_shardings.params, setup.mesh)
   log(sharding.describe_layout(setup.mesh, setup.abstract_state, setup.state_shardings), flush=True)
+  log(objective.describe(setup.objective), flush=True)
 
   manager = checkpoint.make_manager(workdir, keep=int(tc.keep_checkpoints))
   latest = manager.latest_step()
@@ -239,7 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
                                       seed=int(config.seed))
     test.pop("per_item")
     writer.write_scalars(step, {"test_bpd": test["bpd"], "test_bpd_stderr": test["stderr"]})
-    unit = "bits/char" if spec.kind == "text" else "bits/dim"
+    unit = evaluate.unit_name(spec)
     log(f"test {unit} (EMA params, {test['passes']} pass(es) over {test['num_items']} items): "
         f"{test['bpd']:.4f} ± {test['stderr']:.4f}", flush=True)
     result["test"] = test

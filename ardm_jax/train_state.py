@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from ardm_jax import sharding
+from ardm_jax import objective, sharding, upscale
 from ardm_jax.nets import build_network
 
 
@@ -23,8 +23,8 @@ class TrainState:
   params: Any
   ema_params: Any
   opt_state: Any
-  # Running per-step loss L_t (bits per variable): sums and counts per t, so the estimate can be
-  # exported for parallel schedules without another pass over the data.
+  # Running per-step loss L_t (bits per variable): sums and counts per global step s * D + t (stage s), so
+  # the estimate can be exported for parallel schedules without another pass over the data.
   lt_sum: jax.Array
   lt_count: jax.Array
 
@@ -37,6 +37,8 @@ class DataSpec:
   shape: tuple[int, ...]
   num_classes: int
   alphabet: str | None = None
+  sample_rate: int | None = None  # audio only: how to write samples as WAV
+  bits: int | None = None         # audio only: bits per sample (K = 2**bits)
 
   @property
   def num_steps(self) -> int:
@@ -48,7 +50,13 @@ class DataSpec:
   @classmethod
   def from_json(cls, d: dict) -> "DataSpec":
     return cls(name=d["name"], kind=d["kind"], shape=tuple(d["shape"]), num_classes=int(d["num_classes"]),
-               alphabet=d.get("alphabet"))
+               alphabet=d.get("alphabet"), sample_rate=d.get("sample_rate"), bits=d.get("bits"))
+
+  @classmethod
+  def of_dataset(cls, dataset) -> "DataSpec":
+    return cls(name=dataset.name, kind=dataset.kind, shape=tuple(dataset.shape),
+               num_classes=int(dataset.num_classes), alphabet=dataset.alphabet,
+               sample_rate=getattr(dataset, "sample_rate", None), bits=getattr(dataset, "bits", None))
 
 
 def make_apply_fn(net: nn.Module) -> Callable[..., jax.Array]:
@@ -81,6 +89,7 @@ class Setup:
   """Everything built from a config that train/eval/sample share."""
   config: Any
   spec: DataSpec
+  objective: upscale.Upscale  # the model: stages, parametrisation, output distribution (objective.build)
   mesh: Mesh
   rules: Any
   net: nn.Module
@@ -95,7 +104,7 @@ class Setup:
 
   def init_state(self, seed: int) -> TrainState:
     """Creates the state directly in its sharded layout (never whole on one host)."""
-    create = _state_creator(self.net, self.tx, self.spec)
+    create = _state_creator(self.net, self.tx, self.spec, self.objective)
     with self.context():
       return jax.jit(lambda key: nn.unbox(create(key)), out_shardings=self.state_shardings)(
           jax.random.PRNGKey(seed))
@@ -107,7 +116,9 @@ def _mesh_context(mesh: Mesh, rules):
     yield
 
 
-def _state_creator(net: nn.Module, tx: optax.GradientTransformation, spec: DataSpec):
+def _state_creator(net: nn.Module, tx: optax.GradientTransformation, spec: DataSpec, model: upscale.Upscale):
+  lt_size = model.num_net_steps(spec.num_steps)
+
   def create(key):
     key_params, key_dropout = jax.random.split(key)
     x = jnp.zeros((1,) + spec.shape, jnp.int32)
@@ -115,24 +126,25 @@ def _state_creator(net: nn.Module, tx: optax.GradientTransformation, spec: DataS
     t = jnp.zeros((1,), jnp.int32)
     params = net.init({"params": key_params, "dropout": key_dropout}, x, known, t, train=False)["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params, opt_state=tx.init(params),
-                      lt_sum=jnp.zeros((spec.num_steps,), jnp.float32),
-                      lt_count=jnp.zeros((spec.num_steps,), jnp.float32))
+                      lt_sum=jnp.zeros((lt_size,), jnp.float32), lt_count=jnp.zeros((lt_size,), jnp.float32))
   return create
 
 
 def build_setup(config: Any, spec: DataSpec, devices=None) -> Setup:
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.logical_rules(config.get("sharding_rules"))
-  net = build_network(config.model, spec.shape, spec.num_classes)
+  model = objective.build(config.get("ardm"), spec.num_classes)
+  net = build_network(config.model, spec.shape, spec.num_classes, num_outputs=model.num_outputs,
+                      num_input_classes=model.num_input_classes, num_steps=model.num_net_steps(spec.num_steps))
   tx = make_optimizer(config.optim, int(config.train.num_steps))
-  create = _state_creator(net, tx, spec)
+  create = _state_creator(net, tx, spec, model)
   with _mesh_context(mesh, rules):
     # An abstract key: nothing runs eagerly, so this also works for compile-only (AOT) devices.
     abstract_boxed = jax.eval_shape(create, jax.ShapeDtypeStruct((2,), jnp.uint32))
     specs = nn.get_partition_spec(abstract_boxed)
     shardings = sharding.logical_to_shardings(specs, mesh, rules)
   abstract_state = nn.unbox(abstract_boxed)
-  return Setup(config=config, spec=spec, mesh=mesh, rules=rules, net=net, apply_fn=make_apply_fn(net), tx=tx,
+  return Setup(config=config, spec=spec, objective=model, mesh=mesh, rules=rules, net=net, apply_fn=make_apply_fn(net), tx=tx,
                abstract_state=abstract_state, state_shardings=shardings)
 
 

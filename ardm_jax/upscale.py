@@ -533,7 +533,7 @@ def policy_for_total_budget(stage_losses, total_budget: int, *, split: str = "op
   if split == "optimal":
     budgets = policy_lib.split_budget_across_stages(losses, total_budget, monotone)
   elif split == "equal":
-    budgets = [total_budget // num_stages + (s < total_budget % num_stages) for s in range(num_stages)]
+    budgets = policy_lib.equal_split(total_budget, num_stages)
   else:
     raise ValueError(f"unknown budget split {split!r}; use one of {BUDGET_SPLITS}")
   steps, cost = [], 0.0
@@ -653,6 +653,9 @@ def generate(apply_fn: ApplyFn, params: Any, key: jax.Array, x_init: jax.Array, 
     start, end = start_g - stage * num_steps, end_g - stage * num_steps
     sigma = _stage_orders(sigma_BxSxD, stage_B).reshape(x.shape)
     known = sigma < start
+    # Observed variables come first in each stage's order: those already "generated" at this step take their
+    # level-(s+1) state without a network call, so a completion policy may start each stage after them.
+    x = jnp.where(keep & known, states_at(spec, x_init, stage_B + 1), x)
     net_out = apply_fn(params, x, known, jnp.full((batch_size,), start_g, jnp.int32), False, None)
     # Known positions already hold level-(s+1) states; their parents give every position a valid coarse state.
     coarse = jnp.where(known, parents_of(spec, x, stage_B), x)

@@ -243,8 +243,7 @@ def test_diffwave_bad_config_is_a_value_error():
   with pytest.raises(ValueError, match="divisible by 4"):
     build_network(ml_collections.ConfigDict({**DW_CFG, "features": 18}), (L,), K).init(
         {"params": jax.random.key(0)}, x_in, known, t)
-  with pytest.raises(ValueError, match="does not take"):
-    build_network(ml_collections.ConfigDict(dict(name="transformer", num_layers=1, emb_dim=8, mlp_dim=8,
-                                                 num_heads=1)), (L,), K, num_outputs=3)
+  with pytest.raises(ValueError, match="unknown network size option"):
+    build_network(ml_collections.ConfigDict(DW_CFG), (L,), K, num_logits=3)
   with pytest.raises(ValueError, match="data_shape"):
     build_network(ml_collections.ConfigDict(DW_CFG), (L, 1), K)

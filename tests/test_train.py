@@ -18,12 +18,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 EXPERIMENTS = sorted(glob.glob(os.path.join(REPO, "experiments", "*.py")))
 # Data sets a unit test cannot load (tfds needs a prepared download, text8 a 100 MB file): their shapes.
-KNOWN_SPECS = {"cifar10": ((32, 32, 3), 256, "image"), "mnist": ((28, 28, 1), 256, "image")}
+KNOWN_SPECS = {"cifar10": ((32, 32, 3), 256, "image"), "mnist": ((28, 28, 1), 256, "image"),
+               "sc09": ((16000,), 65536, "audio")}
 
 
 def _variants(path):
   text = open(path).read()
-  return ["default"] + [v for v in ("tiny", "pydoc") if f"{v!r}" in text or f'"{v}"' in text]
+  return ["default"] + [v for v in ("tiny", "pydoc", "upscale", "upscale_tiny") if f"{v!r}" in text or f'"{v}"' in text]
 
 
 def _spec_without_loading(config):
@@ -33,6 +34,9 @@ def _spec_without_loading(config):
     return DataSpec(name, kind, shape, k)
   if name == "text8":
     return DataSpec(name, "text", (int(config.data.seq_len),), 27, " abcdefghijklmnopqrstuvwxyz")
+  if name == "fsdd":
+    return DataSpec(name, "audio", (int(config.data.length),), 1 << int(config.data.bits), None,
+                    int(config.data.sample_rate), int(config.data.bits))
   return None
 
 

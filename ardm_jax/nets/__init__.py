@@ -47,10 +47,8 @@ _SPECS = {
         rank=1, shape_doc='(L,)'),
 }
 _CLASSES = {'unet': UNet, 'transformer': Transformer, 'diffwave': DiffWave}
-# Output/input/step sizes that differ from the OA-ARDM defaults (K logits, K+1 input ids, D steps); only the
-# networks listed here accept them so far.
+# Output/input/step sizes that differ from the OA-ARDM defaults (K logits, K+1 input ids, D steps).
 _SIZE_OPTIONS = ('num_outputs', 'num_input_classes', 'num_steps')
-_TAKES_SIZE_OPTIONS = ('diffwave',)
 
 
 def build_network(model_cfg: Mapping[str, Any], data_shape: tuple[int, ...],
@@ -87,6 +85,4 @@ def build_network(model_cfg: Mapping[str, Any], data_shape: tuple[int, ...],
   if unknown_sizes:
     raise ValueError(f'unknown network size option(s) {unknown_sizes}; allowed: {list(_SIZE_OPTIONS)}')
   sizes = {k: int(v) for k, v in sizes.items() if v is not None}
-  if sizes and name not in _TAKES_SIZE_OPTIONS:
-    raise ValueError(f'model {name!r} does not take {sorted(sizes)} yet; use one of {list(_TAKES_SIZE_OPTIONS)}')
   return _CLASSES[name](num_classes=int(num_classes), data_shape=data_shape, **kwargs, **sizes)

@@ -88,8 +88,7 @@ class DiffWave(nn.Module):
     if self.features % 4:
       raise ValueError(f'diffwave features must be divisible by 4 (3/4 value channels, 1/4 embedding), got '
                        f'{self.features}; use e.g. 64 or 256')
-    return (self.num_outputs or self.num_classes, self.num_input_classes or self.num_classes + 1,
-            self.num_steps or length)
+    return layers.output_input_step_sizes(self)
 
   @nn.compact
   def __call__(self, x_in: jax.Array, known: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:

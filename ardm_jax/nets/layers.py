@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 
@@ -103,6 +104,13 @@ def check_inputs(x_in, known, t, data_shape) -> None:
     raise ValueError(f't has shape {t.shape}, expected [{x_in.shape[0]}] (one step per item)')
   if not jnp.issubdtype(x_in.dtype, jnp.integer):
     raise ValueError(f'x_in has dtype {x_in.dtype}; pass integer class ids (int32)')
+
+
+def output_input_step_sizes(net) -> tuple[int, int, int]:
+  """(outputs per variable, input ids, time steps) of a network module: K, K + 1 (K is the absorbing value) and
+  D unless the module sets num_outputs / num_input_classes / num_steps (other output distributions, upscale)."""
+  return (net.num_outputs or net.num_classes, net.num_input_classes or net.num_classes + 1,
+          net.num_steps or int(np.prod(net.data_shape)))
 
 
 def sinusoidal_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:

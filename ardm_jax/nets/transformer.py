@@ -52,7 +52,7 @@ class TransformerBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-  """x_in [B,L] in 0..K (K absorbing), known [B,L], t [B] -> logits f32 [B,L,K]."""
+  """x_in [B,L] in 0..K (K absorbing), known [B,L], t [B] -> logits f32 [B,L,K] (sizes as in UNet)."""
   num_classes: int          # K data classes; the token table has K+1 rows
   data_shape: tuple[int]    # (L,)
   num_layers: int
@@ -62,22 +62,26 @@ class Transformer(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   remat: bool = False
+  num_outputs: int | None = None
+  num_input_classes: int | None = None
+  num_steps: int | None = None
 
   @nn.compact
   def __call__(self, x_in: jax.Array, known: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
     (length,) = self.data_shape
     layers.check_inputs(x_in, known, t, self.data_shape)
+    num_outputs, num_inputs, num_steps = layers.output_input_step_sizes(self)
 
     # Row K is the absorbing value; sizing the table K+1 keeps lookups in range
     # (an out-of-range jnp.take silently yields NaN).
-    tok_BxLxE = layers.embed(self.num_classes + 1, self.emb_dim, dtype=self.dtype,
+    tok_BxLxE = layers.embed(num_inputs, self.emb_dim, dtype=self.dtype,
                              name='token_embed')(x_in)
     pos_LxE = self.param('pos_embed',
                          layers.partitioned(nn.initializers.normal(0.02), ('length_pos', 'embed')),
                          (length, self.emb_dim), jnp.float32)
     known_BxLxE = layers.embed(2, self.emb_dim, dtype=self.dtype,
                                name='known_embed')(known.astype(jnp.int32))
-    temb_BxE = layers.TimeEmbedding(length, sin_dim=self.emb_dim, hidden_dim=self.mlp_dim,
+    temb_BxE = layers.TimeEmbedding(num_steps, sin_dim=self.emb_dim, hidden_dim=self.mlp_dim,
                                     out_dim=self.emb_dim, dtype=self.dtype, name='time_embed')(t)
 
     h = (tok_BxLxE + pos_LxE.astype(self.dtype)[None, :, :] + known_BxLxE
@@ -91,6 +95,6 @@ class Transformer(nn.Module):
                     dtype=self.dtype, name=f'block_{i}')(h)
 
     h = layers.layer_norm(dtype=self.dtype, name='norm_out')(h)
-    logits_BxLxK = layers.dense(self.num_classes, ('embed', 'vocab'), dtype=self.dtype,
+    logits_BxLxK = layers.dense(num_outputs, ('embed', 'vocab'), dtype=self.dtype,
                                 name='logits')(h).astype(jnp.float32)
     return layers.constrain(logits_BxLxK, ('batch', 'act_length', 'act_classes'))

@@ -62,7 +62,11 @@ class AttnBlock(nn.Module):
 
 
 class UNet(nn.Module):
-  """x_in [B,H,W,C] in 0..K (K absorbing), known [B,H,W,C], t [B] -> logits f32 [B,H,W,C,K]."""
+  """x_in [B,H,W,C] in 0..K (K absorbing), known [B,H,W,C], t [B] -> logits f32 [B,H,W,C,K].
+
+  num_outputs (default K), num_input_classes (default K + 1) and num_steps (default D) serve other output
+  distributions and upscale ARDMs (which see S * D steps and every coarse state as an input id).
+  """
   num_classes: int                  # K data classes; the input table has K+1 rows
   data_shape: tuple[int, int, int]  # (H, W, C)
   ch: int
@@ -73,21 +77,23 @@ class UNet(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   remat: bool = False
+  num_outputs: int | None = None
+  num_input_classes: int | None = None
+  num_steps: int | None = None
 
   @nn.compact
   def __call__(self, x_in: jax.Array, known: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
     hh, ww, cc = self.data_shape
-    k = self.num_classes
+    k, num_inputs, num_steps = layers.output_input_step_sizes(self)
     layers.check_inputs(x_in, known, t, self.data_shape)
     b = x_in.shape[0]
-    num_steps = int(np.prod(self.data_shape))
 
     temb_BxT = layers.TimeEmbedding(num_steps, sin_dim=self.ch, hidden_dim=4 * self.ch,
                                     out_dim=4 * self.ch, dtype=self.dtype, name='time_embed')(t)
 
-    # Each sub-pixel gets its own learned vector (absorbing value K included), and the
+    # Each sub-pixel gets its own learned vector (absorbing value K / coarse states included), and the
     # known-mask is fed explicitly so the net never has to infer it from the values.
-    e_BxHxWxCxE = layers.embed(k + 1, self.input_embed_dim, dtype=self.dtype,
+    e_BxHxWxCxE = layers.embed(num_inputs, self.input_embed_dim, dtype=self.dtype,
                                name='input_embed')(x_in)
     e_BxHxWxCE = e_BxHxWxCxE.reshape(b, hh, ww, cc * self.input_embed_dim)
     h = jnp.concatenate([e_BxHxWxCE, known.astype(self.dtype)], axis=-1)

@@ -1,0 +1,103 @@
+"""Upscale and audio models through the jobs (train -> policy -> eval -> sample -> inpaint), and the global
+policies over stages that those jobs use."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ardm_jax import cli, data, policy, sample, upscale, workdir
+from ardm_jax.data import audio
+from ardm_jax.train import lt_estimate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FSDD = os.path.join(os.path.dirname(REPO), "shared", "data", "fsdd", "fsdd_8khz.npz")
+
+
+def run(*argv):
+  return cli.main([str(a) for a in argv])
+
+
+def test_naive_global_policy_splits_equally_and_starts_every_stage():
+  steps = policy.naive_global_policy(3, 10, 7)  # stage budgets 3, 2, 2
+  np.testing.assert_array_equal(steps, [0, 3, 6, 10, 15, 20, 25])
+  upscale.validate_policy(steps, 10, 3)
+  with pytest.raises(ValueError, match="total budget 2"):
+    policy.naive_global_policy(3, 10, 2)
+
+
+def test_global_policy_from_file_is_the_optimal_split():
+  rng = np.random.default_rng(0)
+  losses = [np.sort(rng.random(6))[::-1] * c for c in (3.0, 1.0)]
+  pf = policy.build_policy_file(losses, [], 6, total_budgets=[4, 7])
+  for total in (4, 7):
+    expected, budgets, cost = upscale.policy_for_total_budget(losses, total)
+    np.testing.assert_array_equal(policy.global_policy(pf, total), expected)
+    entry = pf["total_budget_split"][str(total)]
+    assert entry["stage_budgets"] == budgets and entry["expected_bpd"] == pytest.approx(cost / 6)
+    naive = policy.naive_global_policy(2, 6, total)
+    naive_cost = sum(policy.policy_cost(L, st) for L, st in zip(losses, upscale.split_policy(naive, 6, 2)))
+    assert entry["naive_expected_bpd"] == pytest.approx(naive_cost / 6) and cost <= naive_cost + 1e-12
+  with pytest.raises(ValueError, match="no split of total budget 5"):
+    policy.global_policy(pf, 5)
+
+
+@pytest.fixture(scope="module")
+def upscale_workdir(tmp_path_factory):
+  w = tmp_path_factory.mktemp("upscale") / "digits_upscale"
+  run("train", "--config", os.path.join(REPO, "experiments", "digits_upscale.py:tiny"), "--workdir", w,
+      "--config.train.eval_passes=0")
+  return w
+
+
+def test_upscale_model_policy_eval_sample_and_inpaint(upscale_workdir, capsys):
+  w = upscale_workdir
+  model = workdir.open_workdir(str(w))
+  S, D = model.setup.objective.num_stages, model.spec.num_steps
+  assert (S, D) == (3, 64)
+  _, counts = lt_estimate(workdir.restore_state(model))
+  assert counts.shape == (S * D,) and counts.sum() == 8 * 4  # batch 8, 4 steps: the tracker spans all stages
+
+  run("policy", "--workdir", w, "--budgets", "3,9", "--samples", "2")
+  pf = json.load(open(w / "policy.json"))
+  assert len(pf["stages"]) == S and sum(pf["total_budget_split"]["9"]["stage_budgets"]) == 9
+  steps = sample.choose_policy(model, 9)
+  assert len(steps) == 9 and {0, D, 2 * D} <= set(steps.tolist())
+  assert "| 9 |" in capsys.readouterr().out
+
+  run("eval", "--workdir", w, "--budget", "9", "--exact")
+  result = json.load(open(w / "eval_budget9_exact.json"))
+  assert result["budget"] == 9 and 0 < result["bpd"] < 10
+
+  x = sample.sample(model, 4, steps)
+  assert x.shape == (4, 8, 8, 1) and x.min() >= 0 and x.max() < 17
+  run("sample", "--workdir", w, "--num", "4", "--budget", "9", "--naive", "--out", w / "naive.png")
+  assert os.path.getsize(w / "naive.png") > 0
+
+  item = data.load(model.config.data).eval_items("test")[0]
+  observed = np.zeros(item.shape, bool)
+  observed[:4] = True
+  for budget, naive in ((None, False), (6, True), (6, False)):
+    done = sample.complete(model, item, observed, 3, budget=budget, naive=naive)
+    assert (done[:, observed] == item[observed]).all() and done.max() < 17
+  with pytest.raises(ValueError, match="between 3 and"):
+    sample.choose_policy(model, 2, naive=True)
+
+
+def test_fsdd_tiny_trains_evaluates_and_samples_wav(tmp_path, capsys):
+  if not os.path.exists(FSDD):
+    if os.environ.get("CI") == "true":
+      pytest.fail(f"{FSDD} is missing in CI: the shared data folder must sit beside the repository")
+    pytest.skip("shared data not present")
+  w = tmp_path / "fsdd"
+  run("train", "--config", os.path.join(REPO, "experiments", "fsdd.py:tiny"), "--workdir", w,
+      f"--config.data.path={FSDD!r}")
+  assert "bits/sample" in capsys.readouterr().out
+  run("eval", "--workdir", w)
+  result = json.load(open(w / "eval.json"))
+  assert result["unit"] == "bits/sample" and 0 < result["bpd"] < 17  # an untrained model: about 16
+  run("sample", "--workdir", w, "--num", "2", "--budget", "4", "--naive", "--out", tmp_path / "wavs")
+  files = sorted(os.listdir(tmp_path / "wavs"))
+  assert files == ["sample_000.wav", "sample_001.wav"]
+  pcm, rate = audio.read_wav(str(tmp_path / "wavs" / files[0]))
+  assert rate == 8000 and pcm.shape == (64,)
