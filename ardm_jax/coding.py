@@ -2,68 +2,95 @@
 
 NumPy and constriction only; the network enters as one callable
 
-    predict(x_BxD int32, known_BxD bool, t: int) -> logits float32 [B, D, K]
+    predict(x_BxD int32, known_BxD bool, t: int) -> logits float32 [B, D, C]
 
-a single network call for the whole batch at policy step start `t`: `x_BxD` holds the known values and the
-absorbing class K everywhere else, `known_BxD` is `sigma < t` (the same order for every item). A callable with
-the attribute `positions_only = True` is called as `predict(x_BxD, known_BxD, t, pos_n)` instead and returns
-only the logits of the variables `pos_n` this step codes, float32 [B, n, K]: the same numbers, without holding
-[B, D, K] (large data sets of large items).
+a single network call for the whole batch at global policy step `t`. A callable with the attribute
+`positions_only = True` is called as `predict(x_BxD, known_BxD, t, pos_n)` instead and returns only the logits
+of the variables `pos_n` this step codes, float32 [B, n, C]: the same numbers, without holding [B, D, C] (large
+data sets of large items, or C = 65,536 for 16-bit audio).
+
+Models and stages
+-----------------
+A plain OA-ARDM (`stages=None`) codes each variable once: C = K classes, `x_BxD` holds the known values and the
+absorbing class K everywhere else, `known_BxD` is `sigma < t` (the same order for every item).
+
+An upscale ARDM (`stages` = any object with NumPy `levels` int [S+1, K] and `slots` int [S, K], such as an
+`upscale.Transitions`; duck-typed so this module needs no JAX) codes each variable S times, coarse to fine: level
+l = 0..S of data value k is the state `levels[l, k]` (level 0 one absorbing state, level S the data) and stage
+s (s = 0..S-1) codes the slot `slots[s, k]` (0..C-1, C = slots.max() + 1) that picks the level-(s+1) state among
+the children of the level-s state. Global step g = s * D + t is step t of stage s, with the stage's own order
+sigma_s: `x_BxD` holds the level-(s+1) states of the variables with sigma_s < t and the level-s states of all
+others, `known_BxD` is `sigma_s < t`, and predict is called with `t = g` (what the network's step input is
+trained on). It returns logits over the C slots of each coded variable (-inf for empty slots is fine). A plain
+OA-ARDM is the one-stage case with levels [[K]*K, 0..K-1] and slots [0..K-1]; both paths give the same bits.
+
+Orders: sigma_s = `stage_orders(seed, D, S)[s]`; the keys of stage s are SplitMix64 outputs s*D+1 .. (s+1)*D of
+the seed's stream, so stage 0 is `order_from_seed(seed, D)` (the order of one-stage files) and later stages
+continue the same stream (independent orders, nothing else stored).
 
 Probability tables
 ------------------
 `quantise_counts` turns float32 logits into integer counts c_k >= 1 with sum 2**24 (softmax in float64 with a
-fixed formula and a sequential sum; every class gets 1 + floor(p_k * (2**24 - K)) and the rounding residual goes
+fixed formula and a sequential sum; every class gets 1 + floor(p_k * (2**24 - C)) and the rounding residual goes
 to the first most probable class). The coder hands constriction's lazy categorical model the weights c_k - 1:
-they are integers summing to exactly 2**24 - K, so its fast quantiser (left cumulative = floor(cumsum * scale)
+they are integers summing to exactly 2**24 - C, so its fast quantiser (left cumulative = floor(cumsum * scale)
 + index, with scale exactly 1.0) reproduces c_k bit for bit, whatever float width it computes in. Encoder and
-decoder therefore share a table whenever they see bit-identical logits, and no class is ever unencodable.
-The decoder must see the same network numerics as the encoder: same model, same batch of items (per-item
-streams are decoded together, as they were encoded), same device kind and the same NumPy `exp`; the CRC turns
-any mismatch into an error instead of wrong data.
+decoder therefore share a table whenever they see bit-identical logits, and no class is ever unencodable
+(an empty slot keeps a count of 1, so a decoder that lands on one reports a corrupt payload). Tables are
+quantised and coded in chunks of at most 2**21 entries (32 rows for C = 65,536), so the float64 work arrays stay
+small; rows are independent, so chunking changes no bit. The decoder must see the same network numerics as the
+encoder: same model, same batch of items (per-item streams are decoded together, as they were encoded), same
+device kind and the same NumPy `exp`; the CRC turns any mismatch into an error instead of wrong data.
 
 Coding walk
 -----------
-ANS is a stack. Encoding walks the policy backwards (k = P-1 .. 0): x with the variables sigma < s_k known, one
-`predict` call, then the symbols with sigma in [s_k, s_{k+1}) are pushed in the canonical order (item-major,
-then sigma ascending) with `encode_reverse`, so the decoder, walking forwards with the same calls, pops them in
-that same canonical order. Each direction makes exactly len(policy) network calls. A stream costs its
-quantised NLL plus about 15-25 bits (the ANS state left by the first symbols pushed), so per-item streams pay
-that once per item and a data-set stream once in all. A decoder must end with an empty coder, which rejects most
-corrupt payloads before the CRC is consulted.
+ANS is a stack. A global policy is an increasing array of global steps g_0 = 0 < g_1 < ... < g_{P-1} < S * D
+containing every stage start s * D (for S = 1 an ordinary policy over D steps). Encoding walks it backwards
+(k = P-1 .. 0): one `predict` call, then the slots of the variables with sigma_s in [t_k, end_k) are pushed in
+the canonical order (item-major, then sigma_s ascending) with `encode_reverse`, so the decoder, walking forwards
+with the same calls and moving every decoded variable to the child in its slot, pops them in that same
+canonical order. Each direction makes exactly len(policy) network calls. A stream costs its quantised NLL plus
+about 15-25 bits (the ANS state left by the first symbols pushed), so per-item streams pay that once per item
+and a data-set stream once in all. A decoder must end with an empty coder, which rejects most corrupt payloads
+before the CRC is consulted.
 
-Container (format version 1; integers little-endian; varint = unsigned LEB128, shortest form only)
--------------------------------------------------------------------------------------------------
+Container (integers little-endian; varint = unsigned LEB128, shortest form only)
+--------------------------------------------------------------------------------
+Version 1 holds files of one-stage models (every plain OA-ARDM): its bytes are exactly those of the first
+release. Version 2 is written only for S >= 2 stages and adds one field, `stages`.
 
     field          bytes     meaning
     magic          2         b"AR"
-    version        1         1
+    version        1         1 (S = 1) or 2 (S >= 2)
     flags          1         bit 0: mode (0 per item, 1 per data set); bits 1-2: kind (0 image, 1 text,
                              2 audio); bit 3: a file table follows the order seed; bits 4-7 zero
     fingerprint    4         first 4 bytes of the model fingerprint (parameters + config hash)
     ndim           varint    number of item dimensions (1..8)
     shape          varint*   each item dimension (>= 1); D = product
     num_items      varint    N >= 1
-    budget         varint    number of policy steps P (1..D)
-    policy hash    4         SHA-256(b"ardm-policy" + D as u64 + steps as u64s)[:4], see `policy_hash`
-    order seed     varint    sigma = order_from_seed(seed, D)
+    stages         varint    version 2 only: S (2..64)
+    budget         varint    number of global policy steps P (1..S*D)
+    policy hash    4         SHA-256(b"ardm-policy" + (S*D) as u64 + global steps as u64s)[:4], see `policy_hash`
+    order seed     varint    sigma_s = stage_orders(seed, D, S)[s] (for S = 1: order_from_seed(seed, D))
     file table     varint + bytes, only with flag bit 3: length (>= 1) then opaque bytes for the caller
                    (how items map back to files; see ardm_jax/compress.py). Absent, it costs nothing.
     -- everything above is the "header"; then the records --
     per data set:  crc32 (4) + length (varint) + payload          one ANS stream for all N items
     per item:      N x [crc32 (4) + length (varint) + payload]    one ANS stream per item, item order
 
-The decoder takes the policy itself from the model's workdir (policy file entry for `budget`) and checks it
-against the stored hash. A payload is constriction's uint32 words as little-endian bytes with up to 3 trailing
-zero bytes dropped (restored by zero-padding to a multiple of 4). Each CRC-32 covers the header and the
-original items, so a corrupted header that still parses cannot pass either:
-per data set crc32(items, crc32(header)); per item j crc32(item_j, crc32(varint(j), crc32(header))). Items are
-hashed as their flattened symbols in uint8 (K <= 256), uint16 LE (K <= 65536) or uint32 LE.
-`unpack_container(max_symbols=...)` caps N * D before decoding; a corrupt count below the cap is still caught
-(coder not empty or CRC) but only after decoding that many symbols, so callers should pass a tight cap.
+The decoder takes the policy itself from the model's workdir (the policy for `budget`) and checks it against the
+stored hash, and the stage count against the model's. A payload is constriction's uint32 words as little-endian
+bytes with up to 3 trailing zero bytes dropped (restored by zero-padding to a multiple of 4). Each CRC-32 covers
+the header and the original items (data values, not states), so a corrupted header that still parses cannot
+pass either: per data set crc32(items, crc32(header)); per item j crc32(item_j, crc32(varint(j),
+crc32(header))). Items are hashed as their flattened values in uint8 (K <= 256), uint16 LE (K <= 65536) or
+uint32 LE. `unpack_container(max_symbols=...)` caps the coded symbols N * S * D before decoding; a corrupt count
+below the cap is still caught (coder not empty or CRC) but only after decoding that many symbols, so callers
+should pass a tight cap.
 
 Fixed cost of a single 8x8x1 digits image in per-item mode (seed, budget and payload length < 128):
-header 19 bytes (2 + 1 + 1 + 4 + 4 shape + 1 + 1 + 4 + 1) + record 5 bytes (4 crc + 1 length) = 24 bytes.
+header 19 bytes (2 + 1 + 1 + 4 + 4 shape + 1 + 1 + 4 + 1) + record 5 bytes (4 crc + 1 length) = 24 bytes;
+an upscale model's file adds 1 byte (the stage count), and a budget of 128..16383 one more.
 """
 from __future__ import annotations
 
@@ -77,15 +104,19 @@ import numpy as np
 
 PRECISION = 24  # constriction's AnsCoder probability precision; the tables below must match it exactly
 MAGIC = b"AR"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1         # one-stage models: unchanged since the first release, so those files stay identical
+STAGED_FORMAT_VERSION = 2  # S >= 2 stages: version 1 plus the stage count
+FORMAT_VERSIONS = (FORMAT_VERSION, STAGED_FORMAT_VERSION)
 MODES = ("item", "dataset")
 KINDS = ("image", "text", "audio")
 FINGERPRINT_BYTES = 4
 POLICY_HASH_BYTES = 4
 MAX_NDIM = 8
-MAX_SYMBOLS = 1 << 31  # N * D above this is rejected before anything is allocated
+MAX_STAGES = 64  # digit transitions of K <= 2**24 with b = 2 need 24; anything far above is a corrupt header
+MAX_SYMBOLS = 1 << 31  # N * S * D above this is rejected before anything is allocated
+CHUNK_ENTRIES = 1 << 21  # table entries quantised at once (bounds the float64 work arrays: ~16 MiB each)
 
-Predict = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+Predict = Callable[..., np.ndarray]
 PolicySource = Union[Sequence[int], np.ndarray, Callable[[int, int], Sequence[int]]]
 
 
@@ -148,8 +179,99 @@ def _coder_weights(counts: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((counts - 1).reshape(-1, counts.shape[-1]), dtype=np.float64)
 
 
+def _row_chunks(num_rows: int, num_classes: int) -> list[slice]:
+    step = max(1, CHUNK_ENTRIES // num_classes)
+    return [slice(lo, min(lo + step, num_rows)) for lo in range(0, num_rows, step)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Stages (what the walk needs of an upscale model's transitions)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Stages:
+    levels: np.ndarray       # int64 [S+1, K]
+    slots: np.ndarray        # int64 [S, K]
+    num_slots: int           # C
+    child_keys: tuple        # per stage: sorted coarse * C + slot of every existing child
+    child_states: tuple      # per stage: the child state of each key
+
+    @property
+    def num_stages(self) -> int:
+        return self.slots.shape[0]
+
+    def child(self, stage: int, coarse: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        """The level-(s+1) state in `slot` of each level-s state `coarse`; -1 where that slot is empty."""
+        keys = self.child_keys[stage]
+        key = coarse.astype(np.int64) * self.num_slots + slot.astype(np.int64)
+        i = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
+        return np.where(keys[i] == key, self.child_states[stage][i], -1)
+
+
+def _stages(stages, num_classes: int) -> _Stages:
+    """Checks and indexes `stages` (None: the plain OA-ARDM, absorbing class K, slots = classes)."""
+    K = _check_num_classes(num_classes)
+    if stages is None:
+        levels, slots = np.stack([np.full(K, K), np.arange(K)]), np.arange(K)[None]
+    else:
+        levels, slots = np.asarray(getattr(stages, "levels", None)), np.asarray(getattr(stages, "slots", None))
+        ok = (levels.ndim == 2 and np.issubdtype(levels.dtype, np.integer) and levels.shape[1] == K
+              and 2 <= levels.shape[0] <= MAX_STAGES + 1 and np.issubdtype(slots.dtype, np.integer)
+              and slots.shape == (levels.shape[0] - 1, K))
+        if not ok:
+            raise ValueError(f"stages must have integer levels [S+1, K={K}] and slots [S, K] with 1 <= S <= "
+                             f"{MAX_STAGES}, got {levels.shape} and {slots.shape}; pass an upscale.Transitions")
+        if levels.min() < 0 or slots.min() < 0 or not np.array_equal(levels[-1], np.arange(K)) \
+                or np.unique(levels[0]).size != 1:
+            raise ValueError("stages must have non-negative states and slots, one absorbing state at level 0 and "
+                             "the data itself at level S; pass an upscale.Transitions")
+    levels, slots = levels.astype(np.int64), slots.astype(np.int64)
+    C = int(slots.max()) + 1
+    if C < 2 or C >= (1 << PRECISION) - 1:
+        raise ValueError(f"stages must use 2 .. 2**24 - 2 slots, got {C}")
+    child_keys, child_states = [], []
+    for s in range(slots.shape[0]):
+        key = levels[s] * C + slots[s]
+        order = np.argsort(key, kind="stable")
+        key, fine = key[order], levels[s + 1][order]
+        dup = np.flatnonzero(np.diff(key) == 0)
+        if np.any(fine[dup] != fine[dup + 1]):  # the decoder could not tell which child a slot means
+            raise ValueError(f"stage {s}: one (coarse state, slot) pair leads to two different states; levels and "
+                             "slots must form a tree (build them with ardm_jax.upscale)")
+        keep = np.append(True, np.diff(key) != 0)
+        child_keys.append(key[keep])
+        child_states.append(fine[keep])
+    return _Stages(levels, slots, C, tuple(child_keys), tuple(child_states))
+
+
+def num_stages_of(stages) -> int:
+    """S of a `stages` argument (1 for None)."""
+    if stages is None:
+        return 1
+    slots = np.asarray(getattr(stages, "slots", None))
+    if slots.ndim != 2:
+        raise ValueError("stages must have integer slots [S, K] (and levels [S+1, K]); pass an upscale.Transitions")
+    return int(slots.shape[0])
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Orders and policies
+
+
+def _splitmix_keys(seed: int, first: int, D: int) -> np.ndarray:
+    """SplitMix64 outputs first+1 .. first+D of the stream of `seed` (exact uint64 arithmetic)."""
+    with np.errstate(over="ignore"):
+        index = np.arange(first + 1, first + D + 1, dtype=np.uint64)
+        z = np.uint64(seed) + index * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _ranks(keys: np.ndarray) -> np.ndarray:
+    sigma = np.empty(keys.size, np.int32)
+    sigma[np.argsort(keys, kind="stable")] = np.arange(keys.size, dtype=np.int32)
+    return sigma
 
 
 def order_from_seed(seed: int, D: int) -> np.ndarray:
@@ -161,14 +283,20 @@ def order_from_seed(seed: int, D: int) -> np.ndarray:
     seed, D = _check_uint(seed, "order seed", 1 << 64), _check_uint(D, "D", MAX_SYMBOLS + 1)
     if D < 1:
         raise ValueError("D must be >= 1")
-    with np.errstate(over="ignore"):
-        z = np.uint64(seed) + (np.arange(1, D + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    sigma = np.empty(D, np.int32)
-    sigma[np.argsort(z, kind="stable")] = np.arange(D, dtype=np.int32)
-    return sigma
+    return _ranks(_splitmix_keys(seed, 0, D))
+
+
+def stage_orders(seed: int, D: int, num_stages: int = 1) -> np.ndarray:
+    """sigma_SxD (int32): stage s ranks SplitMix64 outputs s*D+1 .. (s+1)*D of the seed's stream.
+
+    Stage 0 is `order_from_seed(seed, D)`, so one-stage files keep their order; the stages' keys are distinct
+    draws of one stream, so the orders are independent.
+    """
+    seed, D = _check_uint(seed, "order seed", 1 << 64), _check_uint(D, "D", MAX_SYMBOLS + 1)
+    S = _check_uint(num_stages, "num_stages", MAX_STAGES + 1)
+    if D < 1 or S < 1:
+        raise ValueError(f"D and num_stages must be >= 1, got {D} and {S}")
+    return np.stack([_ranks(_splitmix_keys(seed, s * D, D)) for s in range(S)])
 
 
 def _check_uint(v, what: str, bound: int) -> int:
@@ -177,62 +305,78 @@ def _check_uint(v, what: str, bound: int) -> int:
     return int(v)
 
 
-def _check_policy(policy, D: int) -> np.ndarray:
+def _check_policy(policy, D: int, num_stages: int = 1) -> np.ndarray:
     steps = np.asarray(policy)
     if steps.ndim != 1 or steps.size == 0 or not np.issubdtype(steps.dtype, np.integer):
         raise ValueError(f"a policy must be a non-empty 1-D list of integer step starts, got {policy!r}")
     steps = steps.astype(np.int64)
-    if steps[0] != 0 or np.any(np.diff(steps) <= 0) or steps[-1] >= D:
-        raise ValueError(f"a policy must start at 0 and strictly increase below D={D}, got {steps.tolist()}")
+    total = num_stages * D
+    if steps[0] != 0 or np.any(np.diff(steps) <= 0) or steps[-1] >= total:
+        if num_stages == 1:
+            raise ValueError(f"a policy must start at 0 and strictly increase below D={D}, got {steps.tolist()}")
+        raise ValueError(f"a policy for {num_stages} stages of D={D} steps must start at 0 and strictly increase "
+                         f"below S*D={total}, got {steps[:8].tolist()}{' ...' if steps.size > 8 else ''}")
+    missing = np.setdiff1d(np.arange(0, total, D), steps)
+    if missing.size:
+        raise ValueError(f"a policy for {num_stages} stages of D={D} steps must contain every stage start s*D; "
+                         f"missing {missing[:5].tolist()}; build it with upscale.flatten_policies")
     return steps
 
 
-def _check_sigma(sigma_D, D: int | None = None) -> np.ndarray:
-    sigma = np.asarray(sigma_D)
-    if sigma.ndim != 1 or not np.issubdtype(sigma.dtype, np.integer) or (D is not None and sigma.size != D):
-        raise ValueError(f"sigma must be one integer order of shape [D]{'' if D is None else f' = [{D}]'}, "
-                         f"got shape {sigma.shape}; use order_from_seed(seed, D)")
-    if not np.array_equal(np.sort(sigma), np.arange(sigma.size)):
-        raise ValueError("sigma must be a permutation of 0..D-1; use order_from_seed(seed, D)")
-    return sigma.astype(np.int64)
+def _check_sigmas(sigma, D: int, num_stages: int = 1) -> np.ndarray:
+    """[S, D] int64 orders; a single [D] order is accepted for S = 1."""
+    a = np.asarray(sigma)
+    if num_stages == 1 and a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2 or a.shape[0] != num_stages or not np.issubdtype(a.dtype, np.integer) or a.shape[1] != D:
+        want = f"[D] = [{D}]" if num_stages == 1 else f"[S, D] = [{num_stages}, {D}]"
+        raise ValueError(f"sigma must be integer orders of shape {want}, got shape {a.shape}; use "
+                         f"{'order_from_seed(seed, D)' if num_stages == 1 else 'stage_orders(seed, D, S)'}")
+    if not np.array_equal(np.sort(a, axis=1), np.broadcast_to(np.arange(D), a.shape)):
+        raise ValueError("sigma must be a permutation of 0..D-1 per stage; use order_from_seed / stage_orders")
+    return a.astype(np.int64)
 
 
-def policy_hash(policy, D: int) -> bytes:
-    """The 4-byte policy check stored in the container: SHA-256 over D and the step starts."""
-    steps = _check_policy(policy, D)
-    h = hashlib.sha256(b"ardm-policy" + int(D).to_bytes(8, "little") + steps.astype("<u8").tobytes())
+def policy_hash(policy, D: int, num_stages: int = 1) -> bytes:
+    """The 4-byte policy check stored in the container: SHA-256 over S * D and the global steps."""
+    steps = _check_policy(policy, D, num_stages)
+    h = hashlib.sha256(b"ardm-policy" + int(num_stages * D).to_bytes(8, "little") + steps.astype("<u8").tobytes())
     return h.digest()[:POLICY_HASH_BYTES]
 
 
-def _step_positions(sigma: np.ndarray, steps: np.ndarray) -> list[np.ndarray]:
-    """Per policy step, the variables it codes, in sigma-ascending order (the canonical order in a step)."""
-    by_step = np.argsort(sigma, kind="stable")
-    ends = np.append(steps[1:], sigma.size)
-    return [by_step[s:e] for s, e in zip(steps, ends)]
+def _plan(sigma_SxD: np.ndarray, steps: np.ndarray, D: int) -> list[tuple[int, int, int, np.ndarray]]:
+    """Per global policy step: (stage s, start t, global step g, the variables it codes in sigma_s order)."""
+    by_stage = [np.argsort(sigma, kind="stable") for sigma in sigma_SxD]
+    ends = np.append(steps[1:], sigma_SxD.shape[0] * D)
+    plan = []
+    for g, e in zip(steps.tolist(), ends.tolist()):
+        s = g // D
+        plan.append((s, g - s * D, g, by_stage[s][g - s * D:e - s * D]))
+    return plan
 
 
 # --------------------------------------------------------------------------------------------------------------
 # The coding walk
 
 
-def _step_counts(predict: Predict, x_in_BxD: np.ndarray, known_D: np.ndarray, t: int, pos: np.ndarray,
-                 num_classes: int) -> np.ndarray:
-    """One network call at step start t; counts [B, len(pos), K] for the variables `pos` of this step."""
+def _step_logits(predict: Predict, x_in_BxD: np.ndarray, known_D: np.ndarray, t: int, pos: np.ndarray,
+                 num_slots: int) -> np.ndarray:
+    """One network call at global step t; float logits [B, len(pos), C] for the variables `pos` of this step."""
     B, D = x_in_BxD.shape
     known_BxD = np.broadcast_to(known_D, (B, D)).copy()
     if getattr(predict, "positions_only", False):
         logits = np.asarray(predict(x_in_BxD.astype(np.int32), known_BxD, int(t), pos))
-        want = (B, len(pos), num_classes)
+        want = (B, len(pos), num_slots)
     else:
         logits = np.asarray(predict(x_in_BxD.astype(np.int32), known_BxD, int(t)))
-        want = (B, D, num_classes)
+        want = (B, D, num_slots)
     if logits.shape != want:
         raise ValueError(f"predict must return logits of shape {want}, got {logits.shape}")
     if logits.dtype not in (np.float32, np.float64):
         raise ValueError(f"predict must return float32 logits, got {logits.dtype}")
     if want[1] == D:
         logits = logits[:, pos, :]
-    return quantise_counts(np.ascontiguousarray(logits))
+    return np.ascontiguousarray(logits)
 
 
 def _check_items(x_BxD, num_classes: int) -> np.ndarray:
@@ -246,31 +390,39 @@ def _check_items(x_BxD, num_classes: int) -> np.ndarray:
 
 
 def _check_num_classes(num_classes) -> int:
-    if not isinstance(num_classes, (int, np.integer)) or not 2 <= num_classes < (1 << PRECISION) - 1:
+    if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)) \
+            or not 2 <= num_classes < (1 << PRECISION) - 1:
         raise ValueError(f"num_classes must be an integer in [2, 2**24 - 1), got {num_classes!r}")
     return int(num_classes)
 
 
-def _walk_known(predict: Predict, x_BxD, sigma_D, policy, num_classes: int, reverse: bool):
-    """Yields (symbols [B, n], counts [B, n, K]) per policy step for fully known items, one call each."""
+def _walk_known(predict: Predict, x_BxD, sigma, policy, num_classes: int, reverse: bool, stages=None):
+    """Yields (slots [B, n], logits [B, n, C]) per global policy step for fully known items, one call each."""
+    st = _stages(stages, num_classes)
     x = _check_items(x_BxD, num_classes)
     D = x.shape[1]
-    sigma = _check_sigma(sigma_D, D)
-    steps = _check_policy(policy, D)
-    positions = _step_positions(sigma, steps)
-    for k in (range(len(steps) - 1, -1, -1) if reverse else range(len(steps))):
-        known_D = sigma < steps[k]
-        x_in = np.where(known_D[None, :], x, num_classes)
-        pos = positions[k]
-        yield x[:, pos], _step_counts(predict, x_in, known_D, steps[k], pos, num_classes)
+    sigma = _check_sigmas(sigma, D, st.num_stages)
+    steps = _check_policy(policy, D, st.num_stages)
+    plan = _plan(sigma, steps, D)
+    for k in (range(len(plan) - 1, -1, -1) if reverse else range(len(plan))):
+        s, t, g, pos = plan[k]
+        known_D = sigma[s] < t
+        # Refined in this stage: the level-(s+1) state; all others still hold their level-s state.
+        x_in = np.where(known_D[None, :], st.levels[s + 1][x], st.levels[s][x])
+        yield st.slots[s][x[:, pos]], _step_logits(predict, x_in, known_D, g, pos, st.num_slots)
 
 
-def nll_bits(predict: Predict, x_BxD, sigma_D, policy, num_classes: int) -> np.ndarray:
+def nll_bits(predict: Predict, x_BxD, sigma, policy, num_classes: int, stages=None) -> np.ndarray:
     """Per item, sum of -log2 p under the quantised tables (what the coder should achieve), float64 [B]."""
     total = 0.0
-    for sym_Bxn, counts in _walk_known(predict, x_BxD, sigma_D, policy, num_classes, reverse=False):
-        c = np.take_along_axis(counts, sym_Bxn[..., None].astype(np.int64), axis=-1)[..., 0]
-        total = total + (PRECISION - np.log2(c.astype(np.float64))).sum(axis=1)
+    for sym_Bxn, logits in _walk_known(predict, x_BxD, sigma, policy, num_classes, reverse=False, stages=stages):
+        B, n, C = logits.shape
+        rows, sym = logits.reshape(-1, C), sym_Bxn.reshape(-1, 1)
+        bits = np.empty(B * n)
+        for sl in _row_chunks(B * n, C):
+            c = np.take_along_axis(quantise_counts(rows[sl]), sym[sl], axis=-1)[:, 0]
+            bits[sl] = PRECISION - np.log2(c.astype(np.float64))
+        total = total + bits.reshape(B, n).sum(axis=1)
     return np.asarray(total, np.float64)
 
 
@@ -290,45 +442,64 @@ def _bytes_to_words(payload: bytes) -> np.ndarray:
     return np.frombuffer(b, dtype="<u4").astype(np.uint32)
 
 
-def encode_stream(predict: Predict, x_BxD, sigma_D, policy, num_classes: int) -> bytes:
+def _push(coder, sym_n: np.ndarray, logits_nxC: np.ndarray) -> None:
+    """Pushes symbols so that a decoder pops them in the given order (ANS is a stack: last chunk first)."""
+    for sl in reversed(_row_chunks(len(sym_n), logits_nxC.shape[-1])):
+        coder.encode_reverse(np.ascontiguousarray(sym_n[sl], np.int32), _FAMILY,
+                             _coder_weights(quantise_counts(logits_nxC[sl])))
+
+
+def _pop(coder, logits_nxC: np.ndarray) -> np.ndarray:
+    """Inverse of `_push`: the n symbols in order; garbage in the stream is a ContainerError."""
+    out = []
+    for sl in _row_chunks(len(logits_nxC), logits_nxC.shape[-1]):
+        weights = _coder_weights(quantise_counts(logits_nxC[sl]))
+        try:
+            out.append(np.asarray(coder.decode(_FAMILY, weights)).reshape(-1))
+        except Exception as e:  # constriction raises assorted errors on garbage; none may escape as-is
+            raise ContainerError(f"payload is corrupt ({type(e).__name__}: {e})") from None
+    return np.concatenate(out)
+
+
+def encode_stream(predict: Predict, x_BxD, sigma, policy, num_classes: int, stages=None) -> bytes:
     """Per data set mode: one ANS stream for all B items; len(policy) network calls."""
     coder = constriction.stream.stack.AnsCoder()
-    for sym_Bxn, counts in _walk_known(predict, x_BxD, sigma_D, policy, num_classes, reverse=True):
-        coder.encode_reverse(np.ascontiguousarray(sym_Bxn.reshape(-1), np.int32), _FAMILY, _coder_weights(counts))
+    for sym_Bxn, logits in _walk_known(predict, x_BxD, sigma, policy, num_classes, reverse=True, stages=stages):
+        _push(coder, sym_Bxn.reshape(-1), logits.reshape(-1, logits.shape[-1]))
     return _words_to_bytes(coder.get_compressed())
 
 
-def encode_items(predict: Predict, x_BxD, sigma_D, policy, num_classes: int) -> list[bytes]:
+def encode_items(predict: Predict, x_BxD, sigma, policy, num_classes: int, stages=None) -> list[bytes]:
     """Per item mode: one ANS stream per item (network calls still batched: len(policy) in total)."""
     coders = None
-    for sym_Bxn, counts in _walk_known(predict, x_BxD, sigma_D, policy, num_classes, reverse=True):
+    for sym_Bxn, logits in _walk_known(predict, x_BxD, sigma, policy, num_classes, reverse=True, stages=stages):
         if coders is None:
             coders = [constriction.stream.stack.AnsCoder() for _ in range(sym_Bxn.shape[0])]
-        for coder, sym, c in zip(coders, sym_Bxn, counts):
-            coder.encode_reverse(np.ascontiguousarray(sym, np.int32), _FAMILY, _coder_weights(c))
+        for coder, sym, rows in zip(coders, sym_Bxn, logits):
+            _push(coder, sym, rows)
     return [_words_to_bytes(coder.get_compressed()) for coder in coders]
 
 
-def _decode_walk(predict: Predict, decode_step, sigma_D, policy, num_items: int, D: int, num_classes: int):
-    """Forward walk shared by both decoders; `decode_step(counts [B, n, K]) -> symbols [B, n]`."""
-    num_classes = _check_num_classes(num_classes)
+def _decode_walk(predict: Predict, decode_step, sigma, policy, num_items: int, D: int, num_classes: int,
+                 stages=None):
+    """Forward walk shared by both decoders; `decode_step(logits [B, n, C]) -> slots [B, n]`."""
+    st = _stages(stages, num_classes)
     num_items, D = _check_uint(num_items, "num_items", 1 << 64), _check_uint(D, "D", 1 << 64)
-    if num_items < 1 or D < 1 or num_items * D > MAX_SYMBOLS:
+    if num_items < 1 or D < 1 or num_items * D * st.num_stages > MAX_SYMBOLS:
         raise ContainerError(f"implausible size: {num_items} items of {D} variables; the file is corrupt")
-    sigma = _check_sigma(sigma_D, D)
-    steps = _check_policy(policy, D)
-    x = np.full((num_items, D), num_classes, np.int32)
-    for k, pos in enumerate(_step_positions(sigma, steps)):
-        known_D = sigma < steps[k]
-        counts = _step_counts(predict, x, known_D, steps[k], pos, num_classes)
-        try:
-            sym = np.asarray(decode_step(counts))
-        except Exception as e:  # constriction raises assorted errors on garbage; none may escape as-is
-            raise ContainerError(f"payload is corrupt ({type(e).__name__}: {e})") from None
-        if sym.shape != (num_items, len(pos)) or sym.min(initial=0) < 0 or sym.max(initial=0) >= num_classes:
+    sigma = _check_sigmas(sigma, D, st.num_stages)
+    steps = _check_policy(policy, D, st.num_stages)
+    state = np.full((num_items, D), st.levels[0, 0], np.int64)  # everything starts absorbed
+    for s, t, g, pos in _plan(sigma, steps, D):
+        logits = _step_logits(predict, state, sigma[s] < t, g, pos, st.num_slots)
+        sym = np.asarray(decode_step(logits))
+        if sym.shape != (num_items, len(pos)) or sym.min(initial=0) < 0 or sym.max(initial=0) >= st.num_slots:
             raise ContainerError("payload is corrupt (decoded symbols out of range)")
-        x[:, pos] = sym
-    return x
+        fine = st.child(s, state[:, pos], sym)
+        if fine.min(initial=0) < 0:
+            raise ContainerError("payload is corrupt (decoded an empty slot)")
+        state[:, pos] = fine
+    return state.astype(np.int32)  # level S: the data values 0..K-1
 
 
 def _open_coder(payload) -> constriction.stream.stack.AnsCoder:
@@ -345,30 +516,30 @@ def _require_empty(coders) -> None:
         raise ContainerError("payload is corrupt (data left over after the last symbol)")
 
 
-def decode_stream(predict: Predict, payload: bytes, sigma_D, policy, num_items: int, D: int,
-                  num_classes: int) -> np.ndarray:
+def decode_stream(predict: Predict, payload: bytes, sigma, policy, num_items: int, D: int,
+                  num_classes: int, stages=None) -> np.ndarray:
     """Inverse of `encode_stream`: x_BxD int32; len(policy) network calls. Corruption -> ContainerError."""
     coder = _open_coder(payload)
 
-    def step(counts):
-        return coder.decode(_FAMILY, _coder_weights(counts)).reshape(counts.shape[:2])
+    def step(logits):
+        return _pop(coder, logits.reshape(-1, logits.shape[-1])).reshape(logits.shape[:2])
 
-    x = _decode_walk(predict, step, sigma_D, policy, num_items, D, num_classes)
+    x = _decode_walk(predict, step, sigma, policy, num_items, D, num_classes, stages)
     _require_empty([coder])
     return x
 
 
-def decode_items(predict: Predict, payloads: Sequence[bytes], sigma_D, policy, num_items: int, D: int,
-                 num_classes: int) -> np.ndarray:
+def decode_items(predict: Predict, payloads: Sequence[bytes], sigma, policy, num_items: int, D: int,
+                 num_classes: int, stages=None) -> np.ndarray:
     """Inverse of `encode_items` (all items decoded together, as encoded); len(policy) network calls."""
     if len(payloads) != num_items:
         raise ContainerError(f"expected {num_items} item payloads, got {len(payloads)}")
     coders = [_open_coder(p) for p in payloads]
 
-    def step(counts):
-        return np.stack([c.decode(_FAMILY, _coder_weights(cb)) for c, cb in zip(coders, counts)])
+    def step(logits):
+        return np.stack([_pop(c, rows) for c, rows in zip(coders, logits)])
 
-    x = _decode_walk(predict, step, sigma_D, policy, num_items, D, num_classes)
+    x = _decode_walk(predict, step, sigma, policy, num_items, D, num_classes, stages)
     _require_empty(coders)
     return x
 
@@ -393,6 +564,7 @@ class Container:
     payloads: tuple
     header: bytes
     file_table: bytes = b""  # opaque caller bytes (flag bit 3); b"" when absent
+    num_stages: int = 1      # S; stored only in version 2 files
 
     @property
     def D(self) -> int:
@@ -456,32 +628,38 @@ def _crcs(header: bytes, mode: str, x_BxD: np.ndarray, num_classes: int) -> list
 
 
 def pack_container(payloads: Sequence[bytes], x_BxD, *, mode: str, fingerprint: str, kind: str, item_shape,
-                   policy, order_seed: int, num_classes: int, file_table: bytes = b"") -> bytes:
+                   policy, order_seed: int, num_classes: int, file_table: bytes = b"",
+                   num_stages: int = 1) -> bytes:
     """Builds a container around coded payloads (one for mode 'dataset', one per item for mode 'item').
 
     `x_BxD` are the original items (flattened), needed for the CRCs; `fingerprint` the model's full hex
-    fingerprint (its first 4 bytes are stored); `file_table` optional caller bytes kept in the header.
+    fingerprint (its first 4 bytes are stored); `file_table` optional caller bytes kept in the header;
+    `num_stages` the model's S (version 1 for S = 1, version 2 otherwise).
     """
     if not isinstance(file_table, (bytes, bytearray)):
         raise ValueError(f"file_table must be bytes, got {type(file_table).__name__}")
     if mode not in MODES or kind not in KINDS:
         raise ValueError(f"mode must be one of {MODES} and kind one of {KINDS}, got {mode!r}, {kind!r}")
+    S = _check_uint(num_stages, "num_stages", MAX_STAGES + 1)
+    if S < 1:
+        raise ValueError(f"num_stages must be in 1..{MAX_STAGES}, got {num_stages}")
     shape = tuple(int(d) for d in item_shape)
     if not 1 <= len(shape) <= MAX_NDIM or min(shape) < 1:
         raise ValueError(f"item_shape must have 1..{MAX_NDIM} dimensions, each >= 1, got {item_shape!r}")
     D = int(np.prod(shape))
     x = _check_items(x_BxD, num_classes)
-    if x.shape[1] != D or x.shape[0] * D > MAX_SYMBOLS:
+    if x.shape[1] != D or x.shape[0] * D * S > MAX_SYMBOLS:
         raise ValueError(f"items of shape {x.shape} do not match item_shape {shape} (D = {D}), or are too many")
-    steps = _check_policy(policy, D)
+    steps = _check_policy(policy, D, S)
     n_payloads = 1 if mode == "dataset" else x.shape[0]
     if len(payloads) != n_payloads:
         raise ValueError(f"mode {mode!r} with {x.shape[0]} items needs {n_payloads} payloads, got {len(payloads)}")
+    version = FORMAT_VERSION if S == 1 else STAGED_FORMAT_VERSION
     header = b"".join([
-        MAGIC, bytes([FORMAT_VERSION, MODES.index(mode) | (KINDS.index(kind) << 1) | (bool(file_table) << 3)]),
+        MAGIC, bytes([version, MODES.index(mode) | (KINDS.index(kind) << 1) | (bool(file_table) << 3)]),
         _fingerprint_bytes(fingerprint, "fingerprint"),
         _varint(len(shape)), *[_varint(d) for d in shape],
-        _varint(x.shape[0]), _varint(len(steps)), policy_hash(steps, D),
+        _varint(x.shape[0]), _varint(S) if S > 1 else b"", _varint(len(steps)), policy_hash(steps, D, S),
         _varint(_check_uint(order_seed, "order seed", 1 << 64)),
         _varint(len(file_table)) + bytes(file_table) if file_table else b"",
     ])
@@ -495,7 +673,8 @@ def unpack_container(data: bytes, *, expected_fingerprint: str | None, expected_
     """Parses and checks a container; raises ContainerError naming the problem.
 
     `expected_fingerprint=None` skips the model check (only for inspecting headers). Nothing proportional to
-    the claimed sizes is allocated before they have been checked against the file length / `max_symbols`.
+    the claimed sizes is allocated before they have been checked against the file length / `max_symbols`
+    (which bounds the coded symbols N * S * D).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ValueError(f"container data must be bytes, got {type(data).__name__}")
@@ -508,8 +687,9 @@ def unpack_container(data: bytes, *, expected_fingerprint: str | None, expected_
         raise ContainerError(f"not an ARDM container: bad magic {magic!r} (expected {MAGIC!r})")
     r.take(len(MAGIC), "magic")
     version = r.take(1, "version")[0]
-    if version != FORMAT_VERSION:
-        raise ContainerError(f"unsupported container version {version}; this build reads version {FORMAT_VERSION}")
+    if version not in FORMAT_VERSIONS:
+        raise ContainerError(f"unsupported container version {version}; this build reads versions "
+                             f"{' and '.join(map(str, FORMAT_VERSIONS))}")
     flags = r.take(1, "flags")[0]
     if flags >> 4 or (flags >> 1) & 3 >= len(KINDS):
         raise ContainerError(f"corrupt header: unknown flag bits 0x{flags:02x}")
@@ -533,9 +713,15 @@ def unpack_container(data: bytes, *, expected_fingerprint: str | None, expected_
     num_items = r.varint("num_items")
     if num_items < 1 or num_items * D > max_symbols:
         raise ContainerError(f"corrupt header: implausible size, {num_items} items of {D} variables")
+    num_stages = 1
+    if version == STAGED_FORMAT_VERSION:
+        num_stages = r.varint("stages")
+        if not 2 <= num_stages <= MAX_STAGES or num_items * D * num_stages > max_symbols:
+            raise ContainerError(f"corrupt header: implausible stage count {num_stages} for {num_items} items of "
+                                 f"{D} variables (allowed 2..{MAX_STAGES})")
     budget = r.varint("budget")
-    if not 1 <= budget <= D:
-        raise ContainerError(f"corrupt header: policy budget {budget} outside 1..D={D}")
+    if not 1 <= budget <= num_stages * D:
+        raise ContainerError(f"corrupt header: policy budget {budget} outside 1..S*D={num_stages * D}")
     p_hash = r.take(POLICY_HASH_BYTES, "policy hash")
     seed = r.varint("order seed")
     file_table = b""
@@ -560,16 +746,24 @@ def unpack_container(data: bytes, *, expected_fingerprint: str | None, expected_
         raise ContainerError(f"item shape {tuple(shape)} in the file does not match the model's "
                              f"{tuple(expected_shape)}")
     return Container(version, mode, fp.hex(), kind, tuple(shape), num_items, budget, p_hash, seed,
-                     tuple(crcs), tuple(payloads), header, file_table)
+                     tuple(crcs), tuple(payloads), header, file_table, num_stages)
+
+
+def check_stages(container: Container, num_stages: int) -> None:
+    """Raises ContainerError unless the file was coded by a model with `num_stages` stages."""
+    if container.num_stages != num_stages:
+        raise ContainerError(f"stage mismatch: the file was coded by a {container.num_stages}-stage model, this "
+                             f"model has {num_stages} stage(s); load the model that made it")
 
 
 def check_policy(container: Container, policy) -> np.ndarray:
-    """Checks that `policy` is the one the file was coded with; returns it as int64 steps."""
+    """Checks that `policy` is the global policy the file was coded with; returns it as int64 steps."""
+    S, D = container.num_stages, container.D
     try:
-        steps = _check_policy(policy, container.D)
+        steps = _check_policy(policy, D, S)
     except ValueError as e:
         raise ContainerError(f"policy for budget {container.budget} is unusable: {e}") from None
-    got = policy_hash(steps, container.D)
+    got = policy_hash(steps, D, S)
     if len(steps) != container.budget or got != container.policy_hash:
         raise ContainerError(f"policy mismatch: the file used a budget-{container.budget} policy with hash "
                              f"{container.policy_hash.hex()}, the given one has {len(steps)} steps and hash "
@@ -595,37 +789,44 @@ def check_crc(container: Container, x_BxD, num_classes: int) -> None:
 
 
 def compress(predict: Predict, items, *, mode: str, fingerprint: str, kind: str, policy, order_seed: int,
-             num_classes: int, file_table: bytes = b"") -> bytes:
-    """Codes items [B, *item_shape] into one container with len(policy) network calls."""
+             num_classes: int, file_table: bytes = b"", stages=None) -> bytes:
+    """Codes items [B, *item_shape] into one container with len(policy) network calls.
+
+    `stages`: None for a plain OA-ARDM, else the upscale model's transitions (see the module docstring); then
+    `policy` is a global policy over S * D steps.
+    """
     items = np.asarray(items)
     if items.ndim < 2:
         raise ValueError(f"items must have shape [B, *item_shape], got {items.shape}")
     x = items.reshape(items.shape[0], -1)
-    sigma = order_from_seed(order_seed, x.shape[1])
+    S = num_stages_of(stages)
+    sigma = stage_orders(order_seed, x.shape[1], S)
     if mode == "dataset":
-        payloads = [encode_stream(predict, x, sigma, policy, num_classes)]
+        payloads = [encode_stream(predict, x, sigma, policy, num_classes, stages)]
     elif mode == "item":
-        payloads = encode_items(predict, x, sigma, policy, num_classes)
+        payloads = encode_items(predict, x, sigma, policy, num_classes, stages)
     else:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     return pack_container(payloads, x, mode=mode, fingerprint=fingerprint, kind=kind, item_shape=items.shape[1:],
-                          policy=policy, order_seed=order_seed, num_classes=num_classes, file_table=file_table)
+                          policy=policy, order_seed=order_seed, num_classes=num_classes, file_table=file_table,
+                          num_stages=S)
 
 
 def decompress(data: bytes, predict: Predict, *, expected_fingerprint: str, policy: PolicySource, num_classes: int,
-               expected_shape=None, max_symbols: int = MAX_SYMBOLS) -> tuple[Container, np.ndarray]:
+               expected_shape=None, max_symbols: int = MAX_SYMBOLS, stages=None) -> tuple[Container, np.ndarray]:
     """Inverse of `compress`: (container, items [B, *item_shape] int32), or ContainerError; never wrong data.
 
-    `policy` is the step list, or a function (budget, D) -> steps (e.g. a lookup in the model's policy file;
-    it may raise ContainerError for an unknown budget).
+    `policy` is the global step list, or a function (budget, D) -> steps (e.g. a lookup in the model's policy
+    file; it may raise ContainerError for an unknown budget). `stages` as given to `compress`.
     """
     c = unpack_container(data, expected_fingerprint=expected_fingerprint, expected_shape=expected_shape,
                          max_symbols=max_symbols)
+    check_stages(c, num_stages_of(stages))
     steps = check_policy(c, policy(c.budget, c.D) if callable(policy) else policy)
-    sigma = order_from_seed(c.order_seed, c.D)
+    sigma = stage_orders(c.order_seed, c.D, c.num_stages)
     if c.mode == "dataset":
-        x = decode_stream(predict, c.payloads[0], sigma, steps, c.num_items, c.D, num_classes)
+        x = decode_stream(predict, c.payloads[0], sigma, steps, c.num_items, c.D, num_classes, stages)
     else:
-        x = decode_items(predict, list(c.payloads), sigma, steps, c.num_items, c.D, num_classes)
+        x = decode_items(predict, list(c.payloads), sigma, steps, c.num_items, c.D, num_classes, stages)
     check_crc(c, x, num_classes)
     return c, x.reshape((c.num_items,) + c.item_shape)

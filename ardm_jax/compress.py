@@ -3,7 +3,11 @@
 This module turns files into items of the model's shape and back, builds the network call that
 `ardm_jax.coding` codes with, picks the order and the policy, and reports rates. The entropy coder and the
 container are in `coding.py`; the file table this module stores in the container is described below and in
-docs/container_format.md.
+the README (section "Container format").
+
+Models: every model a config trains (`model.setup.objective`, see ardm_jax/objective.py): plain OA-ARDMs with a
+categorical or a discretised logistic mixture output (16-bit audio, K = 65,536), and upscale ARDMs (S stages,
+coarse to fine, 'data' or 'direct' parametrisation), coded stage by stage over a global policy.
 
 Inputs (per file)
 -----------------
@@ -14,28 +18,34 @@ Inputs (per file)
   text models   .txt in UTF-8 on the model's alphabet (text8: ' ' and 'a'..'z'); one trailing newline is
                 allowed and restored; the text is padded with the alphabet's first symbol to a multiple of the
                 model's length and cut into tiles.
-  .wav          refused for now: 16-bit mono audio needs an audio model.
+  audio models  .wav, 16-bit PCM mono at the model's sample rate; any length: the clip is padded with silence
+                (PCM 0) to a multiple of the model's length L and cut into L-sample tiles; decompression writes
+                a 16-bit mono .wav at the same rate and the original length. A model with bits < 16 codes the
+                bits most significant bits, so it takes only clips whose low 16 - bits bits are zero (exactness).
 
 Determinism
 -----------
-Encoder and decoder must see bit-identical logits. Both use one jitted network function and feed it the
-items of a container in batches of min(N, config.train.eval_batch_size) (N = items in the container, stored
-in its header), the last batch padded by repeating its first row; nothing about batching is stored. The
-CRC-32 in the container turns any numerical mismatch (another device kind, another XLA) into an error.
+Encoder and decoder must see bit-identical tables. Both use the same jitted network function and table
+function and feed them the items of a container in batches of min(N, config.train.eval_batch_size)
+(N = items in the container, stored in its header), the last batch padded by repeating its first row; nothing
+about batching is stored. The CRC-32 in the container turns any numerical mismatch (another device kind,
+another XLA) into an error.
 
 File table (stored only when needed; `coding` keeps it as opaque bytes in the header, covered by the CRCs)
 ----------------------------------------------------------------------------------------------------------
-Absent: every item is one file, a PNG of exactly the model's shape (image models) or exactly the model's
-length of text without a newline (text models); decompression names them item_0000.png / item_0000.txt ...
+Absent: every item is one file, a PNG of exactly the model's shape (image models), exactly the model's
+length of text without a newline (text models) or a WAV of exactly L samples (audio models); decompression
+names them item_0000.png / .txt / .wav ...
 Present:
 
     num_files      varint    F >= 1
     per file:
-      tag          1 byte    bits 0-1 format (0 PNG, 1 NPY, 2 TXT); bit 2 a name follows; bit 3 (TXT) the
-                             text ended with a newline; bits 4-7 zero
+      tag          1 byte    bits 0-1 format (0 PNG, 1 NPY, 2 TXT, 3 WAV); bit 2 a name follows; bit 3 (TXT)
+                             the text ended with a newline; bits 4-7 zero
       PNG          varint H, varint W                       original size (channels are the model's)
       NPY          1 byte dtype code, varint ndim (2..4), varint dims   (codes: u1 i1 u2 i2 u4 i4 u8 i8)
       TXT          varint number of characters
+      WAV          varint number of samples (the rate is the model's)
       name         varint byte length + UTF-8 (a plain file name, no directories), only with tag bit 2
 
 The tiles per file follow from the sizes, and their sum must equal the container's item count.
@@ -48,6 +58,7 @@ import hashlib
 import json
 import os
 import time
+import wave
 
 import numpy as np
 from PIL import Image
@@ -57,11 +68,13 @@ from ardm_jax import coding
 # jax, the workdir and the data sources are imported inside the jobs: the CLI builds its parser from this module
 # and should not pay for a JAX import to print --help.
 
-FORMATS = ("png", "npy", "txt")
+FORMATS = ("png", "npy", "txt", "wav")
+KIND_FORMATS = {"image": ("png", "npy"), "text": ("txt",), "audio": ("wav",)}
 NPY_DTYPES = ("|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8")
 MAX_NAME_BYTES = 255
-# Decoding refuses containers claiming more symbols than this (2**27 = 43,690 CIFAR images, 134M characters):
-# a corrupt item count must fail fast instead of allocating.
+PCM_BITS = 16
+# Decoding refuses containers claiming more coded symbols (N * S * D) than this (2**27 = 43,690 CIFAR images,
+# 134M characters): a corrupt item count must fail fast instead of allocating.
 MAX_DECODE_SYMBOLS = 1 << 27
 SEARCH_DATA_SEED = 20220201  # training items for the order search: a fixed draw, independent of training seeds
 
@@ -82,42 +95,76 @@ def model_fingerprint(model) -> str:
   return h.hexdigest()
 
 
-class Predictor:
-  """The network call `coding` needs: logits for the positions a policy step codes, float32 [N, n, K].
+def _bucket(n: int, D: int) -> int:
+  """Positions are padded to a power of two (at most D), so the table function compiles O(log D) times."""
+  return min(1 << max(0, n - 1).bit_length(), D)
 
-  One jitted function, fed in fixed batches of min(N, max_batch) rows so encoder and decoder run the very
-  same computation. `calls` counts network evaluations.
+
+class Predictor:
+  """The network call `coding` needs: the tables of the positions a policy step codes, float32 [N, n, C].
+
+  What a table is depends on the model (`model.setup.objective`): for a plain OA-ARDM with a categorical output
+  (C = K) the network's logits themselves (what files of the first release were coded with, so they still
+  decode); with another output distribution (the logistic mixture of 16-bit audio) its `coding_logits` over K;
+  for an upscale ARDM the slot log-probabilities (`upscale.slot_log_probs`, -inf on empty slots) of stage
+  t // D, C = number of slots. Two jitted functions run per batch: the network (compiled once per batch size)
+  and the table of the gathered positions (compiled once per power-of-two bucket of n), so only [B, n, C]
+  comes back from the device, never [B, D, K]. Items are fed in fixed batches of min(N, max_batch) rows so
+  encoder and decoder run the very same computation. `calls` counts network evaluations.
   """
   positions_only = True
 
   def __init__(self, model, max_batch: int):
     import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    from ardm_jax import upscale  # pylint: disable=import-outside-toplevel
+    from ardm_jax.distributions import Categorical  # pylint: disable=import-outside-toplevel
     apply_fn = model.setup.apply_fn
+    spec = model.setup.objective
+    D = model.spec.num_steps
     self.model = model
     self.max_batch = int(max_batch)
     self.calls = 0
+    self.num_slots = spec.num_slots
     self._apply = jax.jit(lambda params, x_in, known, t_B: apply_fn(params, x_in, known, t_B, False, None))
+    slots_are_classes = spec.parametrisation == "data" and spec.transitions.slots_are_classes
+    raw_logits = slots_are_classes and isinstance(spec.distribution, Categorical)
+
+    def tables(net_out, x_in, pos, stage):
+      B = net_out.shape[0]
+      out = net_out.reshape(B, D, -1)[:, pos]
+      if raw_logits:
+        return out  # the coder's float64 softmax is exact on raw logits; a float32 log_softmax would round
+      if slots_are_classes:
+        return spec.distribution.coding_logits(out)
+      # Coded positions are unknown in this stage, so their input is their level-s (coarse) state.
+      coarse = x_in.reshape(B, D)[:, pos]
+      return upscale.slot_log_probs(spec, out, coarse, jnp.full((B,), stage, jnp.int32))
+
+    self._tables = jax.jit(tables)
 
   def __call__(self, x_NxD: np.ndarray, known_NxD: np.ndarray, t: int, pos_n: np.ndarray) -> np.ndarray:
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
     spec = self.model.spec
     N, D = x_NxD.shape
-    K = spec.num_classes
+    n = len(pos_n)
     B = min(N, self.max_batch)
-    out = np.empty((N, len(pos_n), K), np.float32)
+    pos = np.concatenate([pos_n, np.repeat(pos_n[:1], _bucket(n, D) - n)]).astype(np.int32)
+    out = np.empty((N, n, self.num_slots), np.float32)
     t_B = np.full((B,), t, np.int32)
     for lo in range(0, N, B):
       x_b, known_b = x_NxD[lo:lo + B], known_NxD[lo:lo + B]
-      n = len(x_b)
-      if n < B:
-        x_b = np.concatenate([x_b, np.repeat(x_b[:1], B - n, axis=0)])
-        known_b = np.concatenate([known_b, np.repeat(known_b[:1], B - n, axis=0)])
+      rows = len(x_b)
+      if rows < B:
+        x_b = np.concatenate([x_b, np.repeat(x_b[:1], B - rows, axis=0)])
+        known_b = np.concatenate([known_b, np.repeat(known_b[:1], B - rows, axis=0)])
       with self.model.setup.context():
-        logits = self._apply(self.model.params, x_b.reshape((B,) + spec.shape).astype(np.int32),
-                             known_b.reshape((B,) + spec.shape), t_B)
-      logits = np.asarray(logits)
-      if logits.dtype != np.float32:
-        raise ValueError(f"the network returned {logits.dtype} logits; coding needs float32 logits")
-      out[lo:lo + n] = logits.reshape(B, D, K)[:n, pos_n]
+        x_in = jnp.asarray(x_b.reshape((B,) + spec.shape).astype(np.int32))
+        net_out = self._apply(self.model.params, x_in, jnp.asarray(known_b.reshape((B,) + spec.shape)), t_B)
+        table = np.asarray(self._tables(net_out, x_in, pos, np.int32(t // D)))
+      if table.dtype != np.float32:
+        raise ValueError(f"the network returned {table.dtype} outputs; coding needs float32 tables")
+      out[lo:lo + rows] = table[:rows, :n]
       self.calls += 1
     return out
 
@@ -134,6 +181,15 @@ class CodingModel:
     return self.model.spec
 
   @property
+  def objective(self):
+    """The upscale.Upscale spec: stages, parametrisation, output distribution."""
+    return self.model.setup.objective
+
+  @property
+  def num_stages(self) -> int:
+    return self.objective.num_stages
+
+  @property
   def workdir(self) -> str:
     return self.model.workdir
 
@@ -141,11 +197,18 @@ class CodingModel:
 def open_coding_model(workdir: str, step: int | None = None) -> CodingModel:
   from ardm_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   model = workdir_lib.open_workdir(workdir, use_ema=True, step=step)
-  if model.spec.kind not in ("image", "text"):
-    raise ValueError(f"the model in {workdir} codes {model.spec.kind!r} data; compression supports image and "
-                     "text models")
+  _check_codable(model.spec, workdir)
   return CodingModel(model=model, fingerprint=model_fingerprint(model),
                      predictor=Predictor(model, int(model.config.train.eval_batch_size)))
+
+
+def _check_codable(spec, workdir: str) -> None:
+  if spec.kind not in KIND_FORMATS:
+    raise ValueError(f"the model in {workdir} codes {spec.kind!r} data; compression supports image, text and "
+                     "audio models")
+  if spec.kind == "audio" and (not spec.sample_rate or spec.num_classes != 1 << (spec.bits or PCM_BITS)):
+    raise ValueError(f"the audio model in {workdir} has no sample rate or a K that is not 2**bits in its data "
+                     "spec; retrain it with this version of ardm_jax")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -154,64 +217,77 @@ def open_coding_model(workdir: str, step: int | None = None) -> CodingModel:
 
 def encoder_policy(cm: CodingModel, budget: int | None, naive: bool = False,
                    policy_file: str | None = None) -> tuple[np.ndarray, str]:
-  """(steps, label): one call per variable without a budget (or budget D), else DP (policy file) or naive."""
-  from ardm_jax import sample  # pylint: disable=import-outside-toplevel
-  D = cm.spec.num_steps
-  if budget is None or budget == D:
-    return np.arange(D, dtype=np.int64), "one call per variable"
-  steps = sample.choose_policy(cm.model, budget, naive, policy_file)
-  return np.asarray(steps, np.int64), ("naive" if naive else "DP-optimal")
+  """(global steps, label): one call per variable (and stage) without a budget or with budget S * D, else the
+  DP policy (the policy file's, split over the stages) or the naive one (equal split, evenly spaced)."""
+  from ardm_jax import sample, upscale  # pylint: disable=import-outside-toplevel
+  S, D = cm.num_stages, cm.spec.num_steps
+  if budget is None or budget == S * D:
+    return upscale.sequential_policy(S, D).astype(np.int64), "one call per variable" + (
+        f" in each of {S} stages" if S > 1 else "")
+  steps = np.asarray(sample.choose_policy(cm.model, budget, naive, policy_file), np.int64)
+  coding.policy_hash(steps, D, S)  # a malformed policy fails here, before any network call
+  if len(steps) != budget:
+    raise ValueError(f"the policy for --budget {budget} has {len(steps)} steps; rebuild the policy file with "
+                     f"`ardm policy --workdir {cm.workdir} --budgets {budget}`")
+  return steps, ("naive" if naive else "DP-optimal")
 
 
 def decoder_policy(cm: CodingModel, container: coding.Container, policy_file: str | None = None) -> np.ndarray:
-  """The policy a container was coded with, found among the ones this workdir can make (checked by hash)."""
-  from ardm_jax import policy as policy_lib  # pylint: disable=import-outside-toplevel
-  D, budget = container.D, container.budget
+  """The global policy a container was coded with, found among the ones this workdir can make (checked by hash):
+  one call per step (budget S * D), the naive policy, or the policy file's."""
+  from ardm_jax import policy as policy_lib, upscale  # pylint: disable=import-outside-toplevel
+  S, D, budget = container.num_stages, container.D, container.budget
+  path = policy_file or os.path.join(cm.workdir, "policy.json")
   candidates = []
-  if budget == D:
-    candidates.append(np.arange(D, dtype=np.int64))
+  if budget == S * D:
+    candidates.append(upscale.sequential_policy(S, D))
   else:
-    candidates.append(policy_lib.naive_policy(D, budget))
-    path = policy_file or os.path.join(cm.workdir, "policy.json")
+    if budget >= S:
+      candidates.append(policy_lib.naive_global_policy(S, D, budget))
     if os.path.isfile(path):
-      pf = policy_lib.load_policy_file(path)
-      if str(budget) in pf["stages"][0]["policies"]:
-        candidates.append(policy_lib.policy_for_budget(pf, budget))
+      pf = policy_lib.load_policy_file(path)  # a malformed file is reported as such
+      try:
+        candidates.append(policy_lib.global_policy(pf, budget))
+      except ValueError:
+        pass  # no policy for this budget in the file: only the naive candidate remains
   for steps in candidates:
-    if coding.policy_hash(steps, D) == container.policy_hash:
-      return steps
-  if budget == D:
-    raise coding.ContainerError(f"policy mismatch: a budget-{D} policy can only be one call per variable, but the "
-                                "stored policy hash differs; the file is corrupt")
+    try:
+      if coding.policy_hash(steps, D, S) == container.policy_hash:
+        return np.asarray(steps, np.int64)
+    except ValueError:
+      continue  # a policy file of another model's stage layout
+  if budget == S * D:
+    raise coding.ContainerError(f"policy mismatch: a budget-{budget} policy can only be one call per variable, but "
+                                "the stored policy hash differs; the file is corrupt")
   raise coding.ContainerError(f"policy mismatch: the file was coded with a budget-{budget} policy (hash "
                               f"{container.policy_hash.hex()}) that is neither the naive one nor the DP policy in "
-                              f"{policy_file or os.path.join(cm.workdir, 'policy.json')}; decode with the policy "
-                              "file used for compression (--policy FILE)")
+                              f"{path}; decode with the policy file used for compression (--policy FILE)")
 
 
 def search_order(cm: CodingModel, steps: np.ndarray, num_orders: int, num_items: int = 64,
                  base_seed: int = 0) -> tuple[int, list[float]]:
   """Tries the orders of seeds base_seed .. base_seed + num_orders - 1 on training items; returns the best.
 
-  Each order is scored by the exact policy log-likelihood (one network call per policy step) of `num_items`
-  training items, in bits/dim; the seed with the lowest mean wins (the paper tries 5 orders).
+  Each order (all stages' orders, `coding.stage_orders`) is scored by the exact policy log-likelihood (one
+  network call per policy step) of `num_items` training items, in bits/dim; the seed with the lowest mean wins
+  (the paper tries 5 orders).
   """
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from ardm_jax import ardm, data  # pylint: disable=import-outside-toplevel
+  from ardm_jax import data, upscale  # pylint: disable=import-outside-toplevel
   if num_orders < 1 or num_items < 1:
     raise ValueError(f"--search-orders and --search-items must be >= 1, got {num_orders} and {num_items}")
-  spec, model = cm.spec, cm.model
+  spec, model, objective = cm.spec, cm.model, cm.objective
   items = data.load(model.config.data).train_batch(0, num_items, SEARCH_DATA_SEED)
-  D = spec.num_steps
+  S, D = objective.num_stages, spec.num_steps
   B = min(num_items, cm.predictor.max_batch)
-  apply_fn, K = model.setup.apply_fn, spec.num_classes
-  fn = jax.jit(lambda params, x, sigma_BxD, policy_P: ardm.policy_log_likelihood(
-      apply_fn, params, x, sigma_BxD, policy_P, num_classes=K))
+  apply_fn = model.setup.apply_fn
+  fn = jax.jit(lambda params, x, sigma_BxSxD, policy_P: upscale.policy_log_likelihood(
+      apply_fn, params, x, sigma_BxSxD, policy_P, spec=objective))
   policy_P = jnp.asarray(steps, jnp.int32)
   scores = []
   for seed in range(base_seed, base_seed + num_orders):
-    sigma_BxD = np.broadcast_to(coding.order_from_seed(seed, D), (B, D))
+    sigma_BxSxD = np.broadcast_to(coding.stage_orders(seed, D, S), (B, S, D))
     nats = 0.0
     for lo in range(0, num_items, B):
       x = items[lo:lo + B]
@@ -219,7 +295,7 @@ def search_order(cm: CodingModel, steps: np.ndarray, num_orders: int, num_items:
       if n < B:
         x = np.concatenate([x, np.repeat(x[:1], B - n, axis=0)])
       with model.setup.context():
-        ll_B = np.asarray(fn(model.params, x, sigma_BxD, policy_P))
+        ll_B = np.asarray(fn(model.params, x, sigma_BxSxD, policy_P))
       nats -= float(np.sum(ll_B[:n], dtype=np.float64))
     scores.append(nats / (num_items * D * np.log(2.0)))
   return base_seed + int(np.argmin(scores)), scores
@@ -240,7 +316,7 @@ class CodingStats:
   total_bytes: int
   header_bytes: int            # magic .. order seed (+ file table): paid once per container
   payload_bytes: int           # the ANS streams alone
-  model_nll_bits: float | None = None  # sum of -log2 p under the network's float32 logits (encoder only)
+  model_nll_bits: float | None = None  # sum of -log2 p under the network's float32 tables (encoder only)
   table_nll_bits: float | None = None  # the same under the quantised integer tables the coder uses
   item_payload_bytes: tuple = ()
 
@@ -260,35 +336,44 @@ class _NllMeter:
   """Wraps the predictor on the encoder side to add up the model's and the tables' -log2 p of the items."""
   positions_only = True
 
-  def __init__(self, predictor: Predictor, x_NxD: np.ndarray):
-    self.predictor, self.x = predictor, x_NxD
+  def __init__(self, predictor: Predictor, x_NxD: np.ndarray, slots_SxK: np.ndarray):
+    self.predictor, self.x, self.slots = predictor, x_NxD, np.asarray(slots_SxK)
     self.model_bits = np.zeros(len(x_NxD))
     self.table_bits = np.zeros(len(x_NxD))
 
   def __call__(self, x_in, known, t, pos_n):
     logits = self.predictor(x_in, known, t, pos_n)
-    sym = self.x[:, pos_n][..., None].astype(np.int64)
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    logp = np.take_along_axis(z, sym, axis=-1)[..., 0] - np.log(np.exp(z).sum(axis=-1))
-    self.model_bits -= logp.sum(axis=1) / np.log(2.0)
-    counts = np.take_along_axis(coding.quantise_counts(logits), sym, axis=-1)[..., 0]
-    self.table_bits += (coding.PRECISION - np.log2(counts.astype(np.float64))).sum(axis=1)
+    N, n, C = logits.shape
+    sym = self.slots[t // self.x.shape[1]][self.x[:, pos_n]].reshape(-1, 1).astype(np.int64)
+    rows = logits.reshape(-1, C)
+    model, table = np.empty(N * n), np.empty(N * n)
+    step = max(1, coding.CHUNK_ENTRIES // C)  # float64 work arrays stay small for K = 65,536
+    for lo in range(0, N * n, step):
+      z = rows[lo:lo + step].astype(np.float64)
+      z = z - z.max(axis=-1, keepdims=True)
+      s = sym[lo:lo + step]
+      model[lo:lo + step] = np.log(np.exp(z).sum(axis=-1)) - np.take_along_axis(z, s, axis=-1)[:, 0]
+      counts = np.take_along_axis(coding.quantise_counts(rows[lo:lo + step]), s, axis=-1)[:, 0]
+      table[lo:lo + step] = coding.PRECISION - np.log2(counts.astype(np.float64))
+    self.model_bits += model.reshape(N, n).sum(axis=1) / np.log(2.0)
+    self.table_bits += table.reshape(N, n).sum(axis=1)
     return logits
 
 
 def compress_items(cm: CodingModel, items: np.ndarray, *, mode: str, steps, order_seed: int,
                    file_table: bytes = b"") -> tuple[bytes, CodingStats]:
-  """Codes items [N, *model shape] into one container; also measures the model's NLL for the same order/policy."""
-  spec = cm.spec
+  """Codes items [N, *model shape] into one container with len(steps) network calls (global policy); also
+  measures the model's NLL for the same orders and policy."""
+  spec, transitions = cm.spec, cm.objective.transitions
   items = np.asarray(items)
   if items.shape[1:] != spec.shape or len(items) < 1:
     raise ValueError(f"items must have shape [N, *{spec.shape}] with N >= 1, got {items.shape}")
   x_NxD = items.reshape(len(items), -1).astype(np.int32)
-  meter = _NllMeter(cm.predictor, x_NxD)
+  meter = _NllMeter(cm.predictor, x_NxD, transitions.slots)
   calls, start = cm.predictor.calls, time.perf_counter()
   data = coding.compress(meter, items, mode=mode, fingerprint=cm.fingerprint, kind=spec.kind, policy=steps,
-                         order_seed=order_seed, num_classes=spec.num_classes, file_table=file_table)
+                         order_seed=order_seed, num_classes=spec.num_classes, file_table=file_table,
+                         stages=transitions)
   seconds = time.perf_counter() - start
   c = coding.unpack_container(data, expected_fingerprint=cm.fingerprint)
   stats = CodingStats(mode=mode, num_items=len(items), item_shape=spec.shape, policy_steps=len(steps),
@@ -302,19 +387,22 @@ def compress_items(cm: CodingModel, items: np.ndarray, *, mode: str, steps, orde
 def decompress_items(cm: CodingModel, data: bytes, *, policy_file: str | None = None,
                      max_symbols: int = MAX_DECODE_SYMBOLS) -> tuple[coding.Container, np.ndarray, CodingStats]:
   """Inverse of `compress_items`: (container, items [N, *shape], stats); any problem is a ContainerError."""
-  spec = cm.spec
+  spec, transitions = cm.spec, cm.objective.transitions
   c = coding.unpack_container(data, expected_fingerprint=cm.fingerprint, expected_shape=spec.shape,
                               max_symbols=max_symbols)
   if c.kind != spec.kind:
     raise coding.ContainerError(f"the file holds {c.kind} data but the model codes {spec.kind}")
+  coding.check_stages(c, cm.num_stages)
   decode_file_table(c.file_table, spec, c.num_items)  # a corrupt table fails here, before any network call
   steps = coding.check_policy(c, decoder_policy(cm, c, policy_file))
-  sigma = coding.order_from_seed(c.order_seed, c.D)
+  sigma = coding.stage_orders(c.order_seed, c.D, c.num_stages)
   calls, start = cm.predictor.calls, time.perf_counter()
   if c.mode == "dataset":
-    x = coding.decode_stream(cm.predictor, c.payloads[0], sigma, steps, c.num_items, c.D, spec.num_classes)
+    x = coding.decode_stream(cm.predictor, c.payloads[0], sigma, steps, c.num_items, c.D, spec.num_classes,
+                             transitions)
   else:
-    x = coding.decode_items(cm.predictor, list(c.payloads), sigma, steps, c.num_items, c.D, spec.num_classes)
+    x = coding.decode_items(cm.predictor, list(c.payloads), sigma, steps, c.num_items, c.D, spec.num_classes,
+                            transitions)
   coding.check_crc(c, x, spec.num_classes)
   stats = CodingStats(mode=c.mode, num_items=c.num_items, item_shape=c.item_shape, policy_steps=len(steps),
                       network_calls=cm.predictor.calls - calls, seconds=time.perf_counter() - start,
@@ -331,15 +419,15 @@ def decompress_items(cm: CodingModel, data: bytes, *, policy_file: str | None = 
 @dataclasses.dataclass
 class FileEntry:
   """One input/output file and how its items tile it."""
-  fmt: str                 # 'png' | 'npy' | 'txt'
-  size: tuple              # png: (H, W); npy: the array shape; txt: (num_chars,)
+  fmt: str                 # 'png' | 'npy' | 'txt' | 'wav'
+  size: tuple              # png: (H, W); npy: the array shape; txt: (num_chars,); wav: (num_samples,)
   dtype: str | None = None  # npy only, one of NPY_DTYPES
   newline: bool = False    # txt only
   name: str | None = None
-  data: np.ndarray | None = None  # png [H, W, C] / npy as stored / txt ids [num_chars]
+  data: np.ndarray | None = None  # png [H, W, C] / npy as stored / txt ids [num_chars] / wav classes [samples]
 
   def num_items(self, shape: tuple) -> int:
-    if self.fmt == "txt":
+    if self.fmt in ("txt", "wav"):
       return max(1, -(-self.size[0] // shape[0]))
     h, w = shape[0], shape[1]
     if self.fmt == "png":
@@ -355,7 +443,7 @@ class FileEntry:
       return False
     if self.fmt == "png":
       return self.size == tuple(shape[:2]) and shape[-1] in (1, 3)
-    return self.fmt == "txt" and self.size == tuple(shape) and not self.newline
+    return self.fmt in ("txt", "wav") and self.size == tuple(shape) and not self.newline
 
 
 def _tiles(image_HxWxC: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -372,11 +460,17 @@ def _untile(tiles: np.ndarray, H: int, W: int) -> np.ndarray:
   return tiles.reshape(nh, nw, h, w, C).transpose(0, 2, 1, 3, 4).reshape(nh * h, nw * w, C)[:H, :W]
 
 
-def _to_items(entry: FileEntry, shape: tuple) -> np.ndarray:
-  if entry.fmt == "txt":
+def _pcm_shift(spec) -> int:
+  return PCM_BITS - (spec.bits or PCM_BITS)
+
+
+def _to_items(entry: FileEntry, spec) -> np.ndarray:
+  shape = spec.shape
+  if entry.fmt in ("txt", "wav"):
     L = shape[0]
     n = entry.num_items(shape)
-    ids = np.zeros(n * L, np.int32)  # padding: the alphabet's first symbol
+    # Padding: the alphabet's first symbol, or silence (PCM 0 = class 2**(bits-1)); cropped on decompression.
+    ids = np.full(n * L, 0 if entry.fmt == "txt" else (1 << 15) >> _pcm_shift(spec), np.int32)
     ids[:len(entry.data)] = entry.data
     return ids.reshape(n, L)
   h, w = shape[0], shape[1]
@@ -390,7 +484,7 @@ def _to_items(entry: FileEntry, shape: tuple) -> np.ndarray:
 
 def _from_items(entry: FileEntry, items: np.ndarray, shape: tuple) -> np.ndarray:
   """The file's content (txt: ids) from its items."""
-  if entry.fmt == "txt":
+  if entry.fmt in ("txt", "wav"):
     return items.reshape(-1)[:entry.size[0]]
   if entry.fmt == "png":
     return _untile(items, *entry.size)
@@ -478,17 +572,49 @@ def _read_txt(spec, path: str) -> FileEntry:
   return FileEntry("txt", (len(ids),), newline=newline, data=ids.astype(np.int32))
 
 
+def _read_wav(spec, path: str) -> FileEntry:
+  rate, bits = int(spec.sample_rate), spec.bits or PCM_BITS
+  expects = f"this model codes 16-bit PCM mono WAV at {rate} Hz"
+  try:
+    with wave.open(path, "rb") as w:
+      channels, width, got_rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+      raw = w.readframes(frames)
+  except (wave.Error, EOFError, OSError) as e:
+    raise ValueError(f"{path} is not a readable PCM WAV file ({e}); {expects}") from None
+  if (channels, width, got_rate) != (1, 2, rate):
+    raise ValueError(f"{path} has {channels} channel(s) of {8 * width}-bit samples at {got_rate} Hz; {expects}: "
+                     f"convert it first (e.g. sox {os.path.basename(path)} -r {rate} -b 16 -c 1 out.wav)")
+  if len(raw) != 2 * frames:
+    raise ValueError(f"{path} is truncated: its header announces {frames} samples, the file holds "
+                     f"{len(raw) // 2}; repair or re-export it")
+  pcm = np.frombuffer(raw, dtype="<i2").astype(np.int16)
+  shift = PCM_BITS - bits
+  low = np.flatnonzero(pcm.astype(np.int32) & ((1 << shift) - 1))
+  if len(low):  # pcm_to_classes would drop these bits: the clip could not come back exactly
+    i = int(low[0])
+    raise ValueError(f"{path}: sample {i} ({pcm[i]}) is not a multiple of {1 << shift}; this model codes "
+                     f"{bits}-bit audio, so only clips quantised to {bits} bits come back exactly: quantise it "
+                     "first or use a 16-bit model")
+  from ardm_jax.data.audio import pcm_to_classes  # pylint: disable=import-outside-toplevel
+  return FileEntry("wav", (len(pcm),), data=pcm_to_classes(pcm, bits))
+
+
 def read_input(spec, path: str) -> FileEntry:
   """One input file as a FileEntry of the model's kind; unsupported or lossy inputs are refused clearly."""
   ext = os.path.splitext(path)[1].lower()
   if not os.path.isfile(path):
     raise ValueError(f"input file {path} does not exist")
-  if spec.kind not in ("image", "text"):
-    raise ValueError(f"this workdir's model codes {spec.kind} data; ardm compress supports image and text models")
+  if spec.kind not in KIND_FORMATS:
+    raise ValueError(f"this workdir's model codes {spec.kind} data; ardm compress supports image, text and audio "
+                     "models")
+  if spec.kind == "audio":
+    if ext == ".wav":
+      return _read_wav(spec, path)
+    raise ValueError(f"{path}: audio models take .wav inputs (16-bit PCM mono at {spec.sample_rate} Hz)")
   if ext == ".wav":
     wanted = ".png/.npy" if spec.kind == "image" else ".txt"
-    raise ValueError(f"{path}: WAV audio cannot be compressed yet (16-bit mono WAV comes with audio models); "
-                     f"this workdir's model codes {spec.kind}: give it {wanted} files")
+    raise ValueError(f"{path}: WAV audio needs an audio model, but this workdir's model codes {spec.kind}: give it "
+                     f"{wanted} files")
   if spec.kind == "image":
     if ext == ".png":
       return _read_png(spec, path)
@@ -535,7 +661,7 @@ def decode_file_table(table: bytes, spec, num_items: int) -> list[FileEntry]:
   if not table:
     if spec.kind == "image" and shape[-1] not in (1, 3):
       raise coding.ContainerError("corrupt file: no file table, but this model's items cannot be PNGs")
-    fmt = "png" if spec.kind == "image" else "txt"
+    fmt = KIND_FORMATS[spec.kind][0]
     return [FileEntry(fmt, tuple(shape[:2]) if fmt == "png" else tuple(shape)) for _ in range(num_items)]
   r = coding._Reader(bytes(table))  # pylint: disable=protected-access
   num_files = r.varint("number of files")
@@ -548,7 +674,7 @@ def decode_file_table(table: bytes, spec, num_items: int) -> list[FileEntry]:
     if tag >> 4 or fmt_i >= len(FORMATS) or (tag & 8 and fmt_i != 2):
       raise coding.ContainerError(f"corrupt file table: bad tag 0x{tag:02x} for file {j}")
     fmt = FORMATS[fmt_i]
-    if (fmt == "txt") != (spec.kind == "text"):
+    if fmt not in KIND_FORMATS.get(spec.kind, ()):
       raise coding.ContainerError(f"corrupt file table: a {fmt} file cannot come from a {spec.kind} model")
     dtype = None
     if fmt == "npy":
@@ -565,7 +691,7 @@ def decode_file_table(table: bytes, spec, num_items: int) -> list[FileEntry]:
         raise coding.ContainerError(f"corrupt file table: .npy shape {size} does not fit the model")
     else:
       size = tuple(r.varint(f"size of file {j}") for _ in range(2 if fmt == "png" else 1))
-    if (fmt != "txt" and min(size) < 1) or (fmt == "png" and shape[-1] not in (1, 3)):
+    if (fmt not in ("txt", "wav") and min(size) < 1) or (fmt == "png" and shape[-1] not in (1, 3)):
       raise coding.ContainerError(f"corrupt file table: implausible size {size} for file {j}")
     entry = FileEntry(fmt, size, dtype=dtype, newline=bool(tag & 8))
     total += entry.num_items(shape)
@@ -599,6 +725,14 @@ def _write_entry(spec, entry: FileEntry, content: np.ndarray, path: str, overwri
       Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(f, format="PNG")
     elif entry.fmt == "npy":
       np.save(f, content, allow_pickle=False)
+    elif entry.fmt == "wav":
+      # The exact inverse of _read_wav: classes back to their 16-bit samples (low bits zero for bits < 16).
+      pcm = ((content.astype(np.int32) << _pcm_shift(spec)) - 32768).astype("<i2")
+      with wave.open(f, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(spec.sample_rate))
+        w.writeframes(pcm.tobytes())
     else:
       text = "".join(np.array(list(spec.alphabet))[content].tolist()) + ("\n" if entry.newline else "")
       f.write(text.encode("utf-8"))
@@ -646,7 +780,7 @@ def compress_files(cm: CodingModel, paths_or_entries: list, *, mode: str = "item
   entries = paths_or_entries
   if not entries or not isinstance(entries[0], FileEntry):
     entries = read_inputs(spec, paths_or_entries, keep_names)
-  items = np.concatenate([_to_items(e, spec.shape) for e in entries])
+  items = np.concatenate([_to_items(e, spec) for e in entries])
   steps, policy_label = encoder_policy(cm, budget, naive, policy_file)
   report = {"policy": policy_label, "files": len(entries)}
   order_seed = seed
@@ -692,14 +826,17 @@ def _positive(text: str) -> int:
 
 
 def add_parsers(sub) -> None:
-  p = sub.add_parser("compress", help="lossless compression of images (.png/.npy) or text with a trained model")
+  p = sub.add_parser("compress", help="lossless compression of images (.png/.npy), text or audio (.wav) with a "
+                                      "trained model")
   p.add_argument("--workdir", required=True)
-  p.add_argument("inputs", nargs="+", metavar="INPUT", help=".png/.npy images (any size: tiled) or .txt text")
+  p.add_argument("inputs", nargs="+", metavar="INPUT",
+                 help=".png/.npy images, .txt text or 16-bit mono .wav audio (any size: tiled)")
   p.add_argument("-o", "--out", required=True, help="output container file")
   p.add_argument("--mode", choices=coding.MODES, default="item",
                  help="item: one ANS stream per item (the paper's per-image setting); dataset: one stream for all")
   p.add_argument("--budget", type=_positive, default=None,
-                 help="network calls per batch of items (default: one per variable, the best rate)")
+                 help="network calls per batch of items, over all stages of an upscale model (default: one per "
+                      "variable and stage, the best rate)")
   p.add_argument("--naive", action="store_true", help="evenly spaced policy steps instead of the DP policy")
   p.add_argument("--policy", default=None, help="policy file (default WORKDIR/policy.json); decode with the same")
   p.add_argument("--search-orders", type=int, default=0, metavar="N",
@@ -737,7 +874,7 @@ def cmd_compress(args) -> None:
   with open(args.out, "wb" if args.overwrite else "xb") as f:
     f.write(data)
   s = report["stats"]
-  unit = "bits/char" if cm.spec.kind == "text" else "bits/dim"
+  unit = {"text": "bits/char", "audio": "bits/sample"}.get(cm.spec.kind, "bits/dim")
   if "order_search" in report:
     tried = ", ".join(f"{seed}: {bpd:.4f}" for seed, bpd in zip(report["order_search"]["seeds"],
                                                                   report["order_search"]["train_bpd"]))

@@ -1,6 +1,8 @@
 """Entropy coder and container: exact round trips, rate vs the model's own NLL, and corruption handling."""
 import ast
+import hashlib
 import inspect
+import types
 
 import constriction
 import numpy as np
@@ -280,7 +282,7 @@ def test_container_rejects_bad_files_with_clear_errors():
     data = files["item"]
     cases = {
         "bad magic": b"XX" + data[2:],
-        "unsupported container version": data[:2] + b"\x02" + data[3:],
+        "unsupported container version": data[:2] + b"\x03" + data[3:],
         "fingerprint mismatch": None,
         "trailing garbage": data + b"\x00",
         "empty file": b"",
@@ -369,6 +371,237 @@ def test_other_network_numerics_are_caught():
     for data in files.values():
         with pytest.raises(coding.ContainerError):
             decode(data, other, policy, K)
+
+
+def test_one_stage_files_are_byte_identical_to_version_1():
+    """Golden digests of files written before upscale coding existed: one-stage files must never change."""
+    predict, x, policy, K, files = small_files()
+    golden = {"item": (78, "5c093a122c85ac55"), "dataset": (62, "74e68ec9c864baaa")}
+    for mode, data in files.items():
+        assert (len(data), hashlib.sha256(data).hexdigest()[:16]) == golden[mode], mode
+        assert data[2] == 1
+    # The same model written as a one-stage transition (absorbing class K, slots = classes) gives the same bytes.
+    single = types.SimpleNamespace(levels=np.stack([np.full(K, K), np.arange(K)]), slots=np.arange(K)[None])
+    for mode, data in files.items():
+        again = coding.compress(predict, x, mode=mode, fingerprint=FP, kind="image", policy=policy, order_seed=11,
+                                num_classes=K, stages=single)
+        assert again == data
+        _, out = coding.decompress(data, predict, expected_fingerprint=FP, policy=policy, num_classes=K,
+                                   stages=single)
+        np.testing.assert_array_equal(out, x)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Upscale (multi-stage) coding
+
+
+def digit_stages(K, b, augment=False):
+    """Base-b digit transitions in NumPy (as ardm_jax.upscale builds them): stage s codes digit S-1-s."""
+    S, cap = 0, 1
+    while cap < K:
+        cap, S = cap * b, S + 1
+    k = np.arange(K)
+    levels = np.stack([(k // b ** (S - l)) * b ** (S - l) for l in range(S + 1)])
+    if augment:  # every level its own ids: data first, the absorbing state last
+        offset = 0
+        for l in range(S, -1, -1):
+            prefix = k // b ** (S - l)
+            levels[l] = offset + prefix
+            offset += prefix.max() + 1
+    slots = np.stack([(k // b ** (S - 1 - s)) % b for s in range(S)])
+    return types.SimpleNamespace(levels=levels, slots=slots)
+
+
+def toy_stage_predict(stages, D, seed=0, scale=3.0, H=12):
+    """Slot logits [B, D, C] that depend on every input state, the mask and the global step; -inf on the empty
+    slots of each variable's state (as upscale.slot_log_probs gives them)."""
+    levels, slots = stages.levels, stages.slots
+    S, C, N = slots.shape[0], slots.max() + 1, levels.max() + 1
+    valid = np.zeros((S, N, C), bool)
+    for s in range(S):
+        valid[s, levels[s], slots[s]] = True
+    r = np.random.default_rng(seed)
+    E, A = r.normal(size=(N, H)), r.normal(size=(D, D)) / np.sqrt(D)
+    M, T = r.normal(size=(D, H)), 0.3 * r.normal(size=(S * D, H))
+    W = scale * r.normal(size=(H, C)) / np.sqrt(H)
+
+    def predict(x_BxD, known_BxD, t):
+        assert x_BxD.dtype == np.int32 and known_BxD.dtype == bool and isinstance(t, int)
+        f = np.einsum("ij,bjh->bih", A, E[x_BxD]) + known_BxD[..., None] * M[None] + T[t][None, None]
+        logits = (np.tanh(f) @ W).astype(np.float32)
+        return np.where(valid[t // D][x_BxD], logits, -np.inf).astype(np.float32)
+
+    return predict
+
+
+def stage_policies(S, D, rng):
+    inner = [np.sort(rng.choice(np.arange(1, D), size=D // 4, replace=False)) + s * D for s in range(S)]
+    rand = np.sort(np.concatenate([np.arange(S) * D] + inner))
+    return {"sequential": np.arange(S * D), "one_per_stage": np.arange(S) * D, "random": rand}
+
+
+@pytest.mark.parametrize("K,b,augment", [(17, 4, False), (17, 2, True), (256, 16, False)])
+def test_upscale_round_trip_both_modes_all_policies(K, b, augment):
+    D, B = 12, 3
+    stages = digit_stages(K, b, augment)
+    S = stages.slots.shape[0]
+    rng = np.random.default_rng(K + b)
+    predict = toy_stage_predict(stages, D, seed=b)
+    sigma = coding.stage_orders(7, D, S)
+    for pname, policy in stage_policies(S, D, rng).items():
+        for kind in ("zeros", "max", "uniform", "walk"):
+            x = items(kind, B, D, K, rng)
+            for enc, dec in ((coding.encode_stream, coding.decode_stream), (coding.encode_items, coding.decode_items)):
+                payload = enc(predict, x, sigma, policy, K, stages)
+                out = dec(predict, payload, sigma, policy, B, D, K, stages)
+                np.testing.assert_array_equal(out, x, err_msg=f"{enc.__name__} K={K} b={b} {pname} {kind}")
+
+
+def test_upscale_network_inputs_are_the_stage_states():
+    D, B, K = 10, 3, 17
+    stages = digit_stages(K, 4)
+    S = 3
+    predict = toy_stage_predict(stages, D)
+    x = items("uniform", B, D, K, np.random.default_rng(0))
+    sigma = coding.stage_orders(3, D, S)
+    policy = np.array([0, 4, 10, 11, 17, 20, 29])
+    e, d = Recorder(predict), Recorder(predict)
+    payload = coding.encode_stream(e, x, sigma, policy, K, stages)
+    coding.decode_stream(d, payload, sigma, policy, B, D, K, stages)
+    assert len(e.calls) == len(d.calls) == len(policy)
+    for (xe, ke, te), (xd, kd, td), g in zip(e.calls[::-1], d.calls, policy):
+        s, t = g // D, g % D
+        assert te == td == g  # the network gets the global step s * D + t
+        np.testing.assert_array_equal(ke, kd)
+        np.testing.assert_array_equal(ke, np.broadcast_to(sigma[s] < t, (B, D)))
+        np.testing.assert_array_equal(xe, xd)
+        np.testing.assert_array_equal(xe, np.where(ke, stages.levels[s + 1][x], stages.levels[s][x]))
+    nll = coding.nll_bits(predict, x, sigma, policy, K, stages)
+    assert nll.shape == (B,) and np.all(nll > 0)
+    assert nll.sum() - 64 <= 8 * len(payload) <= 1.005 * nll.sum() + 64
+
+
+def test_stage_orders():
+    o = coding.stage_orders(5, 9, 3)
+    assert o.shape == (3, 9) and o.dtype == np.int32
+    np.testing.assert_array_equal(o[0], coding.order_from_seed(5, 9))
+    for s in range(3):
+        np.testing.assert_array_equal(np.sort(o[s]), np.arange(9))
+    assert not np.array_equal(o[1], o[0]) and not np.array_equal(o[2], o[1])
+    # Golden value: stage s ranks SplitMix64 outputs s*D+1 .. (s+1)*D of the seed's stream (file format).
+    np.testing.assert_array_equal(coding.stage_orders(0, 5, 2)[0], coding.order_from_seed(0, 5))
+    mask = (1 << 64) - 1
+
+    def key(seed, i):
+        z = (seed + (i + 1) * 0x9E3779B97F4A7C15) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    keys = [key(5, 9 + i) for i in range(9)]
+    ranks = {i: r for r, i in enumerate(sorted(range(9), key=keys.__getitem__))}
+    np.testing.assert_array_equal(o[1], [ranks[i] for i in range(9)])
+
+
+def test_upscale_policies_and_stages_are_checked():
+    D, K = 8, 17
+    stages = digit_stages(K, 4)
+    x = np.zeros((2, D), np.int32)
+    predict = toy_stage_predict(stages, D)
+    sigma = coding.stage_orders(0, D, 3)
+    with pytest.raises(ValueError, match="stage start"):
+        coding.encode_stream(predict, x, sigma, [0, 8], K, stages)
+    with pytest.raises(ValueError, match="below S\\*D=24"):
+        coding.encode_stream(predict, x, sigma, [0, 8, 16, 24], K, stages)
+    with pytest.raises(ValueError, match="shape"):
+        coding.encode_stream(predict, x, sigma[0], [0, 8, 16], K, stages)
+    bad = types.SimpleNamespace(levels=stages.levels, slots=stages.slots % 2)  # two children share a slot
+    with pytest.raises(ValueError, match="tree"):
+        coding.encode_stream(predict, x, sigma, [0, 8, 16], K, bad)
+    # The hash covers S * D and the global steps; the stage count itself is a header field of its own.
+    assert coding.policy_hash([0, 8, 16], D, 3) == coding.policy_hash([0, 8, 16], 3 * D)
+    # A stream that makes the decoder pick an empty slot is corrupt, never a wrong value.
+    pick_empty = lambda x_in, known, t: np.tile(np.float32([0, 0, 0, 30]), x_in.shape + (1,))
+    with pytest.raises(coding.ContainerError, match="empty slot"):
+        coding.decode_stream(pick_empty, b"\x01\x02\x03\x04\x05\x06\x07\x08", sigma, [0, 8, 16], 2, D, K, stages)
+
+
+def upscale_files():
+    D, B, K = 16, 3, 17
+    stages = digit_stages(K, 4)
+    predict = toy_stage_predict(stages, D, seed=5)
+    x = items("walk", B, D, K, np.random.default_rng(2)).reshape(B, 4, 4, 1)
+    policy = np.array([0, 5, 16, 32, 40])
+    files = {mode: coding.compress(predict, x, mode=mode, fingerprint=FP, kind="image", policy=policy,
+                                   order_seed=11, num_classes=K, stages=stages) for mode in coding.MODES}
+    return predict, stages, x, policy, K, files
+
+
+def test_upscale_container_is_version_2_with_the_stage_count():
+    predict, stages, x, policy, K, files = upscale_files()
+    for mode, data in files.items():
+        c, out = coding.decompress(data, predict, expected_fingerprint=FP, policy=lambda b, D: policy, num_classes=K,
+                                   stages=stages)
+        np.testing.assert_array_equal(out, x)
+        assert (c.version, c.num_stages, c.budget, c.D) == (2, 3, 5, 16)
+        assert c.policy_hash == coding.policy_hash(policy, 16, 3)
+        one_stage = coding.compress(toy_predict(16, K), x, mode=mode, fingerprint=FP, kind="image", policy=[0, 5],
+                                    order_seed=11, num_classes=K)
+        assert len(c.header) == len(coding.unpack_container(one_stage, expected_fingerprint=FP).header) + 1
+        with pytest.raises(coding.ContainerError, match="stage mismatch"):
+            coding.decompress(data, toy_predict(16, K), expected_fingerprint=FP, policy=policy, num_classes=K)
+        with pytest.raises(coding.ContainerError, match="policy mismatch"):
+            coding.decompress(data, predict, expected_fingerprint=FP, policy=[0, 5, 16, 32, 41], num_classes=K,
+                              stages=stages)
+        for n in range(len(data)):
+            with pytest.raises(coding.ContainerError):
+                coding.decompress(data[:n], predict, expected_fingerprint=FP, policy=policy, num_classes=K,
+                                  stages=stages)
+    # A stage count of 1 or absurd ones in a version 2 header are corrupt.
+    data = files["dataset"]
+    c = coding.unpack_container(data, expected_fingerprint=FP)
+    at = len(c.header) - len(coding._varint(11)) - 4 - 1 - 1  # stages varint sits before budget and the hash
+    assert data[at] == 3
+    for bad in (1, 0, 65, 127):
+        with pytest.raises(coding.ContainerError, match="stage count"):
+            coding.unpack_container(data[:at] + bytes([bad]) + data[at + 1:], expected_fingerprint=FP)
+
+
+def test_upscale_fuzzed_files_never_decode_to_wrong_data():
+    predict, stages, x, policy, K, files = upscale_files()
+    rng = np.random.default_rng(321)
+    outcome = {"error": 0, "exact": 0, "crc": 0}
+    originals = list(files.values())
+    for trial in range(600):
+        data = bytearray(originals[trial % 2])
+        for pos in rng.choice(len(data), size=rng.choice([1, 1, 2, 3]), replace=False):
+            data[pos] = (data[pos] + int(rng.integers(1, 256))) % 256
+        try:
+            _, out = coding.decompress(bytes(data), predict, expected_fingerprint=FP, policy=policy, num_classes=K,
+                                       stages=stages)
+        except coding.ContainerError as e:
+            outcome["error"] += 1
+            outcome["crc"] += "CRC mismatch" in str(e)
+            continue
+        assert np.array_equal(out, x), f"silent wrong output for trial {trial}"
+        outcome["exact"] += 1
+    print(f"\nupscale fuzz: {outcome} (silent wrong outputs: 0)")
+    assert outcome["error"] > 0
+
+
+@pytest.mark.parametrize("chunk", [coding.CHUNK_ENTRIES, 3 * 65536])
+def test_k65536_tables_are_coded_in_chunks_without_changing_a_bit(chunk, monkeypatch):
+    D, B, K = 8, 2, 1 << 16
+    predict = toy_predict(D, K, seed=3, scale=8.0, H=4)
+    rng = np.random.default_rng(0)
+    x = np.stack([items("walk", 1, D, K, rng)[0], rng.integers(0, K, D)]).astype(np.int32)
+    sigma = coding.order_from_seed(1, D)
+    reference = (coding.encode_stream(predict, x, sigma, [0, 3], K), coding.encode_items(predict, x, sigma, [0, 3], K))
+    monkeypatch.setattr(coding, "CHUNK_ENTRIES", chunk)
+    assert coding.encode_stream(predict, x, sigma, [0, 3], K) == reference[0]
+    assert coding.encode_items(predict, x, sigma, [0, 3], K) == reference[1]
+    np.testing.assert_array_equal(coding.decode_stream(predict, reference[0], sigma, [0, 3], B, D, K), x)
+    np.testing.assert_array_equal(coding.decode_items(predict, reference[1], sigma, [0, 3], B, D, K), x)
 
 
 def test_no_pickle_and_no_jax():
