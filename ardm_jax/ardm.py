@@ -1,5 +1,10 @@
 """Order-agnostic ARDM math (Hoogeboom et al., 2022), independent of any network.
 
+This is the plain OA-ARDM written out in full, the reference for reading the method and for tests. The jobs run
+the general form in `upscale.py` (the OA-ARDM is its one-stage case, see `objective.py`); a test checks that both
+give the same losses, likelihoods and samples for the same key. The helpers here (orders, steps, masks,
+`bits_per_dim`, `orders_observed_first`) are shared by both.
+
 The network enters as a plain function
 
     apply_fn(params, x_in, known, t, train, dropout_key) -> logits  [B, *shape, K]

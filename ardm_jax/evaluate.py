@@ -5,7 +5,6 @@ import functools
 import json
 import os
 import time
-from typing import Any
 
 import jax
 from etils import epath

@@ -64,6 +64,16 @@ def items(kind, B, D, K, rng):
 
 
 @pytest.mark.parametrize("K", [2, 17, 256, 65536])
+
+def splitmix64(seed, i):
+    """Output i (0-based) of SplitMix64 seeded with `seed`, in plain Python integers: an independent check of the
+    NumPy version the container format uses for orders."""
+    mask = (1 << 64) - 1
+    z = (seed + (i + 1) * 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
 def test_quantise_counts_are_exact_and_floored(K):
     rng = np.random.default_rng(K)
     scales = np.array([0.1, 1, 5, 30, 100, 1e3, 1e30, 1e38])[:, None]
@@ -133,16 +143,8 @@ def test_order_from_seed():
     # Golden value: the order is part of the file format. Update only together with FORMAT_VERSION.
     np.testing.assert_array_equal(s, [7, 5, 0, 9, 1, 4, 2, 6, 3, 8])
     # The same ranks from a plain-integer SplitMix64, written independently of the NumPy version.
-    mask = (1 << 64) - 1
-
-    def key(seed, i):
-        z = (seed + (i + 1) * 0x9E3779B97F4A7C15) & mask
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-        return z ^ (z >> 31)
-
     for seed, D in ((0, 10), (12345, 37), (2**64 - 1, 9)):
-        keys = [key(seed, i) for i in range(D)]
+        keys = [splitmix64(seed, i) for i in range(D)]
         ranks = {i: r for r, i in enumerate(sorted(range(D), key=keys.__getitem__))}
         np.testing.assert_array_equal(coding.order_from_seed(seed, D), [ranks[i] for i in range(D)])
     assert not np.array_equal(s, coding.order_from_seed(1, 10))
@@ -490,15 +492,8 @@ def test_stage_orders():
     assert not np.array_equal(o[1], o[0]) and not np.array_equal(o[2], o[1])
     # Golden value: stage s ranks SplitMix64 outputs s*D+1 .. (s+1)*D of the seed's stream (file format).
     np.testing.assert_array_equal(coding.stage_orders(0, 5, 2)[0], coding.order_from_seed(0, 5))
-    mask = (1 << 64) - 1
 
-    def key(seed, i):
-        z = (seed + (i + 1) * 0x9E3779B97F4A7C15) & mask
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-        return z ^ (z >> 31)
-
-    keys = [key(5, 9 + i) for i in range(9)]
+    keys = [splitmix64(5, 9 + i) for i in range(9)]
     ranks = {i: r for r, i in enumerate(sorted(range(9), key=keys.__getitem__))}
     np.testing.assert_array_equal(o[1], [ranks[i] for i in range(9)])
 

@@ -153,6 +153,25 @@ def mutate(data, rng):
   return bytes(data)
 
 
+def fuzz(cases, rng, flips, truncation_stride=1):
+  """Decodes damaged copies of each (model, file, items): byte flips and truncations. Every one must decode to the
+  items exactly or raise a ContainerError; returns ({'error', 'exact', 'crc'} counts, number of files tried)."""
+  outcome, trials = {"error": 0, "exact": 0, "crc": 0}, 0
+  for cm, data, x in cases:
+    damaged = [mutate(data, rng) for _ in range(flips)] + [data[:n] for n in range(0, len(data), truncation_stride)]
+    for bad in damaged:
+      trials += 1
+      try:
+        _, out, _ = compress.decompress_items(cm, bad)
+      except coding.ContainerError as e:
+        outcome["error"] += 1
+        outcome["crc"] += "CRC" in str(e)
+        continue
+      assert np.array_equal(out, x), "silent wrong output"
+      outcome["exact"] += 1
+  return outcome, trials
+
+
 def test_fuzzed_truncated_and_foreign_files_never_decode_wrongly(digits, text, tmp_path):
   """Every damaged file either decodes exactly or fails with a ContainerError; none gives other data."""
   rng = np.random.default_rng(7)
@@ -165,20 +184,7 @@ def test_fuzzed_truncated_and_foreign_files_never_decode_wrongly(digits, text, t
         data, _ = compress.compress_files(cm, paths, mode=mode, budget=3, naive=True, keep_names=keep)
         _, x, _ = compress.decompress_items(cm, data)
         cases.append((cm, data, x))
-  outcome = {"error": 0, "exact": 0, "crc": 0}
-  trials = 0
-  for cm, data, x in cases:
-    damaged = [mutate(data, rng) for _ in range(180)] + [data[:n] for n in range(len(data))]
-    for bad in damaged:
-      trials += 1
-      try:
-        _, out, _ = compress.decompress_items(cm, bad)
-      except coding.ContainerError as e:
-        outcome["error"] += 1
-        outcome["crc"] += "CRC" in str(e)
-        continue
-      assert np.array_equal(out, x), "silent wrong output"
-      outcome["exact"] += 1
+  outcome, trials = fuzz(cases, rng, flips=180)
   print(f"\nfuzzed {trials} damaged files: {outcome} (silent wrong outputs: 0)")
   assert trials >= 1500 and outcome["crc"] > 0
   # The other model: same data, wrong fingerprint; and the other numerics under a forged fingerprint.
@@ -414,19 +420,7 @@ def test_upscale_fuzzed_and_foreign_files_never_decode_wrongly(upscale_models, d
   items = upscale_items()[:3]
   steps = compress.encoder_policy(cm, 3, naive=True)[0]
   cases = [compress.compress_items(cm, items, mode=mode, steps=steps, order_seed=1)[0] for mode in coding.MODES]
-  outcome, trials = {"error": 0, "exact": 0, "crc": 0}, 0
-  for data in cases:
-    damaged = [mutate(data, rng) for _ in range(120)] + [data[:n] for n in range(0, len(data), 2)]
-    for bad in damaged:
-      trials += 1
-      try:
-        _, out, _ = compress.decompress_items(cm, bad)
-      except coding.ContainerError as e:
-        outcome["error"] += 1
-        outcome["crc"] += "CRC" in str(e)
-        continue
-      assert np.array_equal(out, items), "silent wrong output"
-      outcome["exact"] += 1
+  outcome, trials = fuzz([(cm, data, items) for data in cases], rng, flips=120, truncation_stride=2)
   print(f"\nfuzzed {trials} damaged upscale files: {outcome} (silent wrong outputs: 0)")
   assert trials >= 300 and outcome["error"] > 0
   # Another model: refused by its fingerprint; under a forged fingerprint, by the stage count or the CRC.

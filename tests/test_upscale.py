@@ -392,7 +392,7 @@ def test_samples_refine_consistently_and_follow_the_model(name):
   tr = spec.transitions
   ends = np.append(np.asarray(policy)[1:], S * D)
   for k, (start_g, end_g) in enumerate(zip(np.asarray(policy), ends)):
-    s, lo, hi = start_g // D, start_g % D, end_g - (start_g // D) * D
+    s, hi = start_g // D, end_g - (start_g // D) * D
     done = sigma_SxD[s] < hi
     want = np.where(done[None, :], tr.levels[s + 1][x], tr.levels[s][x])
     np.testing.assert_array_equal(chain[k], want)
