@@ -571,7 +571,8 @@ class Container:
         return int(np.prod(self.item_shape))
 
 
-def _varint(v: int) -> bytes:
+def varint_bytes(v: int) -> bytes:
+    """Unsigned LEB128, the container's integer encoding (shortest form)."""
     out = bytearray()
     while True:
         b, v = v & 0x7F, v >> 7
@@ -624,7 +625,7 @@ def _crcs(header: bytes, mode: str, x_BxD: np.ndarray, num_classes: int) -> list
     base = zlib.crc32(header)
     if mode == "dataset":
         return [zlib.crc32(_item_bytes(x_BxD, num_classes), base)]
-    return [zlib.crc32(_item_bytes(x, num_classes), zlib.crc32(_varint(j), base)) for j, x in enumerate(x_BxD)]
+    return [zlib.crc32(_item_bytes(x, num_classes), zlib.crc32(varint_bytes(j), base)) for j, x in enumerate(x_BxD)]
 
 
 def pack_container(payloads: Sequence[bytes], x_BxD, *, mode: str, fingerprint: str, kind: str, item_shape,
@@ -658,12 +659,12 @@ def pack_container(payloads: Sequence[bytes], x_BxD, *, mode: str, fingerprint: 
     header = b"".join([
         MAGIC, bytes([version, MODES.index(mode) | (KINDS.index(kind) << 1) | (bool(file_table) << 3)]),
         _fingerprint_bytes(fingerprint, "fingerprint"),
-        _varint(len(shape)), *[_varint(d) for d in shape],
-        _varint(x.shape[0]), _varint(S) if S > 1 else b"", _varint(len(steps)), policy_hash(steps, D, S),
-        _varint(_check_uint(order_seed, "order seed", 1 << 64)),
-        _varint(len(file_table)) + bytes(file_table) if file_table else b"",
+        varint_bytes(len(shape)), *[varint_bytes(d) for d in shape],
+        varint_bytes(x.shape[0]), varint_bytes(S) if S > 1 else b"", varint_bytes(len(steps)), policy_hash(steps, D, S),
+        varint_bytes(_check_uint(order_seed, "order seed", 1 << 64)),
+        varint_bytes(len(file_table)) + bytes(file_table) if file_table else b"",
     ])
-    records = [crc.to_bytes(4, "little") + _varint(len(p)) + bytes(p)
+    records = [crc.to_bytes(4, "little") + varint_bytes(len(p)) + bytes(p)
                for crc, p in zip(_crcs(header, mode, x, num_classes), payloads)]
     return header + b"".join(records)
 

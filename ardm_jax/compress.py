@@ -636,16 +636,16 @@ def encode_file_table(entries: list[FileEntry], shape: tuple) -> bytes:
   """The compact file table (see the module docstring), or b"" when every file is a default one."""
   if all(e.is_default(shape) for e in entries):
     return b""
-  out = [coding._varint(len(entries))]  # pylint: disable=protected-access
+  out = [coding.varint_bytes(len(entries))]
   for e in entries:
     tag = FORMATS.index(e.fmt) | (4 if e.name is not None else 0) | (8 if e.newline else 0)
     out.append(bytes([tag]))
     if e.fmt == "npy":
-      out.append(bytes([NPY_DTYPES.index(e.dtype)]) + coding._varint(len(e.size)))  # pylint: disable=protected-access
-    out.extend(coding._varint(d) for d in e.size)  # pylint: disable=protected-access
+      out.append(bytes([NPY_DTYPES.index(e.dtype)]) + coding.varint_bytes(len(e.size)))
+    out.extend(coding.varint_bytes(d) for d in e.size)
     if e.name is not None:
       name = e.name.encode("utf-8")
-      out.append(coding._varint(len(name)) + name)  # pylint: disable=protected-access
+      out.append(coding.varint_bytes(len(name)) + name)
   return b"".join(out)
 
 

@@ -144,7 +144,8 @@ def build_setup(config: Any, spec: DataSpec, devices=None) -> Setup:
     specs = nn.get_partition_spec(abstract_boxed)
     shardings = sharding.logical_to_shardings(specs, mesh, rules)
   abstract_state = nn.unbox(abstract_boxed)
-  return Setup(config=config, spec=spec, objective=model, mesh=mesh, rules=rules, net=net, apply_fn=make_apply_fn(net), tx=tx,
+  return Setup(config=config, spec=spec, objective=model, mesh=mesh, rules=rules, net=net,
+               apply_fn=make_apply_fn(net), tx=tx,
                abstract_state=abstract_state, state_shardings=shardings)
 
 

@@ -307,8 +307,9 @@ def test_container_rejects_bad_files_with_clear_errors():
 
 def test_absurd_sizes_fail_fast():
     for mode_bit in (0, 1):
-        header = (coding.MAGIC + bytes([1, mode_bit]) + bytes.fromhex(FP[:8]) + coding._varint(1)
-                  + coding._varint(16) + coding._varint(10**12) + coding._varint(4) + b"\0" * 4 + coding._varint(0))
+        v = coding.varint_bytes
+        header = (coding.MAGIC + bytes([1, mode_bit]) + bytes.fromhex(FP[:8]) + v(1) + v(16) + v(10**12) + v(4)
+                  + b"\0" * 4 + v(0))
         with pytest.raises(coding.ContainerError, match="implausible"):
             coding.unpack_container(header + b"\0" * 5, expected_fingerprint=FP)
     with pytest.raises(coding.ContainerError, match="implausible"):
@@ -555,7 +556,7 @@ def test_upscale_container_is_version_2_with_the_stage_count():
     # A stage count of 1 or absurd ones in a version 2 header are corrupt.
     data = files["dataset"]
     c = coding.unpack_container(data, expected_fingerprint=FP)
-    at = len(c.header) - len(coding._varint(11)) - 4 - 1 - 1  # stages varint sits before budget and the hash
+    at = len(c.header) - len(coding.varint_bytes(11)) - 4 - 1 - 1  # stages varint sits before budget and the hash
     assert data[at] == 3
     for bad in (1, 0, 65, 127):
         with pytest.raises(coding.ContainerError, match="stage count"):

@@ -207,7 +207,7 @@ def test_file_table_rejects_unsafe_names(digits):
   spec = digits.spec
   x = np.zeros((1, 64), np.int32)
   for name in (b"../evil.png", b"a/b.png", b".."):
-    table = coding._varint(1) + bytes([0 | 4]) + coding._varint(8) * 2 + coding._varint(len(name)) + name
+    table = coding.varint_bytes(1) + bytes([0 | 4]) + coding.varint_bytes(8) * 2 + coding.varint_bytes(len(name)) + name
     data = coding.compress(lambda *a: np.zeros((1, 64, 17), np.float32), x.reshape(1, 8, 8, 1), mode="item",
                            fingerprint=digits.fingerprint, kind="image", policy=[0], order_seed=0, num_classes=17,
                            file_table=table)
