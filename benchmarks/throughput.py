@@ -67,8 +67,8 @@ def main():
   ap.add_argument("--steps", type=int, default=20)
   ap.add_argument("--warmup", type=int, default=3)
   ap.add_argument("--matmul", type=int, default=8192, help="size of the bf16 matmul that measures the peak")
-  ap.add_argument("overrides", nargs="*", help="--config.KEY=VALUE")
-  args = ap.parse_args()
+  args, overrides = ap.parse_known_args()  # the rest: --config.KEY=VALUE overrides
+  args.overrides = overrides
   config = configs.apply_overrides(configs.load_config_file(args.config), args.overrides)
   spec = spec_of(config)
   setup = build_setup(config, spec)
