@@ -59,6 +59,30 @@ class DataSpec:
                sample_rate=getattr(dataset, "sample_rate", None), bits=getattr(dataset, "bits", None))
 
 
+# Data sets whose items a config fixes without reading them (tfds sets that need preparing, large downloads,
+# audio cut to the configured length), so paper-sized configs build without the data: AOT memory reports,
+# throughput benchmarks, tests.
+_IMAGE_SETS = {"cifar10": ((32, 32, 3), 256), "mnist": ((28, 28, 1), 256)}
+_AUDIO_SOURCES = ("sc09", "fsdd", "wav_folder")
+
+
+def spec_without_data(config) -> DataSpec | None:
+  """The DataSpec of config.data when the config alone determines it, else None (load the data instead)."""
+  from ardm_jax.data import TEXT8_ALPHABET  # pylint: disable=import-outside-toplevel
+  from ardm_jax.data.audio import PCM_BITS, SAMPLE_RATE  # pylint: disable=import-outside-toplevel
+  dc = config.data
+  name = dc.name
+  if name in _IMAGE_SETS:
+    shape, k = _IMAGE_SETS[name]
+    return DataSpec(name, "image", shape, k)
+  if name == "text8":
+    return DataSpec(name, "text", (int(dc.seq_len),), len(TEXT8_ALPHABET), TEXT8_ALPHABET)
+  if name in _AUDIO_SOURCES:
+    rate, bits = int(dc.get("sample_rate", SAMPLE_RATE)), int(dc.get("bits", PCM_BITS))
+    return DataSpec(name, "audio", (int(dc.get("length", rate)),), 1 << bits, None, rate, bits)
+  return None
+
+
 def make_apply_fn(net: nn.Module) -> Callable[..., jax.Array]:
   """Adapts a Flax module to the plain apply function the ARDM math takes."""
   def apply_fn(params, x_in, known, t, train, key):

@@ -33,7 +33,7 @@ def worker(config_path: str, sizes, warmup: int, steps: int) -> dict:
   overrides = [f"--config.mesh.{axis}={size}" for axis, size in zip(("data", "fsdp", "tensor"), sizes)]
   config = configs.apply_overrides(configs.load_config_file(os.path.join(REPO, config_path)), overrides)
   dataset = data.load(config.data)
-  spec = DataSpec(dataset.name, dataset.kind, tuple(dataset.shape), int(dataset.num_classes), dataset.alphabet)
+  spec = DataSpec.of_dataset(dataset)
   setup = build_setup(config, spec)
   sharding.check_param_shardings(setup.abstract_state.params, setup.state_shardings.params, setup.mesh)
   batch_size = int(config.train.batch_size)

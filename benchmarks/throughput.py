@@ -24,27 +24,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ardm_jax import configs, sharding, train  # noqa: E402
-from ardm_jax.train_state import DataSpec, build_setup, count_params  # noqa: E402
-
-# Shapes of the data sets the paper configs train on, so no data needs preparing: (kind, shape, K, extra).
-KNOWN = {"cifar10": ("image", (32, 32, 3), 256), "mnist": ("image", (28, 28, 1), 256),
-         "digits": ("image", (8, 8, 1), 17), "sc09": ("audio", (16000,), 65536)}
-
+from ardm_jax import configs, data, sharding, train  # noqa: E402
+from ardm_jax.train_state import DataSpec, build_setup, count_params, spec_without_data  # noqa: E402
 
 def spec_of(config) -> DataSpec:
-  name = config.data.name
-  if name in KNOWN:
-    kind, shape, k = KNOWN[name]
-  elif config.model.name == "transformer":
-    kind, shape, k = "text", (int(config.data.seq_len),), 27
-  elif name == "fsdd":
-    kind, shape, k = "audio", (int(config.data.length),), 1 << int(config.data.bits)
-  else:
-    from ardm_jax import data  # pylint: disable=import-outside-toplevel
-    d = data.load(config.data)
-    return DataSpec.of_dataset(d)
-  return DataSpec(name, kind, shape, k)
+  return spec_without_data(config) or DataSpec.of_dataset(data.load(config.data))
 
 
 def matmul_peak(n: int, dtype=jnp.bfloat16, reps: int = 10) -> float:

@@ -41,8 +41,6 @@ TOPOLOGIES = {
 }
 # Data sets whose shape is known without loading them (tfds builds and 100 MB downloads are not needed to
 # compile): name -> (shape, classes, kind). text8's length comes from data.seq_len.
-KNOWN_DATA = {"cifar10": ((32, 32, 3), 256, "image"), "mnist": ((28, 28, 1), 256, "image")}
-TEXT8_ALPHABET = " abcdefghijklmnopqrstuvwxyz"
 
 
 def parse_args(argv):
@@ -64,15 +62,8 @@ def num_devices(topology: str) -> int:
 
 def data_spec(config):
   from ardm_jax import data
-  from ardm_jax.train_state import DataSpec
-  name = config.data.name
-  if name in KNOWN_DATA:
-    shape, classes, kind = KNOWN_DATA[name]
-    return DataSpec(name, kind, shape, classes)
-  if name == "text8":
-    return DataSpec(name, "text", (int(config.data.seq_len),), 27, TEXT8_ALPHABET)
-  ds = data.load(config.data)
-  return DataSpec(ds.name, ds.kind, tuple(ds.shape), int(ds.num_classes), ds.alphabet)
+  from ardm_jax.train_state import DataSpec, spec_without_data
+  return spec_without_data(config) or DataSpec.of_dataset(data.load(config.data))
 
 
 def tpu_devices(topology: str):
