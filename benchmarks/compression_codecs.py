@@ -95,8 +95,7 @@ def _per_image_files(cm, items, steps, seed):
 def _per_image_streams_batched(cm, items, steps, seed):
   """All images in one per-item container (one independent ANS stream per image, network calls batched over the
   images), decoded together. An image's file size is what it costs alone: its record (CRC, length, stream) plus
-  the header of a one-image container. Returns the same tuple as _per_image_files (network calls per image: the
-  policy length)."""
+  the header of a one-image container. Returns the same tuple as _per_image_files."""
   N = len(items)
   blob, s = compress.compress_items(cm, items, mode="item", steps=steps, order_seed=seed)
   _, out, ds = compress.decompress_items(cm, blob)
@@ -105,7 +104,8 @@ def _per_image_streams_batched(cm, items, steps, seed):
   one_item_header = s.header_bytes - len(coding.varint_bytes(N)) + len(coding.varint_bytes(1))
   files = [one_item_header + 4 + len(coding.varint_bytes(n)) + n
            for n in s.item_payload_bytes]
-  return files, s.seconds, ds.seconds, s.payload_bytes, s.model_nll_bits, s.network_calls * N
+  # Per image, the network calls are the policy's: the batch shares each call (Predictor counts sub-batches).
+  return files, s.seconds, ds.seconds, s.payload_bytes, s.model_nll_bits, len(steps) * N
 
 
 def ardm_rows(cm, items: np.ndarray, budget: int | None, naive: bool, search_orders: int, search_items: int,
