@@ -341,8 +341,8 @@ def global_policy(policy_file, total_budget):
         have = sorted(int(b) for b in policy_file.get("total_budget_split") or {})
         raise ValueError(f"no split of total budget {total_budget} over the {len(stages)} stages in this policy file "
                          f"(available totals: {have}); rebuild it with `ardm policy --budgets {total_budget}`")
-    return _flatten([policy_for_budget(policy_file, b, s) for s, b in enumerate(split["stage_budgets"])],
-                    [st["num_steps"] for st in stages])
+    return flatten_stage_policies([policy_for_budget(policy_file, b, s) for s, b in enumerate(split["stage_budgets"])],
+                                  stages[0]["num_steps"])
 
 
 def naive_global_policy(num_stages, num_steps, total_budget):
@@ -351,8 +351,8 @@ def naive_global_policy(num_stages, num_steps, total_budget):
     if not num_stages <= total_budget <= num_stages * num_steps:
         raise ValueError(f"total budget {total_budget} must be between the {num_stages} stage(s) and "
                          f"S * D = {num_stages * num_steps} steps")
-    return _flatten([naive_policy(num_steps, b) for b in equal_split(total_budget, num_stages)],
-                    [num_steps] * num_stages)
+    return flatten_stage_policies([naive_policy(num_steps, b) for b in equal_split(total_budget, num_stages)],
+                                  num_steps)
 
 
 def equal_split(total_budget, num_stages):
@@ -360,9 +360,9 @@ def equal_split(total_budget, num_stages):
     return [total_budget // num_stages + (s < total_budget % num_stages) for s in range(num_stages)]
 
 
-def _flatten(stage_steps, stage_sizes):
-    offsets = np.concatenate([[0], np.cumsum(stage_sizes)[:-1]])
-    return np.concatenate([np.asarray(st, np.int64) + off for st, off in zip(stage_steps, offsets)])
+def flatten_stage_policies(stage_steps, num_steps):
+    """Per-stage step lists (each within 0..D-1) -> one array of global steps s * D + t (np.int64); no checks."""
+    return np.concatenate([np.asarray(st, np.int64) + s * num_steps for s, st in enumerate(stage_steps)])
 
 
 def load_loss_file(path, stage=0):

@@ -47,7 +47,7 @@ def choose_policy(model, budget: int | None, naive: bool = False, policy_file: s
     losses = [np.asarray(st["loss_per_step"], np.float64)[start:] for st in pf["stages"]]
     budgets = policy_lib.split_budget_across_stages(losses, budget) if num_stages > 1 else [budget]
     parts = [start + policy_lib.optimal_policies(L, [b])[b][0] for L, b in zip(losses, budgets)]
-  return np.concatenate([np.asarray(p) + s * num_steps for s, p in enumerate(parts)]).astype(np.int32)
+  return policy_lib.flatten_stage_policies(parts, num_steps).astype(np.int32)
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "spec"))

@@ -502,13 +502,12 @@ def flatten_policies(stage_policies: Sequence, num_steps: int) -> np.ndarray:
   """Per-stage policies (each an OA-ARDM policy over D steps, budgets may differ) -> one global policy."""
   if len(stage_policies) == 0:
     raise ValueError("no stage policies given; pass one policy per stage")
-  parts = []
   for s, steps in enumerate(stage_policies):
     try:
-      parts.append(policy_lib.check_policy_steps(steps, num_steps) + s * num_steps)
+      policy_lib.check_policy_steps(steps, num_steps)
     except ValueError as e:
       raise ValueError(f"stage {s}: {e}") from None
-  return np.concatenate(parts).astype(np.int32)
+  return policy_lib.flatten_stage_policies(stage_policies, num_steps).astype(np.int32)
 
 
 BUDGET_SPLITS = ("optimal", "equal")
