@@ -62,9 +62,6 @@ def items(kind, B, D, K, rng):
 # ------------------------------------------------------------------------------------------------------------
 # Probability tables
 
-
-@pytest.mark.parametrize("K", [2, 17, 256, 65536])
-
 def splitmix64(seed, i):
     """Output i (0-based) of SplitMix64 seeded with `seed`, in plain Python integers: an independent check of the
     NumPy version the container format uses for orders."""
@@ -74,6 +71,8 @@ def splitmix64(seed, i):
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
     return z ^ (z >> 31)
 
+
+@pytest.mark.parametrize("K", [2, 17, 256, 65536])
 def test_quantise_counts_are_exact_and_floored(K):
     rng = np.random.default_rng(K)
     scales = np.array([0.1, 1, 5, 30, 100, 1e3, 1e30, 1e38])[:, None]

@@ -170,7 +170,7 @@ def _worker() -> dict:
   # The jitted init writes each device's shard directly: its per-device output and scratch stay far below
   # the whole state (a state built whole and then split would need all of it on one device).
   fsdp = build_setup(text_config((1, 8, 1)), text_spec)
-  create = train_state._state_creator(fsdp.net, fsdp.tx, fsdp.spec)  # what Setup.init_state jits
+  create = train_state._state_creator(fsdp.net, fsdp.tx, fsdp.spec, fsdp.objective)  # what Setup.init_state jits
   with fsdp.context():
     init = jax.jit(lambda k: nn.unbox(create(k)), out_shardings=fsdp.state_shardings)
     mem = init.lower(jax.random.PRNGKey(0)).compile().memory_analysis()
