@@ -86,6 +86,26 @@ def check_policy_steps(steps, D):
     return steps.astype(np.int64)
 
 
+def check_global_policy(steps, num_steps, num_stages=1):
+    """check_policy_steps for the global policy of an S-stage (upscale) model: global steps s * D + t that start at
+    0, strictly increase below S * D and contain every stage start s * D. Returns int64."""
+    if num_stages == 1:
+        return check_policy_steps(steps, num_steps)
+    a = np.asarray(steps)
+    if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"a policy must be a non-empty 1-D integer array of global steps, got {steps!r}")
+    a, total = a.astype(np.int64), num_stages * num_steps
+    where = f"a policy for {num_stages} stages of D={num_steps} steps"
+    if a[0] != 0 or np.any(np.diff(a) <= 0) or a[-1] >= total:
+        raise ValueError(f"{where} must start at 0 and strictly increase below S*D={total}, got "
+                         f"{a[:8].tolist()}{' ...' if a.size > 8 else ''}")
+    missing = np.setdiff1d(np.arange(0, total, num_steps), a)
+    if missing.size:
+        raise ValueError(f"{where} must start every stage (contain every stage start s*D); missing "
+                         f"{missing[:5].tolist()}; build it with upscale.flatten_policies")
+    return a
+
+
 def policy_cost(L, steps):
     """Expected bits of one item under policy `steps` (divide by num_dims for bits/dim)."""
     L = validate_losses(L)

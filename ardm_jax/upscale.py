@@ -551,18 +551,8 @@ def split_policy(policy, num_steps: int, num_stages: int) -> list[np.ndarray]:
 
 
 def validate_policy(policy, num_steps: int, num_stages: int) -> np.ndarray:
-  """Checks a global policy (host side): strictly increasing below S * D and containing every stage start."""
-  steps = np.asarray(policy)
-  total = num_stages * num_steps
-  if steps.ndim != 1 or steps.size == 0 or not np.issubdtype(steps.dtype, np.integer):
-    raise ValueError(f"an upscale policy must be a non-empty 1-D integer array of global steps, got {policy!r}")
-  if np.any(np.diff(steps) <= 0) or steps[0] < 0 or steps[-1] >= total:
-    raise ValueError(f"an upscale policy must strictly increase within 0..S*D-1={total - 1}")
-  missing = sorted(set(range(0, total, num_steps)) - set(steps.tolist()))
-  if missing:
-    raise ValueError(f"an upscale policy must start every stage (contain s*D for every s); missing {missing[:5]}; "
-                     "build it with flatten_policies")
-  return steps.astype(np.int32)
+  """Checks a global policy (host side): from 0, strictly increasing below S * D, every stage start included."""
+  return policy_lib.check_global_policy(policy, num_steps, num_stages).astype(np.int32)
 
 
 def _policy_ends(policy_P: jax.Array, total: int) -> jax.Array:
