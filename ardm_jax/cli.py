@@ -103,7 +103,7 @@ def _parse_budgets(text: str) -> list[int]:
 
 def cmd_policy(args) -> None:
   import numpy as np
-  from ardm_jax import data, evaluate, policy, workdir
+  from ardm_jax import data, evaluate, objective, policy, workdir
   budgets = _parse_budgets(args.budgets)
   stderr, fingerprint = None, None
   out = args.out or (os.path.join(args.workdir, "policy.json") if args.workdir else None)
@@ -121,6 +121,7 @@ def cmd_policy(args) -> None:
     source = f"loss file {args.loss_file}"
   else:
     model = workdir.open_workdir(args.workdir)
+    objective.require_ardm(model.setup.objective, "ardm policy")
     num_dims = model.spec.num_steps
     fingerprint = {"step": model.step, "config_hash": model.config_hash, "params": model.params_kind}
     if args.use_tracker:
@@ -175,29 +176,38 @@ def cmd_train(args, overrides) -> None:
 
 
 def cmd_eval(args) -> None:
-  from ardm_jax import data, evaluate, sample, workdir
+  import dataclasses
+  from ardm_jax import data, evaluate, objective, sample, workdir
   model = workdir.open_workdir(args.workdir, use_ema=not args.raw)
   dataset = data.load(model.config.data)
   if args.split not in dataset.splits:
     raise ValueError(f"split {args.split!r} does not exist for {dataset.name}; choose one of {list(dataset.splits)}")
-  steps = None if args.budget is None else sample.choose_policy(model, args.budget, args.naive, args.policy)
+  setup, steps = model.setup, None
+  if objective.is_baseline(setup.objective):  # --budget is the baseline's number of generation steps
+    if args.naive or args.policy or args.exact:
+      raise ValueError("--naive, --policy and --exact are for ARDM policies; a baseline takes only --budget")
+    setup = dataclasses.replace(setup, objective=objective.with_generation_budget(
+        setup.objective, args.budget, model.spec.num_steps))
+  elif args.budget is not None:
+    steps = sample.choose_policy(model, args.budget, args.naive, args.policy)
   items = dataset.eval_items(args.split)
   batch_size = args.batch_size or int(model.config.train.eval_batch_size)
   start = time.time()
-  with model.setup.context():
-    result = evaluate.evaluate_params(model.setup, model.params, items, passes=args.passes,
+  with setup.context():
+    result = evaluate.evaluate_params(setup, model.params, items, passes=args.passes,
                                       batch_size=batch_size, seed=args.seed, policy=steps, exact=args.exact)
   del result["per_item"]
   result |= {"split": args.split, "step": model.step, "params": model.params_kind,
              "unit": evaluate.unit_name(model.spec),
-             "budget": None if steps is None else len(steps),
+             "budget": None if steps is None else len(steps), "objective": getattr(setup.objective, "name", "ardm"),
              "policy": None if steps is None else ("naive" if args.naive else "dp"),
              "estimator": "exact per order" if args.exact else "one call per item",
              "config_hash": model.config_hash, "seconds": round(time.time() - start, 2)}
   path = os.path.join(args.workdir, "eval.json" if steps is None else f"eval_budget{len(steps)}"
                       f"{'_naive' if args.naive else ''}{'_exact' if args.exact else ''}.json")
   evaluate.write_json(path, result)
-  calls = model.spec.num_steps if steps is None else len(steps)
+  calls = len(steps) if steps is not None else (setup.objective.generation_calls(model.spec.num_steps)
+                                                 if objective.is_baseline(setup.objective) else model.spec.num_steps)
   print(f"{args.split} {result['unit']} ({result['params']} params, step {model.step}, {args.passes} pass(es), "
         f"{calls} steps): {result['bpd']:.4f} ± {result['stderr']:.4f} -> {path}")
 
@@ -212,16 +222,22 @@ def _default_out(workdir, spec, step, budget, stem="samples"):
 
 
 def cmd_sample(args) -> None:
-  from ardm_jax import sample, workdir
+  from ardm_jax import objective, sample, workdir
   model = workdir.open_workdir(args.workdir)
   out = args.out or _default_out(args.workdir, model.spec, model.step, args.budget)
   sample.check_writable(out, args.overwrite)
-  steps = sample.choose_policy(model, args.budget, args.naive, args.policy)
   start = time.time()
-  with model.setup.context():
-    items = sample.sample(model, args.num, steps, seed=args.seed)
+  if objective.is_baseline(model.setup.objective):
+    if args.naive or args.policy:
+      raise ValueError("--naive and --policy are for ARDM policies; a baseline takes only --budget")
+    items, calls = sample.sample_baseline(model, args.num, args.budget, seed=args.seed)
+  else:
+    steps = sample.choose_policy(model, args.budget, args.naive, args.policy)
+    with model.setup.context():
+      items = sample.sample(model, args.num, steps, seed=args.seed)
+    calls = len(steps)
   sample.write_items(model.spec, items, out, overwrite=args.overwrite, scale=4 if model.spec.shape[0] <= 16 else 1)
-  print(f"wrote {args.num} samples ({len(steps)} network calls, {time.time() - start:.1f}s) to {out}")
+  print(f"wrote {args.num} samples ({calls} network calls, {time.time() - start:.1f}s) to {out}")
 
 
 def cmd_inpaint(args) -> None:

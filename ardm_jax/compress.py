@@ -196,7 +196,9 @@ class CodingModel:
 
 def open_coding_model(workdir: str, step: int | None = None) -> CodingModel:
   from ardm_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  from ardm_jax import objective  # pylint: disable=import-outside-toplevel
   model = workdir_lib.open_workdir(workdir, use_ema=True, step=step)
+  objective.require_ardm(model.setup.objective, "compression")
   _check_codable(model.spec, workdir)
   return CodingModel(model=model, fingerprint=model_fingerprint(model),
                      predictor=Predictor(model, int(model.config.train.eval_batch_size)))

@@ -103,6 +103,9 @@ def base_config() -> ml_collections.ConfigDict:
       ce_weight=1e-3,           # unweighted cross-entropy term (official: 1e-3 images, 1e-4 text/audio)
       # The model (see ardm_jax/objective.py): OA-ARDM or upscale stages, parametrisation, output distribution.
       upscale="none", branch_factor=2, parametrisation="data", output="categorical", num_mixtures=30,
+      # 'ardm', or a baseline of the paper in the same trainer: 'arm' (single order, causal network) or
+      # 'd3pm_absorbing' with diffusion_steps T.
+      objective="ardm", diffusion_steps=1000,
   ))
   config.optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-4, schedule="constant", warmup_steps=1000, b1=0.9, b2=0.999, clip_norm=100.0,

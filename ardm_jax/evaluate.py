@@ -12,15 +12,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ardm_jax import ardm, sharding, upscale
+from ardm_jax import ardm, objective, sharding, upscale
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "spec", "exact"))
 def _eval_bpd(params, batch, key, policy_P, *, apply_fn, spec, exact):
-  """Per-example bits/dim: the ARDM bound (no policy), the one-call policy estimator, or the exact policy NLL."""
+  """Per-example bits/dim: the model's bound (no policy; exact for the ARM baseline), the one-call policy
+  estimator, or the exact policy NLL."""
   num_dims = int(np.prod(batch.shape[1:]))
   if policy_P is None:
-    nll = upscale.elbo_terms(apply_fn, params, batch, key, spec=spec, t_sampling="uniform")["nll"]
+    nll = objective.loss_terms(spec, apply_fn, params, batch, key, t_sampling="uniform")["nll"]
   elif exact:
     sigma = upscale.sample_stage_orders(key, batch.shape[0], spec.num_stages, num_dims)
     nll = -upscale.policy_log_likelihood(apply_fn, params, batch, sigma, policy_P, spec=spec)
@@ -36,8 +37,11 @@ def make_eval_fn(setup, policy: np.ndarray | None = None, exact: bool = False):
   the one-call estimator (one random policy step per item); `exact` instead runs all len(policy) calls for one
   random order per item and stage: the same expectation, far lower variance, and with the same seed two policies
   see the same orders (a paired comparison). The policy is a traced argument, so policies of equal length share
-  one compilation.
+  one compilation. Baselines take no policy: their generation steps are part of the model (for D3PM, evaluate
+  `dataclasses.replace(setup, objective=objective.with_generation_budget(...))`).
   """
+  if policy is not None:
+    objective.require_ardm(setup.objective, "evaluation under a parallel policy (--budget)")
   if exact and policy is None:
     raise ValueError("exact evaluation needs a policy (--budget)")
   policy_P = None
@@ -133,6 +137,7 @@ def estimate_lt(setup, params, items: np.ndarray, *, samples_per_step: int, batc
   Each draw takes a random held-out item and a random order, so the per-t mean is an unbiased estimate of
   L_t and its standard error is the sample standard deviation over sqrt(samples_per_step).
   """
+  objective.require_ardm(setup.objective, "estimating L_t for parallel policies")
   if samples_per_step < 2:
     raise ValueError(f"--samples must be at least 2 per step to give standard errors, got {samples_per_step}")
   sharding.check_batch_divides_mesh(batch_size, setup.mesh)

@@ -1,10 +1,15 @@
-"""Which ARDM a config trains: the `upscale.Upscale` spec every job (train, eval, policy, sample, compress) runs.
+"""Which model a config trains: the `upscale.Upscale` spec every job (train, eval, policy, sample, compress) runs,
+or one of the paper's baselines (`baselines.ARM`, `baselines.D3PMAbsorbing`), which train and evaluate in the same
+trainer but have no parallel policies, completion or coding.
 
 The plain OA-ARDM is the one-stage case (`upscale.single_stage`: the absorbing class K, t_net = t), so the jobs
 have one code path; `ardm.py` stays the short reference implementation of that case and a test checks that both
 give the same numbers for the same key. `config.ardm` keys read here (missing keys take the defaults, so
 workdirs written before a key existed still load):
 
+  objective        'ardm' (the paper's model) | 'arm' (single-order ARM baseline; needs a causal network) |
+                   'd3pm_absorbing' (D3PM-absorbing baseline with `diffusion_steps` T)
+  diffusion_steps  T of the D3PM baseline (Austin et al. use 1000)
   upscale          'none' (OA-ARDM) | 'zero_least_significant' | 'augment_least_significant' | 'text8'
   branch_factor    b of the digit transitions (2, 4, 16, ...); 2 + ceil(log_b K) levels
   parametrisation  'data' (predict the data distribution, renormalised under the coarse value) | 'direct'
@@ -16,18 +21,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from ardm_jax import upscale
+from ardm_jax import baselines, upscale
 from ardm_jax.distributions import build_distribution
 
-DEFAULTS = dict(upscale="none", branch_factor=2, parametrisation="data", output="categorical", num_mixtures=30)
+DEFAULTS = dict(upscale="none", branch_factor=2, parametrisation="data", output="categorical", num_mixtures=30,
+                objective="ardm", diffusion_steps=1000)
+OBJECTIVES = ("ardm", "arm", "d3pm_absorbing")
 
 
 def _get(ardm_cfg: Any, key: str):
   return ardm_cfg.get(key, DEFAULTS[key]) if ardm_cfg is not None else DEFAULTS[key]
 
 
-def build(ardm_cfg: Any, num_classes: int) -> upscale.Upscale:
-  """The model spec of `config.ardm` for data with K = num_classes classes."""
+def build(ardm_cfg: Any, num_classes: int, model_cfg: Any = None):
+  """The model spec of `config.ardm` for data with K = num_classes classes (`config.model` is checked for what a
+  baseline needs of its network)."""
+  which = _get(ardm_cfg, "objective")
+  if which not in OBJECTIVES:
+    raise ValueError(f"unknown ardm.objective {which!r}; use one of {OBJECTIVES}")
+  if which != "ardm":
+    return _baseline(which, ardm_cfg, num_classes, model_cfg)
   mode = _get(ardm_cfg, "upscale")
   param = _get(ardm_cfg, "parametrisation")
   output = _get(ardm_cfg, "output")
@@ -47,8 +60,63 @@ def build(ardm_cfg: Any, num_classes: int) -> upscale.Upscale:
   return upscale.Upscale(transitions, param, build_distribution(output, num_classes, **options))
 
 
-def describe(spec: upscale.Upscale) -> str:
+def _baseline(which: str, ardm_cfg: Any, num_classes: int, model_cfg: Any):
+  if _get(ardm_cfg, "upscale") != "none" or _get(ardm_cfg, "output") != "categorical":
+    raise ValueError(f"ardm.objective={which!r} is a baseline with a categorical output and no upscale stages; "
+                     "set ardm.upscale='none' and ardm.output='categorical'")
+  causal = bool(model_cfg is not None and model_cfg.get("causal", False))
+  if which == "arm":
+    if not causal:
+      raise ValueError("ardm.objective='arm' needs a causal network: set model.name='transformer' and "
+                       "model.causal=True")
+    return baselines.ARM(num_classes)
+  if causal:
+    raise ValueError(f"ardm.objective={which!r} needs a bidirectional network; set model.causal=False")
+  return baselines.D3PMAbsorbing(num_classes, int(_get(ardm_cfg, "diffusion_steps")))
+
+
+def is_baseline(model: Any) -> bool:
+  return not isinstance(model, upscale.Upscale)
+
+
+def require_ardm(model: Any, job: str) -> None:
+  """One-line refusal for jobs that need an ARDM (parallel policies, L_t, completion, coding)."""
+  if is_baseline(model):
+    raise ValueError(f"{job} needs an ARDM, but this workdir trained the {model.name!r} baseline "
+                     "(ardm.objective); baselines support train, eval and sample")
+
+
+def loss_terms(model: Any, apply_fn, params, x, key, *, t_sampling: str = "uniform", train: bool = False) -> dict:
+  """Per-example terms of the training objective (nats): nll (the bound, or the exact NLL for the ARM), ce, and
+  lt_bits / t (optionally lt_weight) for the per-step tracker."""
+  if isinstance(model, baselines.ARM):
+    return baselines.arm_terms(apply_fn, params, x, key, model=model, train=train)
+  if isinstance(model, baselines.D3PMAbsorbing):
+    return baselines.d3pm_terms(apply_fn, params, x, key, model=model, t_sampling=t_sampling, train=train)
+  return upscale.elbo_terms(apply_fn, params, x, key, spec=model, t_sampling=t_sampling, train=train)
+
+
+def with_generation_budget(model: Any, budget: int | None, num_steps: int):
+  """A baseline as a model with `budget` generation calls: D3PM with T' = budget steps; the ARM only has D."""
+  if budget is None:
+    return model
+  if isinstance(model, baselines.D3PMAbsorbing):
+    return model.with_steps(budget)
+  if isinstance(model, baselines.ARM):
+    if budget != num_steps:
+      raise ValueError(f"the single-order ARM generates one variable per call: --budget must be D = {num_steps} "
+                       "(or left out)")
+    return model
+  raise ValueError("with_generation_budget is for baselines; ARDM budgets are policies (sample.choose_policy)")
+
+
+def describe(spec) -> str:
   """One line for logs: what the network predicts and how many stages."""
+  if isinstance(spec, baselines.ARM):
+    return f"single-order ARM baseline (raster order, causal network); network: {spec.num_outputs} outputs"
+  if isinstance(spec, baselines.D3PMAbsorbing):
+    return (f"D3PM-absorbing baseline, T = {spec.num_diffusion_steps} steps; network: {spec.num_input_classes} "
+            f"input ids, {spec.num_outputs} outputs per variable")
   if spec.transitions.name == "single_stage":
     what = f"OA-ARDM, {type(spec.distribution).__name__} output"
   else:

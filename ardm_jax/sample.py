@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from ardm_jax import ardm, policy as policy_lib, upscale
+from ardm_jax import ardm, baselines, objective as objective_lib, policy as policy_lib, upscale
 
 POLICY_FILE = "policy.json"
 UNKNOWN_CHAR = "_"  # marks the characters to fill in a text input
@@ -24,6 +24,7 @@ def choose_policy(model, budget: int | None, naive: bool = False, policy_file: s
   stages), or with `naive` the total split equally over the stages and evenly spaced steps in each, as in the
   paper. For completion (start > 0) the DP (and the split) is re-run on the stored L_t of the steps that remain.
   """
+  objective_lib.require_ardm(model.setup.objective, "a parallel policy or completion")
   num_stages, num_steps = model.setup.objective.num_stages, model.spec.num_steps
   remaining = num_steps - start
   if budget is None:
@@ -53,6 +54,25 @@ def choose_policy(model, budget: int | None, naive: bool = False, policy_file: s
 @functools.partial(jax.jit, static_argnames=("apply_fn", "spec"))
 def _generate(params, key, x_init, sigma, policy, observed, *, apply_fn, spec):
   return upscale.generate(apply_fn, params, key, x_init, sigma, policy, spec=spec, observed=observed)
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "model", "num", "shape"))
+def _generate_baseline(params, key, *, apply_fn, model, num, shape):
+  if isinstance(model, baselines.ARM):
+    return baselines.arm_generate(apply_fn, params, key, num, shape, model=model)
+  return baselines.d3pm_generate(apply_fn, params, key, num, shape, model=model)
+
+
+def sample_baseline(model, num: int, budget: int | None = None, seed: int = 0) -> tuple[np.ndarray, int]:
+  """Samples of a baseline (ARM: D calls; D3PM: its T steps, or T' = budget): (items, network calls)."""
+  if num < 1:
+    raise ValueError(f"--num must be at least 1, got {num}")
+  spec = model.spec
+  which = objective_lib.with_generation_budget(model.setup.objective, budget, spec.num_steps)
+  with model.setup.context():
+    out = _generate_baseline(model.params, jax.random.PRNGKey(seed), apply_fn=model.setup.apply_fn, model=which,
+                             num=num, shape=tuple(spec.shape))
+  return np.asarray(out), which.generation_calls(spec.num_steps)
 
 
 def sample(model, num: int, steps: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -21,25 +21,24 @@ import numpy as np
 import optax
 from clu import metric_writers, periodic_actions
 
-from ardm_jax import ardm, checkpoint, data, evaluate, objective, sharding, upscale
+from ardm_jax import ardm, checkpoint, data, evaluate, objective, sharding
 from ardm_jax.train_state import DataSpec, Setup, TrainState, build_setup, count_params
 
 CONFIG_FILE = "config.json"
 DATA_SPEC_FILE = "data_spec.json"
 
 
-def loss_fn(params, batch: jax.Array, key: jax.Array, *, apply_fn, spec: upscale.Upscale, t_sampling: str,
-            ce_weight: float):
-  """Training loss in bits/dim: the ARDM bound (summed over upscale stages) plus `ce_weight` times the
-  unweighted cross-entropy."""
+def loss_fn(params, batch: jax.Array, key: jax.Array, *, apply_fn, spec, t_sampling: str, ce_weight: float):
+  """Training loss in bits/dim: the model's bound (the ARDM's summed over upscale stages; a baseline's, see
+  objective.loss_terms) plus `ce_weight` times the unweighted cross-entropy."""
   num_dims = int(np.prod(batch.shape[1:]))
-  terms = upscale.elbo_terms(apply_fn, params, batch, key, spec=spec, t_sampling=t_sampling, train=True)
+  terms = objective.loss_terms(spec, apply_fn, params, batch, key, t_sampling=t_sampling, train=True)
   bpd = jnp.mean(ardm.bits_per_dim(terms["nll"], num_dims))
   ce = jnp.mean(ardm.bits_per_dim(terms["ce"], num_dims))
   return bpd + ce_weight * ce, (terms, bpd, ce)
 
 
-def train_step(state: TrainState, batch: jax.Array, base_key: jax.Array, *, apply_fn, tx, spec: upscale.Upscale,
+def train_step(state: TrainState, batch: jax.Array, base_key: jax.Array, *, apply_fn, tx, spec,
                t_sampling: str, ce_weight: float, ema_decay: float) -> tuple[TrainState, dict]:
   """One optimisation step; the per-step randomness is fold_in(base_key, step)."""
   key = jax.random.fold_in(base_key, state.step)
@@ -52,10 +51,12 @@ def train_step(state: TrainState, batch: jax.Array, base_key: jax.Array, *, appl
   step_f = state.step.astype(jnp.float32)
   decay = jnp.minimum(ema_decay, (1.0 + step_f) / (10.0 + step_f))
   ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+  # Tracker entries: one per example (ARDMs, D3PM) or per position (ARM); D3PM weighs out draws with no mask.
+  lt_weight = terms.get("lt_weight", jnp.ones_like(terms["lt_bits"]))
   new_state = state.replace(
       step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state,
-      lt_sum=state.lt_sum.at[terms["t"]].add(terms["lt_bits"]),
-      lt_count=state.lt_count.at[terms["t"]].add(1.0))
+      lt_sum=state.lt_sum.at[terms["t"]].add(terms["lt_bits"] * lt_weight),
+      lt_count=state.lt_count.at[terms["t"]].add(lt_weight))
   metrics = {"loss": loss, "bpd": bpd, "ce_bpd": ce, "grad_norm": optax.global_norm(grads),
              "param_norm": optax.global_norm(params)}
   return new_state, metrics

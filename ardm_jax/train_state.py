@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from ardm_jax import objective, sharding, upscale
+from ardm_jax import objective, sharding
 from ardm_jax.nets import build_network
 
 
@@ -113,7 +113,9 @@ class Setup:
   """Everything built from a config that train/eval/sample share."""
   config: Any
   spec: DataSpec
-  objective: upscale.Upscale  # the model: stages, parametrisation, output distribution (objective.build)
+  # The model (objective.build): an upscale.Upscale (stages, parametrisation, output distribution) for ARDMs,
+  # or a baselines.ARM / baselines.D3PMAbsorbing.
+  objective: Any
   mesh: Mesh
   rules: Any
   net: nn.Module
@@ -140,7 +142,7 @@ def _mesh_context(mesh: Mesh, rules):
     yield
 
 
-def _state_creator(net: nn.Module, tx: optax.GradientTransformation, spec: DataSpec, model: upscale.Upscale):
+def _state_creator(net: nn.Module, tx: optax.GradientTransformation, spec: DataSpec, model: Any):
   lt_size = model.num_net_steps(spec.num_steps)
 
   def create(key):
@@ -157,7 +159,7 @@ def _state_creator(net: nn.Module, tx: optax.GradientTransformation, spec: DataS
 def build_setup(config: Any, spec: DataSpec, devices=None) -> Setup:
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.logical_rules(config.get("sharding_rules"))
-  model = objective.build(config.get("ardm"), spec.num_classes)
+  model = objective.build(config.get("ardm"), spec.num_classes, config.model)
   net = build_network(config.model, spec.shape, spec.num_classes, num_outputs=model.num_outputs,
                       num_input_classes=model.num_input_classes, num_steps=model.num_net_steps(spec.num_steps))
   tx = make_optimizer(config.optim, int(config.train.num_steps))

@@ -202,7 +202,7 @@ def test_build_network_rejects_bad_configs():
   with pytest.raises(ValueError, match='data_shape'):
     build_network(cfg(UNET_CFG), TF_SHAPE, TF_K)
   with pytest.raises(ValueError, match='data_shape'):
-    build_network(cfg(TF_CFG), UNET_SHAPE, UNET_K)
+    build_network(cfg(TF_CFG), (0,), TF_K)
   with pytest.raises(ValueError, match='unknown model config key'):
     build_network(cfg({**TF_CFG, 'atention': True}), TF_SHAPE, TF_K)
   missing = dict(TF_CFG)

@@ -29,9 +29,9 @@ def test_every_config_builds_and_steps_abstractly(path):
   for variant in _variants(path):
     config = configs.load_config_file(f"{path}:{variant}")
     assert "Expected" in open(path).read() and "ardm train" in open(path).read(), "docstring must hold command+result"
-    spec = spec_without_data(config) or DataSpec("x", "image" if config.model.name == "unet" else "text",
-                                                 (8, 8, 1) if config.model.name == "unet"
-                                                 else (int(config.data.seq_len),), 17)
+    image = config.model.name == "unet" or config.data.name == "digits"
+    spec = spec_without_data(config) or DataSpec("x", "image" if image else "text",
+                                                 (8, 8, 1) if image else (int(config.data.seq_len),), 17)
     setup = build_setup(config, spec)
     step_fn = train.compile_train_step(setup)
     batch = jax.ShapeDtypeStruct((int(config.train.batch_size),) + spec.shape, np.int32)

@@ -11,7 +11,8 @@ model_cfg keys (sizes have no defaults, so a config always states its model size
   unet:        ch, num_res_blocks, input_embed_dim;
                optional num_heads=1, attention=True, dropout=0.0, dtype='float32', remat=False
   transformer: num_layers, emb_dim, mlp_dim, num_heads;
-               optional dropout=0.0, dtype='float32', remat=False
+               optional dropout=0.0, dtype='float32', remat=False, causal=False (items of any shape, read in
+               raster order; causal=True is the single-order ARM baseline's network)
   diffwave:    num_blocks, features (divisible by 4);
                optional dilation_cycle=12, kernel_size=3, skip_features=features, dropout=0.0,
                dtype='float32', remat=False
@@ -38,8 +39,8 @@ _SPECS = {
         rank=3, shape_doc='(H, W, C)'),
     'transformer': dict(
         required=('num_layers', 'emb_dim', 'mlp_dim', 'num_heads'),
-        optional=dict(dropout=0.0, dtype='float32', remat=False),
-        rank=1, shape_doc='(L,)'),
+        optional=dict(dropout=0.0, dtype='float32', remat=False, causal=False),
+        rank=None, shape_doc='(L,) or any item shape (raster order)'),
     'diffwave': dict(
         required=('num_blocks', 'features'),
         optional=dict(dilation_cycle=12, kernel_size=3, skip_features=None, dropout=0.0, dtype='float32',
@@ -65,7 +66,7 @@ def build_network(model_cfg: Mapping[str, Any], data_shape: tuple[int, ...],
   spec = _SPECS[name]
 
   data_shape = tuple(int(s) for s in data_shape)
-  if len(data_shape) != spec['rank'] or min(data_shape, default=0) < 1:
+  if (spec['rank'] is not None and len(data_shape) != spec['rank']) or min(data_shape, default=0) < 1:
     raise ValueError(f"model {name!r} needs data_shape {spec['shape_doc']}, got {data_shape}; "
                      f"use {'transformer' if name == 'unet' else 'unet'} for this data or reshape it")
   if int(num_classes) < 2:

@@ -186,10 +186,12 @@ class HeadMerge(nn.Module):
 
 
 class SelfAttention(nn.Module):
-  """Bidirectional multi-head self-attention over [B, N, E] (no mask: every position sees all)."""
+  """Multi-head self-attention over [B, N, E]: bidirectional (every position sees all, the ARDM networks), or
+  `causal` (position q sees positions n <= q only, the single-order ARM baseline)."""
   num_heads: int
   dtype: Dtype = jnp.float32
   zero_init_out: bool = False
+  causal: bool = False
 
   @nn.compact
   def __call__(self, x_BxNxE: jax.Array) -> jax.Array:
@@ -208,6 +210,10 @@ class SelfAttention(nn.Module):
     # Softmax in float32: bf16 logits over ~1000 image positions lose too much precision.
     logits_BxHxNxN = jnp.einsum('bqhk,bnhk->bhqn', q_BxNxHxK, k_BxNxHxK,
                                 preferred_element_type=jnp.float32) / math.sqrt(head_dim)
+    if self.causal:
+      length = logits_BxHxNxN.shape[-1]
+      allowed_NxN = jnp.arange(length)[None, :] <= jnp.arange(length)[:, None]
+      logits_BxHxNxN = jnp.where(allowed_NxN, logits_BxHxNxN, -jnp.inf)
     weights_BxHxNxN = jax.nn.softmax(logits_BxHxNxN, axis=-1).astype(self.dtype)
     out_BxNxHxK = constrain(jnp.einsum('bhqn,bnhk->bqhk', weights_BxHxNxN, v_BxNxHxK), act_names)
     return HeadMerge(emb_dim, dtype=self.dtype, zero_init=self.zero_init_out, name='out')(out_BxNxHxK)

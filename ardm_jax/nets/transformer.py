@@ -1,7 +1,10 @@
-"""Bidirectional pre-LayerNorm Transformer for sequences (the ARDM text8 network).
+"""Pre-LayerNorm Transformer for sequences (the ARDM text8 network) and, in raster order, for any item shape.
 
-Time conditioning is added once, to the token embeddings (with position and known-mask
-embeddings); with no causal mask every position can attend to every other one.
+Time conditioning is added once, to the token embeddings (with position and known-mask embeddings). By default
+every position attends to every other one (what an ARDM needs); `causal=True` lets position i see positions
+<= i only, the network of the single-order ARM baseline (`ardm_jax/baselines.py`). Items of rank > 1 (images)
+are read as one sequence in raster order (row-major: rows, then columns, then channels) and the outputs are
+reshaped back, so a raster-order image ARM is this network with causal=True.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ardm_jax.nets import layers
 
@@ -38,11 +42,12 @@ class TransformerBlock(nn.Module):
   dropout: float
   deterministic: bool  # an attribute, not a call argument, so nn.remat needs no static args
   dtype: Any = jnp.float32
+  causal: bool = False
 
   @nn.compact
   def __call__(self, x_BxLxE: jax.Array) -> jax.Array:
     h = layers.layer_norm(dtype=self.dtype, name='norm_attn')(x_BxLxE)
-    h = layers.SelfAttention(self.num_heads, dtype=self.dtype, name='attn')(h)
+    h = layers.SelfAttention(self.num_heads, dtype=self.dtype, causal=self.causal, name='attn')(h)
     h = nn.Dropout(self.dropout)(h, deterministic=self.deterministic)
     x_BxLxE = layers.constrain(x_BxLxE + h, _ACT_3D)
     h = layers.layer_norm(dtype=self.dtype, name='norm_mlp')(x_BxLxE)
@@ -52,9 +57,10 @@ class TransformerBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-  """x_in [B,L] in 0..K (K absorbing), known [B,L], t [B] -> logits f32 [B,L,K] (sizes as in UNet)."""
+  """x_in [B,*shape] in 0..K (K absorbing), known [B,*shape], t [B] -> logits f32 [B,*shape,K] (sizes as in
+  UNet); L = prod(shape) positions in raster order."""
   num_classes: int          # K data classes; the token table has K+1 rows
-  data_shape: tuple[int]    # (L,)
+  data_shape: tuple[int, ...]  # (L,) for sequences; (H, W, C) etc. for raster order
   num_layers: int
   emb_dim: int
   mlp_dim: int
@@ -62,15 +68,17 @@ class Transformer(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   remat: bool = False
+  causal: bool = False
   num_outputs: int | None = None
   num_input_classes: int | None = None
   num_steps: int | None = None
 
   @nn.compact
   def __call__(self, x_in: jax.Array, known: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
-    (length,) = self.data_shape
     layers.check_inputs(x_in, known, t, self.data_shape)
     num_outputs, num_inputs, num_steps = layers.output_input_step_sizes(self)
+    batch, length = x_in.shape[0], int(np.prod(self.data_shape))
+    x_in, known = x_in.reshape(batch, length), known.reshape(batch, length)
 
     # Row K is the absorbing value; sizing the table K+1 keeps lookups in range
     # (an out-of-range jnp.take silently yields NaN).
@@ -92,9 +100,10 @@ class Transformer(nn.Module):
     block_cls = nn.remat(TransformerBlock) if self.remat else TransformerBlock
     for i in range(self.num_layers):
       h = block_cls(self.num_heads, self.mlp_dim, self.dropout, deterministic=not train,
-                    dtype=self.dtype, name=f'block_{i}')(h)
+                    dtype=self.dtype, causal=self.causal, name=f'block_{i}')(h)
 
     h = layers.layer_norm(dtype=self.dtype, name='norm_out')(h)
     logits_BxLxK = layers.dense(num_outputs, ('embed', 'vocab'), dtype=self.dtype,
                                 name='logits')(h).astype(jnp.float32)
-    return layers.constrain(logits_BxLxK, ('batch', 'act_length', 'act_classes'))
+    logits_BxLxK = layers.constrain(logits_BxLxK, ('batch', 'act_length', 'act_classes'))
+    return logits_BxLxK.reshape((batch,) + tuple(self.data_shape) + (num_outputs,))
