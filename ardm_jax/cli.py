@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--batch-size", type=int, default=None)
   _add_policy_args(p)
   p.add_argument("--exact", action="store_true",
-                 help="with --budget: run every policy call for one random order per item (lower variance)")
+                 help="with --budget: run every policy call for one random order per item (lower variance); "
+                      "for a D3PM baseline: every one of its steps")
   p.add_argument("--seed", type=int, default=0)
 
   p = sub.add_parser("sample", help="draw samples: PNG grid for images, text file for text")
@@ -184,8 +185,9 @@ def cmd_eval(args) -> None:
     raise ValueError(f"split {args.split!r} does not exist for {dataset.name}; choose one of {list(dataset.splits)}")
   setup, steps = model.setup, None
   if objective.is_baseline(setup.objective):  # --budget is the baseline's number of generation steps
-    if args.naive or args.policy or args.exact:
-      raise ValueError("--naive, --policy and --exact are for ARDM policies; a baseline takes only --budget")
+    if args.naive or args.policy:
+      raise ValueError("--naive and --policy are for ARDM policies; a baseline takes only --budget (and, for "
+                       "D3PM, --exact: all T steps per item)")
     setup = dataclasses.replace(setup, objective=objective.with_generation_budget(
         setup.objective, args.budget, model.spec.num_steps))
   elif args.budget is not None:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ardm_jax import ardm, objective, sharding, upscale
+from ardm_jax import ardm, baselines, objective, sharding, upscale
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "spec", "exact"))
@@ -20,7 +20,9 @@ def _eval_bpd(params, batch, key, policy_P, *, apply_fn, spec, exact):
   """Per-example bits/dim: the model's bound (no policy; exact for the ARM baseline), the one-call policy
   estimator, or the exact policy NLL."""
   num_dims = int(np.prod(batch.shape[1:]))
-  if policy_P is None:
+  if policy_P is None and exact:  # D3PM baseline: every one of its T steps (see make_eval_fn)
+    nll = baselines.d3pm_terms_every_step(apply_fn, params, batch, key, model=spec)
+  elif policy_P is None:
     nll = objective.loss_terms(spec, apply_fn, params, batch, key, t_sampling="uniform")["nll"]
   elif exact:
     sigma = upscale.sample_stage_orders(key, batch.shape[0], spec.num_stages, num_dims)
@@ -38,12 +40,14 @@ def make_eval_fn(setup, policy: np.ndarray | None = None, exact: bool = False):
   random order per item and stage: the same expectation, far lower variance, and with the same seed two policies
   see the same orders (a paired comparison). The policy is a traced argument, so policies of equal length share
   one compilation. Baselines take no policy: their generation steps are part of the model (for D3PM, evaluate
-  `dataclasses.replace(setup, objective=objective.with_generation_budget(...))`).
+  `dataclasses.replace(setup, objective=objective.with_generation_budget(...))`); for D3PM `exact` sums the terms
+  of all its T steps (T calls, one mask draw each) instead of drawing one step.
   """
   if policy is not None:
     objective.require_ardm(setup.objective, "evaluation under a parallel policy (--budget)")
-  if exact and policy is None:
-    raise ValueError("exact evaluation needs a policy (--budget)")
+  if exact and policy is None and not isinstance(setup.objective, baselines.D3PMAbsorbing):
+    raise ValueError("exact evaluation needs a policy (--budget)" + (
+        "; the ARM's NLL is always exact" if isinstance(setup.objective, baselines.ARM) else ""))
   policy_P = None
   if policy is not None:
     policy_P = jnp.asarray(upscale.validate_policy(policy, setup.spec.num_steps, setup.objective.num_stages))
