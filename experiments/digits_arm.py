@@ -17,7 +17,7 @@ def get_config(variant: str = "default"):
   config.ardm.objective = "arm"
   config.ardm.ce_weight = 0.0  # the ARM's loss is already the plain cross-entropy
   config.model = config.model.__class__(dict(name="transformer", num_layers=4, emb_dim=128, mlp_dim=512,
-                                             num_heads=4, dropout=0.1, causal=True))
+                                             num_heads=4, dropout=0.1, causal=True, rope=True))
   if variant == "tiny":
     shrink_to_tiny(config, batch_size=8, num_steps=4, eval_passes=1)
     config.train.eval_batch_size = 100

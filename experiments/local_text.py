@@ -23,6 +23,9 @@ def get_config(variant: str = "default"):
   config.model.mlp_dim = 1024
   config.model.num_heads = 4
   config.model.dropout = 0.0
+  # Rotary positions: with learned absolute positions alone this CPU-sized OA-ARDM stays at the unigram loss
+  # (~4.07 bits/char) for the first thousand steps and more; the paper-sized text8 config keeps the plain network.
+  config.model.rope = True
   config.ardm.ce_weight = 1e-4
   config.optim.learning_rate = 1e-3
   config.optim.schedule = "cosine"

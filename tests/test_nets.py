@@ -226,3 +226,17 @@ def test_sinusoidal_embedding_distinguishes_steps():
   assert e.shape == (64, 32)
   dist = np.linalg.norm(e[:, None, :] - e[None, :, :], axis=-1)
   assert dist[~np.eye(64, dtype=bool)].min() > 0.1
+
+
+def test_rotary_scores_depend_on_relative_position_only():
+  from ardm_jax.nets.layers import rotary
+  q = jax.random.normal(jax.random.PRNGKey(0), (1, 12, 2, 8))
+  k = jax.random.normal(jax.random.PRNGKey(1), (1, 12, 2, 8))
+  same_q = jnp.broadcast_to(q[:, :1], q.shape)  # one query vector at every position
+  same_k = jnp.broadcast_to(k[:, :1], k.shape)
+  scores = jnp.einsum('bqhk,bnhk->bhqn', rotary(same_q), rotary(same_k))[0, 0]
+  for offset in (0, 3, -2):
+    diag = jnp.diagonal(scores, offset=offset)
+    np.testing.assert_allclose(diag, diag[0], rtol=1e-4, atol=1e-5)
+  assert abs(float(scores[0, 1] - scores[0, 5])) > 1e-3  # and it does depend on the offset
+  np.testing.assert_allclose(jnp.linalg.norm(rotary(q), axis=-1), jnp.linalg.norm(q, axis=-1), rtol=1e-5)

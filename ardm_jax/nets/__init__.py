@@ -12,7 +12,8 @@ model_cfg keys (sizes have no defaults, so a config always states its model size
                optional num_heads=1, attention=True, dropout=0.0, dtype='float32', remat=False
   transformer: num_layers, emb_dim, mlp_dim, num_heads;
                optional dropout=0.0, dtype='float32', remat=False, causal=False (items of any shape, read in
-               raster order; causal=True is the single-order ARM baseline's network)
+               raster order; causal=True is the single-order ARM baseline's network), rope=False (rotary
+               positions in every attention layer)
   diffwave:    num_blocks, features (divisible by 4);
                optional dilation_cycle=12, kernel_size=3, skip_features=features, dropout=0.0,
                dtype='float32', remat=False
@@ -39,7 +40,7 @@ _SPECS = {
         rank=3, shape_doc='(H, W, C)'),
     'transformer': dict(
         required=('num_layers', 'emb_dim', 'mlp_dim', 'num_heads'),
-        optional=dict(dropout=0.0, dtype='float32', remat=False, causal=False),
+        optional=dict(dropout=0.0, dtype='float32', remat=False, causal=False, rope=False),
         rank=None, shape_doc='(L,) or any item shape (raster order)'),
     'diffwave': dict(
         required=('num_blocks', 'features'),

@@ -185,6 +185,21 @@ class HeadMerge(nn.Module):
     return y + bias_E.astype(self.dtype)[None, None, :]
 
 
+def rotary(x_BxNxHxK: jax.Array, max_period: float = 10_000.0) -> jax.Array:
+  """Rotary position embedding (Su et al., 2021): rotates feature pairs by position-dependent angles, so q . k
+  depends on the positions' difference."""
+  length, head_dim = x_BxNxHxK.shape[1], x_BxNxHxK.shape[-1]
+  if head_dim % 2:
+    raise ValueError(f'rotary position embedding needs an even head width, got {head_dim}; change model.num_heads')
+  half = head_dim // 2
+  freqs_F = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  angles_NxF = jnp.arange(length, dtype=jnp.float32)[:, None] * freqs_F[None, :]
+  cos, sin = jnp.cos(angles_NxF)[None, :, None, :], jnp.sin(angles_NxF)[None, :, None, :]
+  x1, x2 = x_BxNxHxK[..., :half].astype(jnp.float32), x_BxNxHxK[..., half:].astype(jnp.float32)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+  return out.astype(x_BxNxHxK.dtype)
+
+
 class SelfAttention(nn.Module):
   """Multi-head self-attention over [B, N, E]: bidirectional (every position sees all, the ARDM networks), or
   `causal` (position q sees positions n <= q only, the single-order ARM baseline)."""
@@ -192,6 +207,7 @@ class SelfAttention(nn.Module):
   dtype: Dtype = jnp.float32
   zero_init_out: bool = False
   causal: bool = False
+  rope: bool = False  # rotary position embedding of queries and keys (relative positions in every layer)
 
   @nn.compact
   def __call__(self, x_BxNxE: jax.Array) -> jax.Array:
@@ -207,6 +223,8 @@ class SelfAttention(nn.Module):
       return constrain(y, act_names)
 
     q_BxNxHxK, k_BxNxHxK, v_BxNxHxK = qkv('query'), qkv('key'), qkv('value')
+    if self.rope:
+      q_BxNxHxK, k_BxNxHxK = rotary(q_BxNxHxK), rotary(k_BxNxHxK)
     # Softmax in float32: bf16 logits over ~1000 image positions lose too much precision.
     logits_BxHxNxN = jnp.einsum('bqhk,bnhk->bhqn', q_BxNxHxK, k_BxNxHxK,
                                 preferred_element_type=jnp.float32) / math.sqrt(head_dim)

@@ -2,7 +2,10 @@
 
 Time conditioning is added once, to the token embeddings (with position and known-mask embeddings). By default
 every position attends to every other one (what an ARDM needs); `causal=True` lets position i see positions
-<= i only, the network of the single-order ARM baseline (`ardm_jax/baselines.py`). Items of rank > 1 (images)
+<= i only, the network of the single-order ARM baseline (`ardm_jax/baselines.py`). `rope=True` adds rotary
+position embeddings to every attention layer: a bidirectional network with only the learned absolute positions
+starts position-blind, and a small text OA-ARDM then sits at the unigram loss for a thousand steps and more
+(measured: 4.07 bits/char after 800 steps without, 3.41 after 600 with it; the CPU text configs turn it on). Items of rank > 1 (images)
 are read as one sequence in raster order (row-major: rows, then columns, then channels) and the outputs are
 reshaped back, so a raster-order image ARM is this network with causal=True.
 """
@@ -43,11 +46,12 @@ class TransformerBlock(nn.Module):
   deterministic: bool  # an attribute, not a call argument, so nn.remat needs no static args
   dtype: Any = jnp.float32
   causal: bool = False
+  rope: bool = False
 
   @nn.compact
   def __call__(self, x_BxLxE: jax.Array) -> jax.Array:
     h = layers.layer_norm(dtype=self.dtype, name='norm_attn')(x_BxLxE)
-    h = layers.SelfAttention(self.num_heads, dtype=self.dtype, causal=self.causal, name='attn')(h)
+    h = layers.SelfAttention(self.num_heads, dtype=self.dtype, causal=self.causal, rope=self.rope, name='attn')(h)
     h = nn.Dropout(self.dropout)(h, deterministic=self.deterministic)
     x_BxLxE = layers.constrain(x_BxLxE + h, _ACT_3D)
     h = layers.layer_norm(dtype=self.dtype, name='norm_mlp')(x_BxLxE)
@@ -69,6 +73,7 @@ class Transformer(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
   causal: bool = False
+  rope: bool = False
   num_outputs: int | None = None
   num_input_classes: int | None = None
   num_steps: int | None = None
@@ -100,7 +105,7 @@ class Transformer(nn.Module):
     block_cls = nn.remat(TransformerBlock) if self.remat else TransformerBlock
     for i in range(self.num_layers):
       h = block_cls(self.num_heads, self.mlp_dim, self.dropout, deterministic=not train,
-                    dtype=self.dtype, causal=self.causal, name=f'block_{i}')(h)
+                    dtype=self.dtype, causal=self.causal, rope=self.rope, name=f'block_{i}')(h)
 
     h = layers.layer_norm(dtype=self.dtype, name='norm_out')(h)
     logits_BxLxK = layers.dense(num_outputs, ('embed', 'vocab'), dtype=self.dtype,
