@@ -199,13 +199,16 @@ def cmd_eval(args) -> None:
     result = evaluate.evaluate_params(setup, model.params, items, passes=args.passes,
                                       batch_size=batch_size, seed=args.seed, policy=steps, exact=args.exact)
   del result["per_item"]
+  # A baseline's --budget is its number of generation steps (D3PM) rather than a policy.
+  budget = len(steps) if steps is not None else args.budget
   result |= {"split": args.split, "step": model.step, "params": model.params_kind,
              "unit": evaluate.unit_name(model.spec),
-             "budget": None if steps is None else len(steps), "objective": getattr(setup.objective, "name", "ardm"),
+             "budget": budget, "objective": getattr(setup.objective, "name", "ardm"),
              "policy": None if steps is None else ("naive" if args.naive else "dp"),
-             "estimator": "exact per order" if args.exact else "one call per item",
+             "estimator": ("one call per item" if not args.exact else "exact per order" if steps is not None
+                           else "every step, one mask draw each"),
              "config_hash": model.config_hash, "seconds": round(time.time() - start, 2)}
-  path = os.path.join(args.workdir, "eval.json" if steps is None else f"eval_budget{len(steps)}"
+  path = os.path.join(args.workdir, "eval.json" if budget is None else f"eval_budget{budget}"
                       f"{'_naive' if args.naive else ''}{'_exact' if args.exact else ''}.json")
   evaluate.write_json(path, result)
   calls = len(steps) if steps is not None else (setup.objective.generation_calls(model.spec.num_steps)

@@ -1,6 +1,7 @@
 """The paper's baselines: D3PM-absorbing against its definition by enumeration, the ARM's normalisation and
 causality, both samplers against exact distributions, and their place in the trainer and the jobs."""
 import itertools
+import json
 import os
 
 import jax
@@ -198,8 +199,10 @@ def test_baseline_jobs_through_the_cli(trained_baselines, tmp_path, capsys):
   from ardm_jax import cli
   arm, _ = trained_baselines["digits_arm"]
   d3pm, _ = trained_baselines["digits_d3pm"]
-  assert cli.main(["eval", "--workdir", d3pm, "--budget", "5"]) == 0
+  assert cli.main(["eval", "--workdir", d3pm, "--budget", "5", "--exact"]) == 0
   assert "5 steps" in capsys.readouterr().out
+  saved = json.loads(open(os.path.join(d3pm, "eval_budget5_exact.json")).read())
+  assert saved["budget"] == 5 and saved["objective"] == "d3pm_absorbing" and np.isfinite(saved["bpd"])
   assert cli.main(["sample", "--workdir", d3pm, "--budget", "5", "--num", "4", "--out", str(tmp_path / "d.png")]) == 0
   assert cli.main(["sample", "--workdir", arm, "--num", "4", "--out", str(tmp_path / "a.png")]) == 0
   assert (tmp_path / "d.png").exists() and (tmp_path / "a.png").exists()
