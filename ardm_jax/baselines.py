@@ -42,27 +42,34 @@ def _check_int(name: str, v, low: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class ARM:
-  """Single-order autoregressive model over the raster order. Static: close over it, never trace it."""
+class _OneStageBaseline:
+  """What the trainer asks of a model: K data classes, the absorbing/start id K as an extra input class, K
+  outputs per variable, one stage, and the network's step input ranging over 0..D-1 (the per-step tracker's
+  size). Static: close over it, never trace it."""
   num_classes: int
-  name: str = "arm"
+
+  num_stages = 1
 
   def __post_init__(self):
     _check_int("num_classes", self.num_classes, 2)
 
-  num_stages = 1
-
   @property
   def num_input_classes(self) -> int:
-    return self.num_classes + 1  # the start token K
+    return self.num_classes + 1
 
   @property
   def num_outputs(self) -> int:
     return self.num_classes
 
   def num_net_steps(self, num_steps: int) -> int:
-    """Size of the per-step tracker: one entry per position (the network's step input is always 0)."""
     return int(num_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class ARM(_OneStageBaseline):
+  """Single-order autoregressive model over the raster order; its tracker holds one entry per position (the
+  network's step input is always 0) and the start token is the extra input class K."""
+  name: str = "arm"
 
   def generation_calls(self, num_steps: int) -> int:
     return int(num_steps)
@@ -114,29 +121,15 @@ def arm_generate(apply_fn: ApplyFn, params: Any, key: jax.Array, batch_size: int
 
 
 @dataclasses.dataclass(frozen=True)
-class D3PMAbsorbing:
-  """Discrete-time absorbing diffusion with T steps (the absorbing state is the extra class K)."""
-  num_classes: int
-  num_diffusion_steps: int
+class D3PMAbsorbing(_OneStageBaseline):
+  """Discrete-time absorbing diffusion with T steps (the absorbing state is the extra class K); the network's step
+  input is the expected number of known variables, 0..D-1, as for an OA-ARDM."""
+  num_diffusion_steps: int = 1000
   name: str = "d3pm_absorbing"
 
   def __post_init__(self):
-    _check_int("num_classes", self.num_classes, 2)
+    super().__post_init__()
     _check_int("number of diffusion steps T", self.num_diffusion_steps, 1)
-
-  num_stages = 1
-
-  @property
-  def num_input_classes(self) -> int:
-    return self.num_classes + 1
-
-  @property
-  def num_outputs(self) -> int:
-    return self.num_classes
-
-  def num_net_steps(self, num_steps: int) -> int:
-    """The network's step input is the expected number of known variables, 0..D-1, as for an OA-ARDM."""
-    return int(num_steps)
 
   def generation_calls(self, num_steps: int) -> int:
     del num_steps
