@@ -31,6 +31,13 @@ ApplyFn = Callable[..., jax.Array]
 T_SAMPLING_MODES = ("uniform", "stratified")
 
 
+def check_int(name: str, v, low: int) -> int:
+  """v as an int if it is an integer >= low (bools excluded), else a one-line ValueError naming `name`."""
+  if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < low:
+    raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+  return int(v)
+
+
 def bits_per_dim(nats: jax.Array | np.ndarray | float, num_dims: int):
   """Converts a per-example negative log-likelihood in nats to bits per data dimension."""
   return nats / (num_dims * np.log(2.0))

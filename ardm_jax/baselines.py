@@ -35,12 +35,6 @@ from ardm_jax import ardm
 ApplyFn = ardm.ApplyFn
 
 
-def _check_int(name: str, v, low: int) -> int:
-  if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < low:
-    raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
-  return int(v)
-
-
 @dataclasses.dataclass(frozen=True)
 class _OneStageBaseline:
   """What the trainer asks of a model: K data classes, the absorbing/start id K as an extra input class, K
@@ -51,7 +45,7 @@ class _OneStageBaseline:
   num_stages = 1
 
   def __post_init__(self):
-    _check_int("num_classes", self.num_classes, 2)
+    ardm.check_int("num_classes", self.num_classes, 2)
 
   @property
   def num_input_classes(self) -> int:
@@ -129,7 +123,7 @@ class D3PMAbsorbing(_OneStageBaseline):
 
   def __post_init__(self):
     super().__post_init__()
-    _check_int("number of diffusion steps T", self.num_diffusion_steps, 1)
+    ardm.check_int("number of diffusion steps T", self.num_diffusion_steps, 1)
 
   def generation_calls(self, num_steps: int) -> int:
     del num_steps

@@ -173,14 +173,8 @@ def _num_digits(num_classes: int, base: int) -> int:
   return stages
 
 
-def _check_int(name: str, v, low: int) -> int:
-  if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < low:
-    raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
-  return int(v)
-
-
 def _check_digits(num_classes, base) -> tuple[int, int]:
-  return _check_int("num_classes", num_classes, 2), _check_int("branch factor", base, 2)
+  return ardm.check_int("num_classes", num_classes, 2), ardm.check_int("branch factor", base, 2)
 
 
 def zero_least_significant(num_classes: int, base: int) -> Transitions:
@@ -240,7 +234,7 @@ def single_stage(num_classes: int) -> Transitions:
   """The plain OA-ARDM as a one-stage upscale model: level 0 is the dedicated absorbing class K (N = K + 1
   input classes, as in `ardm`), level 1 the data; a slot is a class. With the 'data' parametrisation this runs an
   OA-ARDM with any output distribution (the discretised logistic for 16-bit audio)."""
-  num_classes = _check_int("num_classes", num_classes, 2)
+  num_classes = ardm.check_int("num_classes", num_classes, 2)
   k = np.arange(num_classes)
   return Transitions("single_stage", np.stack([np.full(num_classes, num_classes), k]), k[None])
 
@@ -526,7 +520,7 @@ def policy_for_total_budget(stage_losses, total_budget: int, *, split: str = "op
   num_stages, num_steps = len(losses), (losses[0].size if losses else 0)
   if num_stages == 0 or any(L.shape != (num_steps,) for L in losses):
     raise ValueError("stage_losses must hold one L_t array of the same length D per stage ([S, D])")
-  total_budget = _check_int("total budget", total_budget, num_stages)
+  total_budget = ardm.check_int("total budget", total_budget, num_stages)
   if total_budget > num_stages * num_steps:
     raise ValueError(f"total budget {total_budget} exceeds S * D = {num_stages * num_steps} steps")
   if split == "optimal":

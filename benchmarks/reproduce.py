@@ -117,15 +117,18 @@ def _trained(root: str, name: str, role: str, smoke: bool = False):
   return workdir.open_workdir(path)
 
 
-def _summary(r: dict) -> dict:
-  return {"bpd": r["bpd"], "stderr": r["stderr"], "per_item": [float(v) for v in r["per_item"]]}
+def _summary(per_item) -> dict:
+  """Mean over items and its standard error (as evaluate.evaluate_params reports them), with the items kept."""
+  per_item = np.asarray(per_item, np.float64)
+  return {"bpd": float(per_item.mean()), "stderr": float(per_item.std(ddof=1) / np.sqrt(per_item.size)),
+          "per_item": [float(v) for v in per_item]}
 
 
 def _evaluate(model, items, passes, seed=0, policy_steps=None, exact=False, setup=None):
   setup = setup or model.setup
   with setup.context():
     return _summary(evaluate.evaluate_params(setup, model.params, items, passes=passes, batch_size=len(items),
-                                             seed=seed, policy=policy_steps, exact=exact))
+                                             seed=seed, policy=policy_steps, exact=exact)["per_item"])
 
 
 def _paired(a: dict, b: dict) -> tuple[float, float]:
@@ -148,19 +151,20 @@ def measure(root: str, name: str, store: Store, t0: float, passes: int, smoke: b
     test, train_items = test[:16], train_items[:64]
   D = oa.spec.num_steps
   budgets = [b for b in BUDGETS if b < D] + [D]
-  out = {"D": D, "num_test": len(test), "train_steps": {r: m.step for r, m in models.items()},
-         "train_seconds": {}}
+  out = {"D": D, "num_test": len(test), "train_steps": {r: m.step for r, m in models.items()}}
   _log(f"{name}: ELBO / NLL of the four models", t0)
   out["elbo"] = {r: store.get(f"{name}/elbo/{r}", lambda m=m, r=r: _evaluate(m, test, 1 if r == "arm" else passes))
                  for r, m in models.items()}
   _log(f"{name}: L_t on the training split and DP policies", t0)
 
-  def lt():
-    with oa.setup.context():
-      losses, _ = evaluate.estimate_lt(oa.setup, oa.params, train_items, samples_per_step=2 if smoke else 128,
-                                       batch_size=64 if smoke else 256, seed=1)
-    return [float(v) for v in losses]
-  losses = np.asarray(store.get(f"{name}/lt", lt))
+  def lt_on(items, seed):
+    def fn():
+      with oa.setup.context():
+        losses, _ = evaluate.estimate_lt(oa.setup, oa.params, items, samples_per_step=2 if smoke else 128,
+                                         batch_size=64 if smoke else 256, seed=seed)
+      return [float(v) for v in losses]
+    return fn
+  losses = np.asarray(store.get(f"{name}/lt", lt_on(train_items, 1)))
   # The policy file the coder reads too (WORKDIR/policy.json, as `ardm policy` writes it): the decoder of
   # table 4 finds the DP policy by its hash there.
   pf = policy.build_policy_file([losses], budgets, D, monotone="isotonic",
@@ -172,17 +176,12 @@ def measure(root: str, name: str, store: Store, t0: float, passes: int, smoke: b
   # The same DP fitted on held-out L_t instead: 2-fold cross-fitting on the test split (the policy for each half
   # comes from the other half's L_t), so no item is scored by a policy fitted on it.
   halves = (np.arange(len(test)) % 2 == 0, np.arange(len(test)) % 2 == 1)
-
-  def lt_on(rows, seed):
-    def fn():
-      with oa.setup.context():
-        losses, _ = evaluate.estimate_lt(oa.setup, oa.params, test[rows], samples_per_step=2 if smoke else 128,
-                                         batch_size=64 if smoke else 256, seed=seed)
-      return [float(v) for v in losses]
-    return fn
-  held_out = [np.asarray(store.get(f"{name}/lt_test_half{h}", lt_on(rows, 2 + h))) for h, rows in enumerate(halves)]
-  out["lt_gap"] = {"first_half": float(np.mean((losses - (held_out[0] + held_out[1]) / 2)[:D // 2])),
-                   "second_half": float(np.mean((losses - (held_out[0] + held_out[1]) / 2)[D // 2:]))}
+  held_out = [np.asarray(store.get(f"{name}/lt_test_half{h}", lt_on(test[rows], 2 + h)))
+              for h, rows in enumerate(halves)]
+  train_minus_test = losses - (held_out[0] + held_out[1]) / 2
+  out["lt_gap"] = {"first_half": float(np.mean(train_minus_test[:D // 2])),
+                   "second_half": float(np.mean(train_minus_test[D // 2:]))}
+  out["lt_halves_rms_diff"] = float(np.sqrt(np.mean((held_out[0] - held_out[1]) ** 2)))  # noise of the L_t estimates
   out["dp_predicted"] = {str(b): entries[str(b)]["expected_bpd"] for b in budgets}
   out["naive_predicted"] = {str(b): entries[str(b)]["naive_expected_bpd"] for b in budgets}
   out["policies"] = {}
@@ -198,8 +197,7 @@ def measure(root: str, name: str, store: Store, t0: float, passes: int, smoke: b
       for h, rows in enumerate(halves):
         steps_h = policy.optimal_policies(held_out[1 - h], [b], "isotonic")[b][0]
         per_item[rows] = _evaluate(oa, test[rows], 2, policy_steps=steps_h, exact=True)["per_item"]
-      return {"bpd": float(per_item.mean()), "stderr": float(per_item.std(ddof=1) / np.sqrt(per_item.size)),
-              "per_item": [float(v) for v in per_item]}
+      return _summary(per_item)
     row["dp_held_out"] = store.get(f"{name}/policy/dp_held_out/{b}", cross_fitted) if b < D else row["dp"]
     d3pm = models["d3pm"]
     setup_b = dataclasses.replace(d3pm.setup, objective=objective.with_generation_budget(d3pm.setup.objective, b, D))
@@ -207,10 +205,6 @@ def measure(root: str, name: str, store: Store, t0: float, passes: int, smoke: b
     out["policies"][str(b)] = row
   _log(f"{name}: per-item compression ({COMPRESSION_BUDGET}-call DP policy)", t0)
   out["compression"] = store.get(f"{name}/compression", lambda: _compression(oa, test, dp[COMPRESSION_BUDGET]))
-  out["eval_seconds"] = round(sum(v for k, v in store.values.items() if k.startswith(name + "/")
-                                  and k.endswith(":seconds")), 1)
-  half_a, half_b = held_out
-  out["lt_halves_rms_diff"] = float(np.sqrt(np.mean((half_a - half_b) ** 2)))  # noise of per-step L_t estimates
   return out
 
 
