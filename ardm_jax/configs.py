@@ -114,6 +114,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict(dict(
       batch_size=128, num_steps=100_000, log_every=100, checkpoint_every=5000, keep_checkpoints=3,
       eval_passes=1, eval_batch_size=256,
+      # Held-out progress while training: every `eval_every` steps (0 = off) the EMA parameters are evaluated on
+      # a fixed subset of `eval_items` held-out items, and the best checkpoint by that number is kept.
+      eval_every=0, eval_items=1024,
   ))
   # Mesh sizes for (data, fsdp, tensor); one may be -1 to take the remaining devices.
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
