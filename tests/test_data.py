@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ardm_jax import data
-from ardm_jax.data import images, tfds_util
+from ardm_jax.data import base, images, tfds_util
 from ardm_jax.data.embedded import pydoc_prose
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -354,3 +354,78 @@ def test_tfds_images_wiring(monkeypatch):
 def test_unknown_source():
     with pytest.raises(ValueError, match="unknown data.name 'cifar100'.*digits"):
         data.load(cfg(name="cifar100"))
+
+
+# ---- augmentation (data.augment='flip_rot90', the official CIFAR-10 pipeline's flips and quarter turns) ----------
+
+def square_images(n=40, side=4, channels=3, seed=0):
+    """Random items whose 8 flips/rotations are all distinct, so a transform can be identified from its result."""
+    return np.random.default_rng(seed).integers(0, 256, size=(n, side, side, channels)).astype(np.uint8)
+
+
+def symmetry_index(aug_HxWxC, plain_HxWxC):
+    """Which (flip, quarter turns) maps `plain` to `aug`, as 4 * flip + k; an error if none does."""
+    found = [4 * flip + k for flip in (0, 1) for k in range(4)
+             if np.array_equal(np.rot90(plain_HxWxC[:, ::-1] if flip else plain_HxWxC, k, axes=(0, 1)), aug_HxWxC)]
+    assert len(found) == 1, f"augmented item is not a single flip/rotation of its source ({found})"
+    return found[0]
+
+
+def augmented_pair(x, augment="flip_rot90"):
+    splits = {"train": x, "test": x[:5]}
+    return (data.ArrayDataset("sq", "image", splits, 256),
+            data.ArrayDataset("sq", "image", splits, 256, augment=augment))
+
+
+def test_flip_rot90_follows_tf_flip_then_counter_clockwise_rot90():
+    # [[a, b], [c, d]]: tf.image.rot90(k=1) gives [[b, d], [a, c]]; flip_left_right first then rot90 gives the
+    # transpose [[a, c], [b, d]] (rotating first and flipping after would give [[d, b], [c, a]]).
+    x_1x2x2x1 = np.array([[1, 2], [3, 4]]).reshape(1, 2, 2, 1)
+    turned = base.flip_rot90(x_1x2x2x1, np.array([0]), np.array([1]))
+    flipped_turned = base.flip_rot90(x_1x2x2x1, np.array([1]), np.array([1]))
+    assert turned[0, ..., 0].tolist() == [[2, 4], [1, 3]]
+    assert flipped_turned[0, ..., 0].tolist() == [[1, 3], [2, 4]]
+    assert base.flip_rot90(x_1x2x2x1, np.array([0]), np.array([0]))[0, ..., 0].tolist() == [[1, 2], [3, 4]]
+
+
+def test_augmented_batch_is_a_symmetry_of_the_plain_batch_item_by_item():
+    plain, aug = augmented_pair(square_images())
+    counts = np.zeros(8, int)
+    for step in range(16):  # 16 x 32 = 512 draws, crossing several epochs of 40 items
+        x_plain, x_aug = plain.train_batch(step, 32, seed=3), aug.train_batch(step, 32, seed=3)
+        assert x_aug.dtype == x_plain.dtype == np.int32 and x_aug.shape == x_plain.shape
+        for i in range(len(x_plain)):
+            counts[symmetry_index(x_aug[i], x_plain[i])] += 1
+    # Flip and quarter turn independent and uniform: each of the 8 symmetries about 1/8 of the time (64 expected).
+    assert counts.min() > 30 and counts.max() < 100, counts
+
+
+def test_augmentation_deterministic_resumable_and_sliced_like_the_batch():
+    _, aug = augmented_pair(square_images())
+    first = aug.train_batch(5, 16, seed=1)
+    np.testing.assert_array_equal(first, aug.train_batch(5, 16, seed=1))  # a resumed run draws the same
+    assert not np.array_equal(first, aug.train_batch(5, 16, seed=2))
+    slices = [aug.train_batch(5, 16, seed=1, process_index=p, process_count=4) for p in range(4)]
+    np.testing.assert_array_equal(np.concatenate(slices), first)
+
+
+def test_eval_items_are_never_augmented():
+    x = square_images()
+    plain, aug = augmented_pair(x)
+    np.testing.assert_array_equal(aug.eval_items("test"), plain.eval_items("test"))
+    np.testing.assert_array_equal(aug.eval_items("train"), x.astype(np.int32))
+
+
+def test_bad_augment_values_are_refused_in_one_line(tmp_path):
+    with pytest.raises(ValueError, match=r"data.augment must be one of 'none', 'flip_rot90', got 'flip'") as err:
+        augmented_pair(square_images(), augment="flip")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"needs square \(H, W, C\) items.*\(4, 6, 3\).*data.augment='none'"):
+        data.ArrayDataset("wide", "image", {"train": np.zeros((3, 4, 6, 3), np.uint8)}, 256, augment="flip_rot90")
+    # Checked from the config before anything is read: the missing file is not what fails.
+    with pytest.raises(ValueError, match="data.augment must be one of"):
+        data.load(cfg(name="npz", path=str(tmp_path / "missing.npz"), augment="rot90"))
+    path = tmp_path / "sq.npz"
+    np.savez(path, train_x=square_images(), test_x=square_images(4))
+    assert data.load(cfg(name="npz", path=str(path), augment="flip_rot90")).augment == "flip_rot90"
+    assert data.load(cfg(name="npz", path=str(path))).augment == "none"

@@ -12,6 +12,13 @@ Two storage kinds, one class each:
 In both, `train_batch` is a pure function of (seed, step, process_index, process_count): it never iterates from
 step 0, so a resumed run sees exactly the batches of an uninterrupted one. Every process derives the same
 global batch and keeps its own contiguous slice, so the slices are disjoint and concatenate to the global batch.
+
+Augmentation (`ArrayDataset(..., augment=...)`, from `data.augment`) touches training batches only:
+'flip_rot90' is the official CIFAR-10 pipeline's `data_augmentation=True` (google-research
+autoregressive_diffusion/experiments/images/datasets.py): a horizontal flip with probability 1/2, then a rotation
+by k * 90 degrees counter-clockwise with k uniform on 0..3, drawn independently, so each of the 8 symmetries of the
+square is equally likely. The draws for the whole global batch come from `default_rng([seed, step, AUGMENT_STREAM])`,
+so example j = step * B + position gets the same transform on every process and after a resume.
 """
 
 from __future__ import annotations
@@ -171,6 +178,31 @@ class Dataset:
                 f"num_classes={self.num_classes}, num_train_items={self.num_train_items})")
 
 
+AUGMENTATIONS = ("none", "flip_rot90")
+# Third seed word of the augmentation draws: keeps them a stream of their own, apart from the epoch permutations
+# (`[seed, epoch]`) and the text crop starts (`[seed, step]`).
+AUGMENT_STREAM = 0x4A06
+
+
+def check_augment(augment: Any) -> str:
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"data.augment must be one of {', '.join(map(repr, AUGMENTATIONS))}, got {augment!r}")
+    return augment
+
+
+def flip_rot90(x_bxHxWxC: np.ndarray, flip_b: np.ndarray, quarter_turns_b: np.ndarray) -> np.ndarray:
+    """Item i mirrored left-right if flip_b[i], then turned counter-clockwise by quarter_turns_b[i] * 90 degrees
+    (the order and direction of tf.image.flip_left_right followed by tf.image.rot90)."""
+    out = np.empty_like(x_bxHxWxC)
+    for flip in (False, True):
+        for k in range(4):
+            sel = (flip_b.astype(bool) == flip) & (quarter_turns_b % 4 == k)
+            if sel.any():
+                x = x_bxHxWxC[sel]
+                out[sel] = np.rot90(x[:, :, ::-1] if flip else x, k, axes=(1, 2))
+    return out
+
+
 def _storage_dtype(num_classes: int):
     return np.uint8 if num_classes <= 256 else (np.uint16 if num_classes <= 65536 else np.int32)
 
@@ -179,7 +211,8 @@ class ArrayDataset(Dataset):
     """Items already cut: `splits[name]` is an int array [N, *shape]; 'train' is required."""
 
     def __init__(self, name: str, kind: str, splits: Mapping[str, np.ndarray], num_classes: int,
-                 alphabet: str | None = None):
+                 alphabet: str | None = None, augment: str = "none"):
+        check_augment(augment)
         if "train" not in splits:
             raise ValueError(f"dataset {name!r} needs a 'train' split, got {sorted(splits)}")
         shapes = {k: np.shape(v)[1:] for k, v in splits.items()}
@@ -199,6 +232,10 @@ class ArrayDataset(Dataset):
                 raise ValueError(f"dataset {name!r}: split {split!r} has values {lo}..{hi}, outside "
                                  f"0..{num_classes - 1}; set data.num_classes to at least {hi + 1} (values must be >= 0)")
             self._splits[split] = x.astype(_storage_dtype(num_classes), copy=False)
+        if augment != "none" and (len(self.shape) != 3 or self.shape[0] != self.shape[1]):
+            raise ValueError(f"data.augment={augment!r} rotates by 90 degrees and needs square (H, W, C) items; "
+                             f"dataset {name!r} has items of shape {self.shape}; use data.augment='none'")
+        self.augment = augment
         self.num_train_items = len(self._splits["train"])
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
 
@@ -224,7 +261,15 @@ class ArrayDataset(Dataset):
 
     def train_batch(self, step, global_batch_size, seed, process_index=0, process_count=1) -> np.ndarray:
         idx_b = self.train_indices(step, global_batch_size, seed, process_index, process_count)
-        return self._splits["train"][idx_b].astype(np.int32)
+        x_b = self._splits["train"][idx_b].astype(np.int32)
+        if self.augment == "flip_rot90":
+            # Drawn for the whole global batch (as the epoch permutation is), then sliced like the items.
+            _, _, lo, hi = self._local_range(step, global_batch_size, seed, process_index, process_count)
+            rng = np.random.default_rng([int(seed), int(step), AUGMENT_STREAM])
+            flip_B = rng.integers(0, 2, size=int(global_batch_size))
+            quarter_turns_B = rng.integers(0, 4, size=int(global_batch_size))
+            x_b = flip_rot90(x_b, flip_B[lo:hi], quarter_turns_B[lo:hi])
+        return x_b
 
     def eval_items(self, split: str) -> np.ndarray:
         self._check_split(split, self._splits)

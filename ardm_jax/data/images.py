@@ -1,5 +1,8 @@
 """Image sources: a local .npz, a folder of PNGs, and tfds CIFAR-10 / MNIST. Items are uint8 (H, W, C).
 
+Every source here takes `data.augment` ['none'] | 'flip_rot90' (random flips and quarter turns of training items,
+as the official CIFAR-10 pipeline's data_augmentation=True; square images only; see ardm_jax.data.base).
+
 Sources without their own test split are split with `fixed_split(N, max(1, N // 10), seed=0)`: the last
 tenth of a seed-0 permutation is the test set, so the split is the same on every machine and every run.
 """
@@ -11,7 +14,7 @@ import os
 import numpy as np
 
 from ardm_jax.data import tfds_util
-from ardm_jax.data.base import ArrayDataset, as_int, cfg_get, fixed_split, require_path
+from ardm_jax.data.base import ArrayDataset, as_int, cfg_get, check_augment, fixed_split, require_path
 
 IMAGE_CLASSES = 256
 HOLDOUT_SEED = 0
@@ -38,6 +41,12 @@ def _num_classes(data_cfg) -> int:
     return k
 
 
+def _augment(data_cfg) -> str:
+    """`data.augment` ['none']: 'flip_rot90' flips and rotates training items (see ardm_jax.data.base). Checked
+    before any data is read, so a misspelt value fails at once."""
+    return check_augment(cfg_get(data_cfg, "augment", "none"))
+
+
 def _with_channels(x, where: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 3:  # (N, H, W) grayscale
@@ -50,6 +59,7 @@ def _with_channels(x, where: str) -> np.ndarray:
 def load_npz(data_cfg) -> ArrayDataset:
     """`data.path` (.npz), `data.num_classes` (default 256). Keys: train_x/test_x (or x_train/x_test, optional
     validation_x), or one `x` / `images` array split 90/10 by the fixed holdout."""
+    augment = _augment(data_cfg)
     path = require_path(data_cfg, "npz file", "set --config.data.path=/path/to/images.npz")
     num_classes = _num_classes(data_cfg)
     try:
@@ -70,7 +80,7 @@ def load_npz(data_cfg) -> ArrayDataset:
                 raise ValueError(f"{path!r} has keys {sorted(keys)}; expected train_x/test_x, x_train/x_test, "
                                  f"or a single 'x' or 'images' array")
             splits = _holdout(_with_channels(npz[single], f"{path!r}[{single!r}]"))
-    return ArrayDataset("npz", "image", splits, num_classes)
+    return ArrayDataset("npz", "image", splits, num_classes, augment=augment)
 
 
 def _read_png(path: str) -> np.ndarray:
@@ -97,6 +107,7 @@ def _read_png(path: str) -> np.ndarray:
 def load_png_folder(data_cfg) -> ArrayDataset:
     """`data.path` (folder of equal-size PNGs, read in name order), `data.num_classes` (default 256).
     Split 90/10 by the fixed holdout."""
+    augment = _augment(data_cfg)
     path = require_path(data_cfg, "PNG folder", "set --config.data.path=/path/to/folder_of_pngs")
     if not os.path.isdir(path):
         raise ValueError(f"data.path {path!r} is not a folder; png_folder needs a folder of .png files")
@@ -113,12 +124,13 @@ def load_png_folder(data_cfg) -> ArrayDataset:
             raise ValueError(f"{os.path.join(path, name)!r} is {x_HxWxC.shape} (H, W, C) but {first[0]!r} is "
                              f"{first[1]}; all PNGs must share size and channels")
         images.append(x_HxWxC)
-    return ArrayDataset("png_folder", "image", _holdout(np.stack(images)), num_classes)
+    return ArrayDataset("png_folder", "image", _holdout(np.stack(images)), num_classes, augment=augment)
 
 
 def load_tfds_images(data_cfg, name: str) -> ArrayDataset:
     """tfds `cifar10` / `mnist`, uint8, 256 classes. `data.tfds_data_dir` (default: tfds's own default),
     `data.download` (default False: an unprepared dataset is an immediate error instead of a download)."""
+    augment = _augment(data_cfg)
     data_dir = cfg_get(data_cfg, "tfds_data_dir")
     download = cfg_get(data_cfg, "download", False)
     if not isinstance(download, bool):
@@ -131,4 +143,4 @@ def load_tfds_images(data_cfg, name: str) -> ArrayDataset:
             raise ValueError(f"tfds {name}:{split} gave images {x.shape} {x.dtype}; expected (N, "
                              f"{', '.join(map(str, TFDS_SHAPES[name]))}) uint8")
         splits[split] = x
-    return ArrayDataset(name, "image", splits, IMAGE_CLASSES)
+    return ArrayDataset(name, "image", splits, IMAGE_CLASSES, augment=augment)
