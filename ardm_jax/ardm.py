@@ -44,9 +44,15 @@ def bits_per_dim(nats: jax.Array | np.ndarray | float, num_dims: int):
 
 
 def sample_orders(key: jax.Array, batch_size: int, num_steps: int) -> jax.Array:
-  """Uniformly random orders: ranks of i.i.d. uniforms are a uniform random permutation per example."""
-  u_BxD = jax.random.uniform(key, (batch_size, num_steps))
-  return jnp.argsort(jnp.argsort(u_BxD, axis=-1), axis=-1).astype(jnp.int32)
+  """Uniformly random orders, one independent random permutation of 0..D-1 per example.
+
+  A uniform random permutation is its own inverse in distribution, so it serves directly as the ranks sigma.
+  Ranks of float32 uniforms would tie (at D = 16,000 a tie is likely) and ties would be broken by position.
+  Row b's key is fold_in(key, b), so a row's order does not depend on the batch size: a batch padded to divide
+  the devices draws the same orders for its real rows.
+  """
+  keys_B = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(batch_size, dtype=jnp.uint32))
+  return jax.vmap(lambda k: jax.random.permutation(k, num_steps))(keys_B).astype(jnp.int32)
 
 
 def sample_steps(key: jax.Array, batch_size: int, num_steps: int, mode: str = "uniform") -> jax.Array:
@@ -211,6 +217,8 @@ def orders_observed_first(key: jax.Array, observed_BxD: jax.Array) -> jax.Array:
   Used for completion (inpainting / infilling): the observed variables are "generated" first, in a random
   order, then the rest in a random order, so the model conditions on all observations.
   """
-  u_BxD = jax.random.uniform(key, observed_BxD.shape)
-  sort_key_BxD = jnp.where(observed_BxD, u_BxD, 1.0 + u_BxD)
+  batch_size, num_steps = observed_BxD.shape
+  # Distinct integer sort keys (a random rank, shifted by D when unobserved): no ties, as in sample_orders.
+  rank_BxD = sample_orders(key, batch_size, num_steps)
+  sort_key_BxD = jnp.where(observed_BxD, rank_BxD, num_steps + rank_BxD)
   return jnp.argsort(jnp.argsort(sort_key_BxD, axis=-1), axis=-1).astype(jnp.int32)

@@ -40,6 +40,22 @@ def all_data():
 def test_sample_orders_are_permutations():
   sigma = np.asarray(ardm.sample_orders(jax.random.PRNGKey(0), 64, 10))
   assert (np.sort(sigma, axis=1) == np.arange(10)).all()
+  # At text8 size, ranks of float32 uniforms would tie (and be ordered by position); a permutation cannot.
+  sigma = np.asarray(ardm.sample_orders(jax.random.PRNGKey(1), 4, 16000))
+  assert (np.sort(sigma, axis=1) == np.arange(16000)).all()
+
+
+def test_sample_orders_are_uniform_over_permutations_and_per_row():
+  """All 4! orders equally often (chi-square, 23 degrees of freedom), and a row's order does not depend on the
+  batch size (padding a batch to divide the devices keeps the real rows' orders)."""
+  n, d = 24000, 4
+  sigma = np.asarray(ardm.sample_orders(jax.random.PRNGKey(2), n, d))
+  codes = sigma @ (d ** np.arange(d))
+  counts = np.unique(codes, return_counts=True)[1]
+  assert len(counts) == 24
+  chi2 = float(np.sum((counts - n / 24) ** 2 / (n / 24)))
+  assert chi2 < 49.7, chi2  # the 0.999 quantile of chi-square(23): a fair sampler fails 1 seed in 1000
+  np.testing.assert_array_equal(np.asarray(ardm.sample_orders(jax.random.PRNGKey(2), 5, d)), sigma[:5])
 
 
 def test_known_mask_counts_t_known_variables():
@@ -192,6 +208,9 @@ def test_orders_observed_first():
   observed = jnp.asarray([[True, False, True, False, False]])
   sigma = np.asarray(ardm.orders_observed_first(jax.random.PRNGKey(0), observed))[0]
   assert sorted(sigma[[0, 2]]) == [0, 1] and sorted(sigma[[1, 3, 4]]) == [2, 3, 4]
+  big = jnp.arange(16000)[None] % 3 == 0
+  sigma = np.asarray(ardm.orders_observed_first(jax.random.PRNGKey(1), big))[0]
+  assert (np.sort(sigma) == np.arange(16000)).all() and sigma[np.asarray(big[0])].max() < int(big.sum())
 
 
 def test_generate_single_step_policy_samples_the_model_marginals():
