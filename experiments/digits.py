@@ -1,9 +1,10 @@
 """OA-ARDM on scikit-learn's digits (8x8, 17 levels): the embedded default, no download.
 
-Command (2 CPU cores, about 6 minutes including the test evaluation):
+Command:
   ardm train --config experiments/digits.py --workdir runs/digits
-Expected: test bits/dim about 1.85 (EMA parameters, 4 passes over the 300 test images); xz on the whole set
-gives 2.71, WebP 7.97 per image. `experiments/digits.py:tiny` is a seconds-long smoke variant for tests.
+Expected (measured, benchmarks/RESULTS.md "Digits default"): test bits/dim 1.8560 ± 0.0186 (EMA parameters, 4
+passes over the 300 test images) in 7 min 26 s on 2 CPU cores shared with one other job; xz on the whole set gives
+2.71, WebP 7.97 per image. `experiments/digits.py:tiny` is a seconds-long smoke variant for tests.
 """
 from ardm_jax.configs import base_config, shrink_to_tiny
 

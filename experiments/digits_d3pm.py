@@ -1,11 +1,13 @@
 """D3PM-absorbing baseline on scikit-learn's digits: the digits default's U-Net, optimiser and steps, trained as
 discrete-time absorbing diffusion with T = 1000 steps (Austin et al., 2021) instead of as an OA-ARDM.
 
-Command (2 CPU cores, about 6 minutes):
+Command:
   ardm train --config experiments/digits_d3pm.py --workdir runs/digits_d3pm
   ardm eval --workdir runs/digits_d3pm --budget 20 --passes 4     # the same denoiser as a 20-step model
-Expected: test bits/dim a little above the OA-ARDM's at T = 1000 and higher at few steps; see
-benchmarks/RESULTS.md (reproduction). `:tiny` is a seconds-long smoke variant.
+Expected: test bits/dim a little above the OA-ARDM's at T = 1000 and higher at few steps. This config as it
+stands: time and result not measured; benchmarks/RESULTS.md "Reproduction" measured a variant with U-Net ch 32
+on 2 CPU cores (D3PM − OA-ARDM from +0.001 to +0.012 bits/dim over the budgets there).
+`:tiny` is a seconds-long smoke variant.
 """
 import os
 

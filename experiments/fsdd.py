@@ -8,6 +8,8 @@ Variants:
 Command:
   ardm train --config experiments/fsdd.py --workdir runs/fsdd
 Expected: no paper number (FSDD is not in the paper); train/eval/sample/compress as for SC09, in bits/sample.
+Time and result of the default and upscale variants: not measured; `:tiny` (a plumbing check, 2 steps) is
+recorded in benchmarks/RESULTS.md "Audio: a tiny FSDD run end to end".
 """
 from ardm_jax.configs import base_config, shrink_to_tiny
 

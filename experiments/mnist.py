@@ -2,7 +2,8 @@
 
 Command (prepare the data first with `tfds build mnist` on a machine with internet):
   ardm train --config experiments/mnist.py --workdir runs/mnist
-Expected: not reported in the paper; a sanity benchmark for image models. `:tiny` is a smoke variant.
+Expected: not reported in the paper; a sanity benchmark for image models. Time and result: not measured.
+`:tiny` is a smoke variant.
 """
 from ardm_jax.configs import base_config, shrink_to_tiny
 
@@ -12,6 +13,7 @@ def get_config(variant: str = "default"):
   config.data.name = "mnist"
   config.data.tfds_data_dir = None
   config.data.download = False
+  config.data.augment = "none"  # flips and quarter turns change what a digit is (6 and 9); override at your risk
   config.model.name = "unet"
   config.model.ch = 128
   config.model.num_res_blocks = 8
