@@ -25,6 +25,16 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
                  help="network calls under a parallel policy (default: one call per variable)")
   p.add_argument("--policy", default=None, help="policy file (default WORKDIR/policy.json)")
   p.add_argument("--naive", action="store_true", help="evenly spaced steps instead of the DP policy")
+  _add_budget_split_arg(p)
+
+
+def _add_budget_split_arg(p: argparse.ArgumentParser) -> None:
+  from ardm_jax.policy import BUDGET_SPLIT_KEYS  # pylint: disable=import-outside-toplevel  (NumPy only)
+  # Not --split: eval and policy already take --split for the held-out data split.
+  p.add_argument("--budget-split", choices=tuple(BUDGET_SPLIT_KEYS), default="optimal",
+                 help="how an upscale model's total budget is divided over its stages for the DP policy: optimal "
+                      "(lowest expected bits, default) or equal (the paper's Table 7); --naive always splits "
+                      "equally; a one-stage model ignores it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
   source.add_argument("--workdir", help="estimate L_t with the trained model on held-out data")
   source.add_argument("--loss-file", help="per-step losses (bits per variable) as .npy or .json; no model needed")
   p.add_argument("--budgets", required=True, help="comma-separated network-call budgets, e.g. 5,10,20,50")
+  _add_budget_split_arg(p)  # the file keeps both splits; this picks the one printed and plotted
   p.add_argument("--samples", type=int, default=None,
                  help="held-out draws per step t (stratified; default max(16, 65536 // D): L_t noise is what the "
                       "DP can exploit, so small models get many draws)")
@@ -150,15 +161,16 @@ def cmd_policy(args) -> None:
     pf = policy.build_policy_file(stage_losses, budgets, num_dims, stage_stderrs=stage_stderrs,
                                   monotone=args.monotone, fingerprint=fingerprint)
     entries = pf["stages"][0]["policies"]
-  else:  # budgets are totals over all stages, split optimally (the file also keeps each stage's policies)
+  else:  # budgets are totals over all stages; the file keeps the optimal and the equal split of each
     pf = policy.build_policy_file(stage_losses, [], num_dims, stage_stderrs=stage_stderrs, monotone=args.monotone,
                                   fingerprint=fingerprint, total_budgets=budgets)
-    entries = pf["total_budget_split"]
+    entries = policy.total_budget_entries(pf, args.budget_split)
   policy.save_policy_file(out, pf, overwrite=args.overwrite)
   dp_bpd = [entries[str(b)]["expected_bpd"] for b in budgets]
   naive_bpd = [entries[str(b)]["naive_expected_bpd"] for b in budgets]
   policy.plot_policy(png, losses, stderr, budgets, dp_bpd, naive_bpd, num_dims)
-  stages_note = f" in {num_stages} stages (budgets are totals, split optimally)" if num_stages > 1 else ""
+  how = {"optimal": "optimally", "equal": "equally"}[args.budget_split]
+  stages_note = f" in {num_stages} stages (budgets are totals, split {how} over the stages)" if num_stages > 1 else ""
   print(f"L_t from {source}: sum = {np.sum(losses) / num_dims:.4f} bits/dim over {len(losses)} steps{stages_note}")
   print("| budget | DP expected bpd | naive expected bpd |")
   print("|---|---|---|")
@@ -191,7 +203,7 @@ def cmd_eval(args) -> None:
     setup = dataclasses.replace(setup, objective=objective.with_generation_budget(
         setup.objective, args.budget, model.spec.num_steps))
   elif args.budget is not None:
-    steps = sample.choose_policy(model, args.budget, args.naive, args.policy)
+    steps = sample.choose_policy(model, args.budget, args.naive, args.policy, split=args.budget_split)
   items = dataset.eval_items(args.split)
   batch_size = args.batch_size or int(model.config.train.eval_batch_size)
   start = time.time()
@@ -205,11 +217,14 @@ def cmd_eval(args) -> None:
              "unit": evaluate.unit_name(model.spec),
              "budget": budget, "objective": getattr(setup.objective, "name", "ardm"),
              "policy": None if steps is None else ("naive" if args.naive else "dp"),
+             "budget_split": None if steps is None or setup.objective.num_stages == 1 else (
+                 "equal" if args.naive else args.budget_split),
              "estimator": ("one call per item" if not args.exact else "exact per order" if steps is not None
                            else "every step, one mask draw each"),
              "config_hash": model.config_hash, "seconds": round(time.time() - start, 2)}
   path = os.path.join(args.workdir, "eval.json" if budget is None else f"eval_budget{budget}"
-                      f"{'_naive' if args.naive else ''}{'_exact' if args.exact else ''}.json")
+                      f"{'_naive' if args.naive else ''}{'_exact' if args.exact else ''}"
+                      f"{'_equal' if result['budget_split'] == 'equal' and not args.naive else ''}.json")
   evaluate.write_json(path, result)
   calls = len(steps) if steps is not None else (setup.objective.generation_calls(model.spec.num_steps)
                                                  if objective.is_baseline(setup.objective) else model.spec.num_steps)
@@ -237,7 +252,7 @@ def cmd_sample(args) -> None:
       raise ValueError("--naive and --policy are for ARDM policies; a baseline takes only --budget")
     items, calls = sample.sample_baseline(model, args.num, args.budget, seed=args.seed)
   else:
-    steps = sample.choose_policy(model, args.budget, args.naive, args.policy)
+    steps = sample.choose_policy(model, args.budget, args.naive, args.policy, split=args.budget_split)
     with model.setup.context():
       items = sample.sample(model, args.num, steps, seed=args.seed)
     calls = len(steps)
@@ -262,7 +277,8 @@ def cmd_inpaint(args) -> None:
   out = args.out or sample.completion_path(args.input, spec)
   sample.check_writable(out, args.overwrite)
   with model.setup.context():
-    completed = sample.complete(model, item, observed, args.num, args.budget, args.naive, args.policy, args.seed)
+    completed = sample.complete(model, item, observed, args.num, args.budget, args.naive, args.policy, args.seed,
+                                split=args.budget_split)
   if not np.array_equal(completed[:, observed], np.broadcast_to(item[observed], (args.num, int(observed.sum())))):
     raise AssertionError("internal error: a completion changed a given value")
   sample.write_items(spec, completed, out, overwrite=args.overwrite, scale=4 if spec.shape[0] <= 16 else 1)

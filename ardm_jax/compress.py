@@ -27,9 +27,11 @@ Determinism
 -----------
 Encoder and decoder must see bit-identical tables. Both use the same jitted network function and table
 function and feed them the items of a container in batches of min(N, config.train.eval_batch_size)
-(N = items in the container, stored in its header), the last batch padded by repeating its first row; nothing
-about batching is stored. The CRC-32 in the container turns any numerical mismatch (another device kind,
-another XLA) into an error.
+(N = items in the container, stored in its header); each batch is padded by repeating its first row to divide
+the devices (`sharding.place_rows`), and only the real rows are coded; nothing about batching is stored. The
+padding depends on the device count, but the networks are row-wise (no batch statistics), so a row's table does
+not depend on its batch: a file compressed on 1 device decodes on 3 (tested on CPU). The CRC-32 in the container
+turns any numerical mismatch (another device kind, another XLA) into an error.
 
 File table (stored only when needed; `coding` keeps it as opaque bytes in the header, covered by the CRCs)
 ----------------------------------------------------------------------------------------------------------
@@ -64,6 +66,7 @@ import numpy as np
 from PIL import Image
 
 from ardm_jax import coding
+from ardm_jax.policy import BUDGET_SPLIT_KEYS  # NumPy only: cheap for --help
 
 # jax, the workdir and the data sources are imported inside the jobs: the CLI builds its parser from this module
 # and should not pay for a JAX import to print --help.
@@ -109,8 +112,9 @@ class Predictor:
   for an upscale ARDM the slot log-probabilities (`upscale.slot_log_probs`, -inf on empty slots) of stage
   t // D, C = number of slots. Two jitted functions run per batch: the network (compiled once per batch size)
   and the table of the gathered positions (compiled once per power-of-two bucket of n), so only [B, n, C]
-  comes back from the device, never [B, D, K]. Items are fed in fixed batches of min(N, max_batch) rows so
-  encoder and decoder run the very same computation. `calls` counts network evaluations.
+  comes back from the device, never [B, D, K]. Items are fed in fixed batches of min(N, max_batch) rows, padded
+  to divide the devices, so encoder and decoder run the same per-row computation. `calls` counts network
+  evaluations.
   """
   positions_only = True
 
@@ -144,24 +148,24 @@ class Predictor:
     self._tables = jax.jit(tables)
 
   def __call__(self, x_NxD: np.ndarray, known_NxD: np.ndarray, t: int, pos_n: np.ndarray) -> np.ndarray:
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-    spec = self.model.spec
+    from ardm_jax import sharding  # pylint: disable=import-outside-toplevel
+    spec, mesh = self.model.spec, self.model.setup.mesh
     N, D = x_NxD.shape
     n = len(pos_n)
     B = min(N, self.max_batch)
     pos = np.concatenate([pos_n, np.repeat(pos_n[:1], _bucket(n, D) - n)]).astype(np.int32)
     out = np.empty((N, n, self.num_slots), np.float32)
-    t_B = np.full((B,), t, np.int32)
     for lo in range(0, N, B):
       x_b, known_b = x_NxD[lo:lo + B], known_NxD[lo:lo + B]
       rows = len(x_b)
-      if rows < B:
-        x_b = np.concatenate([x_b, np.repeat(x_b[:1], B - rows, axis=0)])
-        known_b = np.concatenate([known_b, np.repeat(known_b[:1], B - rows, axis=0)])
+      # The short last batch is padded to B rows first, so every call of a container has the same shape.
+      x_b, known_b = sharding.pad_rows(x_b, B), sharding.pad_rows(known_b, B)
       with self.model.setup.context():
-        x_in = jnp.asarray(x_b.reshape((B,) + spec.shape).astype(np.int32))
-        net_out = self._apply(self.model.params, x_in, jnp.asarray(known_b.reshape((B,) + spec.shape)), t_B)
-        table = np.asarray(self._tables(net_out, x_in, pos, np.int32(t // D)))
+        x_in = sharding.place_rows(x_b.reshape((B,) + spec.shape).astype(np.int32), mesh)
+        known = sharding.place_rows(known_b.reshape((B,) + spec.shape), mesh)
+        t_B = sharding.place_rows(np.full((B,), t, np.int32), mesh)
+        net_out = self._apply(self.model.params, x_in, known, t_B)
+        table = sharding.to_host(self._tables(net_out, x_in, pos, np.int32(t // D)))
       if table.dtype != np.float32:
         raise ValueError(f"the network returned {table.dtype} outputs; coding needs float32 tables")
       out[lo:lo + rows] = table[:rows, :n]
@@ -218,25 +222,26 @@ def _check_codable(spec, workdir: str) -> None:
 
 
 def encoder_policy(cm: CodingModel, budget: int | None, naive: bool = False,
-                   policy_file: str | None = None) -> tuple[np.ndarray, str]:
+                   policy_file: str | None = None, split: str = "optimal") -> tuple[np.ndarray, str]:
   """(global steps, label): one call per variable (and stage) without a budget or with budget S * D, else the
-  DP policy (the policy file's, split over the stages) or the naive one (equal split, evenly spaced)."""
+  DP policy (the policy file's, the total divided over the stages by `split`: 'optimal' or 'equal') or the
+  naive one (equal split, evenly spaced)."""
   from ardm_jax import sample, upscale  # pylint: disable=import-outside-toplevel
   S, D = cm.num_stages, cm.spec.num_steps
   if budget is None or budget == S * D:
     return upscale.sequential_policy(S, D).astype(np.int64), "one call per variable" + (
         f" in each of {S} stages" if S > 1 else "")
-  steps = np.asarray(sample.choose_policy(cm.model, budget, naive, policy_file), np.int64)
+  steps = np.asarray(sample.choose_policy(cm.model, budget, naive, policy_file, split=split), np.int64)
   coding.policy_hash(steps, D, S)  # a malformed policy fails here, before any network call
   if len(steps) != budget:
     raise ValueError(f"the policy for --budget {budget} has {len(steps)} steps; rebuild the policy file with "
                      f"`ardm policy --workdir {cm.workdir} --budgets {budget}`")
-  return steps, ("naive" if naive else "DP-optimal")
+  return steps, ("naive" if naive else "DP-optimal" + (", equal split" if S > 1 and split == "equal" else ""))
 
 
 def decoder_policy(cm: CodingModel, container: coding.Container, policy_file: str | None = None) -> np.ndarray:
   """The global policy a container was coded with, found among the ones this workdir can make (checked by hash):
-  one call per step (budget S * D), the naive policy, or the policy file's."""
+  one call per step (budget S * D), the naive policy, or the policy file's (either budget split)."""
   from ardm_jax import policy as policy_lib, upscale  # pylint: disable=import-outside-toplevel
   S, D, budget = container.num_stages, container.D, container.budget
   path = policy_file or os.path.join(cm.workdir, "policy.json")
@@ -248,10 +253,11 @@ def decoder_policy(cm: CodingModel, container: coding.Container, policy_file: st
       candidates.append(policy_lib.naive_global_policy(S, D, budget))
     if os.path.isfile(path):
       pf = policy_lib.load_policy_file(path)  # a malformed file is reported as such
-      try:
-        candidates.append(policy_lib.global_policy(pf, budget))
-      except ValueError:
-        pass  # no policy for this budget in the file: only the naive candidate remains
+      for split in policy_lib.BUDGET_SPLIT_KEYS:
+        try:
+          candidates.append(policy_lib.global_policy(pf, budget, split))
+        except ValueError:
+          pass  # no policy for this budget and split in the file
   for steps in candidates:
     try:
       if coding.policy_hash(steps, D, S) == container.policy_hash:
@@ -276,7 +282,7 @@ def search_order(cm: CodingModel, steps: np.ndarray, num_orders: int, num_items:
   """
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from ardm_jax import data, upscale  # pylint: disable=import-outside-toplevel
+  from ardm_jax import data, sharding, upscale  # pylint: disable=import-outside-toplevel
   if num_orders < 1 or num_items < 1:
     raise ValueError(f"--search-orders and --search-items must be >= 1, got {num_orders} and {num_items}")
   spec, model, objective = cm.spec, cm.model, cm.objective
@@ -294,10 +300,9 @@ def search_order(cm: CodingModel, steps: np.ndarray, num_orders: int, num_items:
     for lo in range(0, num_items, B):
       x = items[lo:lo + B]
       n = len(x)
-      if n < B:
-        x = np.concatenate([x, np.repeat(x[:1], B - n, axis=0)])
       with model.setup.context():
-        ll_B = np.asarray(fn(model.params, x, sigma_BxSxD, policy_P))
+        ll_B = sharding.to_host(fn(model.params, sharding.place_rows(sharding.pad_rows(x, B), model.setup.mesh),
+                                   sharding.place_rows(sigma_BxSxD, model.setup.mesh), policy_P))
       nats -= float(np.sum(ll_B[:n], dtype=np.float64))
     scores.append(nats / (num_items * D * np.log(2.0)))
   return base_seed + int(np.argmin(scores)), scores
@@ -773,7 +778,8 @@ def read_inputs(spec, paths: list[str], keep_names: bool = False) -> list[FileEn
 
 def compress_files(cm: CodingModel, paths_or_entries: list, *, mode: str = "item", budget: int | None = None,
                    naive: bool = False, policy_file: str | None = None, search_orders: int = 0,
-                   search_items: int = 64, seed: int = 0, keep_names: bool = False) -> tuple[bytes, dict]:
+                   search_items: int = 64, seed: int = 0, keep_names: bool = False,
+                   split: str = "optimal") -> tuple[bytes, dict]:
   """Reads the inputs (paths, or entries from `read_inputs`), picks policy and order, and codes them into one
   container. Returns (bytes, report)."""
   if mode not in coding.MODES:
@@ -783,7 +789,7 @@ def compress_files(cm: CodingModel, paths_or_entries: list, *, mode: str = "item
   if not entries or not isinstance(entries[0], FileEntry):
     entries = read_inputs(spec, paths_or_entries, keep_names)
   items = np.concatenate([_to_items(e, spec) for e in entries])
-  steps, policy_label = encoder_policy(cm, budget, naive, policy_file)
+  steps, policy_label = encoder_policy(cm, budget, naive, policy_file, split)
   report = {"policy": policy_label, "files": len(entries)}
   order_seed = seed
   if search_orders:
@@ -840,6 +846,9 @@ def add_parsers(sub) -> None:
                  help="network calls per batch of items, over all stages of an upscale model (default: one per "
                       "variable and stage, the best rate)")
   p.add_argument("--naive", action="store_true", help="evenly spaced policy steps instead of the DP policy")
+  p.add_argument("--budget-split", choices=tuple(BUDGET_SPLIT_KEYS), default="optimal",
+                 help="how an upscale model's --budget is divided over its stages for the DP policy: optimal "
+                      "(lowest expected bits) or equal (the paper's Table 7); decompression finds it by itself")
   p.add_argument("--policy", default=None, help="policy file (default WORKDIR/policy.json); decode with the same")
   p.add_argument("--search-orders", type=int, default=0, metavar="N",
                  help="try the orders of N seeds on training items and keep the best (the paper uses 5)")
@@ -871,7 +880,8 @@ def cmd_compress(args) -> None:
   cm = open_coding_model(args.workdir, args.step)
   data, report = compress_files(cm, entries, mode=args.mode, budget=args.budget, naive=args.naive,
                                 policy_file=args.policy, search_orders=args.search_orders,
-                                search_items=args.search_items, seed=args.seed, keep_names=args.keep_names)
+                                search_items=args.search_items, seed=args.seed, keep_names=args.keep_names,
+                                split=args.budget_split)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "wb" if args.overwrite else "xb") as f:
     f.write(data)

@@ -10,7 +10,6 @@ import jax
 from etils import epath
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from ardm_jax import ardm, baselines, objective, sharding, upscale
 
@@ -59,40 +58,32 @@ def _call_eval(params, batch, key, *, policy_P, apply_fn, spec, exact):
   return _eval_bpd(params, batch, key, policy_P, apply_fn=apply_fn, spec=spec, exact=exact)
 
 
-def _to_host(x: jax.Array) -> np.ndarray:
-  if jax.process_count() > 1:
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return np.asarray(x)
-
-
 def evaluate_params(setup, params, items: np.ndarray, *, passes: int, batch_size: int, seed: int,
                     policy: np.ndarray | None = None, exact: bool = False, eval_fn=None,
                     log_every_s: float = 30.0) -> dict:
-  """Each item gets `passes` independent estimates; the last batch is padded and the padding masked out.
+  """Each item gets `passes` independent estimates, in batches of `batch_size` items.
 
-  Reports the mean over items of the per-item average and its standard error across items (this covers
-  both the estimator noise and the item-to-item spread).
+  Any batch size works on any mesh: every batch (the last one may be shorter) is padded to divide the devices
+  (`sharding.place_rows`) and the padding is ignored. The items, their batches and keys depend only on
+  `batch_size` and `seed`, and orders and steps are drawn per row, so the result does not depend on the device
+  count (up to float rounding). Reports the mean over items of the per-item average and its standard error
+  across items (this covers both the estimator noise and the item-to-item spread).
   """
   if passes < 1:
     raise ValueError(f"--passes must be at least 1, got {passes}")
-  sharding.check_batch_divides_mesh(batch_size, setup.mesh)
+  _check_batch_size(batch_size)
   eval_fn = eval_fn or make_eval_fn(setup, policy, exact)
   num_items = len(items)
   num_batches = -(-num_items // batch_size)
-  padded = np.concatenate([items, np.repeat(items[:1], num_batches * batch_size - num_items, axis=0)])
   per_pass = np.zeros((passes, num_items))
   base_key = jax.random.PRNGKey(seed)
   start = last_log = time.time()
-  pi, pc = jax.process_index(), jax.process_count()
-  local = batch_size // pc
   for p in range(passes):
     for b in range(num_batches):
-      global_rows = padded[b * batch_size:(b + 1) * batch_size]
-      batch = sharding.global_batch(global_rows[pi * local:(pi + 1) * local], setup.mesh)
+      rows = items[b * batch_size:(b + 1) * batch_size]
       key = jax.random.fold_in(jax.random.fold_in(base_key, p), b)
-      values = _to_host(eval_fn(params, batch, key))
-      valid = min(batch_size, num_items - b * batch_size)
-      per_pass[p, b * batch_size:b * batch_size + valid] = values[:valid]
+      values = sharding.to_host(eval_fn(params, sharding.place_rows(rows, setup.mesh), key))
+      per_pass[p, b * batch_size:b * batch_size + len(rows)] = values[:len(rows)]
       if time.time() - last_log > log_every_s and jax.process_index() == 0:
         done = p * num_batches + b + 1
         rate = done / (time.time() - start)
@@ -105,6 +96,12 @@ def evaluate_params(setup, params, items: np.ndarray, *, passes: int, batch_size
   stderr = float(per_item.std(ddof=1) / np.sqrt(num_items)) if num_items > 1 else float("nan")
   return {"bpd": float(per_item.mean()), "stderr": stderr, "num_items": int(num_items), "passes": int(passes),
           "per_item": per_item}
+
+
+def _check_batch_size(batch_size) -> None:
+  if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    raise ValueError(f"the batch size must be a positive integer, got {batch_size!r}; set --batch-size or "
+                     "--config.train.eval_batch_size")
 
 
 def unit_name(spec) -> str:
@@ -144,33 +141,27 @@ def estimate_lt(setup, params, items: np.ndarray, *, samples_per_step: int, batc
   objective.require_ardm(setup.objective, "estimating L_t for parallel policies")
   if samples_per_step < 2:
     raise ValueError(f"--samples must be at least 2 per step to give standard errors, got {samples_per_step}")
-  sharding.check_batch_divides_mesh(batch_size, setup.mesh)
+  _check_batch_size(batch_size)
   num_steps = setup.objective.num_net_steps(setup.spec.num_steps)
   rng = np.random.default_rng(seed)
   t_all = np.repeat(np.arange(num_steps, dtype=np.int32), samples_per_step)
   item_all = rng.integers(0, len(items), t_all.size)
   num_batches = -(-t_all.size // batch_size)
-  pad = num_batches * batch_size - t_all.size
-  t_pad = np.concatenate([t_all, np.zeros(pad, np.int32)])
-  item_pad = np.concatenate([item_all, np.zeros(pad, np.int64)])
   fn = jax.jit(functools.partial(_lt_bits, apply_fn=setup.apply_fn, spec=setup.objective))
-  values = np.zeros(num_batches * batch_size)
+  values = np.zeros(t_all.size)
   base_key = jax.random.PRNGKey(seed)
-  pi, pc = jax.process_index(), jax.process_count()
-  local = batch_size // pc
   start = last_log = time.time()
-  for b in range(num_batches):
+  for b in range(num_batches):  # each batch padded to divide the devices, as in evaluate_params
     rows = slice(b * batch_size, (b + 1) * batch_size)
-    local_rows = slice(b * batch_size + pi * local, b * batch_size + (pi + 1) * local)
-    batch = sharding.global_batch(items[item_pad[local_rows]], setup.mesh)
-    t_B = sharding.global_batch(t_pad[local_rows], setup.mesh)
-    values[rows] = _to_host(fn(params, batch, t_B, jax.random.fold_in(base_key, b)))
-    if time.time() - last_log > log_every_s and pi == 0:
+    batch = sharding.place_rows(items[item_all[rows]], setup.mesh)
+    t_B = sharding.place_rows(t_all[rows], setup.mesh)
+    values[rows] = sharding.to_host(fn(params, batch, t_B, jax.random.fold_in(base_key, b)))[:len(t_all[rows])]
+    if time.time() - last_log > log_every_s and jax.process_index() == 0:
       rate = (b + 1) / (time.time() - start)
       print(f"  L_t estimate: batch {b + 1}/{num_batches} ({rate:.2f} batches/s, "
             f"ETA {(num_batches - b - 1) / rate:.0f}s)", flush=True)
       last_log = time.time()
-  per_step = values[:t_all.size].reshape(num_steps, samples_per_step)
+  per_step = values.reshape(num_steps, samples_per_step)
   if not np.all(np.isfinite(per_step)):
     raise FloatingPointError("L_t estimate is not finite: the checkpoint's parameters are not finite")
   return per_step.mean(axis=1), per_step.std(axis=1, ddof=1) / np.sqrt(samples_per_step)

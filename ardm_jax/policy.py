@@ -16,6 +16,9 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 MONOTONE_METHODS = ("sort", "isotonic")
+# How a total budget is divided over the stages of an upscale model: 'optimal' minimises the summed DP cost,
+# 'equal' gives every stage the same budget (the paper's Table 7). Policy-file key of each split's entries:
+BUDGET_SPLIT_KEYS = {"optimal": "total_budget_split", "equal": "total_budget_split_equal"}
 
 
 # ----------------------------------------------------------------------------------------------- losses
@@ -253,16 +256,19 @@ def build_policy_file(stage_losses, budgets, num_dims, *, stage_stderrs=None, mo
 
     A stage's expected_bpd is its contribution (its cost / num_dims); a model's total sums over stages. Both the DP
     and the naive policy are scored under the monotone losses the DP optimised; loss_per_step stays the raw estimate.
-    `total_budgets` adds the optimal split of each total over the stages (and those per-stage policies).
+    `total_budgets` adds, for each total, its optimal split over the stages (`total_budget_split`) and its equal
+    split (`total_budget_split_equal`, the paper's Table 7), with those per-stage policies.
     """
     stage_losses = [validate_losses(L) for L in stage_losses]
     stage_stderrs = stage_stderrs if stage_stderrs is not None else [None] * len(stage_losses)
     if len(stage_stderrs) != len(stage_losses):
         raise ValueError(f"got {len(stage_stderrs)} stderr arrays for {len(stage_losses)} stages; pass one per stage")
-    split = {int(T): split_budget_across_stages(stage_losses, int(T), monotone) for T in total_budgets}
+    splits = {"optimal": {int(T): split_budget_across_stages(stage_losses, int(T), monotone) for T in total_budgets},
+              "equal": {int(T): equal_split(int(T), len(stage_losses)) for T in total_budgets}}
     stages = []
     for s, (L, err) in enumerate(zip(stage_losses, stage_stderrs)):
-        wanted = _check_budgets(list(budgets) + [bs[s] for bs in split.values()], L.size)
+        stage_budgets = [bs[s] for split in splits.values() for bs in split.values()]
+        wanted = _check_budgets(list(budgets) + stage_budgets, L.size)
         L_mono = _prepare(L, monotone)[0]
         policies = {}
         for b, (steps, cost) in optimal_policies(L, wanted, monotone).items():
@@ -271,16 +277,14 @@ def build_policy_file(stage_losses, budgets, num_dims, *, stage_stderrs=None, mo
         stages.append({"num_steps": int(L.size), "loss_per_step": L.tolist(),
                        "loss_stderr": None if err is None else np.asarray(err, np.float64).tolist(),
                        "monotone": monotone, "policies": policies})
-    total = None
-    if split:
-        monotone_L = [_prepare(L, monotone)[0] for L in stage_losses]
-        total = {str(T): {"stage_budgets": bs, "expected_bpd": sum(
+    pf = {"schema_version": SCHEMA_VERSION, "fingerprint": fingerprint, "num_dims": int(num_dims), "stages": stages}
+    monotone_L = [_prepare(L, monotone)[0] for L in stage_losses]
+    for name, split in splits.items():
+        pf[BUDGET_SPLIT_KEYS[name]] = {str(T): {"stage_budgets": bs, "expected_bpd": sum(
             stages[s]["policies"][str(b)]["expected_bpd"] for s, b in enumerate(bs)),
             # the paper's baseline: the total split equally, evenly spaced steps in each stage
             "naive_expected_bpd": sum(policy_cost(L, naive_policy(L.size, b)) for L, b in zip(
-                monotone_L, equal_split(T, len(stage_losses)))) / num_dims} for T, bs in split.items()}
-    pf = {"schema_version": SCHEMA_VERSION, "fingerprint": fingerprint, "num_dims": int(num_dims),
-          "stages": stages, "total_budget_split": total}
+                monotone_L, equal_split(T, len(stage_losses)))) / num_dims} for T, bs in split.items()} or None
     _validate_policy_file(pf, "the new policy file")
     return pf
 
@@ -308,13 +312,16 @@ def _validate_policy_file(pf, where):
             need(key.isdigit() and isinstance(p, dict) and {"steps", "expected_bpd", "naive_expected_bpd"} <= set(p),
                  f"stage {s} policy {key!r} is malformed")
             need(len(check_policy_steps(p["steps"], D)) == int(key), f"stage {s} policy {key} has {len(p['steps'])} steps")
-    tot = pf.get("total_budget_split")
-    need(tot is None or isinstance(tot, dict), "total_budget_split must be an object or null")
-    for key, entry in (tot or {}).items():
-        bs = entry.get("stage_budgets") if isinstance(entry, dict) else None
-        need(isinstance(bs, list) and len(bs) == len(pf["stages"]) and sum(bs) == int(key), f"total split {key!r}")
-        for s, b in enumerate(bs):
-            need(str(b) in pf["stages"][s]["policies"], f"total split {key} needs stage {s} budget {b}")
+    for split, field in BUDGET_SPLIT_KEYS.items():  # the equal split is absent from files of earlier versions
+        tot = pf.get(field)
+        need(tot is None or isinstance(tot, dict), f"{field} must be an object or null")
+        for key, entry in (tot or {}).items():
+            bs = entry.get("stage_budgets") if isinstance(entry, dict) else None
+            need(isinstance(bs, list) and len(bs) == len(pf["stages"]) and sum(bs) == int(key),
+                 f"{field} entry {key!r}")
+            need(split != "equal" or bs == equal_split(int(key), len(bs)), f"{field} {key} is not an equal split")
+            for s, b in enumerate(bs):
+                need(str(b) in pf["stages"][s]["policies"], f"{field} {key} needs stage {s} budget {b}")
 
 
 def save_policy_file(path, policy_file, *, overwrite=False):
@@ -347,21 +354,35 @@ def policy_for_budget(policy_file, budget, stage=0):
     return np.asarray(policies[str(budget)]["steps"], dtype=np.int64)
 
 
-def global_policy(policy_file, total_budget):
+def check_budget_split(split):
+    if split not in BUDGET_SPLIT_KEYS:
+        raise ValueError(f"unknown budget split {split!r}; use --budget-split optimal or --budget-split equal")
+    return split
+
+
+def total_budget_entries(policy_file, split="optimal"):
+    """The policy file's {str(total): entry} for `split` ({} when the file has none)."""
+    return policy_file.get(BUDGET_SPLIT_KEYS[check_budget_split(split)]) or {}
+
+
+def global_policy(policy_file, total_budget, split="optimal"):
     """One increasing array of global steps s * D + t over all stages for a total budget (np.int64).
 
-    One stage: the stored policy with that budget. Several (upscale ARDM): the file's optimal split of the total
-    (`total_budget_split`), each stage's policy shifted by s * D; every stage start s * D is included.
+    One stage: the stored policy with that budget (`split` makes no difference). Several (upscale ARDM): the file's
+    `split` of the total over the stages ('optimal' or 'equal'), each stage's policy shifted by s * D; every stage
+    start s * D is included.
     """
     stages = policy_file["stages"]
+    check_budget_split(split)
     if len(stages) == 1:
         return policy_for_budget(policy_file, total_budget)
-    split = (policy_file.get("total_budget_split") or {}).get(str(total_budget))
-    if split is None:
-        have = sorted(int(b) for b in policy_file.get("total_budget_split") or {})
+    entries = total_budget_entries(policy_file, split)
+    entry = entries.get(str(total_budget))
+    if entry is None:
+        have = sorted(int(b) for b in entries)
         raise ValueError(f"no split of total budget {total_budget} over the {len(stages)} stages in this policy file "
                          f"(available totals: {have}); rebuild it with `ardm policy --budgets {total_budget}`")
-    return flatten_stage_policies([policy_for_budget(policy_file, b, s) for s, b in enumerate(split["stage_budgets"])],
+    return flatten_stage_policies([policy_for_budget(policy_file, b, s) for s, b in enumerate(entry["stage_budgets"])],
                                   stages[0]["num_steps"])
 
 

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -99,11 +100,76 @@ def global_batch(local_batch: np.ndarray, mesh: Mesh) -> jax.Array:
   return jax.make_array_from_process_local_data(sharding, local_batch, global_shape)
 
 
-def check_batch_divides_mesh(global_batch_size: int, mesh: Mesh) -> None:
-  shards = mesh.shape["data"] * mesh.shape["fsdp"]
-  if global_batch_size % shards:
-    raise ValueError(f"batch size {global_batch_size} is not divisible by the {shards} data x fsdp shards of the "
-                     f"mesh {dict(mesh.shape)}; change --config.train.batch_size or --config.mesh.*")
+def batch_multiple(mesh: Mesh) -> int:
+  """A global batch must be a multiple of this: the data x fsdp shards, and the processes (each feeds its slice)."""
+  return math.lcm(mesh.shape["data"] * mesh.shape["fsdp"], jax.process_count())
+
+
+def padded_batch_size(num_rows: int, mesh: Mesh) -> int:
+  """The smallest global batch >= num_rows that the mesh and the processes divide."""
+  if num_rows < 1:
+    raise ValueError(f"a batch needs at least 1 row, got {num_rows}")
+  multiple = batch_multiple(mesh)
+  return -(-num_rows // multiple) * multiple
+
+
+def pad_rows(rows: np.ndarray, size: int) -> np.ndarray:
+  """`rows` extended to `size` rows by repeating its first row: padding holds valid inputs and is cut off later."""
+  rows = np.asarray(rows)
+  if not 1 <= len(rows) <= size:
+    raise ValueError(f"cannot pad {len(rows)} rows to {size}")
+  return np.concatenate([rows, np.repeat(rows[:1], size - len(rows), axis=0)]) if len(rows) < size else rows
+
+
+def place_rows(rows: np.ndarray, mesh: Mesh) -> jax.Array:
+  """Any number of rows as one global batch on the mesh, padded to `padded_batch_size`; keep the first len(rows)
+  rows of the result (`to_host(out)[:len(rows)]`).
+
+  Every process passes all rows (the same on each) and contributes its own slice. Jobs whose randomness is
+  drawn per row (ardm.sample_orders folds the row index into the key; jax.random draws with the default
+  threefry_partitionable counters per element, so a longer batch extends a shorter one) give the real rows the
+  same values as an unpadded batch; a row-wise network gives them the same outputs up to float rounding.
+  """
+  padded = pad_rows(rows, padded_batch_size(len(rows), mesh))
+  local = len(padded) // jax.process_count()
+  start = jax.process_index() * local
+  return global_batch(padded[start:start + local], mesh)
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+  """A global array as one NumPy array on every process."""
+  if jax.process_count() > 1:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+def check_batch_divides_mesh(global_batch_size: int, mesh: Mesh, key: str = "--config.train.batch_size") -> None:
+  """A batch that is fed as is (training) must split evenly over the shards and the processes."""
+  if not isinstance(global_batch_size, (int, np.integer)) or global_batch_size < 1:
+    raise ValueError(f"{key} must be a positive integer, got {global_batch_size!r}")
+  multiple = batch_multiple(mesh)
+  if global_batch_size % multiple:
+    raise ValueError(f"{key}={global_batch_size} is not divisible by {multiple} (the data x fsdp shards of the mesh "
+                     f"{dict(mesh.shape)} and the {jax.process_count()} process(es)); change {key} to a multiple "
+                     f"of {multiple} or change --config.mesh.*")
+
+
+def check_config_batches(config: Any, mesh: Mesh) -> list[str]:
+  """Checks every batch size a run of `config` will use on `mesh`, before anything is allocated.
+
+  The training batch must divide the mesh (ValueError naming the key otherwise). Evaluation, L_t estimation,
+  sampling and compression pad their batches (see `place_rows`), so train.eval_batch_size only needs to be
+  >= 1. Returns info lines for the start-up log (empty when nothing is padded).
+  """
+  check_batch_divides_mesh(config.train.batch_size, mesh, "--config.train.batch_size")
+  eval_batch = config.train.eval_batch_size
+  if isinstance(eval_batch, (bool, np.bool_)) or not isinstance(eval_batch, (int, np.integer)) or eval_batch < 1:
+    raise ValueError(f"--config.train.eval_batch_size must be a positive integer, got {eval_batch!r}")
+  padded = padded_batch_size(int(eval_batch), mesh)
+  if padded == eval_batch:
+    return []
+  return [f"evaluation batches of {eval_batch} are padded to {padded} rows (a multiple of {batch_multiple(mesh)}, "
+          f"the data x fsdp shards and processes); the {padded - eval_batch} padding rows are computed and ignored"]
 
 
 def per_device_bytes(shardings: Any, abstract: Any) -> int:

@@ -164,9 +164,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   _prepare_workdir(config, workdir, spec)
   setup = build_setup(config, spec)
   tc = config.train
-  sharding.check_batch_divides_mesh(int(tc.batch_size), setup.mesh)
+  batch_notes = sharding.check_config_batches(config, setup.mesh)  # every batch size of the run, before allocating
   is_main = jax.process_index() == 0
   log = print if is_main else (lambda *a, **k: None)
+  for note in batch_notes:
+    log(note, flush=True)
   # Before any allocation: indivisible dimensions and an FSDP mesh that shards almost nothing stop here.
   sharding.check_param_shardings(setup.abstract_state.params, setup.state_shardings.params, setup.mesh)
   log(sharding.describe_layout(setup.mesh, setup.abstract_state, setup.state_shardings), flush=True)

@@ -504,7 +504,7 @@ def flatten_policies(stage_policies: Sequence, num_steps: int) -> np.ndarray:
   return policy_lib.flatten_stage_policies(stage_policies, num_steps).astype(np.int32)
 
 
-BUDGET_SPLITS = ("optimal", "equal")
+BUDGET_SPLITS = tuple(policy_lib.BUDGET_SPLIT_KEYS)  # ("optimal", "equal")
 
 
 def policy_for_total_budget(stage_losses, total_budget: int, *, split: str = "optimal",

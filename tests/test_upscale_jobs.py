@@ -84,6 +84,35 @@ def test_upscale_model_policy_eval_sample_and_inpaint(upscale_workdir, capsys):
     sample.choose_policy(model, 2, naive=True)
 
 
+def test_equal_budget_split_reaches_policy_eval_sample_and_compress(upscale_workdir, tmp_path, capsys):
+  """--budget-split equal (the paper's Table 7) gives every stage the same budget in every job; optimal differs."""
+  from ardm_jax import compress
+  w, out, D = upscale_workdir, tmp_path / "policy.json", 64
+  run("policy", "--workdir", w, "--budgets", "9", "--samples", "2", "--budget-split", "equal", "--out", out)
+  assert "split equally" in capsys.readouterr().out
+  pf = json.load(open(out))
+  optimal_budgets = pf["total_budget_split"]["9"]["stage_budgets"]
+  assert pf["total_budget_split_equal"]["9"]["stage_budgets"] == [3, 3, 3] and optimal_budgets != [3, 3, 3]
+  model = workdir.open_workdir(str(w))
+  per_stage = lambda steps: np.bincount(np.asarray(steps) // D, minlength=3).tolist()
+  assert per_stage(sample.choose_policy(model, 9, policy_file=str(out), split="equal")) == [3, 3, 3]
+  assert per_stage(sample.choose_policy(model, 9, policy_file=str(out))) == optimal_budgets
+  assert per_stage(sample.choose_policy(model, 9, policy_file=str(out), start=5, split="equal")) == [3, 3, 3]
+
+  run("eval", "--workdir", w, "--budget", "9", "--policy", out, "--budget-split", "equal")
+  assert json.load(open(w / "eval_budget9_equal.json"))["budget_split"] == "equal"
+  run("sample", "--workdir", w, "--num", "2", "--budget", "9", "--policy", out, "--budget-split", "equal",
+      "--out", tmp_path / "equal.png")
+  assert "(9 network calls" in capsys.readouterr().out and os.path.getsize(tmp_path / "equal.png") > 0
+  cm = compress.open_coding_model(str(w))
+  steps, label = compress.encoder_policy(cm, 9, policy_file=str(out), split="equal")
+  assert per_stage(steps) == [3, 3, 3] and label == "DP-optimal, equal split"
+  item = data.load(model.config.data).eval_items("test")[:1]
+  blob, _ = compress.compress_items(cm, item, mode="item", steps=steps, order_seed=0)
+  _, decoded, _ = compress.decompress_items(cm, blob, policy_file=str(out))  # finds the split by the policy hash
+  np.testing.assert_array_equal(decoded, item)
+
+
 def test_fsdd_tiny_trains_evaluates_and_samples_wav(tmp_path, capsys):
   if not os.path.exists(FSDD):
     if os.environ.get("CI") == "true":
