@@ -131,20 +131,42 @@ def _lt_bits(params, batch, g_B, key, *, apply_fn, spec):
 
 
 def estimate_lt(setup, params, items: np.ndarray, *, samples_per_step: int, batch_size: int, seed: int,
-                log_every_s: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
+                stride: int = 1, log_every_s: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
   """Held-out L_t (bits per variable) for every global step s * D + t, stratified: `samples_per_step` draws per
   step; [S * D] arrays (reshape to [S, D] for the stages of an upscale model).
 
   Each draw takes a random held-out item and a random order, so the per-t mean is an unbiased estimate of
   L_t and its standard error is the sample standard deviation over sqrt(samples_per_step).
+
+  With `stride` k > 1 only the steps t = 0, k, 2k, ... and D - 1 of each stage are measured (1/k of the network
+  calls) and the others are linearly interpolated between them, values and standard errors alike: L_t is smooth
+  in t, and at D = 16,000 (256,000 steps for the 16-stage audio model) measuring every step is rarely worth it.
   """
   objective.require_ardm(setup.objective, "estimating L_t for parallel policies")
   if samples_per_step < 2:
     raise ValueError(f"--samples must be at least 2 per step to give standard errors, got {samples_per_step}")
+  if stride < 1:
+    raise ValueError(f"--stride must be at least 1 (every step), got {stride}")
   _check_batch_size(batch_size)
   num_steps = setup.objective.num_net_steps(setup.spec.num_steps)
+  stage_len = setup.spec.num_steps
+  t_stage = np.arange(stage_len)
+  t_measured = t_stage[(t_stage % stride == 0) | (t_stage == stage_len - 1)]
+  measured = (np.arange(num_steps // stage_len)[:, None] * stage_len + t_measured[None, :]).ravel()
+  mean, stderr = _estimate_steps(setup, params, items, measured.astype(np.int32), samples_per_step, batch_size,
+                                 seed, log_every_s)
+  if len(measured) == num_steps:
+    return mean, stderr
+  stages = num_steps // stage_len
+  interp = lambda v: np.concatenate([np.interp(t_stage, t_measured, row) for row in v.reshape(stages, -1)])
+  return interp(mean), interp(stderr)
+
+
+def _estimate_steps(setup, params, items, steps, samples_per_step, batch_size, seed, log_every_s):
+  """Mean and standard error of the L_t draws at the global steps `steps` (see estimate_lt)."""
+  num_steps = len(steps)
   rng = np.random.default_rng(seed)
-  t_all = np.repeat(np.arange(num_steps, dtype=np.int32), samples_per_step)
+  t_all = np.repeat(steps, samples_per_step)
   item_all = rng.integers(0, len(items), t_all.size)
   num_batches = -(-t_all.size // batch_size)
   fn = jax.jit(functools.partial(_lt_bits, apply_fn=setup.apply_fn, spec=setup.objective))

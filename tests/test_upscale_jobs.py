@@ -84,6 +84,27 @@ def test_upscale_model_policy_eval_sample_and_inpaint(upscale_workdir, capsys):
     sample.choose_policy(model, 2, naive=True)
 
 
+def test_lt_estimate_with_a_stride_measures_every_kth_step_per_stage_and_interpolates(upscale_workdir):
+  """`ardm policy --stride k`: per stage, steps 0, k, 2k, ... and D - 1 are measured (the same draws as measuring
+  those steps alone), the rest lie on the line between their measured neighbours, never across a stage boundary."""
+  from ardm_jax import evaluate
+  model = workdir.open_workdir(str(upscale_workdir))
+  S, D, k = 3, 64, 5
+  items = data.load(model.config.data).eval_items("test")
+  with model.setup.context():
+    mean, stderr = evaluate.estimate_lt(model.setup, model.params, items, samples_per_step=2, batch_size=32, seed=3,
+                                        stride=k)
+    t_measured = np.r_[np.arange(0, D, k), D - 1]
+    steps = (np.arange(S)[:, None] * D + t_measured).ravel().astype(np.int32)
+    direct, _ = evaluate._estimate_steps(model.setup, model.params, items, steps, 2, 32, 3, 30.0)
+  assert mean.shape == stderr.shape == (S * D,)
+  np.testing.assert_array_equal(mean[steps], direct)
+  for s in range(S):
+    np.testing.assert_allclose(mean[s * D:(s + 1) * D], np.interp(np.arange(D), t_measured, direct.reshape(S, -1)[s]))
+  with pytest.raises(ValueError, match="--stride must be at least 1"):
+    evaluate.estimate_lt(model.setup, model.params, items, samples_per_step=2, batch_size=32, seed=3, stride=0)
+
+
 def test_equal_budget_split_reaches_policy_eval_sample_and_compress(upscale_workdir, tmp_path, capsys):
   """--budget-split equal (the paper's Table 7) gives every stage the same budget in every job; optimal differs."""
   from ardm_jax import compress

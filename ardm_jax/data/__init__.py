@@ -27,6 +27,8 @@ Sources and their `config.data` keys (defaults in brackets):
   name='fsdd'        path [required]: fsdd_8khz.npz (Free Spoken Digit Dataset); train/test by take number.
                      The audio sources (kind 'audio') also take sample_rate [16000], length [sample_rate] and
                      bits [16]; see `ardm_jax.data.audio`.
+  name='random'      uniform random items of a given kind, shape and num_classes (what `ardm preflight` trains
+                     on instead of the real data); see `ardm_jax.data.synthetic`.
 
 Text splits are 'train', 'validation', 'test'; image splits 'train', 'test' (plus 'validation' for an npz that
 has one). Text training items are random crops; `eval_items` gives the non-overlapping chunks of a split.
@@ -93,6 +95,11 @@ def _fsdd(cfg):
     return load_fsdd(cfg)
 
 
+def _random(cfg):
+    from ardm_jax.data.synthetic import load_random
+    return load_random(cfg)
+
+
 SOURCES = {
     "digits": _digits,
     "pydoc_text": _pydoc_text,
@@ -105,6 +112,7 @@ SOURCES = {
     "sc09": _sc09,
     "wav_folder": _wav_folder,
     "fsdd": _fsdd,
+    "random": _random,
 }
 
 
