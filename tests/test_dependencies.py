@@ -19,6 +19,12 @@ NETS = {
     "unet": (dict(name="unet", ch=16, num_res_blocks=1, input_embed_dim=4), (4, 4, 2), 5, "input_embed"),
     "transformer": (dict(name="transformer", num_layers=1, emb_dim=32, mlp_dim=64, num_heads=2), (12,), 5,
                     "token_embed"),
+    # The official input layers: the U-Net's numeric branch, the text8 Transformer's inputs (no mask, no time).
+    "unet_numeric": (dict(name="unet", ch=16, num_res_blocks=1, input_embed_dim=4, input_numeric=True), (4, 4, 2),
+                     5, "input_embed"),
+    "transformer_official": (dict(name="transformer", num_layers=1, emb_dim=32, mlp_dim=64, num_heads=2,
+                                  positions="sinusoidal", time_input=False, mask_input=False), (12,), 5,
+                             "token_embed"),
 }
 
 

@@ -137,12 +137,36 @@ def test_first_position_sees_last_and_items_do_not_interact(built):
   assert float(jnp.abs(g_BxDxE[1]).max()) == 0, 'items in a batch interact'
 
 
+def _module_output_dtypes(net, variables, *args):
+  """(logits, {module path: dtype of its first output}) from one apply with captured intermediates."""
+  logits, state = jax.jit(lambda v: net.apply(v, *args, capture_intermediates=True,
+                                              mutable=['intermediates']))(variables)
+  flat = jax.tree_util.tree_flatten_with_path(state['intermediates'])[0]
+  dtypes = {}
+  for path, leaf in flat:
+    keys = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
+    dtypes.setdefault('/'.join(k for k in keys if k != '__call__'), leaf.dtype)
+  return logits, dtypes
+
+
+# Modules whose outputs carry the residual stream or the logits (float32 under bf16 compute), and modules inside a
+# residual branch (still bf16), per network.
+_FLOAT32_OUTPUTS = {'transformer': ('block_0', 'block_1', 'norm_out', 'logits'),
+                    'unet': ('down_res_0', 'down_attn_0', 'mid_res_1', 'up_res_1', 'norm_out', 'conv_out')}
+_BF16_OUTPUTS = {'transformer': ('block_0/mlp', 'block_1/attn'), 'unet': ('down_res_0/conv_1', 'mid_attn/attn')}
+
+
 def test_bfloat16_compute_returns_float32_logits(built):
   net, _, _ = _build(built.kind, dtype='bfloat16')
   x_in, known, t = _inputs(built.shape, built.k)
   abstract = _abstract_init(net, built.shape, built.k)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nn.unbox(abstract)))
-  logits = jax.jit(net.apply)(built.variables, x_in, known, t)
+  logits, dtypes = _module_output_dtypes(net, built.variables, x_in, known, t)
+  # The residual stream and the logits layer are float32 while the branches compute in bf16.
+  for name in _FLOAT32_OUTPUTS[built.kind]:
+    assert dtypes[name] == jnp.float32, (name, dtypes[name])
+  for name in _BF16_OUTPUTS[built.kind]:
+    assert dtypes[name] == jnp.bfloat16, (name, dtypes[name])
   assert logits.dtype == jnp.float32 and logits.shape == (B, *built.shape, built.k)
   assert bool(jnp.all(jnp.isfinite(logits)))
   ref = built.apply(built.variables, x_in, known, t)
@@ -240,3 +264,79 @@ def test_rotary_scores_depend_on_relative_position_only():
     np.testing.assert_allclose(diag, diag[0], rtol=1e-4, atol=1e-5)
   assert abs(float(scores[0, 1] - scores[0, 5])) > 1e-3  # and it does depend on the offset
   np.testing.assert_allclose(jnp.linalg.norm(rotary(q), axis=-1), jnp.linalg.norm(q, axis=-1), rtol=1e-5)
+
+
+def test_diffwave_bfloat16_keeps_residual_skip_and_head_in_float32():
+  from ardm_jax.nets.diffwave import DiffWave
+  shape, k = (32,), 16
+  net = DiffWave(num_classes=k, data_shape=shape, num_blocks=2, features=16, dtype=jnp.bfloat16)
+  x_in, known, t = _inputs(shape, k)
+  variables = _random_params(_abstract_init(net, shape, k))
+  _, dtypes = _module_output_dtypes(net, variables, x_in, known, t)
+  for name in ('block_0', 'block_1', 'skip_out', 'out'):
+    assert dtypes[name] == jnp.float32, (name, dtypes[name])
+  assert dtypes['block_0/dilated_conv'] == jnp.bfloat16
+
+
+def test_sinusoidal_positions_have_no_params_and_break_permutation_symmetry():
+  """Without positions (and no rope) the bidirectional Transformer is permutation-equivariant; the fixed
+  sinusoidal table must break that, and add no parameter."""
+  x_in, known, t = _inputs(TF_SHAPE, TF_K)
+  perm = np.random.default_rng(0).permutation(TF_SHAPE[0])
+  gaps = {}
+  for positions in ('none', 'sinusoidal'):
+    net, _, _ = _build('transformer', positions=positions)
+    boxed = _abstract_init(net, TF_SHAPE, TF_K)
+    assert 'pos_embed' not in boxed['params']
+    variables = _random_params(boxed)
+    run = jax.jit(lambda xi, kn, net=net: net.apply(variables, xi, kn, t))
+    gaps[positions] = float(jnp.max(jnp.abs(run(x_in[:, perm], known[:, perm]) - run(x_in, known)[:, perm])))
+  assert gaps['none'] < 1e-4, gaps
+  assert gaps['sinusoidal'] > 1e-2, gaps
+  # The official table: [sin | cos] halves, frequencies from 1 down to exactly 1 / 10000.
+  table = np.asarray(layers.sinusoidal_embedding(jnp.arange(300), 8, endpoint=True))
+  np.testing.assert_allclose(table[:, 3], np.sin(np.arange(300) / 1e4), atol=1e-5)
+  np.testing.assert_allclose(table[:, 4], np.cos(np.arange(300)), atol=1e-4)
+
+
+def test_transformer_without_time_and_mask_inputs_has_no_such_params_or_dependence():
+  net, _, _ = _build('transformer', positions='sinusoidal', time_input=False, mask_input=False)
+  boxed = _abstract_init(net, TF_SHAPE, TF_K)
+  assert not {'time_embed', 'known_embed', 'pos_embed'} & set(boxed['params'])
+  variables = _random_params(boxed)
+  x_in, known, t = _inputs(TF_SHAPE, TF_K)
+  run = jax.jit(lambda kn, tt: net.apply(variables, x_in, kn, tt))
+  base = run(known, t)
+  flip = (x_in < TF_K) & (jnp.arange(x_in.size).reshape(x_in.shape) % 3 == 0)
+  np.testing.assert_array_equal(run(known ^ flip, t + 1), base)
+  with pytest.raises(ValueError, match='model.positions'):
+    _abstract_init(_build('transformer', positions='rotary')[0], TF_SHAPE, TF_K)
+
+
+def test_unet_numeric_input_layer_shapes_and_value_order():
+  """With the id embedding made constant, only the numeric branch can tell value v from v + 1."""
+  ch, e, (_, _, cc) = UNET_CFG['ch'], UNET_CFG['input_embed_dim'], UNET_SHAPE
+  net, _, _ = _build('unet', input_numeric=True)
+  variables = _random_params(_abstract_init(net, UNET_SHAPE, UNET_K))
+  p = variables['params']
+  assert p['conv_in']['kernel'].shape == (3, 3, 2 * cc, 3 * ch // 4)
+  assert p['input_embed']['embedding'].shape == (UNET_K + 1, e)
+  assert p['input_embed_proj']['kernel'].shape == (cc * e, ch // 4)
+  x_in, known, t = _inputs(UNET_SHAPE, UNET_K)
+  known = known.at[0, 3, 4, 0].set(True)
+  x_in, x_up = x_in.at[0, 3, 4, 0].set(5), x_in.at[0, 3, 4, 0].set(6)
+
+  def with_constant_embedding(v):
+    table = v['params']['input_embed']['embedding']
+    return {'params': {**v['params'], 'input_embed': {'embedding': jnp.ones_like(table)}}}
+
+  gaps = {}
+  for numeric, (n, v) in {True: (net, variables), False: (None, None)}.items():
+    if n is None:
+      n, _, _ = _build('unet')
+      v = _random_params(_abstract_init(n, UNET_SHAPE, UNET_K))
+    run = jax.jit(lambda xi, n=n, v=with_constant_embedding(v): n.apply(v, xi, known, t))
+    gaps[numeric] = float(jnp.max(jnp.abs(run(x_up) - run(x_in))))
+  assert gaps[True] > 1e-3 and gaps[False] == 0.0, gaps
+  with pytest.raises(ValueError, match='model.input_numeric'):
+    _abstract_init(_build('unet', input_numeric=True, ch=18)[0], UNET_SHAPE, UNET_K)

@@ -9,11 +9,15 @@ t int [B] (number of known variables) -> float32 logits [B, *data_shape, K].
 
 model_cfg keys (sizes have no defaults, so a config always states its model size):
   unet:        ch, num_res_blocks, input_embed_dim;
-               optional num_heads=1, attention=True, dropout=0.0, dtype='float32', remat=False
+               optional num_heads=1, attention=True, dropout=0.0, dtype='float32', remat=False,
+               input_numeric=False (the official input layer: a conv on the values as numbers and the mask for
+               3/4 of ch, the id embedding projected to ch/4; ch divisible by 4)
   transformer: num_layers, emb_dim, mlp_dim, num_heads;
                optional dropout=0.0, dtype='float32', remat=False, causal=False (items of any shape, read in
                raster order; causal=True is the single-order ARM baseline's network), rope=False (rotary
-               positions in every attention layer)
+               positions in every attention layer), positions='learned' ('sinusoidal': the official text8
+               model's fixed table; 'none'), time_input=True, mask_input=True (embeddings of t and of the
+               known-mask; the official text8 model has neither)
   diffwave:    num_blocks, features (divisible by 4);
                optional dilation_cycle=12, kernel_size=3, skip_features=features, dropout=0.0,
                dtype='float32', remat=False
@@ -36,11 +40,12 @@ __all__ = ['build_network', 'UNet', 'Transformer', 'DiffWave', 'layers']
 _SPECS = {
     'unet': dict(
         required=('ch', 'num_res_blocks', 'input_embed_dim'),
-        optional=dict(num_heads=1, attention=True, dropout=0.0, dtype='float32', remat=False),
+        optional=dict(num_heads=1, attention=True, dropout=0.0, dtype='float32', remat=False, input_numeric=False),
         rank=3, shape_doc='(H, W, C)'),
     'transformer': dict(
         required=('num_layers', 'emb_dim', 'mlp_dim', 'num_heads'),
-        optional=dict(dropout=0.0, dtype='float32', remat=False, causal=False, rope=False),
+        optional=dict(dropout=0.0, dtype='float32', remat=False, causal=False, rope=False, positions='learned',
+                      time_input=True, mask_input=True),
         rank=None, shape_doc='(L,) or any item shape (raster order)'),
     'diffwave': dict(
         required=('num_blocks', 'features'),

@@ -6,7 +6,8 @@ through a width-3 convolution together with the known-mask) and a learned embedd
 1/4), so the absorbing value and augmented upscale states, which have no numeric meaning, are still told apart.
 Every block adds a projection of the step embedding, applies tanh(conv) * sigmoid(conv) and emits a residual and
 a skip output; the skip outputs, summed over blocks, feed two 1x1 convolutions, the last zero-initialised so the
-untrained network predicts the distribution's zero-output default.
+untrained network predicts the distribution's zero-output default. With a bf16 compute dtype the residual
+stream, the skip sum and that output head stay float32.
 
     net(x_in [B, L] int, known [B, L] bool, t [B] int, train) -> float32 [B, L, num_outputs]
 
@@ -62,9 +63,10 @@ class ResidualBlock(nn.Module):
     y = nn.Dropout(self.dropout)(y, deterministic=self.deterministic)
     residual = conv1d(self.features, 1, dtype=self.dtype, name='residual')(y)
     skip = conv1d(self.skip_features, 1, dtype=self.dtype, name='skip')(y)
-    # Scaling by 1/sqrt(2) keeps the residual stream's variance from growing with depth.
-    out = layers.constrain((x_BxLxF + residual) * np.float32(1 / np.sqrt(2.0)).astype(self.dtype), _ACT_3D)
-    return out, layers.constrain(skip, _ACT_3D)
+    # The residual stream stays float32 whatever the compute dtype: 36 bf16 roundings of the running sum would
+    # cost likelihood. Scaling by 1/sqrt(2) keeps its variance from growing with depth.
+    out = (x_BxLxF.astype(jnp.float32) + residual.astype(jnp.float32)) * np.float32(1 / np.sqrt(2.0))
+    return layers.constrain(out, _ACT_3D), layers.constrain(skip, _ACT_3D)
 
 
 class DiffWave(nn.Module):
@@ -100,21 +102,22 @@ class DiffWave(nn.Module):
                                     dtype=self.dtype, name='time_embed')(t)
 
     # Ids >= K (the absorbing value, augmented states) have no place on the number line: value channel 0.
-    is_value = x_in < self.num_classes
-    value_BxL = jnp.where(is_value, x_in.astype(jnp.float32) * (2.0 / (self.num_classes - 1)) - 1.0, 0.0)
+    value_BxL = layers.numeric_value(x_in, self.num_classes)
     numeric_BxLx2 = jnp.stack([value_BxL, known.astype(jnp.float32)], axis=-1).astype(self.dtype)
     h_num = conv1d(3 * feats // 4, 3, dtype=self.dtype, name='conv_in')(numeric_BxLx2)
     h_emb = layers.embed(num_input_classes, feats // 4, dtype=self.dtype, name='input_embed')(x_in)
-    h = nn.relu(layers.constrain(jnp.concatenate([h_num, h_emb.astype(self.dtype)], axis=-1), _ACT_3D))
+    h = nn.relu(jnp.concatenate([h_num, h_emb.astype(self.dtype)], axis=-1)).astype(jnp.float32)
+    h = layers.constrain(h, _ACT_3D)
 
     block_cls = nn.remat(ResidualBlock) if self.remat else ResidualBlock
     skip_features = self.skip_features or feats
-    skip_sum = jnp.zeros(h.shape[:-1] + (skip_features,), self.dtype)
+    skip_sum = jnp.zeros(h.shape[:-1] + (skip_features,), jnp.float32)  # float32, like the residual stream
     for i in range(self.num_blocks):
       h, skip = block_cls(feats, skip_features, self.kernel_size, 2 ** (i % self.dilation_cycle), self.dropout,
                           deterministic=not train, dtype=self.dtype, name=f'block_{i}')(h, temb_BxT)
-      skip_sum = skip_sum + skip
-    h = skip_sum * np.float32(1 / np.sqrt(self.num_blocks)).astype(self.dtype)
-    h = nn.relu(conv1d(skip_features, 1, dtype=self.dtype, name='skip_out')(h))
-    out = conv1d(num_outputs, 1, dtype=self.dtype, out_axis='vocab', zero_init=True, name='out')(h)
-    return layers.constrain(out.astype(jnp.float32), ('batch', 'act_length', 'act_classes'))
+      skip_sum = skip_sum + skip.astype(jnp.float32)
+    h = skip_sum * np.float32(1 / np.sqrt(self.num_blocks))
+    # The output head runs in float32: bf16 logits would cost likelihood directly.
+    h = nn.relu(conv1d(skip_features, 1, dtype=jnp.float32, name='skip_out')(h))
+    out = conv1d(num_outputs, 1, dtype=jnp.float32, out_axis='vocab', zero_init=True, name='out')(h)
+    return layers.constrain(out, ('batch', 'act_length', 'act_classes'))

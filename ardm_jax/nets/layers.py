@@ -113,14 +113,33 @@ def output_input_step_sizes(net) -> tuple[int, int, int]:
           net.num_steps or int(np.prod(net.data_shape)))
 
 
-def sinusoidal_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
-  """Transformer-style sin/cos features of a float [B] -> float32 [B, dim]."""
+def sinusoidal_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0,
+                         endpoint: bool = False) -> jax.Array:
+  """Transformer-style sin/cos features of a float [B] -> float32 [B, dim] ([sin | cos] halves).
+
+  Frequencies run geometrically from 1 towards 1 / max_period; `endpoint=True` includes 1 / max_period itself
+  (the tensor2tensor position table of the official text8 Transformer), otherwise it stops one step short (the
+  DDPM time embedding).
+  """
   if dim % 2:
     raise ValueError(f'sinusoidal embedding width must be even, got {dim}; use an even width')
   half = dim // 2
-  freqs_F = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  steps = max(half - 1, 1) if endpoint else half
+  freqs_F = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / steps)
   args_BxF = t_B.astype(jnp.float32)[:, None] * freqs_F[None, :]
   return jnp.concatenate([jnp.sin(args_BxF), jnp.cos(args_BxF)], axis=-1)
+
+
+def numeric_value(x_in: jax.Array, num_classes: int) -> jax.Array:
+  """Class ids as numbers: data values 0..K-1 -> float32 on [-1, 1], so a convolution sees their order.
+
+  Ids >= K (the absorbing value, augmented upscale states) have no place on the number line and read 0; the
+  known-mask and the learned id embedding beside this input tell them apart. The official input layers scale by
+  2 / K instead of 2 / (K - 1) (their in-range absorbing value K / 2 lands on 0, as here); a fixed linear
+  rescaling that the first convolution absorbs.
+  """
+  value = x_in.astype(jnp.float32) * (2.0 / (num_classes - 1)) - 1.0
+  return jnp.where(x_in < num_classes, value, 0.0)
 
 
 class TimeEmbedding(nn.Module):

@@ -8,6 +8,15 @@ starts position-blind, and a small text OA-ARDM then sits at the unigram loss fo
 (measured: 4.07 bits/char after 800 steps without, 3.41 after 600 with it; the CPU text configs turn it on). Items of rank > 1 (images)
 are read as one sequence in raster order (row-major: rows, then columns, then channels) and the outputs are
 reshaped back, so a raster-order image ARM is this network with causal=True.
+
+Inputs: `positions` is 'learned' (an N(0, 0.02) table, the default), 'sinusoidal' (the fixed sin/cos table of the
+official text8 model, added at unit amplitude to the N(0, 1) token embeddings, no parameters) or 'none' (with
+rope, positions enter through attention only). `time_input` and `mask_input` (both on by default) add embeddings
+of t and of the known-mask; the official text8 model has neither and reads unknown positions from the absorbing
+token alone.
+
+Numerics: with a bf16 compute dtype each block still reads and writes a float32 residual stream, and the final
+LayerNorm and logits layer run in float32, so neither the residual sums nor the logits are rounded to bf16.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import numpy as np
 
 from ardm_jax.nets import layers
 
+POSITIONS = ('learned', 'sinusoidal', 'none')
 _ACT_3D = ('batch', 'act_length', 'act_embed')
 
 
@@ -53,11 +63,12 @@ class TransformerBlock(nn.Module):
     h = layers.layer_norm(dtype=self.dtype, name='norm_attn')(x_BxLxE)
     h = layers.SelfAttention(self.num_heads, dtype=self.dtype, causal=self.causal, rope=self.rope, name='attn')(h)
     h = nn.Dropout(self.dropout)(h, deterministic=self.deterministic)
-    x_BxLxE = layers.constrain(x_BxLxE + h, _ACT_3D)
+    # The stream x is float32 (see the module docstring); each branch computes in self.dtype and is added in float32.
+    x_BxLxE = layers.constrain(x_BxLxE + h.astype(jnp.float32), _ACT_3D)
     h = layers.layer_norm(dtype=self.dtype, name='norm_mlp')(x_BxLxE)
     h = MlpBlock(self.mlp_dim, self.dropout, self.deterministic, dtype=self.dtype, name='mlp')(h)
     h = nn.Dropout(self.dropout)(h, deterministic=self.deterministic)
-    return layers.constrain(x_BxLxE + h, _ACT_3D)
+    return layers.constrain(x_BxLxE + h.astype(jnp.float32), _ACT_3D)
 
 
 class Transformer(nn.Module):
@@ -74,6 +85,9 @@ class Transformer(nn.Module):
   remat: bool = False
   causal: bool = False
   rope: bool = False
+  positions: str = 'learned'  # one of POSITIONS
+  time_input: bool = True
+  mask_input: bool = True
   num_outputs: int | None = None
   num_input_classes: int | None = None
   num_steps: int | None = None
@@ -81,24 +95,28 @@ class Transformer(nn.Module):
   @nn.compact
   def __call__(self, x_in: jax.Array, known: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
     layers.check_inputs(x_in, known, t, self.data_shape)
+    if self.positions not in POSITIONS:
+      raise ValueError(f'unknown model.positions {self.positions!r}; set it to one of {list(POSITIONS)}')
     num_outputs, num_inputs, num_steps = layers.output_input_step_sizes(self)
     batch, length = x_in.shape[0], int(np.prod(self.data_shape))
     x_in, known = x_in.reshape(batch, length), known.reshape(batch, length)
 
-    # Row K is the absorbing value; sizing the table K+1 keeps lookups in range
-    # (an out-of-range jnp.take silently yields NaN).
-    tok_BxLxE = layers.embed(num_inputs, self.emb_dim, dtype=self.dtype,
-                             name='token_embed')(x_in)
-    pos_LxE = self.param('pos_embed',
-                         layers.partitioned(nn.initializers.normal(0.02), ('length_pos', 'embed')),
-                         (length, self.emb_dim), jnp.float32)
-    known_BxLxE = layers.embed(2, self.emb_dim, dtype=self.dtype,
-                               name='known_embed')(known.astype(jnp.int32))
-    temb_BxE = layers.TimeEmbedding(num_steps, sin_dim=self.emb_dim, hidden_dim=self.mlp_dim,
-                                    out_dim=self.emb_dim, dtype=self.dtype, name='time_embed')(t)
-
-    h = (tok_BxLxE + pos_LxE.astype(self.dtype)[None, :, :] + known_BxLxE
-         + temb_BxE[:, None, :]).astype(self.dtype)
+    # Row K is the absorbing value; sizing the table by the input ids keeps lookups in range
+    # (an out-of-range jnp.take silently yields NaN). The input sum starts the float32 residual stream.
+    h = layers.embed(num_inputs, self.emb_dim, dtype=jnp.float32, name='token_embed')(x_in)
+    if self.positions == 'learned':
+      pos_LxE = self.param('pos_embed',
+                           layers.partitioned(nn.initializers.normal(0.02), ('length_pos', 'embed')),
+                           (length, self.emb_dim), jnp.float32)
+      h = h + pos_LxE[None, :, :]
+    elif self.positions == 'sinusoidal':
+      h = h + layers.sinusoidal_embedding(jnp.arange(length), self.emb_dim, endpoint=True)[None, :, :]
+    if self.mask_input:
+      h = h + layers.embed(2, self.emb_dim, dtype=jnp.float32, name='known_embed')(known.astype(jnp.int32))
+    if self.time_input:
+      temb_BxE = layers.TimeEmbedding(num_steps, sin_dim=self.emb_dim, hidden_dim=self.mlp_dim,
+                                      out_dim=self.emb_dim, dtype=self.dtype, name='time_embed')(t)
+      h = h + temb_BxE.astype(jnp.float32)[:, None, :]
     h = layers.constrain(h, _ACT_3D)
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
 
@@ -107,8 +125,7 @@ class Transformer(nn.Module):
       h = block_cls(self.num_heads, self.mlp_dim, self.dropout, deterministic=not train,
                     dtype=self.dtype, causal=self.causal, rope=self.rope, name=f'block_{i}')(h)
 
-    h = layers.layer_norm(dtype=self.dtype, name='norm_out')(h)
-    logits_BxLxK = layers.dense(num_outputs, ('embed', 'vocab'), dtype=self.dtype,
-                                name='logits')(h).astype(jnp.float32)
+    h = layers.layer_norm(dtype=jnp.float32, name='norm_out')(h)
+    logits_BxLxK = layers.dense(num_outputs, ('embed', 'vocab'), dtype=jnp.float32, name='logits')(h)
     logits_BxLxK = layers.constrain(logits_BxLxK, ('batch', 'act_length', 'act_classes'))
     return logits_BxLxK.reshape((batch,) + tuple(self.data_shape) + (num_outputs,))

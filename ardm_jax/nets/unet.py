@@ -5,6 +5,14 @@ U-Net wiring: the activations of the "down" half are stored and concatenated, la
 first, into the "up" half, which has one block more than the down half (the extra
 one consumes the input-conv activation). With num_res_blocks=N that is
 N down blocks, a middle ResBlock-Attn-ResBlock, and N+1 up blocks.
+
+Input layer: by default a learned vector per sub-pixel id plus the known-mask, through conv_in. With
+`input_numeric=True` it is the official one: a conv3x3 over the values as numbers on [-1, 1] and the mask gives
+3/4 of the channels, and a learned embedding of the ids (flattened over the colour channels, then Dense) the other
+1/4, so the net need not learn the order of 256 values from data while the absorbing value stays distinct.
+
+Numerics: with a bf16 compute dtype the residual stream (every block's output, the skip activations) and the
+output head stay float32, so 67 residual additions and the logits are not rounded to bf16.
 """
 
 from __future__ import annotations
@@ -41,8 +49,9 @@ class ResBlock(nn.Module):
     # the initial activations.
     h = layers.conv3x3(self.out_ch, dtype=self.dtype, zero_init=True, name='conv_1')(h)
     if in_ch != self.out_ch:
-      x_BxHxWxC = layers.conv(self.out_ch, (1, 1), dtype=self.dtype, name='skip')(x_BxHxWxC)
-    return layers.constrain(x_BxHxWxC + h, _ACT_4D)
+      # This projection replaces the (float32) stream, so it runs in float32 too.
+      x_BxHxWxC = layers.conv(self.out_ch, (1, 1), dtype=jnp.float32, name='skip')(x_BxHxWxC)
+    return layers.constrain(x_BxHxWxC.astype(jnp.float32) + h.astype(jnp.float32), _ACT_4D)
 
 
 class AttnBlock(nn.Module):
@@ -57,7 +66,8 @@ class AttnBlock(nn.Module):
     h_BxNxC = layers.constrain(h.reshape(b, hh * ww, c), ('batch', 'act_length', 'act_embed'))
     h_BxNxC = layers.SelfAttention(self.num_heads, dtype=self.dtype, zero_init_out=True,
                                    name='attn')(h_BxNxC)
-    return layers.constrain(x_BxHxWxC + h_BxNxC.reshape(b, hh, ww, c), _ACT_4D)
+    h = h_BxNxC.reshape(b, hh, ww, c).astype(jnp.float32)
+    return layers.constrain(x_BxHxWxC.astype(jnp.float32) + h, _ACT_4D)
 
 
 class UNet(nn.Module):
@@ -76,6 +86,7 @@ class UNet(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   remat: bool = False
+  input_numeric: bool = False  # the official input layer (module docstring); False keeps older checkpoints' layout
   num_outputs: int | None = None
   num_input_classes: int | None = None
   num_steps: int | None = None
@@ -95,9 +106,20 @@ class UNet(nn.Module):
     e_BxHxWxCxE = layers.embed(num_inputs, self.input_embed_dim, dtype=self.dtype,
                                name='input_embed')(x_in)
     e_BxHxWxCE = e_BxHxWxCxE.reshape(b, hh, ww, cc * self.input_embed_dim)
-    h = jnp.concatenate([e_BxHxWxCE, known.astype(self.dtype)], axis=-1)
-    h = layers.conv3x3(self.ch, dtype=self.dtype, name='conv_in')(h)
-    h = layers.constrain(h, _ACT_4D)
+    if self.input_numeric:
+      if self.ch % 4:
+        raise ValueError(f'model.input_numeric needs model.ch divisible by 4 (3/4 numeric channels, 1/4 '
+                         f'embedding), got {self.ch}; use e.g. 64 or 256')
+      numeric_BxHxWx2C = jnp.concatenate([layers.numeric_value(x_in, self.num_classes),
+                                          known.astype(jnp.float32)], axis=-1).astype(self.dtype)
+      h_num = layers.conv3x3(3 * self.ch // 4, dtype=self.dtype, name='conv_in')(numeric_BxHxWx2C)
+      h_emb = layers.dense(self.ch // 4, ('conv_in', 'embed'), dtype=self.dtype,
+                           name='input_embed_proj')(e_BxHxWxCE)
+      h = jnp.concatenate([h_num, h_emb], axis=-1)
+    else:
+      h = jnp.concatenate([e_BxHxWxCE, known.astype(self.dtype)], axis=-1)
+      h = layers.conv3x3(self.ch, dtype=self.dtype, name='conv_in')(h)
+    h = layers.constrain(h.astype(jnp.float32), _ACT_4D)
 
     res_cls = nn.remat(ResBlock) if self.remat else ResBlock
     attn_cls = nn.remat(AttnBlock) if self.remat else AttnBlock
@@ -124,11 +146,12 @@ class UNet(nn.Module):
       h = jnp.concatenate([h, skips.pop()], axis=-1)
       h = attn(res(h, f'up_res_{i}'), f'up_attn_{i}')
 
-    h = nn.swish(layers.group_norm(self.ch, dtype=self.dtype, name='norm_out')(h))
+    # The output head runs in float32: bf16 logits would cost likelihood directly.
+    h = nn.swish(layers.group_norm(self.ch, dtype=jnp.float32, name='norm_out')(h))
     # Zero init: the untrained net predicts uniform distributions (loss log K per variable).
-    logits = layers.conv3x3(cc * k, dtype=self.dtype, out_axis='vocab', zero_init=True,
+    logits = layers.conv3x3(cc * k, dtype=jnp.float32, out_axis='vocab', zero_init=True,
                             name='conv_out')(h)
-    logits_BxHxWxCxK = logits.astype(jnp.float32).reshape(b, hh, ww, cc, k)
+    logits_BxHxWxCxK = logits.reshape(b, hh, ww, cc, k)
     return layers.constrain(logits_BxHxWxCxK,
                             ('batch', 'act_height', 'act_width', None, 'act_classes'))
 
