@@ -138,13 +138,13 @@ def cmd_policy(args) -> None:
     fingerprint = {"step": model.step, "config_hash": model.config_hash, "params": model.params_kind}
     if args.use_tracker:
       state = workdir.restore_state(model)
-      from ardm_jax.train import lt_estimate
+      from ardm_jax.train import lt_estimate, lt_tracker_name
       losses, counts = lt_estimate(state)
       if np.any(counts < 2):
         raise ValueError(f"the training tracker has fewer than 2 samples for {int(np.sum(counts < 2))} steps; "
                          "train longer or estimate on held-out data (drop --use-tracker)")
       stderr, source = None, f"training tracker at step {model.step}"
-      fingerprint["lt_source"] = "tracker"
+      fingerprint["lt_source"] = lt_tracker_name(model.config)
     else:
       items = data.load(model.config.data).eval_items(args.split)
       batch_size = args.batch_size or int(model.config.train.eval_batch_size)

@@ -117,6 +117,10 @@ def base_config() -> ml_collections.ConfigDict:
       # Held-out progress while training: every `eval_every` steps (0 = off) the EMA parameters are evaluated on
       # a fixed subset of `eval_items` held-out items, and the best checkpoint by that number is kept.
       eval_every=0, eval_items=1024,
+      # The running L_t tracker (for `ardm policy --use-tracker`) is an exact mean over each step's first
+      # `lt_window` samples, then an exponential average over about that many: it follows the model as it learns
+      # and never loses precision in float32, however long the run.
+      lt_window=1000,
   ))
   # Mesh sizes for (data, fsdp, tensor); one may be -1 to take the remaining devices.
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))

@@ -38,8 +38,25 @@ def loss_fn(params, batch: jax.Array, key: jax.Array, *, apply_fn, spec, t_sampl
   return bpd + ce_weight * ce, (terms, bpd, ce)
 
 
+def update_lt_tracker(mean_T: jax.Array, count_T: jax.Array, batch_sum_T: jax.Array, batch_count_T: jax.Array,
+                      window: float) -> tuple[jax.Array, jax.Array]:
+  """One batch into the running L_t: each step t moves towards this batch's mean by c_t / min(n_t + c_t, window).
+
+  Below `window` samples that is the exact running mean; beyond it an exponential average over about `window`
+  samples, so the estimate follows the model as it learns (early, high losses are forgotten). Unlike float32
+  running sums, which round away increments once a sum is ~2^24 times larger than them, each update is a small
+  correction of a number near L_t and stays accurate however long the run. The count only decides when the
+  window is reached (float32 counts stop growing at 2^24 per step, far beyond any window).
+  """
+  batch_mean_T = batch_sum_T / jnp.maximum(batch_count_T, 1e-12)
+  # A batch with more than `window` samples of one step replaces that step's mean outright (rate 1).
+  denominator_T = jnp.maximum(jnp.minimum(count_T + batch_count_T, window), batch_count_T)
+  rate_T = jnp.where(batch_count_T > 0, batch_count_T / jnp.maximum(denominator_T, 1e-12), 0.0)
+  return mean_T + rate_T * (batch_mean_T - mean_T), count_T + batch_count_T
+
+
 def train_step(state: TrainState, batch: jax.Array, base_key: jax.Array, *, apply_fn, tx, spec,
-               t_sampling: str, ce_weight: float, ema_decay: float) -> tuple[TrainState, dict]:
+               t_sampling: str, ce_weight: float, ema_decay: float, lt_window: float) -> tuple[TrainState, dict]:
   """One optimisation step; the per-step randomness is fold_in(base_key, step)."""
   key = jax.random.fold_in(base_key, state.step)
   grad_fn = jax.value_and_grad(functools.partial(loss_fn, apply_fn=apply_fn, spec=spec,
@@ -53,20 +70,35 @@ def train_step(state: TrainState, batch: jax.Array, base_key: jax.Array, *, appl
   ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
   # Tracker entries: one per example (ARDMs, D3PM) or per position (ARM); D3PM weighs out draws with no mask.
   lt_weight = terms.get("lt_weight", jnp.ones_like(terms["lt_bits"]))
-  new_state = state.replace(
-      step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state,
-      lt_sum=state.lt_sum.at[terms["t"]].add(terms["lt_bits"] * lt_weight),
-      lt_count=state.lt_count.at[terms["t"]].add(lt_weight))
+  batch_sum_T = jnp.zeros_like(state.lt_mean).at[terms["t"]].add(terms["lt_bits"] * lt_weight)
+  batch_count_T = jnp.zeros_like(state.lt_count).at[terms["t"]].add(lt_weight)
+  lt_mean, lt_count = update_lt_tracker(state.lt_mean, state.lt_count, batch_sum_T, batch_count_T, lt_window)
+  new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state,
+                            lt_mean=lt_mean, lt_count=lt_count)
   metrics = {"loss": loss, "bpd": bpd, "ce_bpd": ce, "grad_norm": optax.global_norm(grads),
              "param_norm": optax.global_norm(params)}
   return new_state, metrics
+
+
+def lt_window(config: ml_collections.ConfigDict) -> int:
+  window = int(config.train.lt_window)
+  if window < 1:
+    raise ValueError(f"train.lt_window must be at least 1 sample per step, got {window}; "
+                     "set --config.train.lt_window=1000 (the default)")
+  return window
+
+
+def lt_tracker_name(config: ml_collections.ConfigDict) -> str:
+  """Which estimator the training tracker is (recorded in policy.json by `ardm policy --use-tracker`)."""
+  return f"tracker (running mean, window {lt_window(config)} samples per step)"
 
 
 def compile_train_step(setup: Setup):
   cfg = setup.config
   step_fn = functools.partial(
       train_step, apply_fn=setup.apply_fn, tx=setup.tx, spec=setup.objective,
-      t_sampling=cfg.ardm.t_sampling, ce_weight=float(cfg.ardm.ce_weight), ema_decay=float(cfg.optim.ema_decay))
+      t_sampling=cfg.ardm.t_sampling, ce_weight=float(cfg.ardm.ce_weight), ema_decay=float(cfg.optim.ema_decay),
+      lt_window=float(lt_window(cfg)))
   repl = sharding.replicated(setup.mesh)
   return jax.jit(step_fn, in_shardings=(setup.state_shardings, sharding.batch_sharding(setup.mesh), repl),
                  out_shardings=(setup.state_shardings, repl), donate_argnums=(0,))
@@ -77,10 +109,10 @@ def config_hash(config: ml_collections.ConfigDict) -> str:
 
 
 def lt_estimate(state: TrainState) -> tuple[np.ndarray, np.ndarray]:
-  """Running L_t (bits per variable) and how many samples each step has seen."""
+  """Running L_t (bits per variable; see update_lt_tracker) and how many samples each step has seen."""
   counts = np.asarray(jax.device_get(state.lt_count))
-  sums = np.asarray(jax.device_get(state.lt_sum))
-  return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan), counts
+  means = np.asarray(jax.device_get(state.lt_mean))
+  return np.where(counts > 0, means, np.nan), counts
 
 
 def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, spec: DataSpec) -> None:

@@ -23,9 +23,11 @@ class TrainState:
   params: Any
   ema_params: Any
   opt_state: Any
-  # Running per-step loss L_t (bits per variable): sums and counts per global step s * D + t (stage s), so
-  # the estimate can be exported for parallel schedules without another pass over the data.
-  lt_sum: jax.Array
+  # Running per-step loss L_t (bits per variable) per global step s * D + t (stage s), so the estimate can be
+  # exported for parallel schedules without another pass over the data: a mean that is exact over the first
+  # train.lt_window samples of a step and then an exponential average over about that many (train.update_lt_tracker),
+  # and how many samples each step has seen.
+  lt_mean: jax.Array
   lt_count: jax.Array
 
 
@@ -152,7 +154,7 @@ def _state_creator(net: nn.Module, tx: optax.GradientTransformation, spec: DataS
     t = jnp.zeros((1,), jnp.int32)
     params = net.init({"params": key_params, "dropout": key_dropout}, x, known, t, train=False)["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params, opt_state=tx.init(params),
-                      lt_sum=jnp.zeros((lt_size,), jnp.float32), lt_count=jnp.zeros((lt_size,), jnp.float32))
+                      lt_mean=jnp.zeros((lt_size,), jnp.float32), lt_count=jnp.zeros((lt_size,), jnp.float32))
   return create
 
 

@@ -121,7 +121,7 @@ def _worker() -> dict:
       state, metrics = step_fn(state, batch, key)
     grads = jax.tree.map(lambda b, a: (b - a) / SGD_LR, before, host(state.params))
     return {"setup": setup, "before": before, "grads": grads, "loss": float(metrics["loss"]),
-            "lt": host(state.lt_sum),
+            "lt": host(state.lt_mean),
             "param_bytes": sharding.per_device_bytes(setup.state_shardings.params, setup.abstract_state.params)}
 
   ref = one_step((1, 1, 1), jax.devices()[:1])

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -138,3 +139,53 @@ def test_unknown_override_is_rejected():
     configs.apply_overrides(config, ["--config.train.batchsize=3"])
   with pytest.raises(ValueError, match="wrong type"):
     configs.apply_overrides(config, ["--config.train.batch_size=abc"])
+
+def _tracker(mean, count, batch_sum, batch_count, window):
+  out = jax.jit(train.update_lt_tracker)(np.float32(mean), np.float32(count), np.float32(batch_sum),
+                                         np.float32(batch_count), float(window))
+  return [np.asarray(x) for x in out]
+
+
+def test_lt_tracker_is_the_exact_mean_below_its_window():
+  rng = np.random.default_rng(0)
+  num_t, window = 5, 1000.0
+  mean, count = np.zeros(num_t, np.float32), np.zeros(num_t, np.float32)
+  seen = [[] for _ in range(num_t)]
+  for _ in range(40):  # about 8 samples per step per batch: 320 < window
+    t_b = rng.integers(0, num_t, 40)
+    bits_b = rng.normal(3.0, 1.0, 40)
+    batch_sum = np.zeros(num_t)
+    np.add.at(batch_sum, t_b, bits_b)
+    mean, count = _tracker(mean, count, batch_sum, np.bincount(t_b, minlength=num_t), window)
+    for t, b in zip(t_b, bits_b):
+      seen[t].append(b)
+  np.testing.assert_allclose(mean, [np.mean(s) for s in seen], rtol=1e-5)
+  np.testing.assert_array_equal(count, [len(s) for s in seen])
+  # A step no batch has reached keeps its zero (lt_estimate reports NaN for it).
+  mean0, count0 = _tracker(np.zeros(2), np.zeros(2), np.array([6.0, 0.0]), np.array([2.0, 0.0]), window)
+  np.testing.assert_array_equal(mean0, [3.0, 0.0])
+  np.testing.assert_array_equal(count0, [2.0, 0.0])
+
+
+def test_lt_tracker_stays_accurate_where_float32_sums_drift_and_follows_a_level_shift():
+  """A step that has seen 2^24 samples of ~3 bits: float32 sums round every new ~3 up to the sum's ulp (4) while
+  the count no longer grows, so the old estimate drifts; the windowed mean does not, and it forgets old losses."""
+  window, updates = 1000.0, 100_000
+  noise = np.random.default_rng(1).normal(0.0, 0.05, updates).astype(np.float32)
+
+  def run(level_shift):
+    def body(carry, x):
+      mean, count, old_sum, old_count = carry
+      mean, count = train.update_lt_tracker(mean, count, x + 3.0 - level_shift, jnp.float32(1.0), window)
+      return (mean, count, old_sum + x + 3.0 - level_shift, old_count + 1.0), None
+    start = (jnp.float32(3.0), jnp.float32(2.0 ** 24), jnp.float32(3.0 * 2.0 ** 24), jnp.float32(2.0 ** 24))
+    (mean, _, old_sum, old_count), _ = jax.lax.scan(body, start, jnp.asarray(noise))
+    return float(mean), float(old_sum / old_count)
+
+  mean, old = run(level_shift=0.0)
+  assert abs(mean - 3.0) < 0.01
+  assert abs(old - 3.0) > 0.02, old  # the float32 running sum of the old tracker has drifted
+  mean, old = run(level_shift=1.0)  # the loss falls to 2 bits: the window forgets the 2^24 old samples
+  assert abs(mean - 2.0) < 0.01
+  assert abs(old - 2.0) > 0.9  # an all-time mean would still say about 3
+
