@@ -1,9 +1,12 @@
-"""Orbax checkpoints of the train state plus JSON metadata (step, data position, config hash).
+"""Orbax checkpoints of the train state plus JSON metadata (step, data position, config hash, best evaluation).
 
-Nothing is pickled: arrays go through orbax's array format, metadata through its JSON handler.
+Nothing is pickled: arrays go through orbax's array format, metadata through its JSON handler. The manager keeps
+the latest `keep` checkpoints plus the one with the lowest held-out bits/dim (`EVAL_METRIC`, saved with the
+checkpoints of evaluation steps, see train.eval_every).
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import jax
@@ -11,18 +14,47 @@ from etils import epath
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = "checkpoints"
+EVAL_METRIC = "eval_bpd"
+
+
+class _SavesBetweenEvaluations(logging.Filter):
+  """Checkpoints between evaluations carry no metric on purpose; orbax would warn about each one."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_SavesBetweenEvaluations())
+
+
+def _eval_metric(metrics: dict) -> float:
+  return float(metrics[EVAL_METRIC])
 
 
 def make_manager(workdir: str, keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                         enable_async_checkpointing=async_save)
+  policies = ocp.checkpoint_managers
+  preservation = policies.AnyPreservationPolicy([
+      policies.LatestN(n=keep),
+      # Lowest bits/dim first (reverse); checkpoints without a metric are left to LatestN, so they rotate out.
+      policies.BestN(get_metric_fn=_eval_metric, reverse=True, n=1, keep_checkpoints_without_metrics=False)])
+  # best_fn makes orbax write each checkpoint's metric to disk, so best_step() and BestN work after a restart.
+  options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=async_save,
+                                         preservation_policy=preservation, best_fn=_eval_metric, best_mode="min")
   return ocp.CheckpointManager(epath.Path(workdir).absolute() / CHECKPOINT_DIR, options=options,
                                item_names=("state", "meta"))
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, force: bool = False) -> bool:
+def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, force: bool = False,
+         eval_bpd: float | None = None) -> bool:
+  """`eval_bpd`: the held-out bits/dim of this state, when this step was evaluated (ranks it for the best)."""
+  metrics = None if eval_bpd is None else {EVAL_METRIC: float(eval_bpd)}
   return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                     meta=ocp.args.JsonSave(meta)), force=force)
+                                                     meta=ocp.args.JsonSave(meta)), force=force, metrics=metrics)
+
+
+def best_step(manager: ocp.CheckpointManager) -> int | None:
+  """The kept checkpoint with the lowest held-out bits/dim, or None when no saved step was evaluated."""
+  return manager.best_step()
 
 
 def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:

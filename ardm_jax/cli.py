@@ -20,6 +20,15 @@ def _budget(text: str) -> int:
   return value
 
 
+def _checkpoint_step(text: str) -> int | str:
+  if text == "best":
+    return text
+  try:
+    return int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"--step must be a step number or 'best', got {text!r}") from None
+
+
 def _add_policy_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--budget", type=_budget, default=None,
                  help="network calls under a parallel policy (default: one call per variable)")
@@ -54,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--passes", type=int, default=1, help="independent estimates per item")
   p.add_argument("--split", default="test")
   p.add_argument("--raw", action="store_true", help="evaluate the raw parameters instead of the EMA ones")
+  p.add_argument("--step", type=_checkpoint_step, default=None,
+                 help="checkpoint: a step number or 'best' (lowest held-out bits/dim while training; default latest)")
   p.add_argument("--batch-size", type=int, default=None)
   _add_policy_args(p)
   p.add_argument("--exact", action="store_true",
@@ -191,7 +202,7 @@ def cmd_train(args, overrides) -> None:
 def cmd_eval(args) -> None:
   import dataclasses
   from ardm_jax import data, evaluate, objective, sample, workdir
-  model = workdir.open_workdir(args.workdir, use_ema=not args.raw)
+  model = workdir.open_workdir(args.workdir, use_ema=not args.raw, step=args.step)
   dataset = data.load(model.config.data)
   if args.split not in dataset.splits:
     raise ValueError(f"split {args.split!r} does not exist for {dataset.name}; choose one of {list(dataset.splits)}")
@@ -222,9 +233,11 @@ def cmd_eval(args) -> None:
              "estimator": ("one call per item" if not args.exact else "exact per order" if steps is not None
                            else "every step, one mask draw each"),
              "config_hash": model.config_hash, "seconds": round(time.time() - start, 2)}
-  path = os.path.join(args.workdir, "eval.json" if budget is None else f"eval_budget{budget}"
-                      f"{'_naive' if args.naive else ''}{'_exact' if args.exact else ''}"
-                      f"{'_equal' if result['budget_split'] == 'equal' and not args.naive else ''}.json")
+  stem = ("eval" if budget is None else
+          f"eval_budget{budget}{'_naive' if args.naive else ''}{'_exact' if args.exact else ''}"
+          f"{'_equal' if result['budget_split'] == 'equal' and not args.naive else ''}")
+  # A chosen checkpoint's result (--step N|best) does not replace the latest checkpoint's file.
+  path = os.path.join(args.workdir, stem + ("" if args.step is None else f"_step{model.step}") + ".json")
   evaluate.write_json(path, result)
   calls = len(steps) if steps is not None else (setup.objective.generation_calls(model.spec.num_steps)
                                                  if objective.is_baseline(setup.objective) else model.spec.num_steps)

@@ -208,6 +208,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
 
   manager = checkpoint.make_manager(workdir, keep=int(tc.keep_checkpoints))
   latest = manager.latest_step()
+  best_eval = None  # {"step", "eval_bpd"} of the best held-out evaluation so far (train.eval_every)
   if latest is None:
     state = setup.init_state(int(config.seed))
     log(f"initialised {count_params(setup.abstract_state.params):,} parameters", flush=True)
@@ -215,6 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     state, meta = checkpoint.restore(manager, latest, setup.abstract_state, setup.state_shardings)
     if meta.get("config_hash") != config_hash(config):
       raise ValueError(f"checkpoint {latest} in {workdir} was written by another config; use a new --workdir")
+    best_eval = meta.get("best_eval")
     log(f"resumed from step {latest} (data position {meta['data_position']})", flush=True)
 
   step_fn = compile_train_step(setup)
@@ -223,18 +225,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   num_steps = int(tc.num_steps)
   report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                            every_steps=int(tc.log_every))
+  held_out = _HeldOutProgress(setup, dataset, config, writer, log)
   step = int(jax.device_get(state.step))
   last_saved = latest
   if step == 0:
     writer.write_hparams(_flatten(json.loads(config.to_json(sort_keys=True))) |
                          {"num_params": count_params(state.params)})
 
-  def save(state, step, force=False):
-    meta = {"step": step, "data_position": step, "config_hash": config_hash(config)}
-    checkpoint.save(manager, step, state, meta, force=force)
+  def save(state, step, force=False, eval_bpd=None):
+    meta = {"step": step, "data_position": step, "config_hash": config_hash(config), "best_eval": best_eval}
+    checkpoint.save(manager, step, state, meta, force=force, eval_bpd=eval_bpd)
 
+  progress = _ProgressLog(writer, log, num_steps, int(tc.log_every))
   pending = None  # metrics of the previous step, fetched after the next one is dispatched
-  t_start, step_start = time.time(), step
   stop = num_steps if stop_at_step is None else min(stop_at_step, num_steps)
   with _Preemption() as preemption, setup.context():
     while step < stop:
@@ -243,13 +246,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
       state, metrics = step_fn(state, sharding.global_batch(local, setup.mesh), base_key)
       step += 1
       if pending is not None:
-        _report(pending, writer, log, num_steps, t_start, step_start, last_saved, int(tc.log_every))
+        progress(*pending, last_saved)
       pending = (step, metrics)
-      report(step)
-      if step % int(tc.checkpoint_every) == 0 or step == stop or preemption.requested:
-        _report(pending, writer, log, num_steps, t_start, step_start, last_saved, int(tc.log_every))
+      if not progress.started:  # the first step is reported at once: its line says the run is alive
+        progress(*pending, last_saved)
         pending = None
-        save(state, step, force=preemption.requested)
+      report(step)
+      # A SIGTERM leaves no time for an evaluation; the step is saved without one.
+      evaluate_now = held_out.due(step) and not preemption.requested
+      if step % int(tc.checkpoint_every) == 0 or step == stop or preemption.requested or evaluate_now:
+        if pending is not None:  # checked before anything is saved, and printed before the eval line
+          progress(*pending, last_saved)
+          pending = None
+        eval_bpd = None
+        if evaluate_now:  # saved with its metric, so the checkpoint manager can keep the best one
+          eval_bpd = held_out(step, state.ema_params)
+          if best_eval is None or eval_bpd < best_eval["eval_bpd"]:
+            best_eval = {"step": step, "eval_bpd": eval_bpd}
+        save(state, step, force=preemption.requested, eval_bpd=eval_bpd)
         last_saved = step
       if preemption.requested:
         manager.wait_until_finished()
@@ -258,7 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         manager.close()
         return {"step": step, "preempted": True}
     if pending is not None:
-      _report(pending, writer, log, num_steps, t_start, step_start, last_saved, int(tc.log_every))
+      progress(*pending, last_saved)
     if last_saved != step:
       save(state, step)
   manager.wait_until_finished()
@@ -282,13 +296,67 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   return result
 
 
-def _report(pending, writer, log, num_steps, t_start, step_start, last_saved, log_every):
-  step, metrics = pending
-  values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-  _check_finite(values, step, last_saved)
-  if step % log_every == 0 or step == num_steps:
-    writer.write_scalars(step, values)
-    rate = (step - step_start) / max(time.time() - t_start, 1e-9)
-    log(f"step {step}/{num_steps}  loss {values['loss']:.4f}  bpd {values['bpd']:.4f}  "
-        f"grad_norm {values['grad_norm']:.3f}  {rate:.2f} steps/s  ETA {_format_eta((num_steps - step) / rate)}",
-        flush=True)
+class _ProgressLog:
+  """Checks every step's metrics (divergence stops the run) and prints a line for the first completed step (its
+  time includes compilation), then every `log_every` steps, and at least every `every_s` seconds when
+  `log_every` steps take longer. Rates are measured from the end of the first step, so they leave compilation out.
+  """
+
+  def __init__(self, writer, log, num_steps: int, log_every: int, every_s: float = 30.0):
+    self.writer, self.log, self.num_steps, self.log_every, self.every_s = writer, log, num_steps, log_every, every_s
+    self.t_start = self.last_line = time.time()
+    self.started = False  # whether a step of this process has been reported
+    self.t_first = self.step_first = None
+
+  def __call__(self, step: int, metrics: dict, last_saved: int | None) -> None:
+    values = {k: float(v) for k, v in jax.device_get(metrics).items()}  # waits for the step to finish
+    _check_finite(values, step, last_saved)
+    now = time.time()
+    if not self.started:
+      self.started, self.t_first, self.step_first = True, now, step
+      timing = f"compile + first step {now - self.t_start:.1f}s"
+    elif step % self.log_every == 0 or step == self.num_steps or now - self.last_line >= self.every_s:
+      rate = (step - self.step_first) / max(now - self.t_first, 1e-9)
+      timing = f"{rate:.2f} steps/s  ETA {_format_eta((self.num_steps - step) / rate)}"
+    else:
+      return
+    self.writer.write_scalars(step, values)
+    self.log(f"step {step}/{self.num_steps}  loss {values['loss']:.4f}  bpd {values['bpd']:.4f}  "
+             f"grad_norm {values['grad_norm']:.3f}  {timing}", flush=True)
+    self.last_line = now
+
+
+class _HeldOutProgress:
+  """train.eval_every: the EMA parameters on a fixed subset of held-out items (the first `eval_items` of a seeded
+  permutation of 'validation', or 'test' when the data has no validation split), one pass with the same seed each
+  time, so successive numbers differ only by what the model learned."""
+
+  def __init__(self, setup: Setup, dataset, config: ml_collections.ConfigDict, writer, log):
+    tc = config.train
+    self.every = int(tc.eval_every)
+    if self.every < 0:
+      raise ValueError(f"train.eval_every must be >= 0 (0 = no held-out evaluation while training), got {self.every}")
+    self.num_steps, self.batch_size, self.seed = int(tc.num_steps), int(tc.eval_batch_size), int(config.seed)
+    self.setup, self.writer, self.log = setup, writer, log
+    if self.every == 0:
+      return
+    num_items = int(tc.eval_items)
+    if num_items < 2:
+      raise ValueError(f"train.eval_items must be at least 2 (a standard error needs two items), got {num_items}")
+    self.split = "validation" if "validation" in dataset.splits else "test"
+    items = dataset.eval_items(self.split)
+    chosen = np.random.default_rng(self.seed).permutation(len(items))[:min(num_items, len(items))]
+    self.items = items[np.sort(chosen)]
+    self.unit = evaluate.unit_name(setup.spec)
+    self.eval_fn = evaluate.make_eval_fn(setup)  # built once: every evaluation reuses one compilation
+
+  def due(self, step: int) -> bool:
+    return self.every > 0 and (step % self.every == 0 or step == self.num_steps)
+
+  def __call__(self, step: int, ema_params) -> float:
+    result = evaluate.evaluate_params(self.setup, ema_params, self.items, passes=1, batch_size=self.batch_size,
+                                      seed=self.seed, eval_fn=self.eval_fn)
+    self.writer.write_scalars(step, {"eval_bpd": result["bpd"], "eval_bpd_stderr": result["stderr"]})
+    self.log(f"eval step {step}: {result['bpd']:.4f} ± {result['stderr']:.4f} {self.unit} "
+             f"(EMA params, {len(self.items)} {self.split} items)", flush=True)
+    return result["bpd"]

@@ -30,7 +30,9 @@ class TrainedModel:
     return self.setup.config
 
 
-def open_workdir(workdir: str, use_ema: bool = True, step: int | None = None) -> TrainedModel:
+def open_workdir(workdir: str, use_ema: bool = True, step: int | str | None = None) -> TrainedModel:
+  """The model of checkpoint `step`: the latest when None, 'best' for the lowest held-out bits/dim recorded while
+  training (train.eval_every), or a step number."""
   root = epath.Path(workdir)
   config_path = root / CONFIG_FILE
   if not config_path.is_file():
@@ -41,15 +43,29 @@ def open_workdir(workdir: str, use_ema: bool = True, step: int | None = None) ->
   setup = build_setup(config, spec)
   manager = checkpoint.make_manager(workdir, async_save=False)
   try:
-    step = manager.latest_step() if step is None else step
-    if step is None:
-      raise ValueError(f"{workdir} has no checkpoint yet; run `ardm train` on it first")
+    step = _resolve_step(manager, workdir, step)
     state, _ = checkpoint.restore(manager, step, setup.abstract_state, setup.state_shardings)
   finally:
     manager.close()
   params = state.ema_params if use_ema else state.params
   return TrainedModel(workdir=workdir, setup=setup, params=params, step=int(step),
                       params_kind="ema" if use_ema else "raw", config_hash=config_hash(config))
+
+
+def _resolve_step(manager, workdir: str, step: int | str | None) -> int:
+  if manager.latest_step() is None:
+    raise ValueError(f"{workdir} has no checkpoint yet; run `ardm train` on it first")
+  if step is None:
+    return manager.latest_step()
+  if step == "best":
+    best = checkpoint.best_step(manager)
+    if best is None:
+      raise ValueError(f"{workdir}: no held-out evaluation was recorded; train with --config.train.eval_every=N")
+    return best
+  if int(step) not in manager.all_steps():
+    raise ValueError(f"{workdir} has no checkpoint at step {step}; it keeps steps {sorted(manager.all_steps())} "
+                     "(and 'best' when it evaluated while training)")
+  return int(step)
 
 
 def restore_state(model: TrainedModel):

@@ -154,8 +154,8 @@ def _params(workdir):
 
 
 def _progress(log: str) -> list[str]:
-  """The step and test lines, without the rate and ETA (which depend on timing)."""
-  lines = [re.sub(r"\s+[\d.]+ steps/s.*", "", line) for line in log.splitlines()
+  """The step and test lines, without the rate, ETA or first step's time (which depend on timing)."""
+  lines = [re.sub(r"\s+([\d.]+ steps/s|compile \+ first step).*", "", line) for line in log.splitlines()
            if line.startswith(("step ", "test "))]
   return lines
 

@@ -131,6 +131,10 @@ def test_workdir_with_other_config_is_refused(tmp_path):
     _run(DIGITS_TINY, tmp_path / "w", **{"train.eval_passes": 0, "seed": 1})
   saved = json.load(open(tmp_path / "w" / train.CONFIG_FILE))
   assert saved["seed"] == 0  # nothing the first run saved was overwritten
+  from ardm_jax import workdir as wd  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match="no held-out evaluation was recorded; train with "
+                                       "--config.train.eval_every=N"):
+    wd.open_workdir(str(tmp_path / "w"), step="best")
 
 
 def test_unknown_override_is_rejected():
@@ -139,6 +143,7 @@ def test_unknown_override_is_rejected():
     configs.apply_overrides(config, ["--config.train.batchsize=3"])
   with pytest.raises(ValueError, match="wrong type"):
     configs.apply_overrides(config, ["--config.train.batch_size=abc"])
+
 
 def _tracker(mean, count, batch_sum, batch_count, window):
   out = jax.jit(train.update_lt_tracker)(np.float32(mean), np.float32(count), np.float32(batch_sum),
@@ -188,4 +193,89 @@ def test_lt_tracker_stays_accurate_where_float32_sums_drift_and_follows_a_level_
   mean, old = run(level_shift=1.0)  # the loss falls to 2 bits: the window forgets the 2^24 old samples
   assert abs(mean - 2.0) < 0.01
   assert abs(old - 2.0) > 0.9  # an all-time mean would still say about 3
+
+
+def test_progress_lines_first_step_then_every_log_every_or_time(monkeypatch):
+  lines, scalars = [], []
+  writer = type("Writer", (), {"write_scalars": lambda self, step, values: scalars.append(step)})()
+  clock = [100.0]
+  monkeypatch.setattr(train.time, "time", lambda: clock[0])
+  progress = train._ProgressLog(writer, lambda text, flush: lines.append(text), num_steps=1000, log_every=500,
+                                every_s=30.0)
+  metrics = {"loss": 1.0, "bpd": 1.0, "grad_norm": 1.0}
+  clock[0] += 12.0
+  progress(1, metrics, None)  # compile + first step: printed at once, whatever log_every is
+  for step in range(2, 5):
+    clock[0] += 1.0
+    progress(step, metrics, None)
+  clock[0] += 30.0
+  progress(5, metrics, None)  # 31 s since the last line
+  assert len(lines) == 2 and scalars == [1, 5]
+  assert lines[0].startswith("step 1/1000") and "compile + first step 12.0s" in lines[0]
+  assert lines[1].startswith("step 5/1000") and "0.12 steps/s" in lines[1]  # 4 steps in the 33 s after the first
+  with pytest.raises(FloatingPointError, match="diverged at step 6"):
+    progress(6, {"loss": float("nan"), "bpd": 1.0, "grad_norm": 1.0}, None)
+
+
+def _tensorboard_scalars(workdir, tag):
+  from tensorflow.python.summary.summary_iterator import summary_iterator  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  out = {}
+  for path in glob.glob(os.path.join(str(workdir), "events.out.tfevents.*")):
+    for event in summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          out[event.step] = float(tf.make_ndarray(value.tensor))
+  return out
+
+
+def test_held_out_progress_keeps_the_best_checkpoint_through_rotation(tmp_path, monkeypatch, capsys):
+  """eval_every=2 over 6 steps with keep_checkpoints=1: the evaluation's numbers are forced so that step 4 is the
+  best; it must survive the later saves (5, 6), be recorded in the meta and be what `ardm eval --step best` opens.
+  Batch 32 gives the L_t tracker 3 samples per step, so `ardm policy --use-tracker` runs on the same workdir."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  from ardm_jax import cli, evaluate, workdir as wd
+  real = evaluate.evaluate_params
+  forced = {2: 5.0, 4: 1.0, 6: 4.0}
+  calls = []
+
+  def evaluate_params(setup, params, items, **kwargs):
+    result = real(setup, params, items, **kwargs)
+    calls.append((items, kwargs))
+    return result | {"bpd": forced[sorted(forced)[len(calls) - 1]]}
+
+  monkeypatch.setattr(evaluate, "evaluate_params", evaluate_params)
+  w = tmp_path / "w"
+  _run(DIGITS_TINY, w, **NO_EVAL, **{"train.num_steps": 6, "train.eval_every": 2, "train.eval_items": 40,
+                                     "train.keep_checkpoints": 1, "train.checkpoint_every": 5,
+                                     "train.log_every": 100, "train.batch_size": 32})
+  out = capsys.readouterr().out
+  assert "compile + first step" in out and "step 1/6" in out
+  for step, value in forced.items():
+    assert f"eval step {step}: {value:.4f} ± " in out and "bits/dim (EMA params, 40 test items)" in out
+  assert all(np.array_equal(items, calls[0][0]) and kwargs == calls[0][1] for items, kwargs in calls)
+  assert len(calls[0][0]) == 40 and calls[0][1]["eval_fn"] is not None
+  assert _tensorboard_scalars(w, "eval_bpd") == forced
+  assert set(_tensorboard_scalars(w, "eval_bpd_stderr")) == set(forced)
+
+  manager = checkpoint.make_manager(str(w), async_save=False)
+  try:
+    assert manager.all_steps() == [4, 6]  # the latest one plus the best, though 5 and 6 were saved after it
+    assert checkpoint.best_step(manager) == 4
+    meta = manager.restore(6, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+  finally:
+    manager.close()
+  assert meta["best_eval"] == {"step": 4, "eval_bpd": 1.0}
+  assert wd.open_workdir(str(w), step="best").step == 4
+  with pytest.raises(ValueError, match="no checkpoint at step 5; it keeps steps \\[4, 6\\]"):
+    wd.open_workdir(str(w), step=5)
+
+  monkeypatch.setattr(evaluate, "evaluate_params", real)
+  assert cli.main(["eval", "--workdir", str(w), "--step", "best"]) == 0
+  result = json.load(open(w / "eval_step4.json"))
+  assert result["step"] == 4 and np.isfinite(result["bpd"])
+  assert cli.main(["policy", "--workdir", str(w), "--budgets", "4", "--use-tracker"]) == 0
+  fingerprint = json.load(open(w / "policy.json"))["fingerprint"]
+  assert fingerprint["lt_source"] == "tracker (running mean, window 1000 samples per step)"
+
 
