@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="held-out draws per step t (stratified; default max(16, 65536 // D): L_t noise is what the "
                       "DP can exploit, so small models get many draws)")
   p.add_argument("--split", default="test", help="held-out split for the L_t estimate")
+  p.add_argument("--stride", type=int, default=1,
+                 help="estimate L_t at every k-th step of each stage only (and its last), interpolating between: "
+                      "1/k of the network calls for long items (default 1: every step)")
   p.add_argument("--use-tracker", action="store_true", help="use the running L_t saved during training instead")
   p.add_argument("--monotone", choices=["sort", "isotonic"], default="sort",
                  help="how L_t is made non-increasing before the DP (paper: sort)")
@@ -111,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
   from ardm_jax import compress  # pylint: disable=import-outside-toplevel  (light: defers its JAX imports)
   compress.add_parsers(sub)
+  from ardm_jax import preflight  # pylint: disable=import-outside-toplevel  (light: imports JAX only when run)
+  preflight.add_parser(sub)
   return parser
 
 
@@ -162,9 +167,10 @@ def cmd_policy(args) -> None:
       args.samples = args.samples or max(16, 65536 // (num_dims * model.setup.objective.num_stages))
       with model.setup.context():
         losses, stderr = evaluate.estimate_lt(model.setup, model.params, items, samples_per_step=args.samples,
-                                              batch_size=batch_size, seed=args.seed)
-      source = f"{args.samples} held-out draws per step on {args.split}"
-      fingerprint["lt_source"] = f"{args.split}, {args.samples} samples per step"
+                                              batch_size=batch_size, seed=args.seed, stride=args.stride)
+      every = "" if args.stride == 1 else f" at every {args.stride}th step (linearly interpolated between)"
+      source = f"{args.samples} held-out draws per step on {args.split}{every}"
+      fingerprint["lt_source"] = f"{args.split}, {args.samples} samples per step{every}"
   num_stages = len(losses) // num_dims if not args.loss_file else 1
   stage_losses = np.reshape(losses, (num_stages, -1))
   stage_stderrs = None if stderr is None else np.reshape(stderr, (num_stages, -1))
@@ -303,11 +309,14 @@ def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = build_parser()
   args, rest = parser.parse_known_args(argv)
-  if args.command != "train" and rest:
+  if args.command not in ("train", "preflight") and rest:
     parser.error(f"unrecognized arguments: {' '.join(rest)}")
   try:
     if args.command == "train":
       cmd_train(args, rest)
+    elif args.command == "preflight":
+      from ardm_jax import preflight  # pylint: disable=import-outside-toplevel
+      return preflight.cmd_preflight(args, rest)
     else:
       from ardm_jax import compress  # pylint: disable=import-outside-toplevel
       {"eval": cmd_eval, "sample": cmd_sample, "inpaint": cmd_inpaint, "policy": cmd_policy,

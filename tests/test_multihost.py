@@ -242,5 +242,6 @@ def test_aot_memory_script_reports_per_device_memory():
                          "--config", TEXT_TINY, "--config.data.name=pydoc_text", "--topology", "v5e-4",
                          "--cpu_estimate"], cwd=REPO, env=_env(1), capture_output=True, text=True, timeout=230)
   assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-  assert "over 4 " in proc.stdout and "| peak estimate (args + out - alias + temp) |" in proc.stdout
-  assert ("CPU ESTIMATE" in proc.stdout) != ("HBM per device" in proc.stdout)
+  assert "over 4 " in proc.stdout and "| train step, batch 4 |" in proc.stdout, proc.stdout
+  assert "| eval step, batch" in proc.stdout and "whole run at roofline speed: 2 steps" in proc.stdout
+  assert ("CPU ESTIMATE" in proc.stdout) != ("% of 16 GiB" in proc.stdout)
