@@ -151,6 +151,20 @@ def _tracker(mean, count, batch_sum, batch_count, window):
   return [np.asarray(x) for x in out]
 
 
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_learning_rate_warms_up_linearly_or_starts_at_the_full_rate(schedule):
+  import ml_collections
+  from ardm_jax.train_state import learning_rate_schedule
+  cfg = ml_collections.ConfigDict(dict(learning_rate=1e-3, schedule=schedule, warmup_steps=10))
+  lr = learning_rate_schedule(cfg, 100)
+  assert float(lr(0)) == 0.0 and float(lr(5)) == pytest.approx(5e-4) and float(lr(10)) == pytest.approx(1e-3)
+  cfg.warmup_steps = 0  # official CIFAR-10 / SC09: no warm-up, so step 0 must not train at rate 0
+  assert float(learning_rate_schedule(cfg, 100)(0)) == pytest.approx(1e-3)
+  cfg.warmup_steps = -1
+  with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
+    learning_rate_schedule(cfg, 100)
+
+
 def test_lt_tracker_is_the_exact_mean_below_its_window():
   rng = np.random.default_rng(0)
   num_t, window = 5, 1000.0
