@@ -98,14 +98,17 @@ class DiffWave(nn.Module):
     num_outputs, num_input_classes, num_steps = self._sizes()
     feats = self.features
 
-    temb_BxT = layers.TimeEmbedding(num_steps, sin_dim=feats // 2, hidden_dim=2 * feats, out_dim=2 * feats,
+    # As the official DiffWave port: sinusoid of width F, then two Dense layers of 4F (256 -> 1024 -> 1024).
+    temb_BxT = layers.TimeEmbedding(num_steps, sin_dim=feats, hidden_dim=4 * feats, out_dim=4 * feats,
                                     dtype=self.dtype, name='time_embed')(t)
 
     # Ids >= K (the absorbing value, augmented states) have no place on the number line: value channel 0.
     value_BxL = layers.numeric_value(x_in, self.num_classes)
     numeric_BxLx2 = jnp.stack([value_BxL, known.astype(jnp.float32)], axis=-1).astype(self.dtype)
     h_num = conv1d(3 * feats // 4, 3, dtype=self.dtype, name='conv_in')(numeric_BxLx2)
+    # The official input layer projects the id embedding once more (Embed -> Dense, both F/4 wide).
     h_emb = layers.embed(num_input_classes, feats // 4, dtype=self.dtype, name='input_embed')(x_in)
+    h_emb = layers.dense(feats // 4, ('conv_in', 'embed'), dtype=self.dtype, name='input_embed_proj')(h_emb)
     h = nn.relu(jnp.concatenate([h_num, h_emb.astype(self.dtype)], axis=-1)).astype(jnp.float32)
     h = layers.constrain(h, _ACT_3D)
 
