@@ -43,6 +43,9 @@ CALLS_PER_STAGE = 4
 LT_SAMPLES = 2
 # Above this many L_t steps (S * D) the preflight estimates every `stride`-th step only (`ardm policy --stride`).
 MAX_LT_STEPS = 4096
+# The coder builds a [positions per call, classes] table per network call (float64 on the host): the preflight's
+# compression budget keeps it under this many entries, so a 65,536-class audio model codes 1,024 samples a call.
+MAX_TABLE_ENTRIES = 1 << 26
 
 
 class PreflightError(Exception):
@@ -250,9 +253,9 @@ def _write_item(spec, item: np.ndarray, path_stem: str) -> str:
     with open(path, "w", encoding="utf-8") as f:
       f.write("".join(spec.alphabet[i] for i in item))
   else:
-    from ardm_jax.data.audio import classes_to_pcm, write_wav  # pylint: disable=import-outside-toplevel
+    from ardm_jax.data.audio import write_wav  # pylint: disable=import-outside-toplevel
     path = path_stem + ".wav"
-    write_wav(path, classes_to_pcm(item, spec.bits), spec.sample_rate, spec.bits)
+    write_wav(path, item, spec.sample_rate, spec.bits)  # classes in, 16-bit PCM out
   return path
 
 
@@ -286,8 +289,10 @@ def _jobs(run_dir: str, budget: int, is_baseline: bool, stages: _Stages) -> None
   spec = model.spec
   num_steps = model.setup.objective.num_net_steps(spec.num_steps)
   stride = max(1, -(-num_steps // MAX_LT_STEPS))
+  coding_budget = min(num_steps, max(budget, -(-num_steps * model.setup.objective.num_slots // MAX_TABLE_ENTRIES)))
+  budgets = sorted({budget, coding_budget})
   with stages.stage(f"ardm policy (held-out L_t over {num_steps} steps, stride {stride}) on {devices}"):
-    _cli(["policy", "--workdir", run_dir, "--budgets", str(budget), "--samples", str(LT_SAMPLES),
+    _cli(["policy", "--workdir", run_dir, "--budgets", ",".join(map(str, budgets)), "--samples", str(LT_SAMPLES),
           "--stride", str(stride)])
   with stages.stage(f"ardm sample with budget {budget} on {devices}"):
     _cli(["sample", "--workdir", run_dir, "--num", "2", "--budget", str(budget), "--out",
@@ -309,10 +314,10 @@ def _jobs(run_dir: str, budget: int, is_baseline: bool, stages: _Stages) -> None
           f.seek(0)
           f.write(text[: len(text) // 2] + sample.UNKNOWN_CHAR * (len(text) - len(text) // 2))
       _cli(["inpaint", "--workdir", run_dir, "--input", path, "--num", "2", "--budget", str(budget)])
-  with stages.stage(f"ardm compress and decompress one item with budget {budget} on {devices}"):
+  with stages.stage(f"ardm compress and decompress one item with budget {coding_budget} on {devices}"):
     path = _write_item(spec, item, os.path.join(out, "item"))
     container = os.path.join(out, "item.ardm")
-    _cli(["compress", "--workdir", run_dir, path, "-o", container, "--budget", str(budget)])
+    _cli(["compress", "--workdir", run_dir, path, "-o", container, "--budget", str(coding_budget)])
     restored = os.path.join(out, "restored")
     _cli(["decompress", "--workdir", run_dir, container, "-o", restored])
     name = os.listdir(restored)
