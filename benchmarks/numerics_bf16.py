@@ -10,7 +10,7 @@ item, with its standard error across items. The networks keep the residual strea
 under bf16 (ardm_jax/nets); the target is |difference| < 0.002.
 
 Models (--depth):
-  shallow  the digits default (experiments/digits.py, U-Net of 4 + 5 ResBlocks) and a narrowed pydoc text model
+  shallow  the digits default (experiments/digits.py, U-Net of 4 + 2 + 5 ResBlocks) and a narrowed pydoc text model
            (experiments/local_text.py:pydoc, 4-layer Transformer), `--steps` steps each.
   paper    the paper configs' depth and wiring, narrow: the U-Net as experiments/cifar10.py builds it (32 + 33
            ResBlocks and 2 in the middle, attention after each and in the middle, input_numeric, input embedding
