@@ -474,18 +474,19 @@ def run_topology(config_path: str, overrides, topology: str, cpu_estimate: bool 
         f"{config.model.get('dtype', 'float32')}, remat {config.model.get('remat', False)}; {report['target']}")
   print(sharding.describe_layout(setup.mesh, setup.abstract_state, setup.state_shardings))
   print("| program | compile | peak memory per device | FLOPs per step (all devices) | bytes per device | "
-        "roofline step time |")
-  print("|---|---|---|---|---|---|")
+        "compute time | memory time | roofline step time |")
+  print("|---|---|---|---|---|---|---|---|")
   times = {}
   for name, label in (("train", f"train step, batch {int(tc.batch_size)}"),
                       ("eval", f"eval step, batch {report['eval_batch']}")):
     compiled, seconds = report[name]
     rows, peak = _peak_memory(compiled)
     flops, nbytes = _cost(compiled)
-    times[name] = max(flops / peak_flops, nbytes / hbm_bw)
+    compute, memory = flops / peak_flops, nbytes / hbm_bw
+    times[name] = max(compute, memory)
     fit = "" if not have_libtpu else f" ({100 * peak / hbm:.0f}% of {TOPOLOGIES[topology][3]} GiB)"
     print(f"| {label} | {seconds:.0f}s | {_mib(peak)}{fit} | {flops * n:.3e} | {_mib(nbytes)} | "
-          f"{1e3 * times[name]:.1f} ms |")
+          f"{1e3 * compute:.1f} ms | {1e3 * memory:.1f} ms | {1e3 * times[name]:.1f} ms |")
   steps = int(tc.num_steps)
   eval_every = int(tc.get("eval_every", 0))
   evals = steps // eval_every if eval_every else 0
@@ -494,8 +495,10 @@ def run_topology(config_path: str, overrides, topology: str, cpu_estimate: bool 
   print(f"whole run at roofline speed: {steps:,} steps x {1e3 * times['train']:.1f} ms"
         + (f" + {evals:,} held-out evaluations x {eval_batches} batches x {1e3 * times['eval']:.1f} ms"
            if evals else "") + f" = {total / 3600:.1f} h ({total / 86400:.1f} days)")
-  print("(roofline: max(FLOPs / bf16 peak, bytes / HBM bandwidth) per device; a lower bound: real steps are "
-        "slower by the MFU actually reached" + ("" if have_libtpu else "; CPU ESTIMATE, not TPU numbers") + ")")
+  print("(per device: compute = FLOPs / bf16 peak, memory = XLA's bytes accessed / HBM bandwidth, roofline = the "
+        "larger; bytes accessed counts every fused op's operands and outputs, some of which stay on chip, so the "
+        "memory time can overstate; float32 matmuls run below the bf16 peak"
+        + ("" if have_libtpu else "; CPU ESTIMATE, not TPU numbers") + ")")
   return 0
 
 
