@@ -152,12 +152,12 @@ def estimate_lt(setup, params, items: np.ndarray, *, samples_per_step: int, batc
   stage_len = setup.spec.num_steps
   t_stage = np.arange(stage_len)
   t_measured = t_stage[(t_stage % stride == 0) | (t_stage == stage_len - 1)]
-  measured = (np.arange(num_steps // stage_len)[:, None] * stage_len + t_measured[None, :]).ravel()
+  stages = num_steps // stage_len
+  measured = (np.arange(stages)[:, None] * stage_len + t_measured[None, :]).ravel()
   mean, stderr = _estimate_steps(setup, params, items, measured.astype(np.int32), samples_per_step, batch_size,
                                  seed, log_every_s)
   if len(measured) == num_steps:
     return mean, stderr
-  stages = num_steps // stage_len
   interp = lambda v: np.concatenate([np.interp(t_stage, t_measured, row) for row in v.reshape(stages, -1)])
   return interp(mean), interp(stderr)
 

@@ -69,6 +69,12 @@ def add_parser(sub) -> None:
   p.add_argument("--workdir", default=None, help="where to keep the run (default: a temporary folder, removed)")
 
 
+def _with_cpu_device_count(xla_flags: str, count: int) -> str:
+  """XLA_FLAGS with `count` fake CPU devices (any earlier device count replaced, other flags kept)."""
+  flags = [f for f in xla_flags.split() if "xla_force_host_platform_device_count" not in f]
+  return " ".join(flags + [f"--xla_force_host_platform_device_count={count}"])
+
+
 def _set_cpu_devices(count: int) -> None:
   """Fake CPU devices exist only if XLA_FLAGS says so before JAX starts."""
   if "jax" in sys.modules:
@@ -77,8 +83,7 @@ def _set_cpu_devices(count: int) -> None:
       raise ValueError(f"this process already started JAX with {jax.device_count()} {jax.devices()[0].platform} "
                        f"device(s); run `ardm preflight --devices {count}` in a fresh process")
     return
-  flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-  os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={count}"])
+  os.environ["XLA_FLAGS"] = _with_cpu_device_count(os.environ.get("XLA_FLAGS", ""), count)
   os.environ["JAX_PLATFORMS"] = "cpu"
 
 
@@ -219,8 +224,7 @@ def _run_devices(config, config_path, num_devices, jobs_devices, root, stages, s
   budget = CALLS_PER_STAGE * num_stages
   with stages.stage(f"restore on {count} device(s): eval, policy, sample, inpaint, compress, decompress"):
     env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={count}"])
+    env["XLA_FLAGS"] = _with_cpu_device_count(env.get("XLA_FLAGS", ""), count)
     env["JAX_PLATFORMS"] = "cpu"
     args = [sys.executable, "-c", "import sys; from ardm_jax import preflight; sys.exit(preflight.jobs_main())",
             run_dir, str(budget), "1" if objective.is_baseline(model) else "0", stages.log_path]
@@ -409,9 +413,7 @@ def _prepare_compiler(topology: str, cpu_estimate: bool) -> bool:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   # The state layout is worked out on as many CPU devices as the slice has (creating it runs a little eager code,
   # which compile-only TPU devices cannot), then moved onto the TPU mesh of the same shape.
-  flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-  os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count="
-                                              f"{num_topology_devices(topology)}"])
+  os.environ["XLA_FLAGS"] = _with_cpu_device_count(os.environ.get("XLA_FLAGS", ""), num_topology_devices(topology))
   return have_libtpu
 
 
