@@ -28,8 +28,12 @@ Orders: sigma_s = `stage_orders(seed, D, S)[s]`; the keys of stage s are SplitMi
 the seed's stream, so stage 0 is `order_from_seed(seed, D)` (the order of one-stage files) and later stages
 continue the same stream (independent orders, nothing else stored).
 
-Probability tables
-------------------
+Symbol models (ardm_jax/entropy_models.py)
+------------------------------------------
+`predict` returns, per coded variable, the parameters of a symbol model (`symbols=`): by default
+`CategoricalTables(C)`, C logits per variable turned into one integer table each (below); for the discretised
+logistic mixture of 16-bit audio `MixtureSplits(K, M)`, its 3 M unpacked parameters, each value coded as
+ceil(log2 K) binary decisions from the mixture's CDF at three bin edges (no K-wide table is ever built).
 `quantise_counts` turns float32 logits into integer counts c_k >= 1 with sum 2**24 (softmax in float64 with a
 fixed formula and a sequential sum; every class gets 1 + floor(p_k * (2**24 - C)) and the rounding residual goes
 to the first most probable class). The coder hands constriction's lazy categorical model the weights c_k - 1:
@@ -63,7 +67,8 @@ release. Version 2 is written only for S >= 2 stages and adds one field, `stages
     magic          2         b"AR"
     version        1         1 (S = 1) or 2 (S >= 2)
     flags          1         bit 0: mode (0 per item, 1 per data set); bits 1-2: kind (0 image, 1 text,
-                             2 audio); bit 3: a file table follows the order seed; bits 4-7 zero
+                             2 audio); bit 3: a file table follows the order seed; bit 4: variables coded
+                             by binary splits of a mixture (0: tables; files before splits existed); bits 5-7 zero
     fingerprint    4         first 4 bytes of the model fingerprint (parameters + config hash)
     ndim           varint    number of item dimensions (1..8)
     shape          varint*   each item dimension (>= 1); D = product
@@ -102,19 +107,20 @@ from typing import Callable, Sequence, Union
 import constriction
 import numpy as np
 
-PRECISION = 24  # constriction's AnsCoder probability precision; the tables below must match it exactly
+from ardm_jax.entropy_models import (CHUNK_ENTRIES, PRECISION, CategoricalTables, CorruptPayload, MixtureSplits,
+                                     quantise_counts, quantise_probs, symbol_model)
 MAGIC = b"AR"
 FORMAT_VERSION = 1         # one-stage models: unchanged since the first release, so those files stay identical
 STAGED_FORMAT_VERSION = 2  # S >= 2 stages: version 1 plus the stage count
 FORMAT_VERSIONS = (FORMAT_VERSION, STAGED_FORMAT_VERSION)
 MODES = ("item", "dataset")
 KINDS = ("image", "text", "audio")
+SYMBOL_MODELS = ("tables", "splits")  # flag bit 4: how the variables were coded (entropy_models)
 FINGERPRINT_BYTES = 4
 POLICY_HASH_BYTES = 4
 MAX_NDIM = 8
 MAX_STAGES = 64  # digit transitions of K <= 2**24 with b = 2 need 24; anything far above is a corrupt header
 MAX_SYMBOLS = 1 << 31  # N * S * D above this is rejected before anything is allocated
-CHUNK_ENTRIES = 1 << 21  # table entries quantised at once (bounds the float64 work arrays: ~16 MiB each)
 
 Predict = Callable[..., np.ndarray]
 PolicySource = Union[Sequence[int], np.ndarray, Callable[[int, int], Sequence[int]]]
@@ -126,62 +132,6 @@ class ContainerError(ValueError):
 
 # --------------------------------------------------------------------------------------------------------------
 # Probability tables
-
-
-def quantise_counts(logits_or_probs, precision: int = PRECISION, *, from_probs: bool = False) -> np.ndarray:
-    """Integer counts [..., K] (int64), each >= 1, summing to exactly 2**precision along the last axis.
-
-    Input: float logits (default) or non-negative probabilities (`from_probs=True`, need not be normalised).
-    Logits may hold -inf/+inf (clipped to +-1e300, so an all -inf row is uniform); NaN is an error.
-    """
-    a = np.asarray(logits_or_probs)
-    if not np.issubdtype(a.dtype, np.floating):
-        raise ValueError(f"quantise_counts needs float logits or probabilities, got dtype {a.dtype}")
-    if a.ndim < 1 or a.shape[-1] < 2:
-        raise ValueError(f"need at least 2 classes on the last axis, got shape {a.shape}")
-    num_classes = a.shape[-1]
-    if not 1 <= precision <= 30 or num_classes > (1 << precision):
-        raise ValueError(f"precision {precision} cannot give {num_classes} classes a count >= 1; use <= 30 bits "
-                         f"and >= log2(K)")
-    v = a.astype(np.float64)  # exact for float32 input
-    if np.isnan(v).any():
-        raise ValueError("probability table input contains NaN; check the network output")
-    if from_probs:
-        if (v < 0).any() or not np.isfinite(v).all():
-            raise ValueError("probabilities must be finite and non-negative")
-        weights = v
-    else:
-        v = np.clip(v, -1e300, 1e300)
-        weights = np.exp(np.ascontiguousarray(v - v.max(axis=-1, keepdims=True)))
-    # cumsum is a strictly sequential sum, so the total does not depend on NumPy's pairwise blocking.
-    total = np.cumsum(weights, axis=-1)[..., -1:]
-    if (total <= 0).any():
-        raise ValueError("a probability row sums to zero; give every row some mass")
-    p = weights / total
-    one = 1 << precision
-    counts = 1 + np.floor(p * float(one - num_classes)).astype(np.int64)
-    residual = one - counts.sum(axis=-1, keepdims=True)
-    top = np.argmax(p, axis=-1)[..., None]  # first index among ties
-    topcount = np.take_along_axis(counts, top, axis=-1) + residual
-    if (topcount < 1).any():  # impossible for K <= 2**24 (the float error is < 1 count); kept as a guard
-        raise RuntimeError("probability quantisation failed to keep every count >= 1")
-    np.put_along_axis(counts, top, topcount, axis=-1)
-    return counts
-
-
-def quantise_probs(logits_or_probs, precision: int = PRECISION, *, from_probs: bool = False) -> np.ndarray:
-    """Float64 probabilities count / 2**precision (exact dyadic values), see `quantise_counts`."""
-    return quantise_counts(logits_or_probs, precision, from_probs=from_probs) / float(1 << precision)
-
-
-def _coder_weights(counts: np.ndarray) -> np.ndarray:
-    # Integers summing to 2**24 - K: constriction's lazy quantiser then reproduces `counts` exactly.
-    return np.ascontiguousarray((counts - 1).reshape(-1, counts.shape[-1]), dtype=np.float64)
-
-
-def _row_chunks(num_rows: int, num_classes: int) -> list[slice]:
-    step = max(1, CHUNK_ENTRIES // num_classes)
-    return [slice(lo, min(lo + step, num_rows)) for lo in range(0, num_rows, step)]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -359,24 +309,24 @@ def _plan(sigma_SxD: np.ndarray, steps: np.ndarray, D: int) -> list[tuple[int, i
 # The coding walk
 
 
-def _step_logits(predict: Predict, x_in_BxD: np.ndarray, known_D: np.ndarray, t: int, pos: np.ndarray,
-                 num_slots: int) -> np.ndarray:
-    """One network call at global step t; float logits [B, len(pos), C] for the variables `pos` of this step."""
+def _step_params(predict: Predict, x_in_BxD: np.ndarray, known_D: np.ndarray, t: int, pos: np.ndarray,
+                 width: int) -> np.ndarray:
+    """One network call at global step t; float parameters [B, len(pos), W] of the variables `pos` of this step."""
     B, D = x_in_BxD.shape
     known_BxD = np.broadcast_to(known_D, (B, D)).copy()
     if getattr(predict, "positions_only", False):
-        logits = np.asarray(predict(x_in_BxD.astype(np.int32), known_BxD, int(t), pos))
-        want = (B, len(pos), num_slots)
+        out = np.asarray(predict(x_in_BxD.astype(np.int32), known_BxD, int(t), pos))
+        want = (B, len(pos), width)
     else:
-        logits = np.asarray(predict(x_in_BxD.astype(np.int32), known_BxD, int(t)))
-        want = (B, D, num_slots)
-    if logits.shape != want:
-        raise ValueError(f"predict must return logits of shape {want}, got {logits.shape}")
-    if logits.dtype not in (np.float32, np.float64):
-        raise ValueError(f"predict must return float32 logits, got {logits.dtype}")
+        out = np.asarray(predict(x_in_BxD.astype(np.int32), known_BxD, int(t)))
+        want = (B, D, width)
+    if out.shape != want:
+        raise ValueError(f"predict must return logits of shape {want}, got {out.shape}")
+    if out.dtype not in (np.float32, np.float64):
+        raise ValueError(f"predict must return float32 logits, got {out.dtype}")
     if want[1] == D:
-        logits = logits[:, pos, :]
-    return np.ascontiguousarray(logits)
+        out = out[:, pos, :]
+    return np.ascontiguousarray(out)
 
 
 def _check_items(x_BxD, num_classes: int) -> np.ndarray:
@@ -396,9 +346,23 @@ def _check_num_classes(num_classes) -> int:
     return int(num_classes)
 
 
-def _walk_known(predict: Predict, x_BxD, sigma, policy, num_classes: int, reverse: bool, stages=None):
-    """Yields (slots [B, n], logits [B, n, C]) per global policy step for fully known items, one call each."""
+def _symbols(symbols, st: _Stages):
+    """The symbol model (default: tables over the slots); a mixture's splits only fit one stage over K classes."""
+    if symbols is None:
+        return CategoricalTables(st.num_slots)
+    if not isinstance(symbols, (CategoricalTables, MixtureSplits)):
+        raise ValueError(f"symbols must be an entropy_models.CategoricalTables or MixtureSplits, got {symbols!r}")
+    if symbols.num_classes != st.num_slots:
+        raise ValueError(f"the symbol model codes {symbols.num_classes} classes but the model has {st.num_slots} "
+                         "slots per variable")
+    return symbols
+
+
+def _walk_known(predict: Predict, x_BxD, sigma, policy, num_classes: int, reverse: bool, stages=None,
+                symbols=None):
+    """Yields (slots [B, n], params [B, n, W]) per global policy step for fully known items, one call each."""
     st = _stages(stages, num_classes)
+    sym_model = _symbols(symbols, st)
     x = _check_items(x_BxD, num_classes)
     D = x.shape[1]
     sigma = _check_sigmas(sigma, D, st.num_stages)
@@ -409,24 +373,17 @@ def _walk_known(predict: Predict, x_BxD, sigma, policy, num_classes: int, revers
         known_D = sigma[s] < t
         # Refined in this stage: the level-(s+1) state; all others still hold their level-s state.
         x_in = np.where(known_D[None, :], st.levels[s + 1][x], st.levels[s][x])
-        yield st.slots[s][x[:, pos]], _step_logits(predict, x_in, known_D, g, pos, st.num_slots)
+        yield st.slots[s][x[:, pos]], _step_params(predict, x_in, known_D, g, pos, sym_model.width)
 
 
-def nll_bits(predict: Predict, x_BxD, sigma, policy, num_classes: int, stages=None) -> np.ndarray:
-    """Per item, sum of -log2 p under the quantised tables (what the coder should achieve), float64 [B]."""
+def nll_bits(predict: Predict, x_BxD, sigma, policy, num_classes: int, stages=None, symbols=None) -> np.ndarray:
+    """Per item, the bits the coder pays under its quantised tables / splits (before ANS overhead), float64 [B]."""
+    sym_model = _symbols(symbols, _stages(stages, num_classes))
     total = 0.0
-    for sym_Bxn, logits in _walk_known(predict, x_BxD, sigma, policy, num_classes, reverse=False, stages=stages):
-        B, n, C = logits.shape
-        rows, sym = logits.reshape(-1, C), sym_Bxn.reshape(-1, 1)
-        bits = np.empty(B * n)
-        for sl in _row_chunks(B * n, C):
-            c = np.take_along_axis(quantise_counts(rows[sl]), sym[sl], axis=-1)[:, 0]
-            bits[sl] = PRECISION - np.log2(c.astype(np.float64))
-        total = total + bits.reshape(B, n).sum(axis=1)
+    for sym_Bxn, params in _walk_known(predict, x_BxD, sigma, policy, num_classes, reverse=False, stages=stages,
+                                       symbols=sym_model):
+        total = total + sym_model.code_bits(params, sym_Bxn).sum(axis=1)
     return np.asarray(total, np.float64)
-
-
-_FAMILY = constriction.stream.model.Categorical(perfect=False)
 
 
 def _words_to_bytes(words: np.ndarray) -> bytes:
@@ -442,48 +399,35 @@ def _bytes_to_words(payload: bytes) -> np.ndarray:
     return np.frombuffer(b, dtype="<u4").astype(np.uint32)
 
 
-def _push(coder, sym_n: np.ndarray, logits_nxC: np.ndarray) -> None:
-    """Pushes symbols so that a decoder pops them in the given order (ANS is a stack: last chunk first)."""
-    for sl in reversed(_row_chunks(len(sym_n), logits_nxC.shape[-1])):
-        coder.encode_reverse(np.ascontiguousarray(sym_n[sl], np.int32), _FAMILY,
-                             _coder_weights(quantise_counts(logits_nxC[sl])))
-
-
-def _pop(coder, logits_nxC: np.ndarray) -> np.ndarray:
-    """Inverse of `_push`: the n symbols in order; garbage in the stream is a ContainerError."""
-    out = []
-    for sl in _row_chunks(len(logits_nxC), logits_nxC.shape[-1]):
-        weights = _coder_weights(quantise_counts(logits_nxC[sl]))
-        try:
-            out.append(np.asarray(coder.decode(_FAMILY, weights)).reshape(-1))
-        except Exception as e:  # constriction raises assorted errors on garbage; none may escape as-is
-            raise ContainerError(f"payload is corrupt ({type(e).__name__}: {e})") from None
-    return np.concatenate(out)
-
-
-def encode_stream(predict: Predict, x_BxD, sigma, policy, num_classes: int, stages=None) -> bytes:
-    """Per data set mode: one ANS stream for all B items; len(policy) network calls."""
-    coder = constriction.stream.stack.AnsCoder()
-    for sym_Bxn, logits in _walk_known(predict, x_BxD, sigma, policy, num_classes, reverse=True, stages=stages):
-        _push(coder, sym_Bxn.reshape(-1), logits.reshape(-1, logits.shape[-1]))
-    return _words_to_bytes(coder.get_compressed())
-
-
-def encode_items(predict: Predict, x_BxD, sigma, policy, num_classes: int, stages=None) -> list[bytes]:
-    """Per item mode: one ANS stream per item (network calls still batched: len(policy) in total)."""
-    coders = None
-    for sym_Bxn, logits in _walk_known(predict, x_BxD, sigma, policy, num_classes, reverse=True, stages=stages):
-        if coders is None:
-            coders = [constriction.stream.stack.AnsCoder() for _ in range(sym_Bxn.shape[0])]
-        for coder, sym, rows in zip(coders, sym_Bxn, logits):
-            _push(coder, sym, rows)
+def _encode(predict: Predict, x_BxD, sigma, policy, num_classes: int, stages, symbols, per_item: bool) -> list:
+    st = _stages(stages, num_classes)
+    sym_model = _symbols(symbols, st)
+    B = np.asarray(x_BxD).shape[0]
+    coders = [constriction.stream.stack.AnsCoder() for _ in range(B if per_item else 1)]
+    for sym_Bxn, params in _walk_known(predict, x_BxD, sigma, policy, num_classes, reverse=True, stages=stages,
+                                       symbols=sym_model):
+        if not per_item:  # one stream: the items' variables one after the other
+            sym_Bxn, params = sym_Bxn.reshape(1, -1), params.reshape(1, -1, params.shape[-1])
+        sym_model.push(coders, sym_Bxn, params)
     return [_words_to_bytes(coder.get_compressed()) for coder in coders]
 
 
-def _decode_walk(predict: Predict, decode_step, sigma, policy, num_items: int, D: int, num_classes: int,
-                 stages=None):
-    """Forward walk shared by both decoders; `decode_step(logits [B, n, C]) -> slots [B, n]`."""
+def encode_stream(predict: Predict, x_BxD, sigma, policy, num_classes: int, stages=None, symbols=None) -> bytes:
+    """Per data set mode: one ANS stream for all B items; len(policy) network calls."""
+    return _encode(predict, x_BxD, sigma, policy, num_classes, stages, symbols, per_item=False)[0]
+
+
+def encode_items(predict: Predict, x_BxD, sigma, policy, num_classes: int, stages=None,
+                 symbols=None) -> list[bytes]:
+    """Per item mode: one ANS stream per item (network calls still batched: len(policy) in total)."""
+    return _encode(predict, x_BxD, sigma, policy, num_classes, stages, symbols, per_item=True)
+
+
+def _decode_walk(predict: Predict, coders: list, sigma, policy, num_items: int, D: int, num_classes: int,
+                 stages=None, symbols=None):
+    """Forward walk shared by both decoders: one stream (one coder) or one per item."""
     st = _stages(stages, num_classes)
+    sym_model = _symbols(symbols, st)
     num_items, D = _check_uint(num_items, "num_items", 1 << 64), _check_uint(D, "D", 1 << 64)
     if num_items < 1 or D < 1 or num_items * D * st.num_stages > MAX_SYMBOLS:
         raise ContainerError(f"implausible size: {num_items} items of {D} variables; the file is corrupt")
@@ -491,8 +435,14 @@ def _decode_walk(predict: Predict, decode_step, sigma, policy, num_items: int, D
     steps = _check_policy(policy, D, st.num_stages)
     state = np.full((num_items, D), st.levels[0, 0], np.int64)  # everything starts absorbed
     for s, t, g, pos in _plan(sigma, steps, D):
-        logits = _step_logits(predict, state, sigma[s] < t, g, pos, st.num_slots)
-        sym = np.asarray(decode_step(logits))
+        params = _step_params(predict, state, sigma[s] < t, g, pos, sym_model.width)
+        try:
+            if len(coders) == 1 and num_items > 1:
+                sym = sym_model.pop(coders, params.reshape(1, -1, params.shape[-1])).reshape(num_items, len(pos))
+            else:
+                sym = sym_model.pop(coders, params)
+        except CorruptPayload as e:
+            raise ContainerError(str(e)) from None
         if sym.shape != (num_items, len(pos)) or sym.min(initial=0) < 0 or sym.max(initial=0) >= st.num_slots:
             raise ContainerError("payload is corrupt (decoded symbols out of range)")
         fine = st.child(s, state[:, pos], sym)
@@ -517,29 +467,21 @@ def _require_empty(coders) -> None:
 
 
 def decode_stream(predict: Predict, payload: bytes, sigma, policy, num_items: int, D: int,
-                  num_classes: int, stages=None) -> np.ndarray:
+                  num_classes: int, stages=None, symbols=None) -> np.ndarray:
     """Inverse of `encode_stream`: x_BxD int32; len(policy) network calls. Corruption -> ContainerError."""
-    coder = _open_coder(payload)
-
-    def step(logits):
-        return _pop(coder, logits.reshape(-1, logits.shape[-1])).reshape(logits.shape[:2])
-
-    x = _decode_walk(predict, step, sigma, policy, num_items, D, num_classes, stages)
-    _require_empty([coder])
+    coders = [_open_coder(payload)]
+    x = _decode_walk(predict, coders, sigma, policy, num_items, D, num_classes, stages, symbols)
+    _require_empty(coders)
     return x
 
 
 def decode_items(predict: Predict, payloads: Sequence[bytes], sigma, policy, num_items: int, D: int,
-                 num_classes: int, stages=None) -> np.ndarray:
+                 num_classes: int, stages=None, symbols=None) -> np.ndarray:
     """Inverse of `encode_items` (all items decoded together, as encoded); len(policy) network calls."""
     if len(payloads) != num_items:
         raise ContainerError(f"expected {num_items} item payloads, got {len(payloads)}")
     coders = [_open_coder(p) for p in payloads]
-
-    def step(logits):
-        return np.stack([_pop(c, rows) for c, rows in zip(coders, logits)])
-
-    x = _decode_walk(predict, step, sigma, policy, num_items, D, num_classes, stages)
+    x = _decode_walk(predict, coders, sigma, policy, num_items, D, num_classes, stages, symbols)
     _require_empty(coders)
     return x
 
@@ -565,6 +507,7 @@ class Container:
     header: bytes
     file_table: bytes = b""  # opaque caller bytes (flag bit 3); b"" when absent
     num_stages: int = 1      # S; stored only in version 2 files
+    symbols: str = "tables"  # how variables were coded: 'tables' or 'splits' (flag bit 4), see entropy_models
 
     @property
     def D(self) -> int:
@@ -630,13 +573,15 @@ def _crcs(header: bytes, mode: str, x_BxD: np.ndarray, num_classes: int) -> list
 
 def pack_container(payloads: Sequence[bytes], x_BxD, *, mode: str, fingerprint: str, kind: str, item_shape,
                    policy, order_seed: int, num_classes: int, file_table: bytes = b"",
-                   num_stages: int = 1) -> bytes:
+                   num_stages: int = 1, symbols: str = "tables") -> bytes:
     """Builds a container around coded payloads (one for mode 'dataset', one per item for mode 'item').
 
     `x_BxD` are the original items (flattened), needed for the CRCs; `fingerprint` the model's full hex
     fingerprint (its first 4 bytes are stored); `file_table` optional caller bytes kept in the header;
-    `num_stages` the model's S (version 1 for S = 1, version 2 otherwise).
+    `num_stages` the model's S (version 1 for S = 1, version 2 otherwise); `symbols` the symbol model's name.
     """
+    if symbols not in SYMBOL_MODELS:
+        raise ValueError(f"symbols must be one of {SYMBOL_MODELS}, got {symbols!r}")
     if not isinstance(file_table, (bytes, bytearray)):
         raise ValueError(f"file_table must be bytes, got {type(file_table).__name__}")
     if mode not in MODES or kind not in KINDS:
@@ -657,7 +602,8 @@ def pack_container(payloads: Sequence[bytes], x_BxD, *, mode: str, fingerprint: 
         raise ValueError(f"mode {mode!r} with {x.shape[0]} items needs {n_payloads} payloads, got {len(payloads)}")
     version = FORMAT_VERSION if S == 1 else STAGED_FORMAT_VERSION
     header = b"".join([
-        MAGIC, bytes([version, MODES.index(mode) | (KINDS.index(kind) << 1) | (bool(file_table) << 3)]),
+        MAGIC, bytes([version, MODES.index(mode) | (KINDS.index(kind) << 1) | (bool(file_table) << 3)
+                       | (SYMBOL_MODELS.index(symbols) << 4)]),
         _fingerprint_bytes(fingerprint, "fingerprint"),
         varint_bytes(len(shape)), *[varint_bytes(d) for d in shape],
         varint_bytes(x.shape[0]), varint_bytes(S) if S > 1 else b"", varint_bytes(len(steps)), policy_hash(steps, D, S),
@@ -692,7 +638,7 @@ def unpack_container(data: bytes, *, expected_fingerprint: str | None, expected_
         raise ContainerError(f"unsupported container version {version}; this build reads versions "
                              f"{' and '.join(map(str, FORMAT_VERSIONS))}")
     flags = r.take(1, "flags")[0]
-    if flags >> 4 or (flags >> 1) & 3 >= len(KINDS):
+    if flags >> 5 or (flags >> 1) & 3 >= len(KINDS):
         raise ContainerError(f"corrupt header: unknown flag bits 0x{flags:02x}")
     mode, kind = MODES[flags & 1], KINDS[(flags >> 1) & 3]
     fp = r.take(FINGERPRINT_BYTES, "fingerprint")
@@ -747,7 +693,7 @@ def unpack_container(data: bytes, *, expected_fingerprint: str | None, expected_
         raise ContainerError(f"item shape {tuple(shape)} in the file does not match the model's "
                              f"{tuple(expected_shape)}")
     return Container(version, mode, fp.hex(), kind, tuple(shape), num_items, budget, p_hash, seed,
-                     tuple(crcs), tuple(payloads), header, file_table, num_stages)
+                     tuple(crcs), tuple(payloads), header, file_table, num_stages, SYMBOL_MODELS[(flags >> 4) & 1])
 
 
 def check_stages(container: Container, num_stages: int) -> None:
@@ -755,6 +701,13 @@ def check_stages(container: Container, num_stages: int) -> None:
     if container.num_stages != num_stages:
         raise ContainerError(f"stage mismatch: the file was coded by a {container.num_stages}-stage model, this "
                              f"model has {num_stages} stage(s); load the model that made it")
+
+
+def check_symbols(container: Container, symbols) -> None:
+    """Raises ContainerError unless `symbols` (a symbol model) is the scheme the file was coded with."""
+    if container.symbols != symbols.name:
+        raise ContainerError(f"coding scheme mismatch: the file was coded with {container.symbols}, this model "
+                             f"codes with {symbols.name}; load the model that made it")
 
 
 def check_policy(container: Container, policy) -> np.ndarray:
@@ -790,11 +743,11 @@ def check_crc(container: Container, x_BxD, num_classes: int) -> None:
 
 
 def compress(predict: Predict, items, *, mode: str, fingerprint: str, kind: str, policy, order_seed: int,
-             num_classes: int, file_table: bytes = b"", stages=None) -> bytes:
+             num_classes: int, file_table: bytes = b"", stages=None, symbols=None) -> bytes:
     """Codes items [B, *item_shape] into one container with len(policy) network calls.
 
     `stages`: None for a plain OA-ARDM, else the upscale model's transitions (see the module docstring); then
-    `policy` is a global policy over S * D steps.
+    `policy` is a global policy over S * D steps. `symbols`: the symbol model (default tables over the slots).
     """
     items = np.asarray(items)
     if items.ndim < 2:
@@ -803,31 +756,33 @@ def compress(predict: Predict, items, *, mode: str, fingerprint: str, kind: str,
     S = num_stages_of(stages)
     sigma = stage_orders(order_seed, x.shape[1], S)
     if mode == "dataset":
-        payloads = [encode_stream(predict, x, sigma, policy, num_classes, stages)]
+        payloads = [encode_stream(predict, x, sigma, policy, num_classes, stages, symbols)]
     elif mode == "item":
-        payloads = encode_items(predict, x, sigma, policy, num_classes, stages)
+        payloads = encode_items(predict, x, sigma, policy, num_classes, stages, symbols)
     else:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     return pack_container(payloads, x, mode=mode, fingerprint=fingerprint, kind=kind, item_shape=items.shape[1:],
                           policy=policy, order_seed=order_seed, num_classes=num_classes, file_table=file_table,
-                          num_stages=S)
+                          num_stages=S, symbols=_symbols(symbols, _stages(stages, num_classes)).name)
 
 
 def decompress(data: bytes, predict: Predict, *, expected_fingerprint: str, policy: PolicySource, num_classes: int,
-               expected_shape=None, max_symbols: int = MAX_SYMBOLS, stages=None) -> tuple[Container, np.ndarray]:
+               expected_shape=None, max_symbols: int = MAX_SYMBOLS, stages=None,
+               symbols=None) -> tuple[Container, np.ndarray]:
     """Inverse of `compress`: (container, items [B, *item_shape] int32), or ContainerError; never wrong data.
 
     `policy` is the global step list, or a function (budget, D) -> steps (e.g. a lookup in the model's policy
-    file; it may raise ContainerError for an unknown budget). `stages` as given to `compress`.
+    file; it may raise ContainerError for an unknown budget). `stages` and `symbols` as given to `compress`.
     """
     c = unpack_container(data, expected_fingerprint=expected_fingerprint, expected_shape=expected_shape,
                          max_symbols=max_symbols)
     check_stages(c, num_stages_of(stages))
+    check_symbols(c, _symbols(symbols, _stages(stages, num_classes)))
     steps = check_policy(c, policy(c.budget, c.D) if callable(policy) else policy)
     sigma = stage_orders(c.order_seed, c.D, c.num_stages)
     if c.mode == "dataset":
-        x = decode_stream(predict, c.payloads[0], sigma, steps, c.num_items, c.D, num_classes, stages)
+        x = decode_stream(predict, c.payloads[0], sigma, steps, c.num_items, c.D, num_classes, stages, symbols)
     else:
-        x = decode_items(predict, list(c.payloads), sigma, steps, c.num_items, c.D, num_classes, stages)
+        x = decode_items(predict, list(c.payloads), sigma, steps, c.num_items, c.D, num_classes, stages, symbols)
     check_crc(c, x, num_classes)
     return c, x.reshape((c.num_items,) + c.item_shape)

@@ -55,6 +55,7 @@ The tiles per file follow from the sizes, and their sum must equal the container
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import hashlib
 import json
@@ -65,7 +66,7 @@ import wave
 import numpy as np
 from PIL import Image
 
-from ardm_jax import coding
+from ardm_jax import coding, entropy_models
 from ardm_jax.policy import BUDGET_SPLIT_KEYS  # NumPy only: cheap for --help
 
 # jax, the workdir and the data sources are imported inside the jobs: the CLI builds its parser from this module
@@ -104,17 +105,18 @@ def _bucket(n: int, D: int) -> int:
 
 
 class Predictor:
-  """The network call `coding` needs: the tables of the positions a policy step codes, float32 [N, n, C].
+  """The network call `coding` needs: the symbol model's parameters of the positions a policy step codes,
+  float32 [N, n, W] (`self.symbols`, an `entropy_models` symbol model, says what they mean).
 
-  What a table is depends on the model (`model.setup.objective`): for a plain OA-ARDM with a categorical output
-  (C = K) the network's logits themselves (what files of the first release were coded with, so they still
-  decode); with another output distribution (the logistic mixture of 16-bit audio) its `coding_logits` over K;
-  for an upscale ARDM the slot log-probabilities (`upscale.slot_log_probs`, -inf on empty slots) of stage
-  t // D, C = number of slots. Two jitted functions run per batch: the network (compiled once per batch size)
-  and the table of the gathered positions (compiled once per power-of-two bucket of n), so only [B, n, C]
-  comes back from the device, never [B, D, K]. Items are fed in fixed batches of min(N, max_batch) rows, padded
-  to divide the devices, so encoder and decoder run the same per-row computation. `calls` counts network
-  evaluations.
+  For a plain OA-ARDM with a categorical output the network's K logits themselves (what files of the first
+  release were coded with, so they still decode); with the logistic mixture of 16-bit audio its unpacked
+  parameters (3 M numbers, coded by binary splits: no K-wide table ever exists), or, for files written before
+  splits existed (`with_symbols('tables')`), its `coding_logits` over K; for an upscale ARDM the slot
+  log-probabilities (`upscale.slot_log_probs`, -inf on empty slots) of stage t // D, over its C slots. Two
+  jitted functions run per batch: the network (compiled once per batch size) and the parameters of the gathered
+  positions (compiled once per power-of-two bucket of n), so only [B, n, W] comes back from the device, never
+  [B, D, K]. Items are fed in fixed batches of min(N, max_batch) rows, padded to divide the devices, so encoder
+  and decoder run the same per-row computation. `calls` counts network evaluations.
   """
   positions_only = True
 
@@ -129,23 +131,38 @@ class Predictor:
     self.model = model
     self.max_batch = int(max_batch)
     self.calls = 0
-    self.num_slots = spec.num_slots
+    self.symbols = entropy_models.symbol_model(spec.distribution, spec.num_slots) \
+        if spec.parametrisation == "data" and spec.transitions.slots_are_classes \
+        else entropy_models.CategoricalTables(spec.num_slots)
     self._apply = jax.jit(lambda params, x_in, known, t_B: apply_fn(params, x_in, known, t_B, False, None))
     slots_are_classes = spec.parametrisation == "data" and spec.transitions.slots_are_classes
     raw_logits = slots_are_classes and isinstance(spec.distribution, Categorical)
 
-    def tables(net_out, x_in, pos, stage):
+    def tables(net_out, x_in, pos, stage, splits):
       B = net_out.shape[0]
       out = net_out.reshape(B, D, -1)[:, pos]
       if raw_logits:
         return out  # the coder's float64 softmax is exact on raw logits; a float32 log_softmax would round
+      if splits:
+        return jnp.concatenate(spec.distribution.unpack(out), axis=-1)
       if slots_are_classes:
         return spec.distribution.coding_logits(out)
       # Coded positions are unknown in this stage, so their input is their level-s (coarse) state.
       coarse = x_in.reshape(B, D)[:, pos]
       return upscale.slot_log_probs(spec, out, coarse, jnp.full((B,), stage, jnp.int32))
 
-    self._tables = jax.jit(tables)
+    self._tables = jax.jit(tables, static_argnums=4)
+
+  def with_symbols(self, name: str) -> "Predictor":
+    """This predictor (sharing its compiled functions) for the scheme `name` a file names."""
+    if name == self.symbols.name:
+      return self
+    if name != "tables" or self.symbols.name != "splits":
+      raise coding.ContainerError(f"coding scheme mismatch: the file was coded with {name}, this model codes "
+                                  f"with {self.symbols.name}; load the model that made it")
+    legacy = copy.copy(self)
+    legacy.symbols = entropy_models.CategoricalTables(self.symbols.num_classes)
+    return legacy
 
   def __call__(self, x_NxD: np.ndarray, known_NxD: np.ndarray, t: int, pos_n: np.ndarray) -> np.ndarray:
     from ardm_jax import sharding  # pylint: disable=import-outside-toplevel
@@ -154,7 +171,7 @@ class Predictor:
     n = len(pos_n)
     B = min(N, self.max_batch)
     pos = np.concatenate([pos_n, np.repeat(pos_n[:1], _bucket(n, D) - n)]).astype(np.int32)
-    out = np.empty((N, n, self.num_slots), np.float32)
+    out = np.empty((N, n, self.symbols.width), np.float32)
     for lo in range(0, N, B):
       x_b, known_b = x_NxD[lo:lo + B], known_NxD[lo:lo + B]
       rows = len(x_b)
@@ -165,7 +182,8 @@ class Predictor:
         known = sharding.place_rows(known_b.reshape((B,) + spec.shape), mesh)
         t_B = sharding.place_rows(np.full((B,), t, np.int32), mesh)
         net_out = self._apply(self.model.params, x_in, known, t_B)
-        table = sharding.to_host(self._tables(net_out, x_in, pos, np.int32(t // D)))
+        table = sharding.to_host(self._tables(net_out, x_in, pos, np.int32(t // D),
+                                              self.symbols.name == "splits"))
       if table.dtype != np.float32:
         raise ValueError(f"the network returned {table.dtype} outputs; coding needs float32 tables")
       out[lo:lo + rows] = table[:rows, :n]
@@ -340,7 +358,7 @@ class CodingStats:
 
 
 class _NllMeter:
-  """Wraps the predictor on the encoder side to add up the model's and the tables' -log2 p of the items."""
+  """Wraps the predictor on the encoder side to add up the model's and the coder's -log2 p of the items."""
   positions_only = True
 
   def __init__(self, predictor: Predictor, x_NxD: np.ndarray, slots_SxK: np.ndarray):
@@ -349,22 +367,11 @@ class _NllMeter:
     self.table_bits = np.zeros(len(x_NxD))
 
   def __call__(self, x_in, known, t, pos_n):
-    logits = self.predictor(x_in, known, t, pos_n)
-    N, n, C = logits.shape
-    sym = self.slots[t // self.x.shape[1]][self.x[:, pos_n]].reshape(-1, 1).astype(np.int64)
-    rows = logits.reshape(-1, C)
-    model, table = np.empty(N * n), np.empty(N * n)
-    step = max(1, coding.CHUNK_ENTRIES // C)  # float64 work arrays stay small for K = 65,536
-    for lo in range(0, N * n, step):
-      z = rows[lo:lo + step].astype(np.float64)
-      z = z - z.max(axis=-1, keepdims=True)
-      s = sym[lo:lo + step]
-      model[lo:lo + step] = np.log(np.exp(z).sum(axis=-1)) - np.take_along_axis(z, s, axis=-1)[:, 0]
-      counts = np.take_along_axis(coding.quantise_counts(rows[lo:lo + step]), s, axis=-1)[:, 0]
-      table[lo:lo + step] = coding.PRECISION - np.log2(counts.astype(np.float64))
-    self.model_bits += model.reshape(N, n).sum(axis=1) / np.log(2.0)
-    self.table_bits += table.reshape(N, n).sum(axis=1)
-    return logits
+    params = self.predictor(x_in, known, t, pos_n)
+    sym = self.slots[t // self.x.shape[1]][self.x[:, pos_n]]
+    self.model_bits += self.predictor.symbols.model_bits(params, sym).sum(axis=1)
+    self.table_bits += self.predictor.symbols.code_bits(params, sym).sum(axis=1)
+    return params
 
 
 def compress_items(cm: CodingModel, items: np.ndarray, *, mode: str, steps, order_seed: int,
@@ -380,7 +387,7 @@ def compress_items(cm: CodingModel, items: np.ndarray, *, mode: str, steps, orde
   calls, start = cm.predictor.calls, time.perf_counter()
   data = coding.compress(meter, items, mode=mode, fingerprint=cm.fingerprint, kind=spec.kind, policy=steps,
                          order_seed=order_seed, num_classes=spec.num_classes, file_table=file_table,
-                         stages=transitions)
+                         stages=transitions, symbols=cm.predictor.symbols)
   seconds = time.perf_counter() - start
   c = coding.unpack_container(data, expected_fingerprint=cm.fingerprint)
   stats = CodingStats(mode=mode, num_items=len(items), item_shape=spec.shape, policy_steps=len(steps),
@@ -400,19 +407,17 @@ def decompress_items(cm: CodingModel, data: bytes, *, policy_file: str | None = 
   if c.kind != spec.kind:
     raise coding.ContainerError(f"the file holds {c.kind} data but the model codes {spec.kind}")
   coding.check_stages(c, cm.num_stages)
+  predictor = cm.predictor.with_symbols(c.symbols)  # files written before splits existed use K-wide tables
   decode_file_table(c.file_table, spec, c.num_items)  # a corrupt table fails here, before any network call
   steps = coding.check_policy(c, decoder_policy(cm, c, policy_file))
   sigma = coding.stage_orders(c.order_seed, c.D, c.num_stages)
-  calls, start = cm.predictor.calls, time.perf_counter()
-  if c.mode == "dataset":
-    x = coding.decode_stream(cm.predictor, c.payloads[0], sigma, steps, c.num_items, c.D, spec.num_classes,
-                             transitions)
-  else:
-    x = coding.decode_items(cm.predictor, list(c.payloads), sigma, steps, c.num_items, c.D, spec.num_classes,
-                            transitions)
+  calls, start = predictor.calls, time.perf_counter()
+  decode = coding.decode_stream if c.mode == "dataset" else coding.decode_items
+  x = decode(predictor, c.payloads[0] if c.mode == "dataset" else list(c.payloads), sigma, steps, c.num_items, c.D,
+             spec.num_classes, transitions, predictor.symbols)
   coding.check_crc(c, x, spec.num_classes)
   stats = CodingStats(mode=c.mode, num_items=c.num_items, item_shape=c.item_shape, policy_steps=len(steps),
-                      network_calls=cm.predictor.calls - calls, seconds=time.perf_counter() - start,
+                      network_calls=predictor.calls - calls, seconds=time.perf_counter() - start,
                       total_bytes=len(data), header_bytes=len(c.header),
                       payload_bytes=sum(len(p) for p in c.payloads),
                       item_payload_bytes=tuple(len(p) for p in c.payloads))
