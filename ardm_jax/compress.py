@@ -104,6 +104,14 @@ def _bucket(n: int, D: int) -> int:
   return min(1 << max(0, n - 1).bit_length(), D)
 
 
+def symbols_for(objective):
+  """The symbol model a model codes new files with (`objective`: its upscale.Upscale spec): binary splits for a
+  logistic mixture over the data classes, tables of the slots otherwise."""
+  if objective.parametrisation == "data" and objective.transitions.slots_are_classes:
+    return entropy_models.symbol_model(objective.distribution, objective.num_slots)
+  return entropy_models.CategoricalTables(objective.num_slots)
+
+
 class Predictor:
   """The network call `coding` needs: the symbol model's parameters of the positions a policy step codes,
   float32 [N, n, W] (`self.symbols`, an `entropy_models` symbol model, says what they mean).
@@ -131,9 +139,7 @@ class Predictor:
     self.model = model
     self.max_batch = int(max_batch)
     self.calls = 0
-    self.symbols = entropy_models.symbol_model(spec.distribution, spec.num_slots) \
-        if spec.parametrisation == "data" and spec.transitions.slots_are_classes \
-        else entropy_models.CategoricalTables(spec.num_slots)
+    self.symbols = symbols_for(spec)
     self._apply = jax.jit(lambda params, x_in, known, t_B: apply_fn(params, x_in, known, t_B, False, None))
     slots_are_classes = spec.parametrisation == "data" and spec.transitions.slots_are_classes
     raw_logits = slots_are_classes and isinstance(spec.distribution, Categorical)

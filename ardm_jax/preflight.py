@@ -43,14 +43,9 @@ CALLS_PER_STAGE = 4
 LT_SAMPLES = 2
 # Above this many L_t steps (S * D) the preflight estimates every `stride`-th step only (`ardm policy --stride`).
 MAX_LT_STEPS = 4096
-# The coder builds a [positions per call, classes] table per network call (float64 on the host): the preflight's
-# compression budget keeps it under this many entries, so a 65,536-class audio model codes 1,024 samples a call.
+# The coder gets [positions per call, W] parameters per network call (W: table width, or 3 x mixtures for a
+# mixture coded by splits): the preflight's compression budget keeps them under this many entries.
 MAX_TABLE_ENTRIES = 1 << 26
-# Above this many table entries per item (S * D steps x classes or slots) one item's coding is hours of CPU: the
-# 65,536-class SC09 model's 16,000 samples need 1.05e9 entries, each a 30-component logistic CDF, per direction.
-# The preflight then says so and skips coding instead of hanging; the coder itself is tested at small lengths.
-MAX_ITEM_TABLE_ENTRIES = 1 << 28
-SKIPPED = "[preflight] SKIPPED"
 
 
 class PreflightError(Exception):
@@ -178,23 +173,21 @@ def run_devices(config_path: str, overrides, num_devices: int, jobs_devices: int
   os.makedirs(root, exist_ok=True)
   stages = _Stages(os.path.join(root, "preflight.log"))
   start = time.time()
-  skipped = []
   try:
-    _run_devices(config, config_path, num_devices, jobs_devices, root, stages, skipped)
+    _run_devices(config, config_path, num_devices, jobs_devices, root, stages)
   except PreflightError as err:
     print(f"preflight FAILED for {config_path} on {num_devices} devices: {err}", file=sys.stderr, flush=True)
     if temporary and not os.path.exists(stages.log_path):
       shutil.rmtree(root, ignore_errors=True)
     return 2
   print(f"preflight PASSED for {config_path} on {num_devices} devices in {time.time() - start:.0f}s"
-        + (f" (skipped, see above: {', '.join(skipped)})" if skipped else "")
         + ("" if temporary else f"; run kept in {root}"), flush=True)
   if temporary:
     shutil.rmtree(root, ignore_errors=True)
   return 0
 
 
-def _run_devices(config, config_path, num_devices, jobs_devices, root, stages, skipped: list) -> None:
+def _run_devices(config, config_path, num_devices, jobs_devices, root, stages) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   from ardm_jax import objective, sharding, train  # pylint: disable=import-outside-toplevel
   from ardm_jax.train_state import build_setup, count_params  # pylint: disable=import-outside-toplevel
@@ -230,8 +223,6 @@ def _run_devices(config, config_path, num_devices, jobs_devices, root, stages, s
             run_dir, str(budget), "1" if objective.is_baseline(model) else "0", stages.log_path]
     proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     sys.stdout.write(proc.stdout)
-    skipped.extend(line[len(SKIPPED):].strip().split(":")[0] for line in proc.stdout.splitlines()
-                   if line.startswith(SKIPPED))
     if proc.returncode:
       lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
       with open(stages.log_path, "a", encoding="utf-8") as f:
@@ -287,7 +278,7 @@ def jobs_main(argv=None) -> int:
 
 def _jobs(run_dir: str, budget: int, is_baseline: bool, stages: _Stages) -> None:
   import jax  # pylint: disable=import-outside-toplevel
-  from ardm_jax import data, sample, workdir  # pylint: disable=import-outside-toplevel
+  from ardm_jax import compress, data, sample, workdir  # pylint: disable=import-outside-toplevel
   out = os.path.join(run_dir, "preflight_jobs")
   os.makedirs(out, exist_ok=True)
   devices = f"{jax.device_count()} device(s)"
@@ -302,7 +293,8 @@ def _jobs(run_dir: str, budget: int, is_baseline: bool, stages: _Stages) -> None
   spec = model.spec
   num_steps = model.setup.objective.num_net_steps(spec.num_steps)
   stride = max(1, -(-num_steps // MAX_LT_STEPS))
-  coding_budget = min(num_steps, max(budget, -(-num_steps * model.setup.objective.num_slots // MAX_TABLE_ENTRIES)))
+  width = compress.symbols_for(model.setup.objective).width
+  coding_budget = min(num_steps, max(budget, -(-num_steps * width // MAX_TABLE_ENTRIES)))
   budgets = sorted({budget, coding_budget})
   with stages.stage(f"ardm policy (held-out L_t over {num_steps} steps, stride {stride}) on {devices}"):
     _cli(["policy", "--workdir", run_dir, "--budgets", ",".join(map(str, budgets)), "--samples", str(LT_SAMPLES),
@@ -327,12 +319,6 @@ def _jobs(run_dir: str, budget: int, is_baseline: bool, stages: _Stages) -> None
           f.seek(0)
           f.write(text[: len(text) // 2] + sample.UNKNOWN_CHAR * (len(text) - len(text) // 2))
       _cli(["inpaint", "--workdir", run_dir, "--input", path, "--num", "2", "--budget", str(budget)])
-  entries = num_steps * model.setup.objective.num_slots
-  if entries > MAX_ITEM_TABLE_ENTRIES:
-    print(f"{SKIPPED} ardm compress and decompress: one item needs {entries:.3g} coding-table entries "
-          f"({num_steps:,} steps x {model.setup.objective.num_slots:,} classes), hours of CPU; the coder is tested at "
-          "small lengths (tests/test_compress.py), and coding without K-wide tables is an open issue", flush=True)
-    return
   with stages.stage(f"ardm compress and decompress one item with budget {coding_budget} on {devices}"):
     path = _write_item(spec, item, os.path.join(out, "item"))
     container = os.path.join(out, "item.ardm")
