@@ -1,6 +1,10 @@
 """The `ardm` command: thin subcommands over the library (train, eval, sample, inpaint, policy).
 
 Every subcommand turns a bad input into one line `ardm: error: ...` with exit code 2, never a traceback.
+
+Each command imports only what it runs: `--help` and `ardm policy --loss-file` (NumPy only) import no JAX, and
+nothing but `ardm train` (metric writers) and the tfds data sources imports TensorFlow. Every command that compiles
+first turns on the persistent compilation cache (ardm_jax/compile_cache.py).
 """
 from __future__ import annotations
 
@@ -129,9 +133,24 @@ def _parse_budgets(text: str) -> list[int]:
   return budgets
 
 
+def _enable_compile_cache(workdir_path: str | None = None, config=None) -> None:
+  """The persistent compilation cache of a job on `workdir_path` (the config it was trained with) or of `config`.
+
+  Reads only config.json: a missing or broken workdir is left to the job's own error message."""
+  from ardm_jax import compile_cache, configs  # pylint: disable=import-outside-toplevel
+  if config is None and workdir_path is not None:
+    from etils import epath  # pylint: disable=import-outside-toplevel
+    path = epath.Path(workdir_path) / configs.CONFIG_FILE
+    try:
+      config = configs.config_from_json(path) if path.is_file() else None
+    except ValueError:  # unreadable JSON: the job reports it
+      config = None
+  compile_cache.enable(config)
+
+
 def cmd_policy(args) -> None:
   import numpy as np
-  from ardm_jax import data, evaluate, objective, policy, workdir
+  from ardm_jax import policy  # NumPy only: --loss-file needs nothing else (no JAX)
   budgets = _parse_budgets(args.budgets)
   stderr, fingerprint = None, None
   out = args.out or (os.path.join(args.workdir, "policy.json") if args.workdir else None)
@@ -148,19 +167,19 @@ def cmd_policy(args) -> None:
     num_dims = args.num_dims or len(losses)
     source = f"loss file {args.loss_file}"
   else:
+    from ardm_jax import configs, data, evaluate, objective, workdir  # pylint: disable=import-outside-toplevel
+    _enable_compile_cache(args.workdir)
     model = workdir.open_workdir(args.workdir)
     objective.require_ardm(model.setup.objective, "ardm policy")
     num_dims = model.spec.num_steps
     fingerprint = {"step": model.step, "config_hash": model.config_hash, "params": model.params_kind}
     if args.use_tracker:
-      state = workdir.restore_state(model)
-      from ardm_jax.train import lt_estimate, lt_tracker_name
-      losses, counts = lt_estimate(state)
+      losses, counts = workdir.restore_tracker(model)
       if np.any(counts < 2):
         raise ValueError(f"the training tracker has fewer than 2 samples for {int(np.sum(counts < 2))} steps; "
                          "train longer or estimate on held-out data (drop --use-tracker)")
       stderr, source = None, f"training tracker at step {model.step}"
-      fingerprint["lt_source"] = lt_tracker_name(model.config)
+      fingerprint["lt_source"] = configs.lt_tracker_name(model.config)
     else:
       items = data.load(model.config.data).eval_items(args.split)
       batch_size = args.batch_size or int(model.config.train.eval_batch_size)
@@ -202,12 +221,14 @@ def cmd_train(args, overrides) -> None:
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
   from ardm_jax import configs, train
   config = configs.apply_overrides(configs.load_config_file(args.config), overrides)
+  _enable_compile_cache(config=config)
   train.train_and_evaluate(config, args.workdir)
 
 
 def cmd_eval(args) -> None:
   import dataclasses
   from ardm_jax import data, evaluate, objective, sample, workdir
+  _enable_compile_cache(args.workdir)
   model = workdir.open_workdir(args.workdir, use_ema=not args.raw, step=args.step)
   dataset = data.load(model.config.data)
   if args.split not in dataset.splits:
@@ -262,6 +283,7 @@ def _default_out(workdir, spec, step, budget, stem="samples"):
 
 def cmd_sample(args) -> None:
   from ardm_jax import objective, sample, workdir
+  _enable_compile_cache(args.workdir)
   model = workdir.open_workdir(args.workdir)
   out = args.out or _default_out(args.workdir, model.spec, model.step, args.budget)
   sample.check_writable(out, args.overwrite)
@@ -282,6 +304,7 @@ def cmd_sample(args) -> None:
 def cmd_inpaint(args) -> None:
   import numpy as np
   from ardm_jax import sample, workdir
+  _enable_compile_cache(args.workdir)
   model = workdir.open_workdir(args.workdir)
   spec = model.spec
   if not os.path.isfile(args.input):
@@ -319,6 +342,8 @@ def main(argv=None) -> int:
       return preflight.cmd_preflight(args, rest)
     else:
       from ardm_jax import compress  # pylint: disable=import-outside-toplevel
+      if args.command in ("compress", "decompress"):
+        _enable_compile_cache(args.workdir)
       {"eval": cmd_eval, "sample": cmd_sample, "inpaint": cmd_inpaint, "policy": cmd_policy,
        "compress": compress.cmd_compress, "decompress": compress.cmd_decompress}[args.command](args)
   except (ValueError, FileExistsError, FileNotFoundError) as err:

@@ -5,6 +5,7 @@ Configs are locked after loading, so a misspelt key is an error rather than a si
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.util
 import json
 import os
@@ -13,6 +14,9 @@ from typing import Sequence
 import ml_collections
 
 CONFIG_PREFIX = "--config."
+# What `ardm train` writes into a workdir beside the checkpoints (read back by every job; see ardm_jax/workdir.py).
+CONFIG_FILE = "config.json"
+DATA_SPEC_FILE = "data_spec.json"
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
@@ -96,6 +100,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # Persistent JAX compilation cache (ardm_jax/compile_cache.py): None = the user cache directory
+  # (~/.cache/ardm_jax/jax_cache), a path or gs:// URL to share compiled programs across jobs, '' = off. The
+  # environment variable ARDM_COMPILE_CACHE overrides it (jobs read the config their workdir was trained with).
+  config.compile_cache_dir = None
   config.data = ml_collections.ConfigDict()
   config.model = ml_collections.ConfigDict()
   config.ardm = ml_collections.ConfigDict(dict(
@@ -154,3 +162,22 @@ def shrink_to_tiny(config: ml_collections.ConfigDict, *, batch_size: int = 4, nu
   config.train.update(batch_size=batch_size, num_steps=num_steps, log_every=1, checkpoint_every=2,
                       eval_passes=eval_passes)
   return config
+
+
+def config_hash(config: ml_collections.ConfigDict) -> str:
+  """Short hash of the whole config (recorded in checkpoints, eval results, policy files and containers)."""
+  return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
+
+
+def lt_window(config: ml_collections.ConfigDict) -> int:
+  """train.lt_window, checked: the running L_t tracker's window in samples per step."""
+  window = int(config.train.lt_window)
+  if window < 1:
+    raise ValueError(f"train.lt_window must be at least 1 sample per step, got {window}; "
+                     "set --config.train.lt_window=1000 (the default)")
+  return window
+
+
+def lt_tracker_name(config: ml_collections.ConfigDict) -> str:
+  """Which estimator the training tracker is (recorded in policy.json by `ardm policy --use-tracker`)."""
+  return f"tracker (running mean, window {lt_window(config)} samples per step)"

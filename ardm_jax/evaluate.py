@@ -123,6 +123,9 @@ def write_json(path, payload: dict) -> None:
   os.replace(tmp, path)
 
 
+# Module level with the network and the model static: every estimate_lt call of a job (and of every job in the
+# process with the same setup) reuses one compiled function per batch shape instead of building a new jit.
+@functools.partial(jax.jit, static_argnames=("apply_fn", "spec"))
 def _lt_bits(params, batch, g_B, key, *, apply_fn, spec):
   num_steps = int(np.prod(batch.shape[1:]))
   sigma_BxD = ardm.sample_orders(key, batch.shape[0], num_steps)
@@ -169,7 +172,7 @@ def _estimate_steps(setup, params, items, steps, samples_per_step, batch_size, s
   t_all = np.repeat(steps, samples_per_step)
   item_all = rng.integers(0, len(items), t_all.size)
   num_batches = -(-t_all.size // batch_size)
-  fn = jax.jit(functools.partial(_lt_bits, apply_fn=setup.apply_fn, spec=setup.objective))
+  fn = functools.partial(_lt_bits, apply_fn=setup.apply_fn, spec=setup.objective)
   values = np.zeros(t_all.size)
   base_key = jax.random.PRNGKey(seed)
   start = last_log = time.time()

@@ -329,7 +329,8 @@ def save_policy_file(path, policy_file, *, overwrite=False):
     _validate_policy_file(policy_file, "policy file to save")
     try:
         with open(path, "w" if overwrite else "x", encoding="utf-8") as f:
-            json.dump(policy_file, f, indent=1)
+            # Compact: the C encoder (indent falls back to pure Python: seconds for hundreds of budgets at D ~ 3k).
+            json.dump(policy_file, f, separators=(",", ":"))
     except FileExistsError:
         raise FileExistsError(f"{path} exists; pass --overwrite (overwrite=True) or choose another path") from None
 
@@ -431,13 +432,15 @@ def load_loss_file(path, stage=0):
 
 def plot_policy(path_png, L, L_stderr, budgets, dp_bpd, naive_bpd, num_dims):
     """Two panels: L_t with a +-2 stderr band, and predicted bits/dim against budget (log x) for DP and naive."""
-    import matplotlib
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
+    # The object API with the Agg canvas: files only, no display, and half the import time of pyplot.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     L = validate_losses(L)
     t = np.arange(L.size)
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    FigureCanvasAgg(fig)
+    ax0, ax1 = fig.subplots(1, 2)
     ax0.plot(t, L, lw=1, label="L_t")
     if L_stderr is not None:
         err = 2 * np.asarray(L_stderr, np.float64)
@@ -451,4 +454,3 @@ def plot_policy(path_png, L, L_stderr, budgets, dp_bpd, naive_bpd, num_dims):
     ax1.legend()
     fig.tight_layout()
     fig.savefig(path_png, dpi=100)
-    plt.close(fig)

@@ -1,14 +1,21 @@
-"""Opening a trained workdir for the jobs (eval, sample, inpaint, policy, compress)."""
+"""Opening a trained workdir for the jobs (eval, sample, inpaint, policy, compress).
+
+Jobs restore only what they use from a checkpoint: the EMA (or raw) parameters, or the L_t tracker; never the
+optimizer state (with Adam twice the parameters again) or the other copy of the parameters. This module imports
+neither the trainer nor TensorFlow; `load_config` only reads JSON.
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
 from typing import Any
 
+import jax
+import numpy as np
 from etils import epath
 
 from ardm_jax import checkpoint, configs
-from ardm_jax.train import CONFIG_FILE, DATA_SPEC_FILE, config_hash
+from ardm_jax.configs import CONFIG_FILE, DATA_SPEC_FILE, config_hash
 from ardm_jax.train_state import DataSpec, Setup, build_setup
 
 
@@ -33,23 +40,27 @@ class TrainedModel:
 def open_workdir(workdir: str, use_ema: bool = True, step: int | str | None = None) -> TrainedModel:
   """The model of checkpoint `step`: the latest when None, 'best' for the lowest held-out bits/dim recorded while
   training (train.eval_every), or a step number."""
-  root = epath.Path(workdir)
-  config_path = root / CONFIG_FILE
-  if not config_path.is_file():
-    raise ValueError(f"{workdir} is not a training workdir (no {CONFIG_FILE}); train first with "
-                     f"`ardm train --config ... --workdir {workdir}`")
-  config = configs.config_from_json(config_path)
-  spec = DataSpec.from_json(json.loads((root / DATA_SPEC_FILE).read_text()))
+  config = load_config(workdir)
+  spec = DataSpec.from_json(json.loads((epath.Path(workdir) / DATA_SPEC_FILE).read_text()))
   setup = build_setup(config, spec)
+  field = "ema_params" if use_ema else "params"
   manager = checkpoint.make_manager(workdir, async_save=False)
   try:
     step = _resolve_step(manager, workdir, step)
-    state, _ = checkpoint.restore(manager, step, setup.abstract_state, setup.state_shardings)
+    params = checkpoint.restore_fields(manager, step, setup.abstract_state, setup.state_shardings, (field,))[field]
   finally:
     manager.close()
-  params = state.ema_params if use_ema else state.params
   return TrainedModel(workdir=workdir, setup=setup, params=params, step=int(step),
                       params_kind="ema" if use_ema else "raw", config_hash=config_hash(config))
+
+
+def load_config(workdir: str):
+  """The config a workdir was trained with (config.json; JSON only, nothing is built)."""
+  config_path = epath.Path(workdir) / CONFIG_FILE
+  if not config_path.is_file():
+    raise ValueError(f"{workdir} is not a training workdir (no {CONFIG_FILE}); train first with "
+                     f"`ardm train --config ... --workdir {workdir}`")
+  return configs.config_from_json(config_path)
 
 
 def _resolve_step(manager, workdir: str, step: int | str | None) -> int:
@@ -68,8 +79,23 @@ def _resolve_step(manager, workdir: str, step: int | str | None) -> int:
   return int(step)
 
 
+def restore_tracker(model: TrainedModel) -> tuple[np.ndarray, np.ndarray]:
+  """The running L_t saved during training at the model's step (bits per variable, NaN where a step has seen no
+  sample; see train.update_lt_tracker) and how many samples each step has seen; only these two small arrays are
+  read from the checkpoint."""
+  manager = checkpoint.make_manager(model.workdir, async_save=False)
+  try:
+    fields = checkpoint.restore_fields(manager, model.step, model.setup.abstract_state, model.setup.state_shardings,
+                                       ("lt_mean", "lt_count"))
+  finally:
+    manager.close()
+  counts = np.asarray(jax.device_get(fields["lt_count"]))
+  means = np.asarray(jax.device_get(fields["lt_mean"]))
+  return np.where(counts > 0, means, np.nan), counts
+
+
 def restore_state(model: TrainedModel):
-  """The whole train state of the model's step (for the running L_t tracker)."""
+  """The whole train state of the model's step, optimizer included (jobs use `open_workdir`/`restore_tracker`)."""
   manager = checkpoint.make_manager(model.workdir, async_save=False)
   try:
     state, _ = checkpoint.restore(manager, model.step, model.setup.abstract_state, model.setup.state_shardings)
