@@ -1,4 +1,5 @@
-"""CLI smoke test: train tiny -> eval -> policy -> sample -> inpaint, and the one-line errors."""
+"""CLI smoke test: train tiny -> eval -> policy -> sample -> inpaint, the one-line errors, partial restores and
+the persistent compilation cache."""
 import json
 import os
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ardm_jax import cli
+from ardm_jax import checkpoint, cli, compile_cache, evaluate, workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS_TINY = os.path.join(REPO, "experiments", "digits.py:tiny")
@@ -23,6 +24,17 @@ def expect_error(capsys, *argv, match):
   assert exc.value.code == 2
   err = capsys.readouterr().err
   assert match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache_dir(tmp_path_factory):
+  """The commands here cache their compiles in a fresh folder (not the user's); off again afterwards."""
+  path = tmp_path_factory.mktemp("jax_cache")
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv(compile_cache.ENV_VAR, str(path))
+    yield path
+    mp.setenv(compile_cache.ENV_VAR, "")
+    compile_cache.enable()
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +103,62 @@ def test_text_model_sample_and_infill(tmp_path):
   run("inpaint", "--workdir", workdir, "--input", gap, "--num", "2")
   done = (tmp_path / "gap.completed.txt").read_text().splitlines()
   assert len(done) == 2 and all(d.startswith("the quick ") and d[14:19] == "n fox" for d in done)
+
+
+def test_compile_cache_location_env_then_config_then_user_cache(monkeypatch, tmp_path):
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  config = ml_collections.ConfigDict({"compile_cache_dir": str(tmp_path / "from_config")})
+  monkeypatch.setenv(compile_cache.ENV_VAR, str(tmp_path / "from_env"))
+  assert compile_cache.resolve_dir(config) == str(tmp_path / "from_env")
+  monkeypatch.setenv(compile_cache.ENV_VAR, "")
+  assert compile_cache.resolve_dir(config) is None
+  monkeypatch.delenv(compile_cache.ENV_VAR)
+  assert compile_cache.resolve_dir(config) == str(tmp_path / "from_config")
+  assert compile_cache.resolve_dir(ml_collections.ConfigDict({"compile_cache_dir": ""})) is None
+  assert compile_cache.resolve_dir(ml_collections.ConfigDict({"compile_cache_dir": "gs://b/c"})) == "gs://b/c"
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+  expected = str(tmp_path / "xdg" / "ardm_jax" / "jax_cache")
+  assert compile_cache.resolve_dir(ml_collections.ConfigDict({"compile_cache_dir": None})) == expected
+  assert compile_cache.resolve_dir(None) == expected
+
+
+def test_commands_fill_the_compile_cache(digits_workdir, compile_cache_dir):
+  # The module fixture points ARDM_COMPILE_CACHE here; training and the jobs above wrote their programs into it.
+  run("eval", "--workdir", digits_workdir, "--passes", "1")
+  import jax  # pylint: disable=import-outside-toplevel
+  assert jax.config.jax_compilation_cache_dir == str(compile_cache_dir)
+  assert len(os.listdir(compile_cache_dir)) > 0
+
+
+def test_jobs_restore_only_the_parameters_they_use(digits_workdir):
+  model = workdir_lib.open_workdir(str(digits_workdir))
+  raw = workdir_lib.open_workdir(str(digits_workdir), use_ema=False)
+  state = workdir_lib.restore_state(model)
+  import jax  # pylint: disable=import-outside-toplevel
+  for restored, full in ((model.params, state.ema_params), (raw.params, state.params)):
+    assert jax.tree.structure(restored) == jax.tree.structure(full)
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(full)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  means, counts = workdir_lib.restore_tracker(model)
+  np.testing.assert_array_equal(counts, np.asarray(state.lt_count))
+  np.testing.assert_array_equal(means, np.where(counts > 0, np.asarray(state.lt_mean), np.nan))
+  # A partial restore reads only the requested fields: no optimizer state, no second copy of the parameters.
+  manager = checkpoint.make_manager(str(digits_workdir), async_save=False)
+  try:
+    only = checkpoint.restore_fields(manager, model.step, model.setup.abstract_state, model.setup.state_shardings,
+                                     ("step",))
+  finally:
+    manager.close()
+  assert set(only) == {"step"} and int(only["step"]) == model.step
+
+
+def test_estimate_lt_reuses_one_compiled_function(digits_workdir):
+  model = workdir_lib.open_workdir(str(digits_workdir))
+  items = np.zeros((4,) + model.spec.shape, np.int32)
+  kwargs = dict(samples_per_step=2, batch_size=16, seed=0)
+  with model.setup.context():
+    first = evaluate.estimate_lt(model.setup, model.params, items, **kwargs)
+    size = evaluate._lt_bits._cache_size()  # pylint: disable=protected-access
+    second = evaluate.estimate_lt(model.setup, model.params, items, **kwargs)
+    assert evaluate._lt_bits._cache_size() == size  # pylint: disable=protected-access
+  np.testing.assert_array_equal(first[0], second[0])

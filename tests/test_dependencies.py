@@ -1,9 +1,19 @@
-"""Dependency structure through gradients on the real networks: the loss never sees values at unknown positions.
+"""Dependencies, in two senses.
 
-If a value v occurs only at positions that are unknown at step t, its row of the input embedding table receives
-exactly zero gradient from the ARDM loss: the network never looked it up. A leak (e.g. corrupting after the
-embedding, or forgetting to corrupt) makes that gradient non-zero.
+Through gradients on the real networks: the loss never sees values at unknown positions. If a value v occurs only
+at positions that are unknown at step t, its row of the input embedding table receives exactly zero gradient from
+the ARDM loss: the network never looked it up. A leak (e.g. corrupting after the embedding, or forgetting to
+corrupt) makes that gradient non-zero.
+
+Through imports (the last tests): each `ardm` command imports only what it runs. A NumPy-only job (`ardm policy
+--loss-file`) and `--help` import no JAX; the jobs on a trained workdir import no TensorFlow (only training's metric
+writers and the tfds data sources need it). Checked in fresh interpreters.
 """
+import json
+import os
+import subprocess
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -64,3 +74,36 @@ def test_values_at_unknown_positions_get_no_gradient(name):
       apply_fn, p, jnp.asarray(x_leak.reshape(x.shape)), jnp.asarray(sigma), jnp.asarray(t),
       num_classes=num_classes)["nll"]))(params)
   assert np.abs(np.asarray(grads_leak[table]["embedding"])[hidden_value]).max() > 0.0
+
+
+HEAVY = ("jax", "jaxlib", "flax", "optax", "orbax", "tensorflow", "tensorflow_datasets", "clu", "sklearn")
+
+
+def _modules_after(code: str, tmp_path) -> set[str]:
+  """Top-level packages of the HEAVY list that a fresh interpreter has imported after running `code`."""
+  probe = code + (f"\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & "
+                  f"{set(HEAVY)!r})))")
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONSTARTUP"}
+  out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env,
+                       timeout=300, check=True).stdout
+  return set(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_policy_from_a_loss_file_imports_no_jax(tmp_path):
+  np.save(tmp_path / "lt.npy", np.linspace(3.0, 0.5, 256))
+  code = ("from ardm_jax import cli\n"
+          "assert cli.main(['policy', '--loss-file', 'lt.npy', '--budgets', '2,5,20', '--out', 'p.json']) == 0")
+  assert _modules_after(code, tmp_path) == set()
+  assert (tmp_path / "p.json").is_file() and (tmp_path / "p.png").is_file()
+
+
+def test_cli_parser_imports_no_jax(tmp_path):
+  assert _modules_after("from ardm_jax import cli\ncli.build_parser()", tmp_path) == set()
+
+
+def test_jobs_on_a_workdir_import_no_tensorflow(tmp_path):
+  code = ("from ardm_jax import cli, compile_cache, evaluate, sample, workdir, checkpoint, data\n"
+          "from ardm_jax import compress\n"
+          "compress.Predictor, compress.open_coding_model")
+  loaded = _modules_after(code, tmp_path)
+  assert "jax" in loaded and not loaded & {"tensorflow", "tensorflow_datasets", "clu", "sklearn"}, loaded
