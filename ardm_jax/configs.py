@@ -132,6 +132,9 @@ def base_config() -> ml_collections.ConfigDict:
   ))
   # Mesh sizes for (data, fsdp, tensor); one may be -1 to take the remaining devices.
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  # ZeRO-1: the optimizer state and EMA parameters split over the `data` axis (the parameters keep their layout);
+  # the same training, with 1/data of that state on each device. Checkpoints restore with it on or off.
+  config.mesh.zero1 = False
   config.sharding_rules = tuple((name, axes) for name, axes in DEFAULT_RULES)
   return config
 

@@ -181,6 +181,37 @@ def per_device_bytes(shardings: Any, abstract: Any) -> int:
   return total
 
 
+def split_over_axis(sharding: NamedSharding, shape: Sequence[int], axis: str = "data") -> NamedSharding:
+  """`sharding` further split over mesh `axis` along the dimension with the largest per-device extent that
+  `axis` divides (after the split the leaf already has there); unchanged when no dimension is divisible, when
+  the axis has size 1, or when the leaf is already split over it.
+
+  ZeRO-1 places the optimizer state and the EMA parameters this way (`shard_over_data`): each device keeps
+  1/|axis| of them, while the parameters keep their own layout.
+  """
+  mesh = sharding.mesh
+  ways_axis = mesh.shape[axis]
+  spec = list(sharding.spec) + [None] * (len(shape) - len(sharding.spec))
+  if ways_axis == 1 or any(axis in _mesh_axes(entry) for entry in spec):
+    return sharding
+  best, best_extent = None, 0
+  for dim, (size, entry) in enumerate(zip(shape, spec)):
+    ways = math.prod(mesh.shape[a] for a in _mesh_axes(entry))
+    if size % (ways * ways_axis) == 0 and size // ways > best_extent:
+      best, best_extent = dim, size // ways
+  if best is None:
+    return sharding
+  axes = (axis,) + _mesh_axes(spec[best])
+  spec[best] = axes[0] if len(axes) == 1 else axes
+  return NamedSharding(mesh, P(*spec))
+
+
+def shard_over_data(shardings: Any, abstract: Any) -> Any:
+  """Every leaf of `shardings` (a tree of NamedShardings matching `abstract`) split over the `data` axis with
+  `split_over_axis`; scalars and leaves with no divisible dimension stay as they are."""
+  return jax.tree.map(lambda s, leaf: split_over_axis(s, leaf.shape, "data"), shardings, abstract)
+
+
 # FSDP exists to split the parameters; above these fractions of parameter bytes left whole on every device
 # the run warns, and above the second it stops (the rules almost surely map nothing onto `fsdp`).
 FSDP_WARN_REPLICATED = 0.10
@@ -240,6 +271,8 @@ def describe_layout(mesh: Mesh, abstract_state: Any, state_shardings: Any) -> st
   params = per_device_bytes(state_shardings.params, abstract_state.params)
   state = per_device_bytes(state_shardings, abstract_state)
   processes = len({device.process_index for device in mesh.devices.flat})
+  zero1 = ("; EMA and optimizer state split over data, ZeRO-1"
+           if jax.tree.leaves(state_shardings.ema_params) != jax.tree.leaves(state_shardings.params) else "")
   return (f"mesh ({sizes}) over {mesh.devices.size} {mesh.devices.flat[0].platform} devices in "
           f"{processes} process(es); per device: {params / 2**20:.2f} MiB parameters, "
-          f"{state / 2**20:.2f} MiB train state (parameters, EMA, optimizer)")
+          f"{state / 2**20:.2f} MiB train state (parameters, EMA, optimizer{zero1})")

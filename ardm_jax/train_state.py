@@ -168,6 +168,20 @@ def _state_creator(net: nn.Module, tx: optax.GradientTransformation, spec: DataS
   return create
 
 
+def zero1_enabled(config: Any) -> bool:
+  """config.mesh.zero1 (absent in configs written before the switch existed: off)."""
+  return bool(config.mesh.get("zero1", False))
+
+
+def zero1_shardings(shardings: TrainState, abstract_state: TrainState) -> TrainState:
+  """ZeRO-1: the optimizer state and the EMA parameters split over the `data` axis (see sharding.split_over_axis);
+  the parameters, step and L_t tracker keep their layout. The train step is compiled with these shardings, so
+  XLA's partitioner updates each shard locally and gathers the new parameters; the result is the same."""
+  return shardings.replace(
+      opt_state=sharding.shard_over_data(shardings.opt_state, abstract_state.opt_state),
+      ema_params=sharding.shard_over_data(shardings.ema_params, abstract_state.ema_params))
+
+
 def build_setup(config: Any, spec: DataSpec, devices=None) -> Setup:
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.logical_rules(config.get("sharding_rules"))
@@ -182,6 +196,8 @@ def build_setup(config: Any, spec: DataSpec, devices=None) -> Setup:
     specs = nn.get_partition_spec(abstract_boxed)
     shardings = sharding.logical_to_shardings(specs, mesh, rules)
   abstract_state = nn.unbox(abstract_boxed)
+  if zero1_enabled(config):
+    shardings = zero1_shardings(shardings, abstract_state)
   return Setup(config=config, spec=spec, objective=model, mesh=mesh, rules=rules, net=net,
                apply_fn=make_apply_fn(net), tx=tx,
                abstract_state=abstract_state, state_shardings=shardings)

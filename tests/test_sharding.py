@@ -1,8 +1,11 @@
 """Sharding on 8 fake CPU devices: data, FSDP and data x tensor meshes reproduce the 1-device train step,
-checkpoints move between meshes bit for bit, and bad layouts are refused before anything is allocated.
+checkpoints move between meshes bit for bit, and bad layouts are refused before anything is allocated. ZeRO-1
+(config.mesh.zero1) trains like the replicated state with less memory per device, and its checkpoints restore
+with the switch flipped.
 
 The device count must be fixed before JAX starts, so the 8-device work runs once in a subprocess (this file
-run as a script) that prints its measurements as JSON; the tests below assert on them.
+run as a script; `zero1` as its argument for the ZeRO-1 part) that prints its measurements as JSON; the tests
+assert on them.
 """
 import json
 import os
@@ -211,8 +214,215 @@ def _worker() -> dict:
   return out
 
 
+# ---- ZeRO-1 (config.mesh.zero1): optimizer state and EMA split over `data`, same training ---------------------
+
+ZERO1_MESHES = {"data": (8, 1, 1), "data_x_fsdp": (4, 2, 1)}
+ZERO1_STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def zero1_measured():
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env |= {"JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
+          "XLA_FLAGS": f"--xla_force_host_platform_device_count={NUM_DEVICES}"}
+  proc = subprocess.run(["timeout", "-s", "KILL", "500", sys.executable, os.path.abspath(__file__), "zero1"],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=530)
+  assert proc.returncode == 0, f"8-device ZeRO-1 worker failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("mesh", ZERO1_MESHES)
+def test_zero1_trains_like_replicated_state(zero1_measured, mesh):
+  """Adam steps with zero1 on and off: the same parameters, EMA, optimizer state, L_t tracker and metrics."""
+  m = zero1_measured["meshes"][mesh]
+  # Rounding differs (XLA fuses the split update differently), and Adam turns it into up to ~1e-7 absolute in
+  # the attention key bias, whose exact gradient is zero (softmax ignores a shift shared by all keys): its
+  # update is normalised rounding noise. Everything else agrees to a few float32 ulps.
+  for group in ("params", "ema_params"):
+    assert m["allclose"][group], (group, m["max_abs_err"])
+  for group in ("opt_state", "lt_mean"):
+    assert m["rel_err"][group] <= 1e-5, (group, m["rel_err"])
+  assert m["params_moved"], "the steps did not change the parameters: nothing was compared"
+  for name, (off, on) in m["metrics"].items():
+    assert abs(on - off) <= 1e-5 * abs(off), (name, off, on)
+
+
+def test_zero1_splits_optimizer_state_and_ema_over_data(zero1_measured):
+  layout = zero1_measured["layout"]
+  # Every optimizer/EMA leaf with a dimension divisible by 8 holds 1/8 of it per device; the rest stay whole.
+  assert layout["split"] > 0 and layout["wrong"] == [], layout
+  assert layout["split_fraction_of_bytes"] > 0.9, layout
+  assert layout["params_whole"], "zero1 must not change the parameters' layout"
+  assert "ZeRO-1" in layout["log_on"] and "ZeRO-1" not in layout["log_off"]
+  # The rule: the dimension with the largest per-device extent that `data` divides, after any split it has.
+  assert zero1_measured["rules"] == {
+      "(3, 16) on 8": [None, "data"], "(16, 16) on 8": ["data", None], "(5,) on 8": [], "() on 8": [],
+      "(16, 64) fsdp on dim 1, 4x2": [None, ["data", "fsdp"]], "(8, 6) fsdp on dim 0, 4x2": [["data", "fsdp"], None],
+      "(6,) on 4x2": [], "already on data": ["data"]}
+
+
+def test_zero1_lowers_per_device_memory(zero1_measured):
+  mem = zero1_measured["meshes"]["data"]["memory"]
+  off, on = mem["off"], mem["on"]
+  # The whole state is params + EMA + Adam mu, nu (4 copies); ZeRO-1 keeps the params and ~1/8 of the rest.
+  assert on["state_bytes_per_device"] < 0.45 * off["state_bytes_per_device"], mem
+  assert on["argument_bytes"] < 0.5 * off["argument_bytes"], mem
+  assert on["argument_bytes"] + on["temp_bytes"] < off["argument_bytes"] + off["temp_bytes"], mem
+
+
+def test_zero1_checkpoints_restore_with_the_switch_flipped(zero1_measured):
+  ckpt = zero1_measured["checkpoint"]
+  assert set(ckpt) == {"on -> off 8x1", "on -> off 1", "off -> on 8x1", "off -> on 4x2"}
+  for label, result in ckpt.items():
+    assert result["leaves"] > 0 and result["mismatched"] == [], (label, result)
+    assert result["on_target_shardings"], (label, result)
+
+
+def test_zero1_evaluates_its_split_ema(zero1_measured):
+  ev = zero1_measured["eval"]
+  assert ev["ema_split"]
+  assert abs(ev["on"] - ev["off"]) <= 1e-5 * abs(ev["off"]), ev
+
+
+def _zero1_worker() -> dict:
+  import tempfile
+
+  import jax
+  import numpy as np
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  from ardm_jax import checkpoint, configs, evaluate, sharding, train
+  from ardm_jax.train_state import DataSpec, build_setup
+
+  assert jax.device_count() == NUM_DEVICES, jax.devices()
+  text_spec = DataSpec("text", "text", (32,), 27, " abcdefghijklmnopqrstuvwxyz")
+  host = lambda tree: jax.tree.map(np.asarray, jax.device_get(tree))
+
+  def setup_for(sizes, zero1, devices=None):
+    config = configs.load_config_file(os.path.join(REPO, "experiments", "local_text.py:tiny"))
+    overrides = [f"--config.mesh.{axis}={size}" for axis, size in zip(("data", "fsdp", "tensor"), sizes)]
+    overrides += ["--config.train.batch_size=16", f"--config.mesh.zero1={zero1}", "--config.optim.warmup_steps=0"]
+    return build_setup(configs.apply_overrides(config, overrides), text_spec, devices)
+
+  batches = np.random.default_rng(0).integers(0, 27, (ZERO1_STEPS, 16, 32)).astype(np.int32)
+
+  def train_steps(setup):
+    state = setup.init_state(0)
+    step_fn = train.compile_train_step(setup)
+    with setup.context():
+      key = jax.device_put(jax.random.PRNGKey(7), sharding.replicated(setup.mesh))
+      compiled = step_fn.lower(state, sharding.global_batch(batches[0], setup.mesh), key).compile()
+      for batch in batches:
+        state, metrics = compiled(state, sharding.global_batch(batch, setup.mesh), key)
+    mem = compiled.memory_analysis()
+    memory = {"argument_bytes": int(mem.argument_size_in_bytes), "temp_bytes": int(mem.temp_size_in_bytes),
+              "state_bytes_per_device": int(sum(leaf.addressable_shards[0].data.nbytes
+                                                for leaf in jax.tree.leaves(state)))}
+    return state, {k: float(v) for k, v in metrics.items()}, memory
+
+  def rel_err(a, b):
+    errs = [float(np.max(np.abs(x.astype(np.float64) - y)) / max(float(np.max(np.abs(x))), 1e-30))
+            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)) if x.size]
+    return max(errs)
+
+  def allclose(a, b):
+    return all(np.allclose(y, x, rtol=1e-5, atol=1e-6) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+  def max_abs_err(a, b):
+    return max(float(np.max(np.abs(x.astype(np.float64) - y))) for x, y in zip(jax.tree.leaves(a),
+                                                                                  jax.tree.leaves(b)) if x.size)
+
+  groups = ("params", "ema_params", "opt_state", "lt_mean")
+  out = {"meshes": {}}
+  kept = {}
+  for name, sizes in ZERO1_MESHES.items():
+    runs = {}
+    for zero1 in (False, True):
+      setup = setup_for(sizes, zero1)
+      state, metrics, memory = train_steps(setup)
+      runs[zero1] = {"setup": setup, "state": state, "host": host(state), "metrics": metrics, "memory": memory}
+    off, on = runs[False]["host"], runs[True]["host"]
+    init = host(setup.init_state(0).params)
+    out["meshes"][name] = {
+        "rel_err": {group: rel_err(getattr(off, group), getattr(on, group)) for group in groups},
+        "max_abs_err": {group: max_abs_err(getattr(off, group), getattr(on, group)) for group in groups},
+        "allclose": {group: allclose(getattr(off, group), getattr(on, group)) for group in groups},
+        "params_moved": rel_err(init, off.params) > 1e-4,
+        "metrics": {k: (runs[False]["metrics"][k], runs[True]["metrics"][k]) for k in runs[False]["metrics"]},
+        "memory": {"off": runs[False]["memory"], "on": runs[True]["memory"]}}
+    if name == "data":
+      kept = runs
+
+  # Layout on the data=8 mesh: optimizer and EMA leaves split 8 ways wherever a dimension allows it.
+  on_setup, on_state = kept[True]["setup"], kept[True]["state"]
+  split = whole_bytes = split_bytes = 0
+  wrong = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path((on_state.opt_state, on_state.ema_params))[0]:
+    shard = leaf.addressable_shards[0].data.shape
+    divisible = any(size % NUM_DEVICES == 0 for size in leaf.shape)
+    expected = leaf.size // NUM_DEVICES if divisible else leaf.size
+    if int(np.prod(shard)) != expected:
+      wrong.append(jax.tree_util.keystr(path))
+    split += divisible
+    split_bytes += leaf.nbytes if divisible else 0
+    whole_bytes += leaf.nbytes
+  out["layout"] = {
+      "split": split, "wrong": wrong, "split_fraction_of_bytes": split_bytes / whole_bytes,
+      "params_whole": all(leaf.addressable_shards[0].data.shape == leaf.shape
+                          for leaf in jax.tree.leaves(on_state.params)),
+      "log_on": sharding.describe_layout(on_setup.mesh, on_setup.abstract_state, on_setup.state_shardings),
+      "log_off": sharding.describe_layout(kept[False]["setup"].mesh, kept[False]["setup"].abstract_state,
+                                          kept[False]["setup"].state_shardings)}
+
+  # The placement rule itself.
+  mesh8 = on_setup.mesh
+  mesh42 = setup_for((4, 2, 1), True).mesh
+  rule = lambda mesh, spec, shape: [list(e) if isinstance(e, tuple) else e for e in
+                                    sharding.split_over_axis(NamedSharding(mesh, spec), shape).spec]
+  out["rules"] = {
+      "(3, 16) on 8": rule(mesh8, P(), (3, 16)), "(16, 16) on 8": rule(mesh8, P(), (16, 16)),
+      "(5,) on 8": rule(mesh8, P(), (5,)), "() on 8": rule(mesh8, P(), ()),
+      "(16, 64) fsdp on dim 1, 4x2": rule(mesh42, P(None, "fsdp"), (16, 64)),
+      "(8, 6) fsdp on dim 0, 4x2": rule(mesh42, P("fsdp", None), (8, 6)),
+      "(6,) on 4x2": rule(mesh42, P(), (6,)), "already on data": rule(mesh8, P("data"), (16,))}
+
+  # Checkpoints cross the switch both ways, onto the target layout (8 devices, one device, data x fsdp).
+  ckpt = {}
+  with tempfile.TemporaryDirectory() as workdir:
+    manager = checkpoint.make_manager(workdir)
+    for step, zero1 in ((1, True), (2, False)):
+      checkpoint.save(manager, step, kept[zero1]["state"], {"step": step})
+    manager.wait_until_finished()
+    targets = (("on -> off 8x1", 1, (8, 1, 1), False, None), ("on -> off 1", 1, (1, 1, 1), False, jax.devices()[:1]),
+               ("off -> on 8x1", 2, (8, 1, 1), True, None), ("off -> on 4x2", 2, (4, 2, 1), True, None))
+    for label, step, sizes, zero1, devices in targets:
+      dst = setup_for(sizes, zero1, devices)
+      restored, meta = checkpoint.restore(manager, step, dst.abstract_state, dst.state_shardings)
+      saved = kept[step == 1]["host"]
+      paths = jax.tree_util.tree_flatten_with_path(saved)[0]
+      mismatched = [jax.tree_util.keystr(p) for (p, a), b in zip(paths, jax.tree.leaves(host(restored)))
+                    if not np.array_equal(a, b)]
+      placed = all(r.sharding.is_equivalent_to(s, r.ndim) for r, s in
+                   zip(jax.tree.leaves(restored), jax.tree.leaves(dst.state_shardings)))
+      ckpt[label] = {"leaves": len(jax.tree.leaves(restored)), "mismatched": mismatched,
+                     "on_target_shardings": bool(placed and meta["step"] == step)}
+    manager.close()
+  out["checkpoint"] = ckpt
+
+  # Evaluation takes the split EMA as it comes out of training (train.py, workdir.open_workdir).
+  items = np.random.default_rng(1).integers(0, 27, (6, 32)).astype(np.int32)
+  bpd = {}
+  for zero1 in (False, True):
+    with kept[zero1]["setup"].context():
+      bpd[zero1] = evaluate.evaluate_params(kept[zero1]["setup"], kept[zero1]["state"].ema_params, items, passes=1,
+                                            batch_size=6, seed=0)["bpd"]
+  ema_specs = [leaf.sharding.spec for leaf in jax.tree.leaves(on_state.ema_params)]
+  out["eval"] = {"off": bpd[False], "on": bpd[True], "ema_split": any("data" in str(s) for s in ema_specs)}
+  return out
+
+
 if __name__ == "__main__":
-  print(json.dumps(_worker()))
+  print(json.dumps(_zero1_worker() if sys.argv[1:] == ["zero1"] else _worker()))
 
 
 # ---- any batch on any mesh: a run on 16 devices, its checkpoint on 3 and on 1 ---------------------------------
