@@ -80,6 +80,37 @@ def train_step(state: TrainState, batch: jax.Array, base_key: jax.Array, *, appl
   return new_state, metrics
 
 
+TRAIN_METRICS = ("loss", "bpd", "ce_bpd", "grad_norm", "param_norm")  # the scalars train_step returns
+
+
+def initial_health() -> dict:
+  """The divergence record the checked train step carries on device: no non-finite step yet (first_bad_step -1)
+  and room for that step's metrics."""
+  return {"first_bad_step": jnp.full((), -1, jnp.int32),
+          "metrics": {k: jnp.zeros((), jnp.float32) for k in TRAIN_METRICS}}
+
+
+def update_health(health: dict, step: jax.Array, metrics: dict) -> dict:
+  """Records `step` and its metrics if they hold a NaN/Inf and no earlier step did; otherwise keeps the record.
+
+  A non-finite parameter shows up in param_norm, a non-finite gradient in grad_norm, so the record names the first
+  step whose state or update went bad.
+  """
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(metrics[k])) for k in TRAIN_METRICS]))
+  first = (health["first_bad_step"] < 0) & ~finite
+  return {"first_bad_step": jnp.where(first, step.astype(jnp.int32), health["first_bad_step"]),
+          "metrics": {k: jnp.where(first, metrics[k].astype(jnp.float32), health["metrics"][k])
+                      for k in TRAIN_METRICS}}
+
+
+def checked_train_step(state: TrainState, batch: jax.Array, base_key: jax.Array, health: dict,
+                       **kwargs) -> tuple[TrainState, dict, dict]:
+  """train_step plus the on-device divergence record (update_health), so the host need not fetch every step's
+  metrics to notice a NaN: it reads the record whenever it fetches anyway, and before every checkpoint."""
+  new_state, metrics = train_step(state, batch, base_key, **kwargs)
+  return new_state, metrics, update_health(health, new_state.step, metrics)
+
+
 def lt_window(config: ml_collections.ConfigDict) -> int:
   window = int(config.train.lt_window)
   if window < 1:
@@ -93,14 +124,21 @@ def lt_tracker_name(config: ml_collections.ConfigDict) -> str:
   return f"tracker (running mean, window {lt_window(config)} samples per step)"
 
 
-def compile_train_step(setup: Setup):
+def compile_train_step(setup: Setup, check_finite: bool = False):
+  """The jitted `train_step(state, batch, key) -> (state, metrics)` with explicit shardings, state donated.
+
+  `check_finite=True`: `checked_train_step(state, batch, key, health) -> (state, metrics, health)` instead, the
+  trainer's form (the replicated health record is small and not donated, so a fetched one stays readable)."""
   cfg = setup.config
-  step_fn = functools.partial(
-      train_step, apply_fn=setup.apply_fn, tx=setup.tx, spec=setup.objective,
-      t_sampling=cfg.ardm.t_sampling, ce_weight=float(cfg.ardm.ce_weight), ema_decay=float(cfg.optim.ema_decay),
-      lt_window=float(lt_window(cfg)))
+  kwargs = dict(apply_fn=setup.apply_fn, tx=setup.tx, spec=setup.objective, t_sampling=cfg.ardm.t_sampling,
+                ce_weight=float(cfg.ardm.ce_weight), ema_decay=float(cfg.optim.ema_decay),
+                lt_window=float(lt_window(cfg)))
   repl = sharding.replicated(setup.mesh)
-  return jax.jit(step_fn, in_shardings=(setup.state_shardings, sharding.batch_sharding(setup.mesh), repl),
+  in_shardings = (setup.state_shardings, sharding.batch_sharding(setup.mesh), repl)
+  if check_finite:
+    return jax.jit(functools.partial(checked_train_step, **kwargs), in_shardings=in_shardings + (repl,),
+                   out_shardings=(setup.state_shardings, repl, repl), donate_argnums=(0,))
+  return jax.jit(functools.partial(train_step, **kwargs), in_shardings=in_shardings,
                  out_shardings=(setup.state_shardings, repl), donate_argnums=(0,))
 
 
@@ -169,6 +207,15 @@ def _check_finite(metrics: dict, step: int, last_saved: int | None) -> None:
         "Resume with a lower --config.optim.learning_rate or --config.optim.clip_norm")
 
 
+def _raise_if_diverged(health: dict, last_saved: int | None) -> None:
+  """Reads the on-device divergence record (waits for the step that produced it) and raises _check_finite's error,
+  naming the first non-finite step, if there was one."""
+  record = jax.device_get(health)
+  bad_step = int(record["first_bad_step"])
+  if bad_step >= 0:
+    _check_finite({k: float(v) for k, v in record["metrics"].items()}, bad_step, last_saved)
+
+
 def _flatten(tree: dict, prefix: str = "") -> dict:
   """Nested config -> {'a.b': scalar} for TensorBoard's hparams (lists become strings)."""
   out = {}
@@ -219,8 +266,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     best_eval = meta.get("best_eval")
     log(f"resumed from step {latest} (data position {meta['data_position']})", flush=True)
 
-  step_fn = compile_train_step(setup)
+  step_fn = compile_train_step(setup, check_finite=True)
   base_key = jax.device_put(jax.random.PRNGKey(int(config.seed) + 1), sharding.replicated(setup.mesh))
+  # Divergence is recorded on device (checked_train_step) and read only when the host syncs anyway: at a progress
+  # line, and before every evaluation and checkpoint, so steps between them never wait for the host.
+  health = jax.device_put(initial_health(), sharding.replicated(setup.mesh))
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main, asynchronous=True)
   num_steps = int(tc.num_steps)
   report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
@@ -237,44 +287,56 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     checkpoint.save(manager, step, state, meta, force=force, eval_bpd=eval_bpd)
 
   progress = _ProgressLog(writer, log, num_steps, int(tc.log_every))
-  pending = None  # metrics of the previous step, fetched after the next one is dispatched
-  stop = num_steps if stop_at_step is None else min(stop_at_step, num_steps)
-  with _Preemption() as preemption, setup.context():
-    while step < stop:
-      local = dataset.train_batch(step, int(tc.batch_size), int(config.seed), jax.process_index(),
-                                  jax.process_count())
-      state, metrics = step_fn(state, sharding.global_batch(local, setup.mesh), base_key)
-      step += 1
-      if pending is not None:
-        progress(*pending, last_saved)
-      pending = (step, metrics)
-      if not progress.started:  # the first step is reported at once: its line says the run is alive
-        progress(*pending, last_saved)
-        pending = None
-      report(step)
-      # A SIGTERM leaves no time for an evaluation; the step is saved without one.
-      evaluate_now = held_out.due(step) and not preemption.requested
-      if step % int(tc.checkpoint_every) == 0 or step == stop or preemption.requested or evaluate_now:
-        if pending is not None:  # checked before anything is saved, and printed before the eval line
-          progress(*pending, last_saved)
-          pending = None
-        eval_bpd = None
-        if evaluate_now:  # saved with its metric, so the checkpoint manager can keep the best one
-          eval_bpd = held_out(step, state.ema_params)
-          if best_eval is None or eval_bpd < best_eval["eval_bpd"]:
-            best_eval = {"step": step, "eval_bpd": eval_bpd}
-        save(state, step, force=preemption.requested, eval_bpd=eval_bpd)
-        last_saved = step
-      if preemption.requested:
-        manager.wait_until_finished()
-        log(f"SIGTERM: saved checkpoint at step {step}; exiting (rerun the same command to resume)", flush=True)
-        writer.flush()
-        manager.close()
-        return {"step": step, "preempted": True}
+  pending = None  # (step, metrics, health) of a progress line, fetched after the next step is dispatched
+
+  def report_pending():
+    nonlocal pending
     if pending is not None:
-      progress(*pending, last_saved)
-    if last_saved != step:
-      save(state, step)
+      _raise_if_diverged(pending[2], last_saved)  # a divergence before this line is reported as such
+      progress(pending[0], pending[1], last_saved)
+      pending = None
+
+  stop = num_steps if stop_at_step is None else min(stop_at_step, num_steps)
+  try:
+    with _Preemption() as preemption, setup.context():
+      while step < stop:
+        local = dataset.train_batch(step, int(tc.batch_size), int(config.seed), jax.process_index(),
+                                    jax.process_count())
+        state, metrics, health = step_fn(state, sharding.global_batch(local, setup.mesh), base_key, health)
+        step += 1
+        report_pending()
+        if progress.due(step):
+          pending = (step, metrics, health)
+          if not progress.started:  # the first step is reported at once: its line says the run is alive
+            report_pending()
+        report(step)
+        # A SIGTERM leaves no time for an evaluation; the step is saved without one.
+        evaluate_now = held_out.due(step) and not preemption.requested
+        if step % int(tc.checkpoint_every) == 0 or step == stop or preemption.requested or evaluate_now:
+          report_pending()  # printed before the eval line
+          _raise_if_diverged(health, last_saved)  # nothing non-finite is evaluated or saved
+          eval_bpd = None
+          if evaluate_now:  # saved with its metric, so the checkpoint manager can keep the best one
+            eval_bpd = held_out(step, state.ema_params)
+            if best_eval is None or eval_bpd < best_eval["eval_bpd"]:
+              best_eval = {"step": step, "eval_bpd": eval_bpd}
+          save(state, step, force=preemption.requested, eval_bpd=eval_bpd)
+          last_saved = step
+        if preemption.requested:
+          manager.wait_until_finished()
+          log(f"SIGTERM: saved checkpoint at step {step}; exiting (rerun the same command to resume)", flush=True)
+          writer.flush()
+          manager.close()
+          return {"step": step, "preempted": True}
+      report_pending()
+      _raise_if_diverged(health, last_saved)
+      if last_saved != step:
+        save(state, step)
+  except FloatingPointError:  # divergence: the checkpoints saved before it are finished, then the error stands
+    manager.wait_until_finished()
+    manager.close()
+    writer.flush()
+    raise
   manager.wait_until_finished()
   manager.close()
 
@@ -297,9 +359,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
 
 
 class _ProgressLog:
-  """Checks every step's metrics (divergence stops the run) and prints a line for the first completed step (its
-  time includes compilation), then every `log_every` steps, and at least every `every_s` seconds when
-  `log_every` steps take longer. Rates are measured from the end of the first step, so they leave compilation out.
+  """Prints a line for the first completed step (its time includes compilation), then every `log_every` steps, and
+  at least every `every_s` seconds when `log_every` steps take longer; `due(step)` says whether a step gets one, so
+  the trainer fetches only those steps' metrics. Every call checks the metrics it is given (divergence stops the
+  run). Rates are measured from the end of the first step, so they leave compilation out.
   """
 
   def __init__(self, writer, log, num_steps: int, log_every: int, every_s: float = 30.0):
@@ -308,6 +371,11 @@ class _ProgressLog:
     self.started = False  # whether a step of this process has been reported
     self.t_first = self.step_first = None
 
+  def due(self, step: int, now: float | None = None) -> bool:
+    now = time.time() if now is None else now
+    return (not self.started or step % self.log_every == 0 or step == self.num_steps
+            or now - self.last_line >= self.every_s)
+
   def __call__(self, step: int, metrics: dict, last_saved: int | None) -> None:
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}  # waits for the step to finish
     _check_finite(values, step, last_saved)
@@ -315,7 +383,7 @@ class _ProgressLog:
     if not self.started:
       self.started, self.t_first, self.step_first = True, now, step
       timing = f"compile + first step {now - self.t_start:.1f}s"
-    elif step % self.log_every == 0 or step == self.num_steps or now - self.last_line >= self.every_s:
+    elif self.due(step, now):
       rate = (step - self.step_first) / max(now - self.t_first, 1e-9)
       timing = f"{rate:.2f} steps/s  ETA {_format_eta((self.num_steps - step) / rate)}"
     else:

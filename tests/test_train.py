@@ -125,6 +125,36 @@ def test_divergence_stops_with_clear_message(tmp_path):
                                     "optim.warmup_steps": 1})
 
 
+def test_divergence_between_progress_lines_is_caught_before_the_next_checkpoint(tmp_path, monkeypatch):
+  """Metrics are fetched only for progress lines, so the step that goes non-finite (3, poisoned here) is seen on
+  device; the next checkpoint (4) is refused, the message names step 3, and checkpoint 2 stays intact."""
+  import optax  # pylint: disable=import-outside-toplevel
+  real = train.train_step
+
+  def poisoned(state, batch, key, **kwargs):
+    new_state, metrics = real(state, batch, key, **kwargs)
+    params = jax.tree.map(lambda p: jnp.where(new_state.step == 3, jnp.nan, p), new_state.params)
+    return new_state.replace(params=params), metrics | {"param_norm": optax.global_norm(params)}
+
+  fetched = []
+  real_call = train._ProgressLog.__call__
+
+  def spy(self, step, metrics, last_saved):
+    fetched.append(step)
+    return real_call(self, step, metrics, last_saved)
+
+  monkeypatch.setattr(train, "train_step", poisoned)
+  monkeypatch.setattr(train._ProgressLog, "__call__", spy)
+  w = tmp_path / "w"
+  with pytest.raises(FloatingPointError, match=r"diverged at step 3: \{'param_norm': nan\} is not finite; stopped "
+                                               r"without saving this state \(checkpoint step 2 is intact\)"):
+    _run(DIGITS_TINY, w, **NO_EVAL, **{"train.num_steps": 6, "train.log_every": 100, "train.checkpoint_every": 2})
+  assert fetched == [1]  # only the first step's line; steps 2-4 were never fetched one by one
+  assert checkpoint.latest_step(str(w)) == 2
+  params, step = _params_at(w)
+  assert step == 2 and all(np.isfinite(p).all() for p in params)
+
+
 def test_workdir_with_other_config_is_refused(tmp_path):
   _run(DIGITS_TINY, tmp_path / "w", **{"train.eval_passes": 0})
   with pytest.raises(ValueError, match="different config"):
