@@ -2,6 +2,7 @@
 
 import flax.linen as nn
 import jax
+import jax.extend
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -340,3 +341,152 @@ def test_unet_numeric_input_layer_shapes_and_value_order():
   assert gaps[True] > 1e-3 and gaps[False] == 0.0, gaps
   with pytest.raises(ValueError, match='model.input_numeric'):
     _abstract_init(_build('unet', input_numeric=True, ch=18)[0], UNET_SHAPE, UNET_K)
+
+
+# --- model.remat choices, attention implementations, scanned layers -------------------------------------------
+
+def _remat_eqns(jaxpr):
+  """Every remat (jax.checkpoint) equation in a jaxpr, nested ones included."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name.startswith('remat') or eqn.primitive.name == 'checkpoint':
+      found.append(eqn)
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      found.extend(_remat_eqns(sub))
+  return found
+
+
+@pytest.mark.parametrize('kind', list(NETS))
+def test_remat_choices_wrap_the_right_blocks(kind):
+  """'attention' remats the attention layers only, 'full' every block, a jax policy name every block with that
+  policy; bools from older configs still work. Counts are per block of the tiny nets (U-Net: 5 ResBlocks + 4
+  AttnBlocks: 1 down, 1 middle, 2 up; Transformer: 2 layers)."""
+  cfg, shape, k = NETS[kind]
+  x_in, known, t = _inputs(shape, k)
+  net0, _, _ = _build(kind)
+  params = _random_params(_abstract_init(net0, shape, k))['params']
+  want_attn, want_full = {'unet': (4, 9), 'transformer': (2, 2)}[kind]
+
+  def remats(remat):
+    net, _, _ = _build(kind, remat=remat)
+    # The forward jaxpr holds one remat equation per wrapped block.
+    return _remat_eqns(jax.make_jaxpr(lambda p: net.apply({'params': p}, x_in, known, t))(params).jaxpr)
+
+  assert not remats('none') and not remats(False)
+  assert len(remats('attention')) == want_attn
+  assert len(remats('full')) == len(remats(True)) == want_full
+  policy_eqns = remats('dots_with_no_batch_dims_saveable')
+  assert len(policy_eqns) == want_full
+  assert all(e.params['policy'] is jax.checkpoint_policies.dots_with_no_batch_dims_saveable for e in policy_eqns)
+  assert all(e.params['policy'] is None for e in remats('full'))
+
+
+def test_bad_remat_and_attention_names_are_one_line_errors():
+  cfg = ml_collections.ConfigDict
+  with pytest.raises(ValueError, match=r"model.remat 'dots'.*'none', 'attention', 'full'.*nothing_saveable"):
+    build_network(cfg({**TF_CFG, 'remat': 'dots'}), TF_SHAPE, TF_K)
+  with pytest.raises(ValueError, match=r"model.attention_impl 'flash'.*'plain', 'xla', 'cudnn', 'auto'"):
+    build_network(cfg({**UNET_CFG, 'attention_impl': 'flash'}), UNET_SHAPE, UNET_K)
+  assert layers.remat_choice(True) == 'full' and layers.remat_choice(False) == 'none'
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize('causal', [False, True])
+def test_dot_product_attention_matches_plain_form(dtype, causal):
+  kq, kk, kv = jax.random.split(jax.random.key(0), 3)
+  shape = (2, 24, 3, 8)
+  q = (2.0 * jax.random.normal(kq, shape)).astype(dtype)  # wide logits, so the softmax is not near uniform
+  k, v = jax.random.normal(kk, shape).astype(dtype), jax.random.normal(kv, shape).astype(dtype)
+  plain = layers.dot_product_attention(q, k, v, causal=causal, impl='plain')
+  tol = 1e-5 if dtype == jnp.float32 else 2e-2
+  for impl in ('xla', 'auto'):  # 'auto' is 'xla' off GPU
+    out = layers.dot_product_attention(q, k, v, causal=causal, impl=impl)
+    assert out.dtype == plain.dtype == dtype
+    np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(plain, np.float32), rtol=tol, atol=tol)
+  if causal:  # query 0 sees key 0 only
+    np.testing.assert_allclose(np.asarray(plain[:, 0], np.float32), np.asarray(v[:, 0], np.float32), atol=tol)
+  if jax.default_backend() == 'gpu' and dtype == jnp.bfloat16:
+    out = layers.dot_product_attention(q, k, v, causal=causal, impl='cudnn')
+    np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(plain, np.float32), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_networks_with_xla_attention_match_plain(built, dtype):
+  x_in, known, t = _inputs(built.shape, built.k)
+  extra = {'causal': True} if built.kind == 'transformer' else {}
+  outs = {}
+  for impl in ('plain', 'xla'):
+    net, _, _ = _build(built.kind, attention_impl=impl, dtype=dtype, **extra)
+    outs[impl] = jax.jit(net.apply)(built.variables, x_in, known, t)
+  tol = 1e-5 if dtype == 'float32' else 2e-2 * float(jnp.max(jnp.abs(outs['plain'])))
+  np.testing.assert_allclose(outs['xla'], outs['plain'], rtol=1e-5, atol=tol)
+
+
+SCAN_NETS = {
+    'unet': (dict(UNET_CFG, num_res_blocks=2), UNET_SHAPE, UNET_K),
+    'transformer': (dict(TF_CFG, num_layers=3), TF_SHAPE, TF_K),
+    'diffwave': (dict(name='diffwave', num_blocks=4, features=16, dilation_cycle=2), (32,), 16),
+}
+
+
+@pytest.mark.parametrize('kind', list(SCAN_NETS))
+def test_scanned_layers_match_unrolled_with_stacked_params(kind):
+  """scan_layers=True with the unrolled params stacked (nets.scan_params) gives the same logits and the same
+  gradients, remat inside the scan included; every layer's slice of the stacked params gets a gradient; the
+  stacked axis carries the logical name 'layers'."""
+  from ardm_jax.nets import scan_params
+  cfg, shape, k = SCAN_NETS[kind]
+  x_in, known, t = _inputs(shape, k)
+  build = lambda **o: build_network(ml_collections.ConfigDict({**cfg, **o}), shape, k)
+  unrolled, scanned = build(), build(scan_layers=True, remat='full')
+  params = _random_params(_abstract_init(unrolled, shape, k))['params']
+  boxed = _abstract_init(scanned, shape, k)
+  stacked = scan_params(params, scanned)
+  assert jax.tree.structure(stacked) == jax.tree.structure(nn.unbox(boxed)['params'])
+  specs = nn.get_partition_spec(boxed)['params']
+  scan_key = {'unet': 'down', 'transformer': 'blocks', 'diffwave': 'cycles'}[kind]
+  is_spec = lambda s: isinstance(s, jax.sharding.PartitionSpec)
+  for spec, leaf in zip(jax.tree.leaves(specs[scan_key], is_leaf=is_spec),
+                        jax.tree.leaves(nn.unbox(boxed)['params'][scan_key])):
+    assert spec[0] == 'layers' and len(spec) == leaf.ndim, spec
+
+  def loss(net):
+    return lambda p: jnp.sum(jnp.sin(net.apply({'params': p}, x_in, known, t)))
+
+  out_u = jax.jit(unrolled.apply)({'params': params}, x_in, known, t)
+  out_s = jax.jit(scanned.apply)({'params': stacked}, x_in, known, t)
+  np.testing.assert_allclose(out_s, out_u, rtol=1e-5, atol=1e-5)
+  grad_u = jax.jit(jax.grad(loss(unrolled)))(params)
+  grad_s = jax.jit(jax.grad(loss(scanned)))(stacked)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), grad_s,
+               scan_params(grad_u, scanned))
+  per_layer = jax.tree_util.tree_flatten_with_path(
+      jax.tree.map(lambda g: np.asarray(jnp.abs(g).reshape(g.shape[0], -1).max(-1)), grad_s[scan_key]))[0]
+  # DiffWave's last block feeds only the skip sum, so its residual conv gets no gradient (unrolled alike).
+  unused = lambda path: kind == 'diffwave' and 'residual' in str(path) and f"'block_{cfg['dilation_cycle'] - 1}'" in str(path)
+  dead = [(jax.tree_util.keystr(path), m) for path, m in per_layer if not (m > 0).all() and not unused(path)]
+  assert not dead, f'layers without gradient: {dead}'
+
+
+def test_scanned_dropout_differs_per_layer_and_only_in_training():
+  """Under scan each layer draws its own dropout mask (split_rngs), as separate unrolled layers do; eval stays
+  deterministic."""
+  cfg = ml_collections.ConfigDict({**TF_CFG, 'num_layers': 2, 'dropout': 0.5, 'scan_layers': True})
+  net = build_network(cfg, TF_SHAPE, TF_K)
+  x_in, known, t = _inputs(TF_SHAPE, TF_K)
+  variables = jax.jit(lambda key: net.init({'params': key}, x_in, known, t))(jax.random.key(0))
+  run = jax.jit(lambda key, train: net.apply(variables, x_in, known, t, train=train, rngs={'dropout': key}),
+                static_argnums=1)
+  np.testing.assert_array_equal(run(jax.random.key(3), False), run(jax.random.key(4), False))
+  assert float(jnp.max(jnp.abs(run(jax.random.key(3), True) - run(jax.random.key(3), False)))) > 1e-3
+
+  def mlp_dropout_outputs(key):
+    _, state = net.apply(variables, x_in, known, t, train=True, rngs={'dropout': key},
+                         capture_intermediates=lambda mdl, _: isinstance(mdl, nn.Dropout) and 'mlp' in mdl.path,
+                         mutable=['intermediates'])
+    return jax.tree.leaves(state['intermediates'])
+
+  (out_2xBxLxM,) = jax.jit(mlp_dropout_outputs)(jax.random.key(5))
+  dropped = np.asarray(out_2xBxLxM == 0)
+  assert dropped.shape[0] == 2 and 0.3 < dropped.mean() < 0.7
+  assert (dropped[0] != dropped[1]).mean() > 0.3, 'both layers drew the same dropout mask'

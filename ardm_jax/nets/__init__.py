@@ -10,17 +10,23 @@ t int [B] (number of known variables) -> float32 logits [B, *data_shape, K].
 model_cfg keys (sizes have no defaults, so a config always states its model size):
   unet:        ch, num_res_blocks, input_embed_dim;
                optional num_heads=1, attention=True, dropout=0.0, dtype='float32', remat=False,
-               input_numeric=False (the official input layer: a conv on the values as numbers and the mask for
+               attention_impl='plain', scan_layers=False, input_numeric=False (the official input layer: a conv on the values as numbers and the mask for
                3/4 of ch, the id embedding projected to ch/4; ch divisible by 4)
   transformer: num_layers, emb_dim, mlp_dim, num_heads;
-               optional dropout=0.0, dtype='float32', remat=False, causal=False (items of any shape, read in
+               optional dropout=0.0, dtype='float32', remat=False, attention_impl='plain', scan_layers=False,
+               causal=False (items of any shape, read in
                raster order; causal=True is the single-order ARM baseline's network), rope=False (rotary
                positions in every attention layer), positions='learned' ('sinusoidal': the official text8
                model's fixed table; 'none'), time_input=True, mask_input=True (embeddings of t and of the
                known-mask; the official text8 model has neither)
   diffwave:    num_blocks, features (divisible by 4);
                optional dilation_cycle=12, kernel_size=3, skip_features=features, dropout=0.0,
-               dtype='float32', remat=False
+               dtype='float32', remat=False, scan_layers=False
+Every network: remat is one of layers.REMAT_CHOICES ('none', 'attention', 'full' or a jax.checkpoint_policies
+name; True / False from older configs read as 'full' / 'none'); attention_impl one of layers.ATTENTION_IMPLS
+('plain' is the einsum form older checkpoints were trained with; 'xla', 'cudnn', 'auto' go through
+jax.nn.dot_product_attention); scan_layers=True compiles each run of identical blocks once with nn.scan, stacking
+their parameters on a leading 'layers' axis (`scan_params` converts an unrolled checkpoint's parameters).
 Unknown keys are rejected so a misspelt option cannot be silently ignored.
 """
 
@@ -29,28 +35,31 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from ardm_jax.nets import layers
 from ardm_jax.nets.diffwave import DiffWave
 from ardm_jax.nets.transformer import Transformer
 from ardm_jax.nets.unet import UNet
 
-__all__ = ['build_network', 'UNet', 'Transformer', 'DiffWave', 'layers']
+__all__ = ['build_network', 'scan_params', 'UNet', 'Transformer', 'DiffWave', 'layers']
 
 _SPECS = {
     'unet': dict(
         required=('ch', 'num_res_blocks', 'input_embed_dim'),
-        optional=dict(num_heads=1, attention=True, dropout=0.0, dtype='float32', remat=False, input_numeric=False),
+        optional=dict(num_heads=1, attention=True, dropout=0.0, dtype='float32', remat=False, attention_impl='plain',
+                      scan_layers=False, input_numeric=False),
         rank=3, shape_doc='(H, W, C)'),
     'transformer': dict(
         required=('num_layers', 'emb_dim', 'mlp_dim', 'num_heads'),
-        optional=dict(dropout=0.0, dtype='float32', remat=False, causal=False, rope=False, positions='learned',
-                      time_input=True, mask_input=True),
+        optional=dict(dropout=0.0, dtype='float32', remat=False, attention_impl='plain', scan_layers=False,
+                      causal=False, rope=False, positions='learned', time_input=True, mask_input=True),
         rank=None, shape_doc='(L,) or any item shape (raster order)'),
     'diffwave': dict(
         required=('num_blocks', 'features'),
         optional=dict(dilation_cycle=12, kernel_size=3, skip_features=None, dropout=0.0, dtype='float32',
-                      remat=False),
+                      remat=False, scan_layers=False),
         rank=1, shape_doc='(L,)'),
 }
 _CLASSES = {'unet': UNet, 'transformer': Transformer, 'diffwave': DiffWave}
@@ -87,9 +96,42 @@ def build_network(model_cfg: Mapping[str, Any], data_shape: tuple[int, ...],
     raise ValueError(f'model config for {name!r} is missing {missing}; add them to config.model')
   kwargs = {**spec['optional'], **cfg}
   kwargs['dtype'] = layers.compute_dtype(kwargs['dtype'])
+  kwargs['remat'] = layers.remat_choice(kwargs['remat'])
+  if 'attention_impl' in kwargs:
+    layers.check_attention_impl(kwargs['attention_impl'])
+  kwargs['scan_layers'] = bool(kwargs['scan_layers'])
 
   unknown_sizes = sorted(set(sizes) - set(_SIZE_OPTIONS))
   if unknown_sizes:
     raise ValueError(f'unknown network size option(s) {unknown_sizes}; allowed: {list(_SIZE_OPTIONS)}')
   sizes = {k: int(v) for k, v in sizes.items() if v is not None}
   return _CLASSES[name](num_classes=int(num_classes), data_shape=data_shape, **kwargs, **sizes)
+
+
+def _stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def scan_params(params: Mapping[str, Any], net: nn.Module) -> dict:
+  """An unrolled parameter tree (scan_layers=False) in the layout of `net` with scan_layers=True.
+
+  Per-layer subtrees are stacked on a new leading axis in layer order: block_i -> blocks (Transformer);
+  down_res_i / down_attn_i -> down/res, down/attn and up_res_i / up_attn_i -> up/res, up/attn (U-Net);
+  block_{c * dilation_cycle + j} -> cycles/block_j (DiffWave). Other entries are kept as they are."""
+  params = dict(params)
+  if isinstance(net, Transformer):
+    params['blocks'] = _stack([params.pop(f'block_{i}') for i in range(net.num_layers)])
+  elif isinstance(net, UNet):
+    for half, count in (('down', net.num_res_blocks), ('up', net.num_res_blocks + 1)):
+      if not count:
+        continue
+      unit = {'res': _stack([params.pop(f'{half}_res_{i}') for i in range(count)])}
+      if net.attention:
+        unit['attn'] = _stack([params.pop(f'{half}_attn_{i}') for i in range(count)])
+      params[half] = unit
+  elif isinstance(net, DiffWave):
+    cycle, blocks = net.dilation_cycle, [params.pop(f'block_{i}') for i in range(net.num_blocks)]
+    params['cycles'] = {f'block_{j}': _stack(blocks[j::cycle]) for j in range(cycle)}
+  else:
+    raise ValueError(f'scan_params does not know {type(net).__name__}')
+  return params

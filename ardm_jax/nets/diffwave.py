@@ -69,6 +69,30 @@ class ResidualBlock(nn.Module):
     return layers.constrain(out, _ACT_3D), layers.constrain(skip, _ACT_3D)
 
 
+class DilationCycle(nn.Module):
+  """`cycle` residual blocks with dilations 1, 2, ..., 2^(cycle-1): the unit that model.scan_layers repeats (the
+  dilations differ from block to block, so single blocks cannot share one scanned program)."""
+  features: int
+  skip_features: int
+  kernel_size: int
+  cycle: int
+  dropout: float
+  deterministic: bool
+  dtype: Any = jnp.float32
+  remat: bool | str = False
+  in_scan: bool = False
+
+  @nn.compact
+  def __call__(self, carry, temb_BxT: jax.Array):
+    h, skip_sum = carry
+    block_cls = layers.maybe_remat(ResidualBlock, self.remat, 'block', in_scan=self.in_scan)
+    for j in range(self.cycle):
+      h, skip = block_cls(self.features, self.skip_features, self.kernel_size, 2 ** j, self.dropout,
+                          deterministic=self.deterministic, dtype=self.dtype, name=f'block_{j}')(h, temb_BxT)
+      skip_sum = skip_sum + skip.astype(jnp.float32)
+    return h, skip_sum
+
+
 class DiffWave(nn.Module):
   """x_in [B, L] in 0..num_input_classes-1, known [B, L], t [B] -> float32 [B, L, num_outputs]."""
   num_classes: int            # K data classes: values below K are numbers on [-1, 1]
@@ -80,7 +104,10 @@ class DiffWave(nn.Module):
   skip_features: int | None = None
   dropout: float = 0.0
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False  # one of layers.REMAT_CHOICES ('attention' remats nothing: there is no attention)
+  # One nn.scan over the num_blocks / dilation_cycle dilation cycles (params stacked under 'cycles/block_j', block
+  # i = cycle * dilation_cycle + j) instead of block_0 ... block_{num_blocks-1}.
+  scan_layers: bool = False
   num_outputs: int | None = None
   num_input_classes: int | None = None
   num_steps: int | None = None
@@ -112,13 +139,24 @@ class DiffWave(nn.Module):
     h = nn.relu(jnp.concatenate([h_num, h_emb.astype(self.dtype)], axis=-1)).astype(jnp.float32)
     h = layers.constrain(h, _ACT_3D)
 
-    block_cls = nn.remat(ResidualBlock) if self.remat else ResidualBlock
+    remat = layers.remat_choice(self.remat)
     skip_features = self.skip_features or feats
     skip_sum = jnp.zeros(h.shape[:-1] + (skip_features,), jnp.float32)  # float32, like the residual stream
-    for i in range(self.num_blocks):
-      h, skip = block_cls(feats, skip_features, self.kernel_size, 2 ** (i % self.dilation_cycle), self.dropout,
-                          deterministic=not train, dtype=self.dtype, name=f'block_{i}')(h, temb_BxT)
-      skip_sum = skip_sum + skip.astype(jnp.float32)
+    if self.scan_layers:
+      if self.num_blocks % self.dilation_cycle:
+        raise ValueError(f'model.scan_layers repeats whole dilation cycles: num_blocks={self.num_blocks} must be a '
+                         f'multiple of dilation_cycle={self.dilation_cycle}; or set model.scan_layers=False')
+      cycle = DilationCycle(feats, skip_features, self.kernel_size, self.dilation_cycle, self.dropout,
+                            deterministic=not train, dtype=self.dtype, remat=remat, in_scan=True, name='cycles')
+      stack = layers.scan_blocks(lambda mdl, carry, temb: (mdl(carry, temb), None),
+                                 self.num_blocks // self.dilation_cycle, in_axes=(nn.broadcast,))
+      (h, skip_sum), _ = stack(cycle, (h, skip_sum), temb_BxT)
+    else:
+      block_cls = layers.maybe_remat(ResidualBlock, remat, 'block')
+      for i in range(self.num_blocks):
+        h, skip = block_cls(feats, skip_features, self.kernel_size, 2 ** (i % self.dilation_cycle), self.dropout,
+                            deterministic=not train, dtype=self.dtype, name=f'block_{i}')(h, temb_BxT)
+        skip_sum = skip_sum + skip.astype(jnp.float32)
     h = skip_sum * np.float32(1 / np.sqrt(self.num_blocks))
     # The output head runs in float32: bf16 logits would cost likelihood directly.
     h = nn.relu(conv1d(skip_features, 1, dtype=jnp.float32, name='skip_out')(h))

@@ -20,8 +20,10 @@ import numpy as np
 Dtype = Any
 
 # Logical names a parameter may carry; sharding rules are written against these.
+# 'layers' is the stacking axis of scanned blocks (model.scan_layers); rules that do not name it leave it unsharded.
 PARAM_AXIS_NAMES = ('embed', 'mlp', 'heads', 'kv', 'vocab', 'conv_h', 'conv_w',
-                    'conv_in', 'length_pos', 'time')
+                    'conv_in', 'length_pos', 'time', 'layers')
+SCAN_AXIS = 'layers'
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -31,6 +33,52 @@ def compute_dtype(name: str) -> Dtype:
   if name not in _DTYPES:
     raise ValueError(f"model dtype {name!r} is not supported; set model.dtype to one of {sorted(_DTYPES)}")
   return _DTYPES[name]
+
+
+# model.remat: which blocks recompute their activations in the backward pass.
+#   'none'       no block (most memory, fewest FLOPs)
+#   'attention'  attention layers only (their [heads, N, N] logits and weights are the largest activations)
+#   'full'       every block, saving nothing inside it (least memory, ~1/3 more forward FLOPs)
+#   a jax.checkpoint_policies name (e.g. 'dots_with_no_batch_dims_saveable'): every block, saving what the policy
+#                names (here: the weight matmuls' outputs) and recomputing the rest.
+# True / False (older configs and workdirs) read as 'full' / 'none'.
+_JAX_REMAT_POLICIES = ('nothing_saveable', 'everything_saveable', 'dots_saveable', 'dots_with_no_batch_dims_saveable',
+                       'checkpoint_dots', 'checkpoint_dots_with_no_batch_dims')
+REMAT_CHOICES = ('none', 'attention', 'full') + tuple(
+    n for n in _JAX_REMAT_POLICIES if hasattr(jax.checkpoint_policies, n))
+
+
+def remat_choice(value) -> str:
+  """model.remat as one of REMAT_CHOICES (bools from older configs map to 'full' / 'none')."""
+  if isinstance(value, (bool, np.bool_)):
+    return 'full' if value else 'none'
+  if value is None:
+    return 'none'
+  if not isinstance(value, str) or value not in REMAT_CHOICES:
+    raise ValueError(f'unknown model.remat {value!r}; set it to one of {list(REMAT_CHOICES)} (or True / False)')
+  return value
+
+
+def maybe_remat(module_cls, remat, kind: str, *, in_scan: bool = False):
+  """`module_cls`, wrapped in nn.remat when model.remat covers blocks of `kind` ('attention' or 'block').
+
+  Inside nn.scan the loop already keeps recomputation from being merged away, so prevent_cse is off there
+  (as the JAX docs recommend for checkpoint inside scan)."""
+  choice = remat_choice(remat)
+  if choice == 'none' or (choice == 'attention' and kind != 'attention'):
+    return module_cls
+  policy = None if choice in ('full', 'attention') else getattr(jax.checkpoint_policies, choice)
+  return nn.remat(module_cls, policy=policy, prevent_cse=not in_scan)
+
+
+def scan_blocks(body, length: int, *, in_axes=(), out_axes=0):
+  """nn.scan over `length` copies of the module passed to `body(module, carry, *xs) -> (carry, ys)`.
+
+  Parameters gain a leading axis of size `length`, named SCAN_AXIS for the sharding rules; params and dropout
+  draw a different key per layer, as separate unrolled layers do."""
+  return nn.scan(body, variable_axes={'params': 0, 'intermediates': 0}, split_rngs={'params': True, 'dropout': True},
+                 in_axes=in_axes, out_axes=out_axes, length=length,
+                 metadata_params={nn.PARTITION_NAME: SCAN_AXIS})
 
 
 def partitioned(init_fn, names: Sequence[str]):
@@ -219,6 +267,49 @@ def rotary(x_BxNxHxK: jax.Array, max_period: float = 10_000.0) -> jax.Array:
   return out.astype(x_BxNxHxK.dtype)
 
 
+# model.attention_impl: how softmax(q k^T / sqrt(d)) v is computed.
+#   'plain'  two einsums and a float32 softmax, written out here (the form older checkpoints were trained with)
+#   'xla'    jax.nn.dot_product_attention(implementation='xla'): the same math in JAX's own form, any backend
+#   'cudnn'  jax.nn.dot_product_attention(implementation='cudnn'): cuDNN flash attention, GPU only, bf16/fp16
+#   'auto'   'cudnn' where it applies (GPU backend, bf16/fp16, head width a multiple of 8 up to 128), else 'xla'
+# All keep the logits and the softmax in float32. This JAX has no TPU Pallas (splash) kernel behind
+# jax.nn.dot_product_attention; on TPU 'xla' and 'auto' are XLA's fused attention.
+ATTENTION_IMPLS = ('plain', 'xla', 'cudnn', 'auto')
+
+
+def check_attention_impl(impl: str) -> str:
+  if impl not in ATTENTION_IMPLS:
+    raise ValueError(f'unknown model.attention_impl {impl!r}; set it to one of {list(ATTENTION_IMPLS)}')
+  return impl
+
+
+def _cudnn_applies(q_BxNxHxK: jax.Array) -> bool:
+  head_dim = q_BxNxHxK.shape[-1]
+  return (jax.default_backend() == 'gpu' and q_BxNxHxK.dtype in (jnp.bfloat16, jnp.float16)
+          and head_dim % 8 == 0 and head_dim <= 128)
+
+
+def dot_product_attention(q_BxNxHxK: jax.Array, k_BxNxHxK: jax.Array, v_BxNxHxK: jax.Array, *,
+                          causal: bool = False, impl: str = 'plain') -> jax.Array:
+  """Multi-head attention [B, N, H, K] x 3 -> [B, N, H, K] in v's dtype; `causal`: query q sees keys n <= q."""
+  check_attention_impl(impl)
+  if impl == 'auto':
+    impl = 'cudnn' if _cudnn_applies(q_BxNxHxK) else 'xla'
+  if impl != 'plain':
+    return jax.nn.dot_product_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, is_causal=causal,
+                                        implementation=impl).astype(v_BxNxHxK.dtype)
+  head_dim = q_BxNxHxK.shape[-1]
+  # Softmax in float32: bf16 logits over ~1000 image positions lose too much precision.
+  logits_BxHxNxN = jnp.einsum('bqhk,bnhk->bhqn', q_BxNxHxK, k_BxNxHxK,
+                              preferred_element_type=jnp.float32) / math.sqrt(head_dim)
+  if causal:
+    length = logits_BxHxNxN.shape[-1]
+    allowed_NxN = jnp.arange(length)[None, :] <= jnp.arange(length)[:, None]
+    logits_BxHxNxN = jnp.where(allowed_NxN, logits_BxHxNxN, -jnp.inf)
+  weights_BxHxNxN = jax.nn.softmax(logits_BxHxNxN, axis=-1).astype(v_BxNxHxK.dtype)
+  return jnp.einsum('bhqn,bnhk->bqhk', weights_BxHxNxN, v_BxNxHxK)
+
+
 class SelfAttention(nn.Module):
   """Multi-head self-attention over [B, N, E]: bidirectional (every position sees all, the ARDM networks), or
   `causal` (position q sees positions n <= q only, the single-order ARM baseline)."""
@@ -227,6 +318,7 @@ class SelfAttention(nn.Module):
   zero_init_out: bool = False
   causal: bool = False
   rope: bool = False  # rotary position embedding of queries and keys (relative positions in every layer)
+  impl: str = 'plain'  # one of ATTENTION_IMPLS
 
   @nn.compact
   def __call__(self, x_BxNxE: jax.Array) -> jax.Array:
@@ -244,13 +336,6 @@ class SelfAttention(nn.Module):
     q_BxNxHxK, k_BxNxHxK, v_BxNxHxK = qkv('query'), qkv('key'), qkv('value')
     if self.rope:
       q_BxNxHxK, k_BxNxHxK = rotary(q_BxNxHxK), rotary(k_BxNxHxK)
-    # Softmax in float32: bf16 logits over ~1000 image positions lose too much precision.
-    logits_BxHxNxN = jnp.einsum('bqhk,bnhk->bhqn', q_BxNxHxK, k_BxNxHxK,
-                                preferred_element_type=jnp.float32) / math.sqrt(head_dim)
-    if self.causal:
-      length = logits_BxHxNxN.shape[-1]
-      allowed_NxN = jnp.arange(length)[None, :] <= jnp.arange(length)[:, None]
-      logits_BxHxNxN = jnp.where(allowed_NxN, logits_BxHxNxN, -jnp.inf)
-    weights_BxHxNxN = jax.nn.softmax(logits_BxHxNxN, axis=-1).astype(self.dtype)
-    out_BxNxHxK = constrain(jnp.einsum('bhqn,bnhk->bqhk', weights_BxHxNxN, v_BxNxHxK), act_names)
+    out_BxNxHxK = dot_product_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, causal=self.causal, impl=self.impl)
+    out_BxNxHxK = constrain(out_BxNxHxK, act_names)
     return HeadMerge(emb_dim, dtype=self.dtype, zero_init=self.zero_init_out, name='out')(out_BxNxHxK)

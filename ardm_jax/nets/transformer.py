@@ -57,11 +57,15 @@ class TransformerBlock(nn.Module):
   dtype: Any = jnp.float32
   causal: bool = False
   rope: bool = False
+  attention_impl: str = 'plain'
+  remat_attention: bool = False  # recompute the attention layer in the backward pass (model.remat='attention')
 
   @nn.compact
   def __call__(self, x_BxLxE: jax.Array) -> jax.Array:
     h = layers.layer_norm(dtype=self.dtype, name='norm_attn')(x_BxLxE)
-    h = layers.SelfAttention(self.num_heads, dtype=self.dtype, causal=self.causal, rope=self.rope, name='attn')(h)
+    attn_cls = nn.remat(layers.SelfAttention) if self.remat_attention else layers.SelfAttention
+    h = attn_cls(self.num_heads, dtype=self.dtype, causal=self.causal, rope=self.rope, impl=self.attention_impl,
+                 name='attn')(h)
     h = nn.Dropout(self.dropout)(h, deterministic=self.deterministic)
     # The stream x is float32 (see the module docstring); each branch computes in self.dtype and is added in float32.
     x_BxLxE = layers.constrain(x_BxLxE + h.astype(jnp.float32), _ACT_3D)
@@ -82,7 +86,9 @@ class Transformer(nn.Module):
   num_heads: int
   dropout: float = 0.0
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False  # one of layers.REMAT_CHOICES; True / False read as 'full' / 'none'
+  attention_impl: str = 'plain'  # one of layers.ATTENTION_IMPLS
+  scan_layers: bool = False  # one nn.scan over the layers (params stacked under 'blocks') instead of block_0...
   causal: bool = False
   rope: bool = False
   positions: str = 'learned'  # one of POSITIONS
@@ -120,10 +126,18 @@ class Transformer(nn.Module):
     h = layers.constrain(h, _ACT_3D)
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
 
-    block_cls = nn.remat(TransformerBlock) if self.remat else TransformerBlock
-    for i in range(self.num_layers):
-      h = block_cls(self.num_heads, self.mlp_dim, self.dropout, deterministic=not train,
-                    dtype=self.dtype, causal=self.causal, rope=self.rope, name=f'block_{i}')(h)
+    remat = layers.remat_choice(self.remat)
+    layers.check_attention_impl(self.attention_impl)
+    block_cls = layers.maybe_remat(TransformerBlock, remat, 'block', in_scan=self.scan_layers)
+    block_kwargs = dict(deterministic=not train, dtype=self.dtype, causal=self.causal, rope=self.rope,
+                        attention_impl=self.attention_impl, remat_attention=remat == 'attention')
+    if self.scan_layers:
+      body = lambda block, carry: (block(carry), None)
+      stack = layers.scan_blocks(body, self.num_layers)
+      h, _ = stack(block_cls(self.num_heads, self.mlp_dim, self.dropout, name='blocks', **block_kwargs), h)
+    else:
+      for i in range(self.num_layers):
+        h = block_cls(self.num_heads, self.mlp_dim, self.dropout, name=f'block_{i}', **block_kwargs)(h)
 
     h = layers.layer_norm(dtype=jnp.float32, name='norm_out')(h)
     logits_BxLxK = layers.dense(num_outputs, ('embed', 'vocab'), dtype=jnp.float32, name='logits')(h)

@@ -58,6 +58,7 @@ class AttnBlock(nn.Module):
   """GroupNorm -> self-attention over all H*W positions -> zero-init projection, + residual."""
   num_heads: int
   dtype: Any = jnp.float32
+  attention_impl: str = 'plain'
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
@@ -65,9 +66,33 @@ class AttnBlock(nn.Module):
     h = layers.group_norm(c, dtype=self.dtype, name='norm')(x_BxHxWxC)
     h_BxNxC = layers.constrain(h.reshape(b, hh * ww, c), ('batch', 'act_length', 'act_embed'))
     h_BxNxC = layers.SelfAttention(self.num_heads, dtype=self.dtype, zero_init_out=True,
-                                   name='attn')(h_BxNxC)
+                                   impl=self.attention_impl, name='attn')(h_BxNxC)
     h = h_BxNxC.reshape(b, hh, ww, c).astype(jnp.float32)
     return layers.constrain(x_BxHxWxC.astype(jnp.float32) + h, _ACT_4D)
+
+
+class ResAttn(nn.Module):
+  """ResBlock then (with attention) AttnBlock: the unit that repeats through each half of the U-Net, and that
+  model.scan_layers scans (parameters stacked under 'down/res', 'down/attn', 'up/res', 'up/attn')."""
+  ch: int
+  num_heads: int
+  attention: bool
+  dropout: float
+  deterministic: bool
+  dtype: Any = jnp.float32
+  remat: bool | str = False
+  attention_impl: str = 'plain'
+  in_scan: bool = False
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC: jax.Array, temb_BxT: jax.Array) -> jax.Array:
+    res_cls = layers.maybe_remat(ResBlock, self.remat, 'block', in_scan=self.in_scan)
+    h = res_cls(self.ch, self.dropout, deterministic=self.deterministic, dtype=self.dtype,
+                name='res')(x_BxHxWxC, temb_BxT)
+    if self.attention:
+      attn_cls = layers.maybe_remat(AttnBlock, self.remat, 'attention', in_scan=self.in_scan)
+      h = attn_cls(self.num_heads, dtype=self.dtype, attention_impl=self.attention_impl, name='attn')(h)
+    return h
 
 
 class UNet(nn.Module):
@@ -85,7 +110,11 @@ class UNet(nn.Module):
   attention: bool = True
   dropout: float = 0.0
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False  # one of layers.REMAT_CHOICES; True / False read as 'full' / 'none'
+  attention_impl: str = 'plain'  # one of layers.ATTENTION_IMPLS
+  # nn.scan over the N down and the N + 1 up ResBlock(+Attn) units, whose shapes repeat; False keeps the unrolled
+  # layout (down_res_i, down_attn_i, up_res_i, up_attn_i) of older checkpoints. The middle blocks stay unrolled.
+  scan_layers: bool = False
   input_numeric: bool = False  # the official input layer (module docstring); False keeps older checkpoints' layout
   num_outputs: int | None = None
   num_input_classes: int | None = None
@@ -121,8 +150,13 @@ class UNet(nn.Module):
       h = layers.conv3x3(self.ch, dtype=self.dtype, name='conv_in')(h)
     h = layers.constrain(h.astype(jnp.float32), _ACT_4D)
 
-    res_cls = nn.remat(ResBlock) if self.remat else ResBlock
-    attn_cls = nn.remat(AttnBlock) if self.remat else AttnBlock
+    remat = layers.remat_choice(self.remat)
+    layers.check_attention_impl(self.attention_impl)
+    unit_kwargs = dict(num_heads=self.num_heads, attention=self.attention, dropout=self.dropout,
+                       deterministic=not train, dtype=self.dtype, remat=remat,
+                       attention_impl=self.attention_impl)
+    res_cls = layers.maybe_remat(ResBlock, remat, 'block')
+    attn_cls = layers.maybe_remat(AttnBlock, remat, 'attention')
 
     def res(x, name):
       return res_cls(self.ch, self.dropout, deterministic=not train, dtype=self.dtype,
@@ -131,20 +165,35 @@ class UNet(nn.Module):
     def attn(x, name):
       if not self.attention:
         return x
-      return attn_cls(self.num_heads, dtype=self.dtype, name=name)(x)
+      return attn_cls(self.num_heads, dtype=self.dtype, attention_impl=self.attention_impl, name=name)(x)
 
-    skips = [h]
-    for i in range(self.num_res_blocks):
-      h = attn(res(h, f'down_res_{i}'), f'down_attn_{i}')
-      skips.append(h)
+    n = self.num_res_blocks
+    if self.scan_layers:
+      # Down: carry h, emit every unit's output (the skips). Up: unit i reads the skips last-first.
+      skips_SxBxHxWxC = h[None]
+      if n:
+        down = layers.scan_blocks(lambda mdl, x, temb: (mdl(x, temb),) * 2, n, in_axes=(nn.broadcast,))
+        h, outs_NxBxHxWxC = down(ResAttn(self.ch, in_scan=True, name='down', **unit_kwargs), h, temb_BxT)
+        skips_SxBxHxWxC = jnp.concatenate([skips_SxBxHxWxC, outs_NxBxHxWxC], axis=0)
+    else:
+      skips = [h]
+      for i in range(n):
+        h = attn(res(h, f'down_res_{i}'), f'down_attn_{i}')
+        skips.append(h)
 
     h = res(h, 'mid_res_0')
     h = attn(h, 'mid_attn')
     h = res(h, 'mid_res_1')
 
-    for i in range(self.num_res_blocks + 1):
-      h = jnp.concatenate([h, skips.pop()], axis=-1)
-      h = attn(res(h, f'up_res_{i}'), f'up_attn_{i}')
+    if self.scan_layers:
+      def up_body(mdl, x, skip, temb):
+        return mdl(jnp.concatenate([x, skip], axis=-1), temb), None
+      up = layers.scan_blocks(up_body, n + 1, in_axes=(0, nn.broadcast))
+      h, _ = up(ResAttn(self.ch, in_scan=True, name='up', **unit_kwargs), h, skips_SxBxHxWxC[::-1], temb_BxT)
+    else:
+      for i in range(n + 1):
+        h = jnp.concatenate([h, skips.pop()], axis=-1)
+        h = attn(res(h, f'up_res_{i}'), f'up_attn_{i}')
 
     # The output head runs in float32: bf16 logits would cost likelihood directly.
     h = nn.swish(layers.group_norm(self.ch, dtype=jnp.float32, name='norm_out')(h))
