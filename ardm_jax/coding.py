@@ -93,7 +93,29 @@ uint32 LE. `unpack_container(max_symbols=...)` caps the coded symbols N * S * D 
 below the cap is still caught (coder not empty or CRC) but only after decoding that many symbols, so callers
 should pass a tight cap.
 
-Fixed cost of a single 8x8x1 digits image in per-item mode (seed, budget and payload length < 128):
+Compact container (version 3; what `ardm compress` writes)
+---------------------------------------------------------
+Everything the decoder's model implies is left out unless it differs:
+
+    field          bytes     meaning
+    magic          1         0xA3 (older files start with b"AR")
+    flags          1         bit 0 mode; bits 1-2 kind; bit 3 file table; bit 4 splits (as above); bit 5 shape
+                             stored; bit 6 policy stored; bit 7 order seed and item count stored
+    fingerprint    2         first 2 bytes of the model fingerprint
+    shape          varint ndim + varint dims, only with bit 5 (else the model's item shape)
+    policy         varint budget P (1..S*D-1) + 4-byte policy hash, only with bit 6 (else one call per variable and
+                   stage: P = S * D, the only policy of that budget)
+    seed, count    varint order seed + varint N, only with bit 7 (else seed 0 and N = 1)
+    file table     as in version 1, only with bit 3
+    records        per item: crc32 (4) + length varint + payload, the last record without its length (it runs to
+                   the end of the file); per data set: crc32 (4) + payload
+
+S is the model's stage count (not stored). The CRCs start from crc32(header, crc32(b"ardm-compact" + the whole
+fingerprint)), so a model that shares the 2 stored bytes still cannot decode a file to wrong data, and a flipped
+flag changes the header they cover. A single item with the defaults costs 8 bytes (4 header + 4 CRC) plus its
+payload.
+
+Fixed cost of a single 8x8x1 digits image in per-item mode in version 1 (seed, budget and payload length < 128):
 header 19 bytes (2 + 1 + 1 + 4 + 4 shape + 1 + 1 + 4 + 1) + record 5 bytes (4 crc + 1 length) = 24 bytes;
 an upscale model's file adds 1 byte (the stage count), and a budget of 128..16383 one more.
 """
@@ -112,7 +134,10 @@ from ardm_jax.entropy_models import (CHUNK_ENTRIES, PRECISION, CategoricalTables
 MAGIC = b"AR"
 FORMAT_VERSION = 1         # one-stage models: unchanged since the first release, so those files stay identical
 STAGED_FORMAT_VERSION = 2  # S >= 2 stages: version 1 plus the stage count
-FORMAT_VERSIONS = (FORMAT_VERSION, STAGED_FORMAT_VERSION)
+COMPACT_FORMAT_VERSION = 3  # what the model implies is left out (see "Compact container")
+FORMAT_VERSIONS = (FORMAT_VERSION, STAGED_FORMAT_VERSION, COMPACT_FORMAT_VERSION)
+COMPACT_MAGIC = 0xA3  # the first byte of a compact file; older files start with b"AR"
+COMPACT_FINGERPRINT_BYTES = 2
 MODES = ("item", "dataset")
 KINDS = ("image", "text", "audio")
 SYMBOL_MODELS = ("tables", "splits")  # flag bit 4: how the variables were coded (entropy_models)
@@ -508,6 +533,7 @@ class Container:
     file_table: bytes = b""  # opaque caller bytes (flag bit 3); b"" when absent
     num_stages: int = 1      # S; stored only in version 2 files
     symbols: str = "tables"  # how variables were coded: 'tables' or 'splits' (flag bit 4), see entropy_models
+    crc_base: int | None = None  # what the records' CRCs continue from (None: compact file read without the model)
 
     @property
     def D(self) -> int:
@@ -564,8 +590,20 @@ def _item_bytes(x_D: np.ndarray, num_classes: int) -> bytes:
     return np.ascontiguousarray(x_D, dtype=dtype).tobytes()
 
 
-def _crcs(header: bytes, mode: str, x_BxD: np.ndarray, num_classes: int) -> list[int]:
-    base = zlib.crc32(header)
+def _compact_crc_base(header: bytes, fingerprint: str) -> int:
+    """Compact files store 2 fingerprint bytes; their CRCs also cover the model's whole fingerprint, so another
+    model that shares those bytes still cannot decode them to wrong data."""
+    try:
+        fp = bytes.fromhex(fingerprint)
+    except (TypeError, ValueError):
+        fp = b""
+    if len(fp) < FINGERPRINT_BYTES:
+        raise ValueError(f"fingerprint must be a hex string of at least {2 * FINGERPRINT_BYTES} digits, "
+                         f"got {fingerprint!r}")
+    return zlib.crc32(header, zlib.crc32(b"ardm-compact" + fp))
+
+
+def _crcs(base: int, mode: str, x_BxD: np.ndarray, num_classes: int) -> list[int]:
     if mode == "dataset":
         return [zlib.crc32(_item_bytes(x_BxD, num_classes), base)]
     return [zlib.crc32(_item_bytes(x, num_classes), zlib.crc32(varint_bytes(j), base)) for j, x in enumerate(x_BxD)]
@@ -573,12 +611,14 @@ def _crcs(header: bytes, mode: str, x_BxD: np.ndarray, num_classes: int) -> list
 
 def pack_container(payloads: Sequence[bytes], x_BxD, *, mode: str, fingerprint: str, kind: str, item_shape,
                    policy, order_seed: int, num_classes: int, file_table: bytes = b"",
-                   num_stages: int = 1, symbols: str = "tables") -> bytes:
+                   num_stages: int = 1, symbols: str = "tables", compact: bool = False,
+                   implied_shape=None) -> bytes:
     """Builds a container around coded payloads (one for mode 'dataset', one per item for mode 'item').
 
     `x_BxD` are the original items (flattened), needed for the CRCs; `fingerprint` the model's full hex
     fingerprint (its first 4 bytes are stored); `file_table` optional caller bytes kept in the header;
     `num_stages` the model's S (version 1 for S = 1, version 2 otherwise); `symbols` the symbol model's name.
+    `compact`: version 3, leaving out what the model implies (`implied_shape`: the model's item shape).
     """
     if symbols not in SYMBOL_MODELS:
         raise ValueError(f"symbols must be one of {SYMBOL_MODELS}, got {symbols!r}")
@@ -600,6 +640,10 @@ def pack_container(payloads: Sequence[bytes], x_BxD, *, mode: str, fingerprint: 
     n_payloads = 1 if mode == "dataset" else x.shape[0]
     if len(payloads) != n_payloads:
         raise ValueError(f"mode {mode!r} with {x.shape[0]} items needs {n_payloads} payloads, got {len(payloads)}")
+    if compact:
+        return _pack_compact(payloads, x, mode=mode, fingerprint=fingerprint, kind=kind, shape=shape,
+                             implied_shape=implied_shape, steps=steps, S=S, order_seed=order_seed,
+                             num_classes=num_classes, file_table=bytes(file_table), symbols=symbols)
     version = FORMAT_VERSION if S == 1 else STAGED_FORMAT_VERSION
     header = b"".join([
         MAGIC, bytes([version, MODES.index(mode) | (KINDS.index(kind) << 1) | (bool(file_table) << 3)
@@ -611,17 +655,41 @@ def pack_container(payloads: Sequence[bytes], x_BxD, *, mode: str, fingerprint: 
         varint_bytes(len(file_table)) + bytes(file_table) if file_table else b"",
     ])
     records = [crc.to_bytes(4, "little") + varint_bytes(len(p)) + bytes(p)
-               for crc, p in zip(_crcs(header, mode, x, num_classes), payloads)]
+               for crc, p in zip(_crcs(zlib.crc32(header), mode, x, num_classes), payloads)]
+    return header + b"".join(records)
+
+
+def _pack_compact(payloads, x, *, mode, fingerprint, kind, shape, implied_shape, steps, S, order_seed, num_classes,
+                  file_table, symbols) -> bytes:
+    D = int(np.prod(shape))
+    store_shape = implied_shape is None or tuple(int(d) for d in implied_shape) != shape
+    store_policy = len(steps) != S * D  # one call per variable and stage is the only policy of budget S * D
+    seed = _check_uint(order_seed, "order seed", 1 << 64)
+    store_count = seed != 0 or x.shape[0] != 1
+    flags = (MODES.index(mode) | (KINDS.index(kind) << 1) | (bool(file_table) << 3)
+             | (SYMBOL_MODELS.index(symbols) << 4) | (store_shape << 5) | (store_policy << 6) | (store_count << 7))
+    header = b"".join([
+        bytes([COMPACT_MAGIC, flags]), _fingerprint_bytes(fingerprint, "fingerprint")[:COMPACT_FINGERPRINT_BYTES],
+        varint_bytes(len(shape)) + b"".join(varint_bytes(d) for d in shape) if store_shape else b"",
+        varint_bytes(len(steps)) + policy_hash(steps, D, S) if store_policy else b"",
+        varint_bytes(seed) + varint_bytes(x.shape[0]) if store_count else b"",
+        varint_bytes(len(file_table)) + file_table if file_table else b"",
+    ])
+    crcs = _crcs(_compact_crc_base(header, fingerprint), mode, x, num_classes)
+    # The last record's length is the rest of the file.
+    records = [crc.to_bytes(4, "little") + (varint_bytes(len(p)) if j < len(payloads) - 1 else b"") + bytes(p)
+               for j, (crc, p) in enumerate(zip(crcs, payloads))]
     return header + b"".join(records)
 
 
 def unpack_container(data: bytes, *, expected_fingerprint: str | None, expected_shape=None,
-                     max_symbols: int = MAX_SYMBOLS) -> Container:
+                     max_symbols: int = MAX_SYMBOLS, num_stages: int = 1) -> Container:
     """Parses and checks a container; raises ContainerError naming the problem.
 
     `expected_fingerprint=None` skips the model check (only for inspecting headers). Nothing proportional to
     the claimed sizes is allocated before they have been checked against the file length / `max_symbols`
-    (which bounds the coded symbols N * S * D).
+    (which bounds the coded symbols N * S * D). A compact file takes what it leaves out from the model:
+    `expected_shape` (its item shape) and `num_stages` (its S).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ValueError(f"container data must be bytes, got {type(data).__name__}")
@@ -629,14 +697,16 @@ def unpack_container(data: bytes, *, expected_fingerprint: str | None, expected_
     r = _Reader(data)
     if not data:
         raise ContainerError("empty file: not an ARDM container")
+    if data[0] == COMPACT_MAGIC:
+        return _unpack_compact(data, expected_fingerprint, expected_shape, max_symbols, num_stages)
     magic = data[:len(MAGIC)]
     if magic != MAGIC[:len(magic)]:
         raise ContainerError(f"not an ARDM container: bad magic {magic!r} (expected {MAGIC!r})")
     r.take(len(MAGIC), "magic")
     version = r.take(1, "version")[0]
-    if version not in FORMAT_VERSIONS:
+    if version not in (FORMAT_VERSION, STAGED_FORMAT_VERSION):  # version 3 has its own one-byte magic
         raise ContainerError(f"unsupported container version {version}; this build reads versions "
-                             f"{' and '.join(map(str, FORMAT_VERSIONS))}")
+                             f"{', '.join(map(str, FORMAT_VERSIONS))}")
     flags = r.take(1, "flags")[0]
     if flags >> 5 or (flags >> 1) & 3 >= len(KINDS):
         raise ContainerError(f"corrupt header: unknown flag bits 0x{flags:02x}")
@@ -693,7 +763,78 @@ def unpack_container(data: bytes, *, expected_fingerprint: str | None, expected_
         raise ContainerError(f"item shape {tuple(shape)} in the file does not match the model's "
                              f"{tuple(expected_shape)}")
     return Container(version, mode, fp.hex(), kind, tuple(shape), num_items, budget, p_hash, seed,
-                     tuple(crcs), tuple(payloads), header, file_table, num_stages, SYMBOL_MODELS[(flags >> 4) & 1])
+                     tuple(crcs), tuple(payloads), header, file_table, num_stages, SYMBOL_MODELS[(flags >> 4) & 1],
+                     zlib.crc32(header))
+
+
+def _unpack_compact(data: bytes, expected_fingerprint, expected_shape, max_symbols: int, S: int) -> Container:
+    r = _Reader(data)
+    r.take(1, "magic")
+    flags = r.take(1, "flags")[0]
+    if (flags >> 1) & 3 >= len(KINDS):
+        raise ContainerError(f"corrupt header: unknown flag bits 0x{flags:02x}")
+    mode, kind = MODES[flags & 1], KINDS[(flags >> 1) & 3]
+    fp = r.take(COMPACT_FINGERPRINT_BYTES, "fingerprint")
+    if expected_fingerprint is not None:
+        want = _fingerprint_bytes(expected_fingerprint, "expected_fingerprint")[:COMPACT_FINGERPRINT_BYTES]
+        if fp != want:
+            raise ContainerError(f"model fingerprint mismatch: the file was made with model {fp.hex()}..., "
+                                 f"this model is {want.hex()}...; load the model that made it")
+    S = _check_uint(S, "num_stages", MAX_STAGES + 1)
+    if flags & 32:
+        ndim = r.varint("ndim")
+        if not 1 <= ndim <= MAX_NDIM:
+            raise ContainerError(f"corrupt header: {ndim} item dimensions (allowed 1..{MAX_NDIM})")
+        shape, D = [], 1
+        for i in range(ndim):
+            d = r.varint(f"shape[{i}]")
+            D *= d
+            if d < 1 or D > max_symbols:
+                raise ContainerError(f"corrupt header: implausible item dimension {d}")
+            shape.append(d)
+        shape = tuple(shape)
+    elif expected_shape is None:
+        raise ValueError("a compact file's item shape is the model's: pass expected_shape")
+    else:
+        shape = tuple(int(d) for d in expected_shape)
+    D = int(np.prod(shape))
+    if flags & 64:
+        budget = r.varint("budget")
+        if not 1 <= budget < S * D:
+            raise ContainerError(f"corrupt header: policy budget {budget} outside 1..S*D-1={S * D - 1}")
+        p_hash = r.take(POLICY_HASH_BYTES, "policy hash")
+    else:
+        budget = S * D
+        p_hash = policy_hash(np.arange(S * D), D, S)
+    seed, num_items = 0, 1
+    if flags & 128:
+        seed = r.varint("order seed")
+        num_items = r.varint("num_items")
+    if num_items < 1 or num_items * D * S > max_symbols:
+        raise ContainerError(f"corrupt header: implausible size, {num_items} items of {D} variables")
+    file_table = b""
+    if flags & 8:
+        n = r.varint("file table length")
+        if n < 1:
+            raise ContainerError("corrupt header: empty file table")
+        file_table = r.take(n, "file table")
+    header = data[:r.pos]
+    n_records = 1 if mode == "dataset" else num_items
+    if n_records * 5 - 1 > len(data) - r.pos:  # crc32 + a 1-byte length each, no length for the last
+        raise ContainerError(f"truncated file: {n_records} records need at least {5 * n_records - 1} bytes, "
+                             f"{len(data) - r.pos} left")
+    crcs, payloads = [], []
+    for j in range(n_records):
+        crcs.append(int.from_bytes(r.take(4, f"crc of record {j}"), "little"))
+        length = r.varint(f"length of record {j}") if j < n_records - 1 else len(data) - r.pos
+        payloads.append(r.take(length, f"payload of record {j}"))
+    if r.pos != len(data):
+        raise ContainerError(f"trailing garbage: {len(data) - r.pos} unexpected bytes after the last record")
+    if expected_shape is not None and shape != tuple(expected_shape):
+        raise ContainerError(f"item shape {shape} in the file does not match the model's {tuple(expected_shape)}")
+    base = None if expected_fingerprint is None else _compact_crc_base(header, expected_fingerprint)
+    return Container(COMPACT_FORMAT_VERSION, mode, fp.hex(), kind, shape, num_items, budget, p_hash, seed,
+                     tuple(crcs), tuple(payloads), header, file_table, S, SYMBOL_MODELS[(flags >> 4) & 1], base)
 
 
 def check_stages(container: Container, num_stages: int) -> None:
@@ -731,7 +872,9 @@ def check_crc(container: Container, x_BxD, num_classes: int) -> None:
     if x.shape != (container.num_items, container.D):
         raise ContainerError(f"decoded items have shape {x.shape}, the file holds "
                              f"{(container.num_items, container.D)}")
-    for j, (want, got) in enumerate(zip(container.crcs, _crcs(container.header, container.mode, x, num_classes))):
+    if container.crc_base is None:
+        raise ValueError("a compact file's CRCs need the model: unpack it with expected_fingerprint")
+    for j, (want, got) in enumerate(zip(container.crcs, _crcs(container.crc_base, container.mode, x, num_classes))):
         if want != got:
             where = "the data set" if container.mode == "dataset" else f"item {j}"
             raise ContainerError(f"CRC mismatch for {where}: the file is corrupt or was decoded with other "
@@ -743,11 +886,13 @@ def check_crc(container: Container, x_BxD, num_classes: int) -> None:
 
 
 def compress(predict: Predict, items, *, mode: str, fingerprint: str, kind: str, policy, order_seed: int,
-             num_classes: int, file_table: bytes = b"", stages=None, symbols=None) -> bytes:
+             num_classes: int, file_table: bytes = b"", stages=None, symbols=None, compact: bool = False) -> bytes:
     """Codes items [B, *item_shape] into one container with len(policy) network calls.
 
     `stages`: None for a plain OA-ARDM, else the upscale model's transitions (see the module docstring); then
     `policy` is a global policy over S * D steps. `symbols`: the symbol model (default tables over the slots).
+    `compact`: write version 3, which leaves the item shape, a one-call-per-variable policy, order seed 0 with one
+    item, and the stage count to the model (the decoder must pass them: `expected_shape`, `stages`).
     """
     items = np.asarray(items)
     if items.ndim < 2:
@@ -763,7 +908,8 @@ def compress(predict: Predict, items, *, mode: str, fingerprint: str, kind: str,
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     return pack_container(payloads, x, mode=mode, fingerprint=fingerprint, kind=kind, item_shape=items.shape[1:],
                           policy=policy, order_seed=order_seed, num_classes=num_classes, file_table=file_table,
-                          num_stages=S, symbols=_symbols(symbols, _stages(stages, num_classes)).name)
+                          num_stages=S, symbols=_symbols(symbols, _stages(stages, num_classes)).name,
+                          compact=compact, implied_shape=items.shape[1:])
 
 
 def decompress(data: bytes, predict: Predict, *, expected_fingerprint: str, policy: PolicySource, num_classes: int,
@@ -775,7 +921,7 @@ def decompress(data: bytes, predict: Predict, *, expected_fingerprint: str, poli
     file; it may raise ContainerError for an unknown budget). `stages` and `symbols` as given to `compress`.
     """
     c = unpack_container(data, expected_fingerprint=expected_fingerprint, expected_shape=expected_shape,
-                         max_symbols=max_symbols)
+                         max_symbols=max_symbols, num_stages=num_stages_of(stages))
     check_stages(c, num_stages_of(stages))
     check_symbols(c, _symbols(symbols, _stages(stages, num_classes)))
     steps = check_policy(c, policy(c.budget, c.D) if callable(policy) else policy)

@@ -393,9 +393,10 @@ def compress_items(cm: CodingModel, items: np.ndarray, *, mode: str, steps, orde
   calls, start = cm.predictor.calls, time.perf_counter()
   data = coding.compress(meter, items, mode=mode, fingerprint=cm.fingerprint, kind=spec.kind, policy=steps,
                          order_seed=order_seed, num_classes=spec.num_classes, file_table=file_table,
-                         stages=transitions, symbols=cm.predictor.symbols)
+                         stages=transitions, symbols=cm.predictor.symbols, compact=True)
   seconds = time.perf_counter() - start
-  c = coding.unpack_container(data, expected_fingerprint=cm.fingerprint)
+  c = coding.unpack_container(data, expected_fingerprint=cm.fingerprint, expected_shape=spec.shape,
+                              num_stages=cm.num_stages)
   stats = CodingStats(mode=mode, num_items=len(items), item_shape=spec.shape, policy_steps=len(steps),
                       network_calls=cm.predictor.calls - calls, seconds=seconds, total_bytes=len(data),
                       header_bytes=len(c.header), payload_bytes=sum(len(p) for p in c.payloads),
@@ -409,7 +410,7 @@ def decompress_items(cm: CodingModel, data: bytes, *, policy_file: str | None = 
   """Inverse of `compress_items`: (container, items [N, *shape], stats); any problem is a ContainerError."""
   spec, transitions = cm.spec, cm.objective.transitions
   c = coding.unpack_container(data, expected_fingerprint=cm.fingerprint, expected_shape=spec.shape,
-                              max_symbols=max_symbols)
+                              max_symbols=max_symbols, num_stages=cm.num_stages)
   if c.kind != spec.kind:
     raise coding.ContainerError(f"the file holds {c.kind} data but the model codes {spec.kind}")
   coding.check_stages(c, cm.num_stages)
@@ -917,9 +918,10 @@ def cmd_decompress(args) -> None:
     raise ValueError(f"input file {args.input} does not exist")
   with open(args.input, "rb") as f:
     data = f.read()
-  workdir_spec(args.workdir)
-  # A damaged file or a non-container fails here, before the model is loaded.
-  coding.unpack_container(data, expected_fingerprint=None, max_symbols=MAX_DECODE_SYMBOLS)
+  spec = workdir_spec(args.workdir)
+  # A damaged file or a non-container fails here, before the model is loaded (parsing only: any stage count).
+  coding.unpack_container(data, expected_fingerprint=None, expected_shape=spec.shape, max_symbols=MAX_DECODE_SYMBOLS,
+                          num_stages=coding.MAX_STAGES)
   cm = open_coding_model(args.workdir, args.step)
   paths, s = decompress_file(cm, data, args.out, policy_file=args.policy, overwrite=args.overwrite)
   print(f"{args.input}: {s.num_items} item(s), mode {s.mode}, {s.policy_steps} policy steps, "

@@ -730,3 +730,108 @@ def test_mixture_files_decode_and_corruption_is_caught():
         with pytest.raises(coding.ContainerError):
             coding.decompress(bytes(bad), predict, expected_fingerprint="ab" * 8, policy=[0, 5, 11], num_classes=K,
                               symbols=symbols)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Compact container (version 3)
+
+
+def compact_files(num_items=3, policy=(0, 3, 7, 12), seed=11):
+    D, K = 16, 17
+    predict = toy_predict(D, K, seed=5)
+    x = items("walk", num_items, D, K, np.random.default_rng(2)).reshape(num_items, 4, 4, 1)
+    policy = np.array(policy)
+    files = {mode: coding.compress(predict, x, mode=mode, fingerprint=FP, kind="image", policy=policy,
+                                   order_seed=seed, num_classes=K, compact=True) for mode in coding.MODES}
+    return predict, x, policy, K, files
+
+
+def decode_compact(data, predict, policy, K, fingerprint=FP, shape=(4, 4, 1)):
+    return coding.decompress(data, predict, expected_fingerprint=fingerprint, policy=policy, num_classes=K,
+                             expected_shape=shape, max_symbols=4096)  # a tight cap, as callers should pass
+
+
+def test_compact_single_item_overhead_is_8_bytes_plus_the_ans_state():
+    """One digits-sized item, default policy (one call per variable) and seed 0: magic, flags, 2 fingerprint bytes
+    and a CRC, nothing else; with the ANS state under 12 bytes over the quantised NLL."""
+    D, K = 64, 17
+    predict = toy_predict(D, K, scale=4.0)
+    overheads = []
+    for i in range(20):
+        x = items("walk", 1, D, K, np.random.default_rng(i)).reshape(1, 8, 8, 1)
+        data = coding.compress(predict, x, mode="item", fingerprint=FP, kind="image", policy=np.arange(D),
+                               order_seed=0, num_classes=K, compact=True)
+        c = coding.unpack_container(data, expected_fingerprint=FP, expected_shape=(8, 8, 1))
+        assert (c.version, len(c.header), len(data) - len(c.payloads[0])) == (3, 4, 8)
+        nll = coding.nll_bits(predict, x.reshape(1, D), coding.order_from_seed(0, D), np.arange(D), K)[0]
+        overheads.append(len(data) - nll / 8)
+        np.testing.assert_array_equal(decode_compact(data, predict, np.arange(D), K, shape=(8, 8, 1))[1], x)
+    print(f"\ncompact single item: mean overhead {np.mean(overheads):.2f} bytes over the NLL (max "
+          f"{np.max(overheads):.2f})")
+    assert np.mean(overheads) < 12
+
+
+@pytest.mark.parametrize("num_items,policy,seed", [(3, (0, 3, 7, 12), 11), (1, tuple(range(16)), 5),
+                                                   (2, tuple(range(16)), 0), (1, (0, 9), 0)])
+def test_compact_round_trip_stores_only_what_differs(num_items, policy, seed):
+    predict, x, policy, K, files = compact_files(num_items, policy, seed)
+    for mode, data in files.items():
+        c, out = decode_compact(data, predict, policy, K)
+        np.testing.assert_array_equal(out, x)
+        assert (c.version, c.mode, c.kind, c.item_shape, c.num_items, c.budget, c.order_seed) == (
+            3, mode, "image", (4, 4, 1), num_items, len(policy), seed)
+        assert c.policy_hash == coding.policy_hash(policy, 16)
+        stored = 2 * (seed != 0 or num_items != 1) + 5 * (len(policy) != 16)  # 1-byte varints here
+        assert len(c.header) == 4 + stored
+    # The shape is stored when it is not the one the decoder is told to expect.
+    data = coding.pack_container([b"\x01"], x.reshape(num_items, -1)[:1], mode="item", fingerprint=FP,
+                                 kind="image", item_shape=(16,), policy=policy, order_seed=0, num_classes=K,
+                                 compact=True, implied_shape=(4, 4, 1))
+    assert coding.unpack_container(data, expected_fingerprint=FP).item_shape == (16,)
+    with pytest.raises(coding.ContainerError, match="item shape"):
+        coding.unpack_container(data, expected_fingerprint=FP, expected_shape=(4, 4, 1))
+
+
+def test_compact_files_refuse_wrong_models_and_damage_with_one_line():
+    predict, x, policy, K, files = compact_files()
+    data = files["item"]
+    with pytest.raises(coding.ContainerError, match="fingerprint mismatch"):
+        decode_compact(data, predict, policy, K, fingerprint="ff" * 32)
+    # Another model sharing the two stored fingerprint bytes: only the CRC (keyed by the whole fingerprint) knows.
+    with pytest.raises(coding.ContainerError, match="CRC mismatch"):
+        decode_compact(data, predict, policy, K, fingerprint=FP[:4] + "00" * 30)
+    with pytest.raises(coding.ContainerError, match="policy mismatch"):
+        decode_compact(data, predict, np.array([0, 3, 7, 13]), K)
+    with pytest.raises(ValueError, match="expected_shape"):
+        coding.unpack_container(data, expected_fingerprint=FP)
+    with pytest.raises(coding.ContainerError, match="corrupt"):  # the last payload runs to the end of the file
+        decode_compact(data + b"\x07", predict, policy, K)
+    for mode, blob in files.items():
+        for n in range(len(blob)):
+            with pytest.raises(coding.ContainerError):
+                decode_compact(blob[:n], predict, policy, K)
+
+
+def test_fuzzed_compact_files_never_decode_to_wrong_data():
+    """4,000 damaged compact files (single and multi-item, both modes): each is refused or decodes exactly."""
+    variants = [compact_files(), compact_files(1, tuple(range(16)), 0)]
+    rng = np.random.default_rng(321)
+    outcome = {"error": 0, "exact": 0, "caught_by_crc": 0}
+    for trial in range(4000):
+        predict, x, policy, K, files = variants[trial % 2]
+        data = bytearray(files[coding.MODES[(trial // 2) % 2]])
+        for pos in rng.choice(len(data), size=min(len(data), rng.choice([1, 1, 2, 3, 5])), replace=False):
+            if rng.random() < 0.5:
+                data[pos] ^= 1 << int(rng.integers(8))
+            else:
+                data[pos] = (data[pos] + int(rng.integers(1, 256))) % 256
+        try:
+            _, out = decode_compact(bytes(data), predict, lambda budget, D, p=policy: p, K)
+        except coding.ContainerError as e:
+            outcome["error"] += 1
+            outcome["caught_by_crc"] += "CRC mismatch" in str(e)
+            continue
+        assert np.array_equal(out, x), f"silent wrong output for trial {trial}"
+        outcome["exact"] += 1
+    print(f"\ncompact fuzz: {outcome} (silent wrong outputs: 0)")
+    assert outcome["error"] + outcome["exact"] == 4000 and outcome["caught_by_crc"] > 0

@@ -111,8 +111,9 @@ def test_round_trip_files_exactly(kind, mode, digits, text, tmp_path):
 def test_default_files_need_no_file_table(digits, tmp_path):
   paths = [save_png(tmp_path / f"{i}.png", levels(np.full((8, 8), i))) for i in range(3)]
   data, report = compress.compress_files(digits, paths)
-  c = coding.unpack_container(data, expected_fingerprint=digits.fingerprint)
-  assert c.file_table == b"" and len(c.header) == 19 and report["stats"].header_bytes == 19
+  c = coding.unpack_container(data, expected_fingerprint=digits.fingerprint, expected_shape=digits.spec.shape)
+  # Compact: magic, flags, 2 fingerprint bytes, then only the order seed and item count (3 items).
+  assert c.version == 3 and c.file_table == b"" and len(c.header) == 6 and report["stats"].header_bytes == 6
   written, _ = compress.decompress_file(digits, data, str(tmp_path / "out"))
   assert [os.path.basename(w) for w in written] == ["item_0000.png", "item_0001.png", "item_0002.png"]
   assert all(same_content(p, w) for p, w in zip(paths, written))
@@ -370,7 +371,8 @@ def test_upscale_round_trip_exactly(parametrisation, upscale_models):
   policies = {"item": upscale.sequential_policy(S, D), "dataset": policy_lib.naive_global_policy(S, D, 7)}
   for mode, steps in policies.items():
     data, s = compress.compress_items(cm, items, mode=mode, steps=steps, order_seed=9)
-    assert s.network_calls == len(steps) and coding.unpack_container(data, expected_fingerprint=None).version == 2
+    c = coding.unpack_container(data, expected_fingerprint=None, expected_shape=cm.spec.shape, num_stages=S)
+    assert s.network_calls == len(steps) and (c.version, c.num_stages) == (3, S)
     check_rate(s, lower=mode == "dataset")
     c, out, ds = compress.decompress_items(cm, data)
     assert (c.num_stages, c.budget, ds.network_calls) == (S, len(steps), len(steps))
@@ -494,9 +496,9 @@ def test_audio_files_of_the_table_scheme_still_decode(audio):
   legacy = audio.predictor.with_symbols("tables")
   data = coding.compress(legacy, items, mode="item", fingerprint=audio.fingerprint, kind="audio", policy=steps,
                          order_seed=0, num_classes=audio.spec.num_classes)
-  assert coding.unpack_container(data, expected_fingerprint=None).symbols == "tables"
+  assert coding.unpack_container(data, expected_fingerprint=None).symbols == "tables"  # a version 1 file
   new, _ = compress.compress_items(audio, items, mode="item", steps=steps, order_seed=0)
-  assert coding.unpack_container(new, expected_fingerprint=None).symbols == "splits"
+  assert coding.unpack_container(new, expected_fingerprint=None, expected_shape=audio.spec.shape).symbols == "splits"
   assert abs(len(new) - len(data)) <= 0.01 * len(data) + 8
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(compress, "decoder_policy", lambda cm, c, policy_file=None: steps)
