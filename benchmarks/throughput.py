@@ -3,15 +3,36 @@
     python benchmarks/throughput.py                                   # CIFAR-10 U-Net at paper width
     python benchmarks/throughput.py --config experiments/text8.py --batch 64
     python benchmarks/throughput.py --config experiments/digits.py:tiny --steps 3 --matmul 512   # CPU smoke run
+    python benchmarks/throughput.py --config experiments/digits.py --steps 3 --matmul 512 --json --check-analytic
 
 Synthetic batches of the data set's shape (no download: the paper configs' shapes are known), the real jitted and
-sharded train step over all local devices (config mesh). Model FLOPs per step come from XLA's cost analysis of the
-compiled step; the peak is measured in the same process as the median throughput of a large bf16 matmul on one
-device, times the number of devices. MFU = achieved model FLOP/s / that peak. Prints one markdown row per config;
-record GPU/TPU rows in benchmarks/RESULTS.md with the device name.
+sharded train step over all local devices (config mesh, remat as configured) is what is timed.
+
+Model FLOPs per step (`flops_per_step`) are GLOBAL: the FLOPs of one optimisation step on the whole global batch,
+counted once, without activation recomputation. They come from XLA's cost analysis of a second compile of the same
+train step, made only for counting and never run: on ONE device (a 1x1x1 mesh, so the program is the unpartitioned
+one and nothing is split, replicated or communicated) with the full global batch, `model.remat` off, and layer
+scans and attention kernels replaced by their unrolled / plain-einsum forms (COUNTING_MODEL_SETTINGS: XLA counts a
+loop body once and cannot see into a cuDNN call; the math is the same). The timed, partitioned step cannot give
+this number: its `cost_analysis()` describes one device's SPMD program (about 1/N of the work on N devices, plus
+whatever each device repeats, such as a replicated optimizer update), and with remat on it also counts the forward
+pass that the backward pass recomputes, which is hardware work but not model work. The count is therefore the same
+on 1 and N devices for the same global batch. If a backend refuses to compile the one-device program (e.g. it does
+not fit one chip's memory), the count falls back to XLA's cost analysis of the lowered, not yet optimised,
+one-device program (`flops_source` says which).
+
+Examples/s is the global batch over the median step time. The peak is measured in the same process as the median
+throughput of a large bf16 matmul on one device, times the number of devices; MFU = flops_per_step / step time /
+that peak. `--check-analytic` (U-Net configs) also counts one forward pass of the network by hand (every
+convolution, dense layer and attention matmul from the module's sizes, 2 FLOPs per multiply-add; norms,
+activations and the softmax are left out) and compares it with XLA's count of that forward pass (one device, global
+batch). Prints one markdown row per config, or with `--json` one JSON line; record GPU/TPU rows in
+benchmarks/RESULTS.md with the device name.
 """
 import argparse
+import copy
 import datetime
+import json
 import os
 import statistics
 import sys
@@ -25,7 +46,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ardm_jax import configs, data, sharding, train  # noqa: E402
+from ardm_jax.nets import layers  # noqa: E402
 from ardm_jax.train_state import DataSpec, build_setup, count_params, spec_without_data  # noqa: E402
+
 
 def spec_of(config) -> DataSpec:
   return spec_without_data(config) or DataSpec.of_dataset(data.load(config.data))
@@ -44,6 +67,95 @@ def matmul_peak(n: int, dtype=jnp.bfloat16, reps: int = 10) -> float:
   return 2.0 * n ** 3 / statistics.median(times)
 
 
+# Model settings of the counting compile. They change how the same math is computed, never the math:
+#   remat off        the backward pass would recompute forward activations, hardware work that is not model work;
+#   scan_layers off  XLA's cost analysis counts a while loop's body once, not once per iteration;
+#   attention_impl   'plain' einsums instead of jax.nn.dot_product_attention, which can become a custom call
+#                    (cuDNN) whose FLOPs the cost analysis does not see.
+COUNTING_MODEL_SETTINGS = {"remat": ("none", False), "scan_layers": (False,), "attention_impl": ("plain",)}
+
+
+def _flops(cost) -> float:
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float((cost or {}).get("flops", float("nan")))
+
+
+def counting_setup(config, spec):
+  """The config on one device (1x1x1 mesh), without remat, layer scans or attention kernels: the program whose
+  XLA FLOP count is the model's (see the module docstring); the parameters' values are not needed."""
+  flat = copy.deepcopy(config)
+  for key, values in COUNTING_MODEL_SETTINGS.items():
+    if key in flat.model:
+      for value in values:  # the first that the field's type takes (remat: 'none' in newer configs, else False)
+        try:
+          flat.model[key] = value
+          break
+        except TypeError:
+          continue
+  for axis in sharding.MESH_AXES:
+    flat.mesh[axis] = 1
+  return build_setup(flat, spec, devices=jax.devices()[:1])
+
+
+def xla_flops(fn, *args, context) -> tuple[float, str]:
+  """XLA's FLOP count of jitted `fn` on abstract `args`: of the compiled program, or of the lowered one where
+  compiling it fails (see the module docstring)."""
+  with context():
+    lowered = fn.lower(*args)
+    try:
+      return _flops(lowered.compile().cost_analysis()), "compiled, 1 device, no remat/scan"
+    except Exception as err:  # pylint: disable=broad-except  # e.g. out of memory on one chip at compile time
+      print(f"note: one-device compile for counting failed ({type(err).__name__}); counting the lowered HLO",
+            file=sys.stderr)
+      return _flops(lowered.cost_analysis()), "lowered, 1 device, no remat/scan"
+
+
+def global_step_flops(setup1, spec, batch_size: int) -> tuple[float, str]:
+  """Model FLOPs of one train step on the global batch (setup1: from counting_setup)."""
+  batch = jax.ShapeDtypeStruct((batch_size,) + spec.shape, jnp.int32)
+  key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
+  return xla_flops(train.compile_train_step(setup1), setup1.abstract_state, batch, key, context=setup1.context)
+
+
+def forward_flops_xla(setup1, spec, batch_size: int) -> float:
+  """XLA's FLOPs of one network forward pass (inference mode) on the global batch, one device."""
+  shape = (batch_size,) + spec.shape
+  fwd = jax.jit(lambda p, x, known, t: setup1.apply_fn(p, x, known, t, False, None))
+  args = (setup1.abstract_state.params, jax.ShapeDtypeStruct(shape, jnp.int32), jax.ShapeDtypeStruct(shape, bool),
+          jax.ShapeDtypeStruct((batch_size,), jnp.int32))
+  return xla_flops(fwd, *args, context=setup1.context)[0]
+
+
+def unet_forward_flops(net, batch_size: int) -> float:
+  """Hand count of one U-Net forward pass (ardm_jax/nets/unet.py): 2 FLOPs per multiply-add of every convolution,
+  dense layer and attention matmul (taps on a convolution's zero padding excluded); group norms, swish, the
+  softmax, biases and additions are not counted."""
+  hh, ww, cc = net.data_shape
+  num_out, _, _ = layers.output_input_step_sizes(net)
+  pixels, ch, emb = hh * ww, net.ch, net.input_embed_dim
+  # A 3x3 'SAME' convolution: kernel taps that land on the zero padding are not multiply-adds (XLA does not count
+  # them either), so each in x out channel pair costs (3H - 2)(3W - 2) multiply-adds, not 9 HW.
+  taps = (3 * hh - 2) * (3 * ww - 2)
+  macs_per_item = 0  # multiply-adds per item
+  macs_per_item += ch * 4 * ch + 4 * ch * 4 * ch  # time embedding: sinusoid(ch) -> 4 ch -> 4 ch
+  if net.input_numeric:  # conv3x3(values, mask) -> 3/4 ch, and Dense(C * E -> ch / 4)
+    macs_per_item += taps * 2 * cc * (3 * ch // 4) + pixels * cc * emb * (ch // 4)
+  else:  # conv3x3 over [embeddings, mask]
+    macs_per_item += taps * (cc * emb + cc) * ch
+
+  def res(in_ch):  # conv3x3 in -> ch, time projection 4 ch -> ch (per item), conv3x3 ch -> ch, 1x1 skip
+    return taps * (in_ch * ch + ch * ch) + (pixels * in_ch * ch if in_ch != ch else 0) + 4 * ch * ch
+
+  # q, k, v and output projections (4 P c^2), logits q k^T and weights @ v (2 P^2 c); heads split c, not the count
+  attn = (4 * pixels * ch * ch + 2 * pixels * pixels * ch) if net.attention else 0
+  n = net.num_res_blocks
+  macs_per_item += n * (res(ch) + attn)  # down
+  macs_per_item += 2 * res(ch) + attn  # middle
+  macs_per_item += (n + 1) * (res(2 * ch) + attn)  # up: the skip concatenation doubles the input width
+  macs_per_item += taps * ch * cc * num_out  # conv_out
+  return 2.0 * batch_size * macs_per_item
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--config", default="experiments/cifar10.py")
@@ -51,6 +163,9 @@ def main():
   ap.add_argument("--steps", type=int, default=20)
   ap.add_argument("--warmup", type=int, default=3)
   ap.add_argument("--matmul", type=int, default=8192, help="size of the bf16 matmul that measures the peak")
+  ap.add_argument("--json", action="store_true", help="print one JSON line instead of the markdown table")
+  ap.add_argument("--check-analytic", action="store_true",
+                  help="U-Net: compare a hand count of one forward pass with XLA's (module docstring)")
   args, overrides = ap.parse_known_args()  # the rest: --config.KEY=VALUE overrides
   args.overrides = overrides
   config = configs.apply_overrides(configs.load_config_file(args.config), args.overrides)
@@ -58,6 +173,17 @@ def main():
   setup = build_setup(config, spec)
   batch_size = args.batch or int(config.train.batch_size)
   sharding.check_batch_divides_mesh(batch_size, setup.mesh)
+
+  setup1 = counting_setup(config, spec)
+  flops, flops_source = global_step_flops(setup1, spec, batch_size)
+  analytic = None
+  if args.check_analytic:
+    if config.model.name != "unet":
+      raise SystemExit(f"--check-analytic counts U-Nets only; {args.config} has model.name={config.model.name!r}")
+    analytic = {"analytic_forward_flops": unet_forward_flops(setup1.net, batch_size),
+                "xla_forward_flops": forward_flops_xla(setup1, spec, batch_size)}
+    analytic["analytic_over_xla"] = analytic["analytic_forward_flops"] / analytic["xla_forward_flops"]
+
   step_fn = train.compile_train_step(setup)
   key = jax.device_put(jax.random.PRNGKey(1), sharding.replicated(setup.mesh))
   rng = np.random.default_rng(0)
@@ -68,9 +194,9 @@ def main():
     start = time.perf_counter()
     compiled = step_fn.lower(state, batch, key).compile()
     compile_s = time.perf_counter() - start
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", float("nan")))  # per step, all devices (XLA's count of the whole program)
+    # What XLA counts for one device of the timed program (1/N of the work plus repeats, remat included, a scanned
+    # loop body once): shown for comparison, not used.
+    per_device_flops = _flops(compiled.cost_analysis())
     for _ in range(args.warmup):
       state, metrics = compiled(state, batch, key)
     jax.block_until_ready(metrics)
@@ -81,15 +207,29 @@ def main():
       jax.block_until_ready(metrics)
       times.append(time.perf_counter() - start)
   step_s = statistics.median(times)
-  peak = matmul_peak(args.matmul) * jax.device_count()
-  device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
-  print(f"# Train-step throughput ({datetime.date.today()}, {device}, jax {jax.__version__})\n")
+  devices = jax.device_count()
+  peak = matmul_peak(args.matmul) * devices
+  kind = jax.devices()[0].device_kind
+  mfu = flops / step_s / peak
+  if args.json:
+    row = {"flops_per_step": flops, "step_time_s": step_s, "examples_per_s": batch_size / step_s, "mfu": mfu,
+           "devices": devices, "device_kind": kind, "config": " ".join([args.config] + args.overrides),
+           "global_batch": batch_size, "flops_source": flops_source,
+           "per_device_flops_of_timed_step": per_device_flops, "peak_flops": peak}
+    print(json.dumps(row | (analytic or {})))
+    return
+  print(f"# Train-step throughput ({datetime.date.today()}, {devices} x {kind}, jax {jax.__version__})\n")
   print("| config | params | global batch | compile s | step ms (median) | examples/s | model TFLOP/step "
         "| achieved TFLOP/s | bf16 matmul peak TFLOP/s | MFU |")
   print("|---|---|---|---|---|---|---|---|---|---|")
   print(f"| {args.config} {' '.join(args.overrides)} | {count_params(setup.abstract_state.params):,} | {batch_size} "
-        f"| {compile_s:.1f} | {1e3 * step_s:.1f} | {batch_size / step_s:.1f} | {flops / 1e12:.3f} "
-        f"| {flops / step_s / 1e12:.2f} | {peak / 1e12:.1f} | {100 * flops / step_s / peak:.1f} % |")
+        f"| {compile_s:.1f} | {1e3 * step_s:.1f} | {batch_size / step_s:.1f} | {flops / 1e12:.4g} "
+        f"| {flops / step_s / 1e12:.3g} | {peak / 1e12:.3g} | {100 * mfu:.2f} % |")
+  print(f"\nmodel FLOPs: global, {flops_source}; XLA's count of the timed step's per-device program "
+        f"(partitioned, remat as configured): {per_device_flops:.4g}")
+  if analytic:
+    print(f"U-Net forward, global batch {batch_size}: hand count {analytic['analytic_forward_flops']:.4g} FLOPs, "
+          f"XLA {analytic['xla_forward_flops']:.4g} (ratio {analytic['analytic_over_xla']:.3f})")
 
 
 if __name__ == "__main__":
