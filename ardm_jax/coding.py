@@ -337,19 +337,31 @@ def _plan(sigma_SxD: np.ndarray, steps: np.ndarray, D: int) -> list[tuple[int, i
 def _step_params(predict: Predict, x_in_BxD: np.ndarray, known_D: np.ndarray, t: int, pos: np.ndarray,
                  width: int) -> np.ndarray:
     """One network call at global step t; float parameters [B, len(pos), W] of the variables `pos` of this step."""
+    return _start_step(predict, x_in_BxD, known_D, t, pos, width)()
+
+
+def _start_step(predict: Predict, x_in_BxD: np.ndarray, known_D: np.ndarray, t: int, pos: np.ndarray, width: int):
+    """Starts the network call of a step; returns a function that waits for its checked parameters. A predict with
+    a `dispatch` method (positions only) starts device work at once; any other is called when the result is asked."""
     B, D = x_in_BxD.shape
     known_BxD = np.broadcast_to(known_D, (B, D)).copy()
+    if getattr(predict, "positions_only", False) and hasattr(predict, "dispatch"):
+        pending = predict.dispatch(x_in_BxD.astype(np.int32), known_BxD, int(t), pos)
+        return lambda: _checked_params(np.asarray(pending()), (B, len(pos), width))
     if getattr(predict, "positions_only", False):
-        out = np.asarray(predict(x_in_BxD.astype(np.int32), known_BxD, int(t), pos))
-        want = (B, len(pos), width)
-    else:
-        out = np.asarray(predict(x_in_BxD.astype(np.int32), known_BxD, int(t)))
-        want = (B, D, width)
+        return lambda: _checked_params(np.asarray(predict(x_in_BxD.astype(np.int32), known_BxD, int(t), pos)),
+                                       (B, len(pos), width))
+    return lambda: _checked_params(np.asarray(predict(x_in_BxD.astype(np.int32), known_BxD, int(t))), (B, D, width),
+                                   pos)
+
+
+def _checked_params(out: np.ndarray, want: tuple, pos: np.ndarray | None = None) -> np.ndarray:
+    """`out` checked against the shape `want`; a full [B, D, W] output (`pos` given) cut to the positions `pos`."""
     if out.shape != want:
         raise ValueError(f"predict must return logits of shape {want}, got {out.shape}")
     if out.dtype not in (np.float32, np.float64):
         raise ValueError(f"predict must return float32 logits, got {out.dtype}")
-    if want[1] == D:
+    if pos is not None:
         out = out[:, pos, :]
     return np.ascontiguousarray(out)
 
@@ -393,12 +405,22 @@ def _walk_known(predict: Predict, x_BxD, sigma, policy, num_classes: int, revers
     sigma = _check_sigmas(sigma, D, st.num_stages)
     steps = _check_policy(policy, D, st.num_stages)
     plan = _plan(sigma, steps, D)
-    for k in (range(len(plan) - 1, -1, -1) if reverse else range(len(plan))):
+
+    def start(k):
         s, t, g, pos = plan[k]
         known_D = sigma[s] < t
         # Refined in this stage: the level-(s+1) state; all others still hold their level-s state.
         x_in = np.where(known_D[None, :], st.levels[s + 1][x], st.levels[s][x])
-        yield st.slots[s][x[:, pos]], _step_params(predict, x_in, known_D, g, pos, sym_model.width)
+        return st.slots[s][x[:, pos]], _start_step(predict, x_in, known_D, g, pos, sym_model.width)
+
+    # The items are known, so every step's input is too: step k + 1 is started before step k is coded.
+    order = list(range(len(plan) - 1, -1, -1) if reverse else range(len(plan)))
+    pending = start(order[0])
+    for i in range(len(order)):
+        nxt = start(order[i + 1]) if i + 1 < len(order) else None
+        sym, result = pending
+        yield sym, result()
+        pending = nxt
 
 
 def nll_bits(predict: Predict, x_BxD, sigma, policy, num_classes: int, stages=None, symbols=None) -> np.ndarray:

@@ -171,13 +171,18 @@ class Predictor:
     return legacy
 
   def __call__(self, x_NxD: np.ndarray, known_NxD: np.ndarray, t: int, pos_n: np.ndarray) -> np.ndarray:
+    return self.dispatch(x_NxD, known_NxD, t, pos_n)()
+
+  def dispatch(self, x_NxD: np.ndarray, known_NxD: np.ndarray, t: int, pos_n: np.ndarray):
+    """Starts the device work of one policy step and returns a function that waits for its parameters [N, n, W]:
+    the encoder starts step k + 1 before it codes step k, so the host codes while the device computes."""
     from ardm_jax import sharding  # pylint: disable=import-outside-toplevel
     spec, mesh = self.model.spec, self.model.setup.mesh
     N, D = x_NxD.shape
     n = len(pos_n)
     B = min(N, self.max_batch)
     pos = np.concatenate([pos_n, np.repeat(pos_n[:1], _bucket(n, D) - n)]).astype(np.int32)
-    out = np.empty((N, n, self.symbols.width), np.float32)
+    pending = []
     for lo in range(0, N, B):
       x_b, known_b = x_NxD[lo:lo + B], known_NxD[lo:lo + B]
       rows = len(x_b)
@@ -187,14 +192,20 @@ class Predictor:
         x_in = sharding.place_rows(x_b.reshape((B,) + spec.shape).astype(np.int32), mesh)
         known = sharding.place_rows(known_b.reshape((B,) + spec.shape), mesh)
         t_B = sharding.place_rows(np.full((B,), t, np.int32), mesh)
-        net_out = self._apply(self.model.params, x_in, known, t_B)
-        table = sharding.to_host(self._tables(net_out, x_in, pos, np.int32(t // D),
-                                              self.symbols.name == "splits"))
-      if table.dtype != np.float32:
-        raise ValueError(f"the network returned {table.dtype} outputs; coding needs float32 tables")
-      out[lo:lo + rows] = table[:rows, :n]
+        net_out = self._apply(self.model.params, x_in, known, t_B)  # asynchronous: returns before the device ends
+        pending.append((lo, rows, self._tables(net_out, x_in, pos, np.int32(t // D), self.symbols.name == "splits")))
       self.calls += 1
-    return out
+
+    def result() -> np.ndarray:
+      out = np.empty((N, n, self.symbols.width), np.float32)
+      for lo, rows, table in pending:
+        with self.model.setup.context():
+          table = sharding.to_host(table)
+        if table.dtype != np.float32:
+          raise ValueError(f"the network returned {table.dtype} outputs; coding needs float32 tables")
+        out[lo:lo + rows] = table[:rows, :n]
+      return out
+    return result
 
 
 @dataclasses.dataclass
@@ -373,11 +384,18 @@ class _NllMeter:
     self.table_bits = np.zeros(len(x_NxD))
 
   def __call__(self, x_in, known, t, pos_n):
-    params = self.predictor(x_in, known, t, pos_n)
-    sym = self.slots[t // self.x.shape[1]][self.x[:, pos_n]]
-    self.model_bits += self.predictor.symbols.model_bits(params, sym).sum(axis=1)
-    self.table_bits += self.predictor.symbols.code_bits(params, sym).sum(axis=1)
-    return params
+    return self.dispatch(x_in, known, t, pos_n)()
+
+  def dispatch(self, x_in, known, t, pos_n):
+    pending = self.predictor.dispatch(x_in, known, t, pos_n)
+
+    def result():
+      params = pending()
+      sym = self.slots[t // self.x.shape[1]][self.x[:, pos_n]]
+      self.model_bits += self.predictor.symbols.model_bits(params, sym).sum(axis=1)
+      self.table_bits += self.predictor.symbols.code_bits(params, sym).sum(axis=1)
+      return params
+    return result
 
 
 def compress_items(cm: CodingModel, items: np.ndarray, *, mode: str, steps, order_seed: int,

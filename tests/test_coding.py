@@ -835,3 +835,28 @@ def test_fuzzed_compact_files_never_decode_to_wrong_data():
         outcome["exact"] += 1
     print(f"\ncompact fuzz: {outcome} (silent wrong outputs: 0)")
     assert outcome["error"] + outcome["exact"] == 4000 and outcome["caught_by_crc"] > 0
+
+
+def test_encoder_starts_the_next_network_call_before_coding_a_step():
+    """A predict with `dispatch` (as the model's Predictor) gets step k + 1 started before step k's result is
+    taken, and the bytes equal those of the plain call."""
+    D, K = 16, 17
+    plain = toy_predict(D, K, seed=5)
+    events = []
+
+    class Dispatching:
+        positions_only = True
+
+        def dispatch(self, x, known, t, pos):
+            events.append(("start", t))
+
+            def result():
+                events.append(("result", t))
+                return plain(x, known, t)[:, pos]
+            return result
+
+    x = items("walk", 2, D, K, np.random.default_rng(2))
+    sigma, policy = coding.order_from_seed(3, D), np.array([0, 3, 7, 12])
+    assert coding.encode_items(Dispatching(), x, sigma, policy, K) == coding.encode_items(plain, x, sigma, policy, K)
+    assert events[:3] == [("start", 12), ("start", 7), ("result", 12)]
+    assert [e for e in events if e[0] == "result"] == [("result", t) for t in (12, 7, 3, 0)]
