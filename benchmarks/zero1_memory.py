@@ -13,6 +13,7 @@ the cost of the extra collectives, not what a GPU or TPU would see. `--shrink` a
 (the paper-sized networks do not compile in reasonable time on a CPU).
 """
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -36,8 +37,9 @@ def worker(config_path: str, shrink: bool, batch_size: int | None, warmup: int, 
   from ardm_jax.train_state import DataSpec, build_setup, count_params, spec_without_data
 
   results, params_off = [], None
+  base = configs.load_config_file(os.path.join(REPO, config_path))  # read once: both runs get the same config
   for zero1 in (False, True):
-    config = configs.load_config_file(os.path.join(REPO, config_path))
+    config = copy.deepcopy(base)
     overrides = ["--config.mesh.data=-1", "--config.mesh.fsdp=1", "--config.mesh.tensor=1",
                  f"--config.mesh.zero1={zero1}"]
     if batch_size:
@@ -71,7 +73,7 @@ def worker(config_path: str, shrink: bool, batch_size: int | None, warmup: int, 
           times.append(time.perf_counter() - start)
     params = jax.tree.map(np.asarray, jax.device_get(state.params))
     if zero1:
-      diff = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(params_off), jax.tree.leaves(params)))
+      diff = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params_off, params)))
     else:
       params_off, diff = params, 0.0
     abstract, shardings = setup.abstract_state, setup.state_shardings
