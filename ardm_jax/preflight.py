@@ -278,7 +278,7 @@ def jobs_main(argv=None) -> int:
 
 def _jobs(run_dir: str, budget: int, is_baseline: bool, stages: _Stages) -> None:
   import jax  # pylint: disable=import-outside-toplevel
-  from ardm_jax import compress, data, sample, workdir  # pylint: disable=import-outside-toplevel
+  from ardm_jax import coding_model, data, sample, workdir  # pylint: disable=import-outside-toplevel
   out = os.path.join(run_dir, "preflight_jobs")
   os.makedirs(out, exist_ok=True)
   devices = f"{jax.device_count()} device(s)"
@@ -293,7 +293,7 @@ def _jobs(run_dir: str, budget: int, is_baseline: bool, stages: _Stages) -> None
   spec = model.spec
   num_steps = model.setup.objective.num_net_steps(spec.num_steps)
   stride = max(1, -(-num_steps // MAX_LT_STEPS))
-  width = compress.symbols_for(model.setup.objective).width
+  width = coding_model.symbols_for(model.setup.objective).width
   coding_budget = min(num_steps, max(budget, -(-num_steps * width // MAX_TABLE_ENTRIES)))
   budgets = sorted({budget, coding_budget})
   with stages.stage(f"ardm policy (held-out L_t over {num_steps} steps, stride {stride}) on {devices}"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ardm_jax import cli, coding, compress, configs, train
+from ardm_jax import cli, coding, coding_model, compress, configs, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -425,10 +425,11 @@ def test_upscale_fuzzed_and_foreign_files_never_decode_wrongly(upscale_models, d
   outcome, trials = fuzz([(cm, data, items) for data in cases], rng, flips=120, truncation_stride=2)
   print(f"\nfuzzed {trials} damaged upscale files: {outcome} (silent wrong outputs: 0)")
   assert trials >= 300 and outcome["error"] > 0
-  # Another model: refused by its fingerprint; under a forged fingerprint, by the stage count or the CRC.
+  # Another model: refused by its fingerprint; under a forged fingerprint, by the policy (a compact file's stage
+  # count is the model's, so another stage count cannot match the stored policy hash) or the CRC.
   with pytest.raises(coding.ContainerError, match="fingerprint mismatch"):
     compress.decompress_items(upscale_models["data"], cases[0])
-  for other, match in ((upscale_models["data"], None), (digits, "stage mismatch")):
+  for other, match in ((upscale_models["data"], None), (digits, "policy mismatch")):
     forged = compress.CodingModel(model=other.model, fingerprint=cm.fingerprint, predictor=other.predictor)
     with pytest.raises(coding.ContainerError, match=match):
       compress.decompress_items(forged, cases[1])
@@ -501,7 +502,7 @@ def test_audio_files_of_the_table_scheme_still_decode(audio):
   assert coding.unpack_container(new, expected_fingerprint=None, expected_shape=audio.spec.shape).symbols == "splits"
   assert abs(len(new) - len(data)) <= 0.01 * len(data) + 8
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(compress, "decoder_policy", lambda cm, c, policy_file=None: steps)
+    mp.setattr(coding_model, "decoder_policy", lambda cm, c, policy_file=None: steps)
     for blob in (data, new):
       _, x, _ = compress.decompress_items(audio, blob)
       np.testing.assert_array_equal(x, items)
