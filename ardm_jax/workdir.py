@@ -47,7 +47,10 @@ def open_workdir(workdir: str, use_ema: bool = True, step: int | str | None = No
   manager = checkpoint.make_manager(workdir, async_save=False)
   try:
     step = _resolve_step(manager, workdir, step)
-    params = checkpoint.restore_fields(manager, step, setup.abstract_state, setup.state_shardings, (field,))[field]
+    # Restored straight onto the parameters' layout: under ZeRO-1 (mesh.zero1) the EMA is saved split over the
+    # data axis, and the jobs' jitted functions should see the layout they would for the parameters.
+    shardings = setup.state_shardings.replace(ema_params=setup.state_shardings.params)
+    params = checkpoint.restore_fields(manager, step, setup.abstract_state, shardings, (field,))[field]
   finally:
     manager.close()
   return TrainedModel(workdir=workdir, setup=setup, params=params, step=int(step),
