@@ -105,7 +105,7 @@ Everything the decoder's model implies is left out unless it differs:
     shape          varint ndim + varint dims, only with bit 5 (else the model's item shape)
     policy         varint budget P (1..S*D-1) + 4-byte policy hash, only with bit 6 (else one call per variable and
                    stage: P = S * D, the only policy of that budget)
-    seed, count    varint order seed + varint N, only with bit 7 (else seed 0 and N = 1)
+    seed, count    only with bit 7 (else seed 0 and N = 1): varint (seed << 1 | [N > 1]), then varint N if N > 1
     file table     as in version 1, only with bit 3
     records        per item: crc32 (4) + length varint + payload, the last record without its length (it runs to
                    the end of the file); per data set: crc32 (4) + payload
@@ -694,7 +694,9 @@ def _pack_compact(payloads, x, *, mode, fingerprint, kind, shape, implied_shape,
         bytes([COMPACT_MAGIC, flags]), _fingerprint_bytes(fingerprint, "fingerprint")[:COMPACT_FINGERPRINT_BYTES],
         varint_bytes(len(shape)) + b"".join(varint_bytes(d) for d in shape) if store_shape else b"",
         varint_bytes(len(steps)) + policy_hash(steps, D, S) if store_policy else b"",
-        varint_bytes(seed) + varint_bytes(x.shape[0]) if store_count else b"",
+        # The seed and whether more than one item follows share a varint: a searched seed of one item costs 1 byte.
+        varint_bytes((seed << 1) | (x.shape[0] > 1)) + (varint_bytes(x.shape[0]) if x.shape[0] > 1 else b"")
+        if store_count else b"",
         varint_bytes(len(file_table)) + file_table if file_table else b"",
     ])
     crcs = _crcs(_compact_crc_base(header, fingerprint), mode, x, num_classes)
@@ -830,8 +832,12 @@ def _unpack_compact(data: bytes, expected_fingerprint, expected_shape, max_symbo
         p_hash = policy_hash(np.arange(S * D), D, S)
     seed, num_items = 0, 1
     if flags & 128:
-        seed = r.varint("order seed")
-        num_items = r.varint("num_items")
+        packed = r.varint("order seed")
+        seed = packed >> 1
+        if packed & 1:
+            num_items = r.varint("num_items")
+            if num_items < 2:
+                raise ContainerError(f"corrupt header: {num_items} items where more than one was announced")
     if num_items < 1 or num_items * D * S > max_symbols:
         raise ContainerError(f"corrupt header: implausible size, {num_items} items of {D} variables")
     file_table = b""

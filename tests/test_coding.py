@@ -781,7 +781,7 @@ def test_compact_round_trip_stores_only_what_differs(num_items, policy, seed):
         assert (c.version, c.mode, c.kind, c.item_shape, c.num_items, c.budget, c.order_seed) == (
             3, mode, "image", (4, 4, 1), num_items, len(policy), seed)
         assert c.policy_hash == coding.policy_hash(policy, 16)
-        stored = 2 * (seed != 0 or num_items != 1) + 5 * (len(policy) != 16)  # 1-byte varints here
+        stored = (seed != 0 or num_items != 1) + (num_items != 1) + 5 * (len(policy) != 16)  # 1-byte varints here
         assert len(c.header) == 4 + stored
     # The shape is stored when it is not the one the decoder is told to expect.
     data = coding.pack_container([b"\x01"], x.reshape(num_items, -1)[:1], mode="item", fingerprint=FP,

@@ -112,7 +112,7 @@ def test_default_files_need_no_file_table(digits, tmp_path):
   paths = [save_png(tmp_path / f"{i}.png", levels(np.full((8, 8), i))) for i in range(3)]
   data, report = compress.compress_files(digits, paths)
   c = coding.unpack_container(data, expected_fingerprint=digits.fingerprint, expected_shape=digits.spec.shape)
-  # Compact: magic, flags, 2 fingerprint bytes, then only the order seed and item count (3 items).
+  # Compact: magic, flags, 2 fingerprint bytes, then only the seed varint and the item count (3 items).
   assert c.version == 3 and c.file_table == b"" and len(c.header) == 6 and report["stats"].header_bytes == 6
   written, _ = compress.decompress_file(digits, data, str(tmp_path / "out"))
   assert [os.path.basename(w) for w in written] == ["item_0000.png", "item_0001.png", "item_0002.png"]
