@@ -596,6 +596,21 @@ class _Reader:
         raise ContainerError(f"corrupt header: varint for {what} is too long")
 
 
+def _read_shape(r: _Reader, max_symbols: int) -> tuple:
+    """ndim then the dimensions, each checked before the next is read."""
+    ndim = r.varint("ndim")
+    if not 1 <= ndim <= MAX_NDIM:
+        raise ContainerError(f"corrupt header: {ndim} item dimensions (allowed 1..{MAX_NDIM})")
+    shape, D = [], 1
+    for i in range(ndim):
+        d = r.varint(f"shape[{i}]")
+        D *= d
+        if d < 1 or D > max_symbols:
+            raise ContainerError(f"corrupt header: implausible item dimension {d}")
+        shape.append(d)
+    return tuple(shape)
+
+
 def _fingerprint_bytes(fingerprint: str, what: str) -> bytes:
     try:
         fp = bytes.fromhex(fingerprint[:2 * FINGERPRINT_BYTES])
@@ -741,16 +756,8 @@ def unpack_container(data: bytes, *, expected_fingerprint: str | None, expected_
         if fp != want:
             raise ContainerError(f"model fingerprint mismatch: the file was made with model {fp.hex()}, "
                                  f"this model is {want.hex()}; load the model that made it")
-    ndim = r.varint("ndim")
-    if not 1 <= ndim <= MAX_NDIM:
-        raise ContainerError(f"corrupt header: {ndim} item dimensions (allowed 1..{MAX_NDIM})")
-    shape, D = [], 1
-    for i in range(ndim):
-        d = r.varint(f"shape[{i}]")
-        D *= d
-        if d < 1 or D > max_symbols:
-            raise ContainerError(f"corrupt header: implausible item dimension {d}")
-        shape.append(d)
+    shape = _read_shape(r, max_symbols)
+    D = int(np.prod(shape))
     num_items = r.varint("num_items")
     if num_items < 1 or num_items * D > max_symbols:
         raise ContainerError(f"corrupt header: implausible size, {num_items} items of {D} variables")
@@ -806,17 +813,7 @@ def _unpack_compact(data: bytes, expected_fingerprint, expected_shape, max_symbo
                                  f"this model is {want.hex()}...; load the model that made it")
     S = _check_uint(S, "num_stages", MAX_STAGES + 1)
     if flags & 32:
-        ndim = r.varint("ndim")
-        if not 1 <= ndim <= MAX_NDIM:
-            raise ContainerError(f"corrupt header: {ndim} item dimensions (allowed 1..{MAX_NDIM})")
-        shape, D = [], 1
-        for i in range(ndim):
-            d = r.varint(f"shape[{i}]")
-            D *= d
-            if d < 1 or D > max_symbols:
-                raise ContainerError(f"corrupt header: implausible item dimension {d}")
-            shape.append(d)
-        shape = tuple(shape)
+        shape = _read_shape(r, max_symbols)
     elif expected_shape is None:
         raise ValueError("a compact file's item shape is the model's: pass expected_shape")
     else:

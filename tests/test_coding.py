@@ -326,29 +326,37 @@ def test_crc_catches_wrong_data():
             coding.check_crc(c, flat, K)
 
 
-def test_fuzzed_files_never_decode_to_wrong_data():
-    predict, x, policy, K, files = small_files()
-    rng = np.random.default_rng(123)
+def fuzz_files(cases, trials: int, seed: int) -> dict:
+    """Damages `trials` copies of the (data, x, decode_fn) cases in turn (1-5 bytes flipped or changed); each must be
+    refused with a ContainerError or decode to exactly x."""
+    rng = np.random.default_rng(seed)
     outcome = {"error": 0, "exact": 0, "caught_by_crc": 0}
-    originals = list(files.values())
-    for trial in range(2400):
-        data = bytearray(originals[trial % 2])
-        for pos in rng.choice(len(data), size=rng.choice([1, 1, 2, 3, 5]), replace=False):
+    for trial in range(trials):
+        original, x, decode_fn = cases[trial % len(cases)]
+        data = bytearray(original)
+        for pos in rng.choice(len(data), size=min(len(data), rng.choice([1, 1, 2, 3, 5])), replace=False):
             if rng.random() < 0.5:
                 data[pos] ^= 1 << int(rng.integers(8))
             else:
                 data[pos] = (data[pos] + int(rng.integers(1, 256))) % 256
         try:
-            _, out = decode(bytes(data), predict, policy, K)
+            out = decode_fn(bytes(data))
         except coding.ContainerError as e:
             outcome["error"] += 1
             outcome["caught_by_crc"] += "CRC mismatch" in str(e)
             continue
         assert np.array_equal(out, x), f"silent wrong output for trial {trial}"
         outcome["exact"] += 1
-    print(f"\nfuzz: {outcome} (silent wrong outputs: 0)")
-    assert outcome["error"] + outcome["exact"] == 2400
+    assert outcome["error"] + outcome["exact"] == trials
     assert outcome["caught_by_crc"] > 0  # the last line of defence is exercised, not just the parser
+    return outcome
+
+
+def test_fuzzed_files_never_decode_to_wrong_data():
+    predict, x, policy, K, files = small_files()
+    outcome = fuzz_files([(files[mode], x, lambda d: decode(d, predict, policy, K)[1]) for mode in coding.MODES],
+                         2400, seed=123)
+    print(f"\nfuzz: {outcome} (silent wrong outputs: 0)")
 
 
 def test_crc_catches_a_valid_stream_of_other_items():
@@ -814,27 +822,12 @@ def test_compact_files_refuse_wrong_models_and_damage_with_one_line():
 
 def test_fuzzed_compact_files_never_decode_to_wrong_data():
     """4,000 damaged compact files (single and multi-item, both modes): each is refused or decodes exactly."""
-    variants = [compact_files(), compact_files(1, tuple(range(16)), 0)]
-    rng = np.random.default_rng(321)
-    outcome = {"error": 0, "exact": 0, "caught_by_crc": 0}
-    for trial in range(4000):
-        predict, x, policy, K, files = variants[trial % 2]
-        data = bytearray(files[coding.MODES[(trial // 2) % 2]])
-        for pos in rng.choice(len(data), size=min(len(data), rng.choice([1, 1, 2, 3, 5])), replace=False):
-            if rng.random() < 0.5:
-                data[pos] ^= 1 << int(rng.integers(8))
-            else:
-                data[pos] = (data[pos] + int(rng.integers(1, 256))) % 256
-        try:
-            _, out = decode_compact(bytes(data), predict, lambda budget, D, p=policy: p, K)
-        except coding.ContainerError as e:
-            outcome["error"] += 1
-            outcome["caught_by_crc"] += "CRC mismatch" in str(e)
-            continue
-        assert np.array_equal(out, x), f"silent wrong output for trial {trial}"
-        outcome["exact"] += 1
+    cases = []
+    for predict, x, policy, K, files in (compact_files(), compact_files(1, tuple(range(16)), 0)):
+        for mode in coding.MODES:
+            cases.append((files[mode], x, lambda d, p=predict, s=policy, k=K: decode_compact(d, p, s, k)[1]))
+    outcome = fuzz_files(cases, 4000, seed=321)
     print(f"\ncompact fuzz: {outcome} (silent wrong outputs: 0)")
-    assert outcome["error"] + outcome["exact"] == 4000 and outcome["caught_by_crc"] > 0
 
 
 def test_encoder_starts_the_next_network_call_before_coding_a_step():
