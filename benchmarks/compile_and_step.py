@@ -35,8 +35,8 @@ DEFAULT_STEP_CONFIGS = ("experiments/digits.py", "experiments/local_text.py:pydo
 DEFAULT_AOT = ("experiments/cifar10.py@v4-32", "experiments/text8.py@v5e-16")
 
 
-def variant_model(model_cfg, variant: str) -> dict:
-  """The model config of `variant` ('old' or 'new') as a plain dict."""
+def variant_model(model_cfg, variant: str, scan_layers: bool = True) -> dict:
+  """The model config of `variant` ('old' or 'new'; `scan_layers` for 'new') as a plain dict."""
   model = model_cfg.to_dict()
   remat = model.get("remat", False)
   has_attention = model["name"] in ("unet", "transformer")
@@ -46,7 +46,7 @@ def variant_model(model_cfg, variant: str) -> dict:
     if has_attention:
       model["attention_impl"] = "plain"
   else:
-    model["scan_layers"] = True
+    model["scan_layers"] = scan_layers
     if has_attention and model.get("attention_impl", "plain") == "plain":
       model["attention_impl"] = "xla"
   return model
@@ -141,6 +141,8 @@ def main(argv=None) -> int:
   parser.add_argument("--variants", nargs="+", default=["old", "new"], choices=["old", "new"])
   parser.add_argument("--remat", nargs="*", default=[],
                       help="run the 'new' variant once per model.remat choice given here (default: the config's)")
+  parser.add_argument("--new_scan_layers", type=int, default=1, choices=[0, 1],
+                      help="scan_layers of the 'new' variant (0: the other new settings with unrolled layers)")
   parser.add_argument("--cpu_estimate", action="store_true",
                       help="compile the --aot configs with XLA:CPU on fake devices even if libtpu is importable")
   args = parser.parse_args(argv)
@@ -168,7 +170,7 @@ def main(argv=None) -> int:
       base = configs.load_config_file(path)
       spec = preflight._data_spec(base)  # pylint: disable=protected-access
       for variant, remat in variants_with_remat(args.variants, args.remat):
-        model = variant_model(base.model, variant)
+        model = variant_model(base.model, variant, args.new_scan_layers)
         if remat is not None:
           model["remat"] = remat
         compile_s, step_s = step_times(with_model(base, model), spec, args.steps)
@@ -182,7 +184,7 @@ def main(argv=None) -> int:
       base = configs.load_config_file(path)
       hbm = preflight.TOPOLOGIES[topology][3]
       for variant, remat in variants_with_remat(args.variants, args.remat):
-        model = variant_model(base.model, variant)
+        model = variant_model(base.model, variant, args.new_scan_layers)
         if remat is not None:
           model["remat"] = remat
         lower_s, compile_s, peak = aot_compile(with_model(base, model), topology, have_libtpu)
