@@ -15,6 +15,8 @@ Every value below names its source: "paper" is arXiv 2110.02037, "official" is t
 architectures/unet.py, model/architecture_components/input_embedding.py), used where the paper is silent.
 Departures from both are marked DEPARTURE with the reason.
 """
+import ml_collections
+
 from ardm_jax.configs import base_config, shrink_to_tiny
 
 TRAIN_IMAGES = 50_000
@@ -47,7 +49,14 @@ def get_config(variant: str = "default"):
   # DEPARTURE: bf16 matmuls (the official model runs in float32) for about twice the speed on TPU/GPU; the U-Net
   # keeps its residual stream and output head in float32, so the logits are not rounded to bf16.
   config.model.dtype = "bfloat16"
-  config.model.remat = True  # operational: recompute activations in the backward pass to fit 66 attention layers
+  # operational: which blocks recompute their activations in the backward pass (REMAT_CHOICES in
+  # ardm_jax/nets/layers.py); a FieldReference so True / False from older command lines still assign.
+  # Train-step peak per device on v4-32 (benchmarks/compile_and_step.py, libtpu AOT, scan_layers=True): none
+  # 26.30 GiB (82% of 32 GiB), attention 16.75 GiB (52%), dots_with_no_batch_dims_saveable 6.23 GiB (19%);
+  # 'attention' is the fastest that leaves 20% free.
+  config.model.remat = ml_collections.FieldReference("attention", field_type=object)
+  config.model.attention_impl = "auto"  # operational: cuDNN flash attention on GPUs where it applies, else XLA
+  config.model.scan_layers = True  # operational: one compiled ResBlock+Attn unit per half (nn.scan)
   config.ardm.ce_weight = 1e-3  # paper App. D: CE objective with a factor of 0.001; official ce_term=0.001
   config.optim.learning_rate = 1e-4  # paper App. D
   config.optim.b1 = 0.9  # paper App. D: Adam betas 0.9 / 0.999

@@ -12,6 +12,8 @@ Every value below names its source: "paper" is arXiv 2110.02037, "official" is t
 (google-research/google-research autoregressive_diffusion/experiments/audio/: configs/sc09.py, train.py,
 arch/diff_wave.py), used where the paper is silent. Departures from both are marked DEPARTURE.
 """
+import ml_collections
+
 from ardm_jax.configs import base_config, shrink_to_tiny
 
 
@@ -30,7 +32,11 @@ def get_config(variant: str = "default"):
   # DEPARTURE: bf16 matmuls (the official model runs in float32) for speed on 16,000-sample clips; the residual
   # stream, the skip sum and the output head stay float32.
   config.model.dtype = "bfloat16"
-  config.model.remat = True  # operational: recompute activations in the backward pass (16,000 x 256 per block)
+  # operational: which blocks recompute their activations in the backward pass (REMAT_CHOICES in
+  # ardm_jax/nets/layers.py); a FieldReference so True / False from older command lines still assign.
+  # 'full' as before (remat=True); not yet measured per choice (its AOT compile needs ~20 GiB of host RAM).
+  config.model.remat = ml_collections.FieldReference("full", field_type=object)
+  config.model.scan_layers = True  # operational: one compiled dilation cycle of 12 blocks, scanned 3 times
   # DEPARTURE (absorbing value): the extra id K = 65536 with its own embedding row (value channel 0, the middle of
   # the number line) instead of the official in-range 32768, so the embedding tells it from real data.
   config.ardm.output = "logistic_mixture"  # paper App. D: mixture of discretized logistics; official output

@@ -10,6 +10,8 @@ Every value below names its source: "paper" is arXiv 2110.02037, "official" is t
 (google-research/google-research autoregressive_diffusion/experiments/language/: configs/default.py, train.py,
 architectures/transformer.py), used where the paper is silent. Departures from both are marked DEPARTURE.
 """
+import ml_collections
+
 from ardm_jax.configs import base_config, shrink_to_tiny
 
 
@@ -33,6 +35,14 @@ def get_config(variant: str = "default"):
   # (sized by the input classes). The official model's table has output_vocab_size rows and its absorbing id 28
   # lies past the end (2021 JAX clamped it onto 'z'; current JAX returns NaN).
   config.model.dtype = "float32"  # official use_bfloat16=False (paper silent)
+  # operational: which blocks recompute their activations in the backward pass (REMAT_CHOICES in
+  # ardm_jax/nets/layers.py); a FieldReference so True / False from older command lines still assign.
+  # Train-step peak per device on v5e-16 (benchmarks/compile_and_step.py, libtpu AOT, scan_layers=True): none
+  # 12.78 GiB (79.9% of 16 GiB: 0.02 GiB from the 80% line), attention 10.80 GiB (67%), dots_with_no_batch_dims_
+  # saveable 5.23 GiB (33%), full 2.99 GiB (19%); 'attention' is the fastest with a safe 20% left free.
+  config.model.remat = ml_collections.FieldReference("attention", field_type=object)
+  config.model.attention_impl = "auto"  # operational: cuDNN flash attention on GPUs where it applies, else XLA
+  config.model.scan_layers = True  # operational: one compiled Transformer layer, scanned 12 times (nn.scan)
   config.ardm.ce_weight = 1e-4  # paper App. D: CE factor 0.0001; official ce_term=0.0001
   config.optim.learning_rate = 5e-4  # paper App. D
   config.optim.warmup_steps = 5000  # paper App. D: linear warm-up over the first 5000 steps, then constant
