@@ -167,8 +167,20 @@ def shrink_to_tiny(config: ml_collections.ConfigDict, *, batch_size: int = 4, nu
   return config
 
 
+# Keys that say where things run, not what is trained: they may differ when a run resumes, and stay out of the
+# config hash (so of model fingerprints: a file compressed before the cache folder moved still decodes).
+RUN_NEUTRAL_KEYS = ("compile_cache_dir",)
+
+
 def config_hash(config: ml_collections.ConfigDict) -> str:
-  """Short hash of the whole config (recorded in checkpoints, eval results, policy files and containers)."""
+  """Short hash of the whole config but RUN_NEUTRAL_KEYS (recorded in checkpoints, eval results, policy files and
+  containers)."""
+  if any(key in config for key in RUN_NEUTRAL_KEYS):
+    config = ml_collections.ConfigDict(config.to_dict())
+    with config.unlocked():
+      for key in RUN_NEUTRAL_KEYS:
+        if key in config:
+          del config[key]
   return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -7,7 +7,6 @@ step s is a pure function of (seed, s), so a resumed run continues exactly where
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import signal
 import time
@@ -21,11 +20,10 @@ import numpy as np
 import optax
 from clu import metric_writers, periodic_actions
 
-from ardm_jax import ardm, checkpoint, data, evaluate, objective, sharding
+from ardm_jax import ardm, checkpoint, configs, data, evaluate, objective, sharding
+from ardm_jax.configs import CONFIG_FILE, DATA_SPEC_FILE, config_hash, lt_window  # noqa: F401  (re-exported)
 from ardm_jax.train_state import DataSpec, Setup, TrainState, build_setup, count_params
 
-CONFIG_FILE = "config.json"
-DATA_SPEC_FILE = "data_spec.json"
 
 
 def loss_fn(params, batch: jax.Array, key: jax.Array, *, apply_fn, spec, t_sampling: str, ce_weight: float):
@@ -111,19 +109,6 @@ def checked_train_step(state: TrainState, batch: jax.Array, base_key: jax.Array,
   return new_state, metrics, update_health(health, new_state.step, metrics)
 
 
-def lt_window(config: ml_collections.ConfigDict) -> int:
-  window = int(config.train.lt_window)
-  if window < 1:
-    raise ValueError(f"train.lt_window must be at least 1 sample per step, got {window}; "
-                     "set --config.train.lt_window=1000 (the default)")
-  return window
-
-
-def lt_tracker_name(config: ml_collections.ConfigDict) -> str:
-  """Which estimator the training tracker is (recorded in policy.json by `ardm policy --use-tracker`)."""
-  return f"tracker (running mean, window {lt_window(config)} samples per step)"
-
-
 def compile_train_step(setup: Setup, check_finite: bool = False):
   """The jitted `train_step(state, batch, key) -> (state, metrics)` with explicit shardings, state donated.
 
@@ -142,10 +127,6 @@ def compile_train_step(setup: Setup, check_finite: bool = False):
                  out_shardings=(setup.state_shardings, repl), donate_argnums=(0,))
 
 
-def config_hash(config: ml_collections.ConfigDict) -> str:
-  return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
-
-
 def lt_estimate(state: TrainState) -> tuple[np.ndarray, np.ndarray]:
   """Running L_t (bits per variable; see update_lt_tracker) and how many samples each step has seen."""
   counts = np.asarray(jax.device_get(state.lt_count))
@@ -161,13 +142,37 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, spec: Data
   new = json.loads(config.to_json(sort_keys=True))
   if path.exists():
     old = json.loads(path.read_text())
-    if old != new:
-      diffs = sorted(_diff_keys(old, new))
+    # Keys a newer release added at their defaults (the run is the same) and where the compile cache lives do not
+    # make a config different.
+    diffs = sorted(k for k in _diff_keys(old, new) if k not in configs.RUN_NEUTRAL_KEYS
+                   and not (_lookup(old, k) is _MISSING and _lookup(new, k) == _lookup(_defaults(), k)))
+    if diffs:
       raise ValueError(f"workdir {workdir} holds a run with a different config (differs in: {', '.join(diffs)}); "
                        "use a new --workdir, or the same config to resume")
   elif jax.process_index() == 0:
     evaluate.write_json(path, new)
     evaluate.write_json(root / DATA_SPEC_FILE, spec.to_json())
+
+
+def eval_layout(setup: Setup, ema_params):
+  """The EMA in the parameters' layout for evaluation (under ZeRO-1 it lives split over the data axis, and the
+  evaluation step is compiled for the parameters' layout)."""
+  return jax.device_put(ema_params, setup.state_shardings.params)
+
+
+_MISSING = object()
+
+
+def _lookup(tree: dict, dotted: str) -> Any:
+  for part in dotted.split("."):
+    if not isinstance(tree, dict) or part not in tree:
+      return _MISSING
+    tree = tree[part]
+  return tree
+
+
+def _defaults() -> dict:
+  return json.loads(configs.base_config().to_json(sort_keys=True))
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -317,7 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
           _raise_if_diverged(health, last_saved)  # nothing non-finite is evaluated or saved
           eval_bpd = None
           if evaluate_now:  # saved with its metric, so the checkpoint manager can keep the best one
-            eval_bpd = held_out(step, state.ema_params)
+            eval_bpd = held_out(step, eval_layout(setup, state.ema_params))
             if best_eval is None or eval_bpd < best_eval["eval_bpd"]:
               best_eval = {"step": step, "eval_bpd": eval_bpd}
           save(state, step, force=preemption.requested, eval_bpd=eval_bpd)
@@ -345,7 +350,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     log(f"paused at step {step} of {num_steps}; rerun to continue", flush=True)
   elif int(tc.eval_passes) > 0:
     with setup.context():
-      test = evaluate.evaluate_params(setup, state.ema_params, dataset.eval_items("test"),
+      test = evaluate.evaluate_params(setup, eval_layout(setup, state.ema_params), dataset.eval_items("test"),
                                       passes=int(tc.eval_passes), batch_size=int(tc.eval_batch_size),
                                       seed=int(config.seed))
     test.pop("per_item")

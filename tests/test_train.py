@@ -83,6 +83,11 @@ def test_resume_matches_uninterrupted_run(tmp_path):
   _run(DIGITS_TINY, tmp_path / "full", **{"train.num_steps": 6}, **NO_EVAL)
   _run(DIGITS_TINY, tmp_path / "split", stop_at_step=2, **{"train.num_steps": 6}, **NO_EVAL)
   assert checkpoint.latest_step(str(tmp_path / "split")) == 2
+  # A workdir of an older release lacks keys added since at their defaults: it still resumes.
+  path = tmp_path / "split" / train.CONFIG_FILE
+  saved = json.load(open(path))
+  del saved["compile_cache_dir"], saved["mesh"]["zero1"]
+  path.write_text(json.dumps(saved))
   _run(DIGITS_TINY, tmp_path / "split", **{"train.num_steps": 6}, **NO_EVAL)
   full, step_full = _params_at(tmp_path / "full")
   resumed, step_resumed = _params_at(tmp_path / "split")
@@ -161,6 +166,8 @@ def test_workdir_with_other_config_is_refused(tmp_path):
     _run(DIGITS_TINY, tmp_path / "w", **{"train.eval_passes": 0, "seed": 1})
   saved = json.load(open(tmp_path / "w" / train.CONFIG_FILE))
   assert saved["seed"] == 0  # nothing the first run saved was overwritten
+  # Where the compile cache lives is not part of the run (nor of the config hash).
+  _run(DIGITS_TINY, tmp_path / "w", **{"train.eval_passes": 0, "compile_cache_dir": str(tmp_path / "cache")})
   from ardm_jax import workdir as wd  # pylint: disable=import-outside-toplevel
   with pytest.raises(ValueError, match="no held-out evaluation was recorded; train with "
                                        "--config.train.eval_every=N"):
