@@ -334,7 +334,10 @@ class _NllMeter:
     return self.dispatch(x_in, known, t, pos_n)()
 
   def dispatch(self, x_in, known, t, pos_n):
-    pending = self.predictor.dispatch(x_in, known, t, pos_n)
+    if hasattr(self.predictor, "dispatch"):
+      pending = self.predictor.dispatch(x_in, known, t, pos_n)
+    else:  # a plain callable: called when the result is asked for
+      pending = lambda: self.predictor(x_in, known, t, pos_n)  # noqa: E731
 
     def result():
       params = pending()
