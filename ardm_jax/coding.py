@@ -129,7 +129,7 @@ from typing import Callable, Sequence, Union
 import constriction
 import numpy as np
 
-from ardm_jax.entropy_models import (CHUNK_ENTRIES, PRECISION, CategoricalTables, CorruptPayload, MixtureSplits,
+from ardm_jax.entropy_models import (CHUNK_ENTRIES, PRECISION, CategoricalTables, CorruptPayload, MixtureSplits,  # noqa: F401
                                      quantise_counts, quantise_probs, symbol_model)
 MAGIC = b"AR"
 FORMAT_VERSION = 1         # one-stage models: unchanged since the first release, so those files stay identical
@@ -596,6 +596,31 @@ class _Reader:
         raise ContainerError(f"corrupt header: varint for {what} is too long")
 
 
+def _read_tail(r: _Reader, data: bytes, flags: int, n_records: int, last_length_implied: bool):
+    """The optional file table (flag bit 3) and the records: (file table, header bytes, crcs, payloads). Each record
+    is crc32 + length varint + payload; a compact file's last record has no length (it runs to the end)."""
+    file_table = b""
+    if flags & 8:
+        n = r.varint("file table length")
+        if n < 1:
+            raise ContainerError("corrupt header: empty file table")
+        file_table = r.take(n, "file table")
+    header = data[:r.pos]
+    least = 5 * n_records - last_length_implied
+    if least > len(data) - r.pos:
+        raise ContainerError(f"truncated file: {n_records} records need at least {least} bytes, "
+                             f"{len(data) - r.pos} left")
+    crcs, payloads = [], []
+    for j in range(n_records):
+        crcs.append(int.from_bytes(r.take(4, f"crc of record {j}"), "little"))
+        last = last_length_implied and j == n_records - 1
+        length = len(data) - r.pos if last else r.varint(f"length of record {j}")
+        payloads.append(r.take(length, f"payload of record {j}"))
+    if r.pos != len(data):
+        raise ContainerError(f"trailing garbage: {len(data) - r.pos} unexpected bytes after the last record")
+    return file_table, header, tuple(crcs), tuple(payloads)
+
+
 def _read_shape(r: _Reader, max_symbols: int) -> tuple:
     """ndim then the dimensions, each checked before the next is read."""
     ndim = r.varint("ndim")
@@ -772,29 +797,13 @@ def unpack_container(data: bytes, *, expected_fingerprint: str | None, expected_
         raise ContainerError(f"corrupt header: policy budget {budget} outside 1..S*D={num_stages * D}")
     p_hash = r.take(POLICY_HASH_BYTES, "policy hash")
     seed = r.varint("order seed")
-    file_table = b""
-    if flags & 8:
-        n = r.varint("file table length")
-        if n < 1:
-            raise ContainerError("corrupt header: empty file table")
-        file_table = r.take(n, "file table")
-    header = data[:r.pos]
-    n_records = 1 if mode == "dataset" else num_items
-    if n_records * 5 > len(data) - r.pos:  # every record is at least crc32 + a 1-byte length
-        raise ContainerError(f"truncated file: {n_records} records need at least {5 * n_records} bytes, "
-                             f"{len(data) - r.pos} left")
-    crcs, payloads = [], []
-    for j in range(n_records):
-        crcs.append(int.from_bytes(r.take(4, f"crc of record {j}"), "little"))
-        length = r.varint(f"length of record {j}")
-        payloads.append(r.take(length, f"payload of record {j}"))
-    if r.pos != len(data):
-        raise ContainerError(f"trailing garbage: {len(data) - r.pos} unexpected bytes after the last record")
+    file_table, header, crcs, payloads = _read_tail(r, data, flags, 1 if mode == "dataset" else num_items,
+                                                    last_length_implied=False)
     if expected_shape is not None and tuple(shape) != tuple(expected_shape):
         raise ContainerError(f"item shape {tuple(shape)} in the file does not match the model's "
                              f"{tuple(expected_shape)}")
     return Container(version, mode, fp.hex(), kind, tuple(shape), num_items, budget, p_hash, seed,
-                     tuple(crcs), tuple(payloads), header, file_table, num_stages, SYMBOL_MODELS[(flags >> 4) & 1],
+                     crcs, payloads, header, file_table, num_stages, SYMBOL_MODELS[(flags >> 4) & 1],
                      zlib.crc32(header))
 
 
@@ -837,29 +846,13 @@ def _unpack_compact(data: bytes, expected_fingerprint, expected_shape, max_symbo
                 raise ContainerError(f"corrupt header: {num_items} items where more than one was announced")
     if num_items < 1 or num_items * D * S > max_symbols:
         raise ContainerError(f"corrupt header: implausible size, {num_items} items of {D} variables")
-    file_table = b""
-    if flags & 8:
-        n = r.varint("file table length")
-        if n < 1:
-            raise ContainerError("corrupt header: empty file table")
-        file_table = r.take(n, "file table")
-    header = data[:r.pos]
-    n_records = 1 if mode == "dataset" else num_items
-    if n_records * 5 - 1 > len(data) - r.pos:  # crc32 + a 1-byte length each, no length for the last
-        raise ContainerError(f"truncated file: {n_records} records need at least {5 * n_records - 1} bytes, "
-                             f"{len(data) - r.pos} left")
-    crcs, payloads = [], []
-    for j in range(n_records):
-        crcs.append(int.from_bytes(r.take(4, f"crc of record {j}"), "little"))
-        length = r.varint(f"length of record {j}") if j < n_records - 1 else len(data) - r.pos
-        payloads.append(r.take(length, f"payload of record {j}"))
-    if r.pos != len(data):
-        raise ContainerError(f"trailing garbage: {len(data) - r.pos} unexpected bytes after the last record")
+    file_table, header, crcs, payloads = _read_tail(r, data, flags, 1 if mode == "dataset" else num_items,
+                                                    last_length_implied=True)
     if expected_shape is not None and shape != tuple(expected_shape):
         raise ContainerError(f"item shape {shape} in the file does not match the model's {tuple(expected_shape)}")
     base = None if expected_fingerprint is None else _compact_crc_base(header, expected_fingerprint)
     return Container(COMPACT_FORMAT_VERSION, mode, fp.hex(), kind, shape, num_items, budget, p_hash, seed,
-                     tuple(crcs), tuple(payloads), header, file_table, S, SYMBOL_MODELS[(flags >> 4) & 1], base)
+                     crcs, payloads, header, file_table, S, SYMBOL_MODELS[(flags >> 4) & 1], base)
 
 
 def check_stages(container: Container, num_stages: int) -> None:
