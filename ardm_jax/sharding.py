@@ -41,6 +41,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("act_heads", "tensor"),
     ("act_kv", None),
     ("act_classes", None),
+    ("layers", None),  # the stacked axis of scanned layers (model.scan_layers): every device holds all layers
 )
 
 
