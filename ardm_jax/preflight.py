@@ -476,7 +476,9 @@ def run_topology(config_path: str, overrides, topology: str, cpu_estimate: bool 
   print(f"{config_path}: {report['params']:,} parameters, {config.model.name}, dtype "
         f"{config.model.get('dtype', 'float32')}, remat {config.model.get('remat', False)}; {report['target']}")
   print(sharding.describe_layout(setup.mesh, setup.abstract_state, setup.state_shardings))
-  print("| program | compile | peak memory per device | FLOPs per step (all devices) | bytes per device | "
+  # The FLOPs the devices execute (remat recompute included): what the roofline time needs. Model FLOPs for MFU,
+  # without recompute, are benchmarks/throughput.py's.
+  print("| program | compile | peak memory per device | executed FLOPs per step (all devices) | bytes per device | "
         "compute time | memory time | roofline step time |")
   print("|---|---|---|---|---|---|---|---|")
   times = {}
