@@ -130,8 +130,7 @@ import constriction
 import numpy as np
 
 from ardm_jax.entropy_models import (  # noqa: F401  (the quantisers stay importable from here)
-    CHUNK_ENTRIES, PRECISION, CategoricalTables, CorruptPayload, MixtureSplits, quantise_counts, quantise_probs,
-    symbol_model)
+    CHUNK_ENTRIES, PRECISION, CategoricalTables, CorruptPayload, MixtureSplits, quantise_counts, quantise_probs)
 MAGIC = b"AR"
 FORMAT_VERSION = 1         # one-stage models: unchanged since the first release, so those files stay identical
 STAGED_FORMAT_VERSION = 2  # S >= 2 stages: version 1 plus the stage count

@@ -54,9 +54,15 @@ def _bucket(n: int, D: int) -> int:
 def symbols_for(objective):
   """The symbol model a model codes new files with (`objective`: its upscale.Upscale spec): binary splits for a
   logistic mixture over the data classes, tables of the slots otherwise."""
-  if objective.parametrisation == "data" and objective.transitions.slots_are_classes:
-    return entropy_models.symbol_model(objective.distribution, objective.num_slots)
+  from ardm_jax.distributions import DiscretisedLogisticMixture  # pylint: disable=import-outside-toplevel
+  if _slots_are_classes(objective) and isinstance(objective.distribution, DiscretisedLogisticMixture):
+    return entropy_models.MixtureSplits(objective.num_slots, objective.distribution.num_mixtures)
   return entropy_models.CategoricalTables(objective.num_slots)
+
+
+def _slots_are_classes(objective) -> bool:
+  """A plain data-parametrised model: its slots are the data classes, so its output distribution is coded."""
+  return objective.parametrisation == "data" and objective.transitions.slots_are_classes
 
 
 class Predictor:
@@ -88,7 +94,7 @@ class Predictor:
     self.calls = 0
     self.symbols = symbols_for(spec)
     self._apply = jax.jit(lambda params, x_in, known, t_B: apply_fn(params, x_in, known, t_B, False, None))
-    slots_are_classes = spec.parametrisation == "data" and spec.transitions.slots_are_classes
+    slots_are_classes = _slots_are_classes(spec)
     raw_logits = slots_are_classes and isinstance(spec.distribution, Categorical)
 
     def tables(net_out, x_in, pos, stage, splits):

@@ -337,12 +337,3 @@ class MixtureSplits:
         log_mass = (np.where(hi_open, 0.0, -softplus(-a)) + np.where(lo_open, 0.0, -softplus(b))
                     + np.where(lo_open | hi_open, 0.0, np.log(-np.expm1(-2.0 * h * inv_s))))
         return -np.logaddexp.reduce(log_pi + log_mass, axis=-1) / np.log(2.0)
-
-
-def symbol_model(distribution, num_slots: int, *, tables: bool = False):
-    """The symbol model for a network output: MixtureSplits for a logistic mixture over the data classes (unless
-    `tables`, the scheme of files written before splits existed), else CategoricalTables over `num_slots`."""
-    if not tables and type(distribution).__name__ == "DiscretisedLogisticMixture" \
-            and distribution.num_classes == num_slots:
-        return MixtureSplits(distribution.num_classes, distribution.num_mixtures)
-    return CategoricalTables(num_slots)
