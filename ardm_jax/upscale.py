@@ -590,8 +590,12 @@ def policy_terms_given(apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_BxSxD
 
 
 def policy_log_likelihood(apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_BxSxD: jax.Array,
-                          policy_P: jax.Array, *, spec: Upscale) -> jax.Array:
-  """Exact log p(x | sigma, policy) in nats per example (sum over all stages), one network call per policy step."""
+                          policy_P: jax.Array, *, spec: Upscale, per_stage: bool = False) -> jax.Array:
+  """Exact log p(x | sigma, policy) in nats per example (sum over all stages), one network call per policy step.
+
+  With `per_stage` the result is [B, S], each stage's own log p(x^{(s+1)} | x^{(s)}, sigma_s, policy) (the order
+  bound of `order_bound` averages each stage over its own orders).
+  """
   batch_size = x.shape[0]
   num_steps = int(np.prod(x.shape[1:]))
   ends_P = _policy_ends(policy_P, spec.num_stages * num_steps)
@@ -606,9 +610,13 @@ def policy_log_likelihood(apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_Bx
     current_BxD = (~known_BxD) & (sigma_BxD < end)
     logp_BxD = _stage_call(apply_fn, params, spec, x, stage_B, known_BxD,
                            jnp.full((batch_size,), start, jnp.int32), False, None)
-    return total_B + jnp.sum(jnp.where(current_BxD, logp_BxD, 0.0), axis=-1), None
+    step_B = jnp.sum(jnp.where(current_BxD, logp_BxD, 0.0), axis=-1)
+    if per_stage:
+      return total_B + jnp.where((jnp.arange(spec.num_stages) == stage)[None, :], step_B[:, None], 0.0), None
+    return total_B + step_B, None
 
-  total_B, _ = jax.lax.scan(step, jnp.zeros((batch_size,), jnp.float32), (policy_P, ends_P))
+  init = jnp.zeros((batch_size, spec.num_stages) if per_stage else (batch_size,), jnp.float32)
+  total_B, _ = jax.lax.scan(step, init, (policy_P, ends_P))
   return total_B
 
 
