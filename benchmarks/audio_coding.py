@@ -1,15 +1,16 @@
 """What one more 1 s audio clip costs to compress and decompress with a plain 16-bit mixture model, on this machine.
 
-    python benchmarks/audio_coding.py                 # 8 kHz and 16 kHz, budget 20, plus the K-wide table baseline
-    python benchmarks/audio_coding.py --rates 8000 --no-tables
+    python benchmarks/audio_coding.py                 # 8 kHz and 16 kHz, budgets 4 and 20, plus K-wide tables
+    python benchmarks/audio_coding.py --rates 8000 --budgets 20 --no-tables
 
 The model is `experiments/fsdd.py` (OA-ARDM, DiffWave, discretised logistic mixture over 65,536 classes) at the
 given sample rate with 1 s items, trained for one step on random clips (coding is exact for any parameters; the
 rate of an untrained model is not the point here). Clips are FSDD recordings (../shared/data/fsdd), two joined
 for 16 kHz. Each row times `compress_items` + `decompress_items` (exact round trip checked) for 1 and for 2 clips
-in one container (per-item mode, naive policy of --budget network calls, compiles done by a warm-up run); the
-marginal cost of a clip is the difference, as the network calls are batched. "coding" is the host side alone
-(the same walk with the network outputs replayed from memory). The last rows code the same clip with K-wide
+in one container (per-item mode, naive policy of each of --budgets network calls, compiles done by a warm-up run);
+the marginal cost of a clip is the difference, as the network calls are batched. "host coding" is the host side
+alone (the same walk with the network outputs replayed from memory); "network s/call" is the median time of one
+network call on one clip (tables included), so a round trip's network share is about 2 x budget x that. The last rows code the same clip with K-wide
 tables (the scheme before binary splits), on a --table-samples prefix of the clip, scaled to 1 s.
 """
 import argparse
@@ -98,6 +99,21 @@ def first_step_seconds(cm, x, n: int, symbols, reps: int) -> float:
   return statistics.median(times)
 
 
+def network_call_seconds(cm, x, reps: int) -> float:
+  """Median seconds of one network call (and its coding parameters) on the clips x, half of the variables known."""
+  D = x.shape[1]
+  known = np.zeros(x.shape, bool)
+  known[:, ::2] = True
+  pos = np.flatnonzero(~known[0])
+  cm.predictor(x, known, D // 2, pos)  # compiles
+  times = []
+  for _ in range(max(reps, 3)):
+    start = time.perf_counter()
+    cm.predictor(x, known, D // 2, pos)
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
 def round_trip_seconds(cm, items, steps, reps: int) -> tuple[float, int, float]:
   """(median seconds of compress_items + decompress_items, bytes, model NLL bits per sample)."""
   times = []
@@ -113,7 +129,7 @@ def round_trip_seconds(cm, items, steps, reps: int) -> tuple[float, int, float]:
 def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--rates", default="8000,16000")
-  ap.add_argument("--budget", type=int, default=20)
+  ap.add_argument("--budgets", default="4,20", help="comma-separated network-call budgets (naive policies)")
   ap.add_argument("--reps", type=int, default=3)
   ap.add_argument("--no-tables", action="store_true", help="skip the K-wide table baseline")
   ap.add_argument("--table-samples", type=int, default=400)
@@ -122,14 +138,16 @@ def main():
   for rate in [int(r) for r in args.rates.split(",")]:
     with tempfile.TemporaryDirectory() as wd:
       cm = build_model(rate, os.path.join(wd, "model"))
-      steps, _ = compress.encoder_policy(cm, args.budget, naive=True)
       x = clips(rate, 2)
-      round_trip_seconds(cm, x[:1], steps, 1)  # compiles (batch of 1 and of 2 share nothing; both warmed)
-      round_trip_seconds(cm, x, steps, 1)
-      one, nbytes, nll = round_trip_seconds(cm, x[:1], steps, args.reps)
-      two, _, _ = round_trip_seconds(cm, x, steps, args.reps)
-      host = host_coding_seconds(cm, x[:1], steps, cm.predictor.symbols, args.reps)
-      rows.append((rate, "splits", one, two, two - one, host, 8 * nbytes / rate, nll))
+      per_call = network_call_seconds(cm, x[:1], args.reps)
+      for budget in [int(b) for b in args.budgets.split(",")]:
+        steps, _ = compress.encoder_policy(cm, budget, naive=True)
+        round_trip_seconds(cm, x[:1], steps, 1)  # compiles (batch of 1 and of 2 share nothing; both warmed)
+        round_trip_seconds(cm, x, steps, 1)
+        one, nbytes, nll = round_trip_seconds(cm, x[:1], steps, args.reps)
+        two, _, _ = round_trip_seconds(cm, x, steps, args.reps)
+        host = host_coding_seconds(cm, x[:1], steps, cm.predictor.symbols, args.reps)
+        rows.append((rate, budget, "splits", one, two, two - one, host, per_call, 8 * nbytes / rate, nll))
       if not args.no_tables:
         # The scheme before splits, timed on the first n variables of the order (one step), scaled to 1 s; the
         # splits on the same variables for a like-for-like ratio.
@@ -137,13 +155,16 @@ def main():
         tables = first_step_seconds(cm, x[:1], n, entropy_models.CategoricalTables(cm.spec.num_classes), args.reps)
         splits = first_step_seconds(cm, x[:1], n, cm.predictor.symbols, args.reps)
         nan = float("nan")
-        rows.append((rate, f"tables, {n} samples x {rate / n:.0f}", nan, nan, nan, tables * rate / n, nan, nan))
-        rows.append((rate, f"splits, {n} samples x {rate / n:.0f}", nan, nan, nan, splits * rate / n, nan, nan))
-  print("| rate | coding | 1 clip s | 2 clips s | marginal s/clip | host coding s/clip | file bits/sample | "
-        "model NLL bits/sample |")
-  print("|---|---|---|---|---|---|---|---|")
+        rows.append((rate, "-", f"tables, {n} samples x {rate / n:.0f}", nan, nan, nan, tables * rate / n, nan, nan,
+                     nan))
+        rows.append((rate, "-", f"splits, {n} samples x {rate / n:.0f}", nan, nan, nan, splits * rate / n, nan, nan,
+                     nan))
+  print("| rate | budget | coding | 1 clip s | 2 clips s | marginal s/clip | host coding s/clip | network s/call | "
+        "file bits/sample | model NLL bits/sample |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
   for r in rows:
-    print(f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.3f} | {r[7]:.3f} |")
+    print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.2f} | {r[7]:.3f} | "
+          f"{r[8]:.3f} | {r[9]:.3f} |")
 
 
 if __name__ == "__main__":

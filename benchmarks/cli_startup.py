@@ -9,7 +9,9 @@ one more process). Rows:
     OA-ARDM; NumPy only: the DP for all 500 budgets, policy.json and the PNG), and the same with 7 budgets;
   - importing the modules `ardm compress` uses (`import ardm_jax.compress` and what its job imports);
   - with `--workdir W` (a trained workdir): `ardm eval --workdir W` without the compilation cache, then twice
-    with a fresh cache folder (cold: compiles and writes; warm: loads the programs), on a copy of W.
+    with a fresh cache folder (cold: compiles and writes; warm: loads the programs), on a copy of W; and
+    `ardm compress` / `ardm decompress` of the first held-out item of W's data (one image for the digits default),
+    once cold, then `--runs` times warm (median, with the cache the cold run filled).
 
 Command:
   python benchmarks/cli_startup.py [--runs 5] [--workdir runs/digits]
@@ -137,6 +139,27 @@ def main() -> None:
       wall, cpu = _timed(cli + argv, run_env, tmp)
       print(f"| {i + 1} | {what} | {wall:.2f} | {cpu:.2f} |", flush=True)
     print(f"(cache folder: {sum(len(f) for _, _, f in os.walk(cache))} files)")
+    _time_compression(cli, workdir, dict(env, ARDM_COMPILE_CACHE=cache), tmp, args.runs)
+
+
+def _time_compression(cli: list[str], workdir: str, env: dict, tmp: str, runs: int) -> None:
+  """Whole `ardm compress` and `ardm decompress` commands on one held-out item (saved as .npy), cold then warm."""
+  code = ("import numpy as np\nfrom ardm_jax import configs, data\n"
+          f"c = configs.config_from_json({os.path.join(workdir, 'config.json')!r})\n"
+          f"np.save({os.path.join(tmp, 'item.npy')!r}, data.load(c.data).eval_items('test')[0])")
+  subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp, check=True, capture_output=True)
+  jobs = {"compress": ["compress", "--workdir", workdir, "item.npy", "-o", "item.ardm", "--overwrite"],
+          "decompress": ["decompress", "--workdir", workdir, "item.ardm", "-o", "restored", "--overwrite"]}
+  print("\nardm compress / decompress of one held-out item (the compile cache of the eval runs above):")
+  print("| command | cold wall s | warm median wall s | warm min wall s | warm median CPU s |")
+  print("|---|---|---|---|---|")
+  for name, argv in jobs.items():
+    cold = _timed(cli + argv, env, tmp)
+    warm = [_timed(cli + argv, env, tmp) for _ in range(runs)]
+    print(f"| ardm {name} | {cold[0]:.2f} | {statistics.median(w[0] for w in warm):.2f} | "
+          f"{min(w[0] for w in warm):.2f} | {statistics.median(w[1] for w in warm):.2f} |", flush=True)
+  size = os.path.getsize(os.path.join(tmp, "item.ardm"))
+  print(f"(file: {size} bytes)")
 
 
 if __name__ == "__main__":
