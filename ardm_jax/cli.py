@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--exact", action="store_true",
                  help="with --budget: run every policy call for one random order per item (lower variance); "
                       "for a D3PM baseline: every one of its steps")
+  p.add_argument("--orders", type=int, default=None, metavar="K",
+                 help="the tighter bound over K random orders per item (exact likelihood under each, all steps or "
+                      "the --budget policy; log-mean-exp over them), the curve for K = 1, 2, 4, ..., K beside the "
+                      "ELBO -> WORKDIR/eval_orders_K[_bB].json")
   p.add_argument("--seed", type=int, default=0)
 
   p = sub.add_parser("sample", help="draw samples: PNG grid for images, text file for text")
@@ -233,6 +237,10 @@ def cmd_eval(args) -> None:
   dataset = data.load(model.config.data)
   if args.split not in dataset.splits:
     raise ValueError(f"split {args.split!r} does not exist for {dataset.name}; choose one of {list(dataset.splits)}")
+  if args.orders is not None:
+    from ardm_jax import order_bound  # pylint: disable=import-outside-toplevel
+    order_bound.cmd_eval_orders(args, model, dataset)
+    return
   setup, steps = model.setup, None
   if objective.is_baseline(setup.objective):  # --budget is the baseline's number of generation steps
     if args.naive or args.policy:

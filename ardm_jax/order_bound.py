@@ -204,9 +204,10 @@ def check_args(args, model) -> None:
     raise ValueError("--naive and --policy choose a parallel policy: pass --budget B with them")
 
 
-def cmd_eval_orders(args, model, dataset, out_dir: str) -> str:
-  """`ardm eval --orders K [--budget B]`: writes OUT_DIR/eval_orders_K[_bB].json and prints the curve; returns
-  the path. Like eval.json, a rerun replaces the file (atomically)."""
+def cmd_eval_orders(args, model, dataset) -> str:
+  """`ardm eval --orders K [--budget B]`: writes --out or WORKDIR/eval_orders_K[_bB].json and prints the curve;
+  returns the path. As for eval.json, a rerun replaces the default file (atomically); `ardm eval` refuses an
+  existing --out without --overwrite before it opens the model."""
   from ardm_jax import sample  # pylint: disable=import-outside-toplevel
   check_args(args, model)
   setup = model.setup
@@ -229,8 +230,9 @@ def cmd_eval_orders(args, model, dataset, out_dir: str) -> str:
                  "equal" if args.naive else args.budget_split),
              "orders_per": "stage" if setup.objective.num_stages > 1 else "item",
              "seed": args.seed, "config_hash": model.config_hash, "seconds": round(time.time() - start, 2)}
-  path = os.path.join(out_dir, output_name(args.orders, result["budget"], args.naive, equal,
-                                           None if args.step is None else model.step))
+  path = getattr(args, "out", None) or os.path.join(
+      args.workdir, output_name(args.orders, result["budget"], args.naive, equal,
+                                None if args.step is None else model.step))
   evaluate.write_json(path, result)
   gain = result["gain_over_elbo"]
   print(f"{args.split}, {result['num_items']} items, {args.orders} orders per item"

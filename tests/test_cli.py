@@ -162,3 +162,24 @@ def test_estimate_lt_reuses_one_compiled_function(digits_workdir):
     second = evaluate.estimate_lt(model.setup, model.params, items, **kwargs)
     assert evaluate._lt_bits._cache_size() == size  # pylint: disable=protected-access
   np.testing.assert_array_equal(first[0], second[0])
+
+
+def test_eval_orders_writes_the_bound_curve_beside_the_elbo(digits_workdir, capsys):
+  """`ardm eval --orders K` (ardm_jax/order_bound.py, exact checks in test_order_bound.py) writes its own file."""
+  eval_json = digits_workdir / "eval.json"
+  before = eval_json.read_text() if eval_json.exists() else None
+  run("eval", "--workdir", digits_workdir, "--orders", "4", "--budget", "3", "--naive", "--passes", "2")
+  out = capsys.readouterr().out
+  result = json.load(open(digits_workdir / "eval_orders_4_b3_naive.json"))
+  assert (eval_json.read_text() if eval_json.exists() else None) == before
+  assert [row["k"] for row in result["curve"]] == [1, 2, 4] and result["num_items"] == 300
+  assert result["budget"] == 3 and result["elbo"]["passes"] == 2 and result["unit"] == "bits/dim"
+  # Item by item the bound at K is at most the mean of its K per-order bits (Jensen), whatever the draws; the
+  # curve itself decreases only in expectation.
+  assert result["curve"][-1]["bpd"] <= result["order_mean"]["bpd"]
+  assert result["gain_over_elbo"]["bits"] == pytest.approx(result["elbo"]["bpd"] - result["curve"][-1]["bpd"])
+  assert "| 4 |" in out and "below the ELBO" in out
+  expect_error(capsys, "eval", "--workdir", digits_workdir, "--orders", "0", match="--orders must be an integer >= 1")
+  expect_error(capsys, "eval", "--workdir", digits_workdir, "--orders", "2", "--budget", "3", "--exact",
+               match="drop --exact")
+  expect_error(capsys, "eval", "--workdir", digits_workdir, "--orders", "2", "--naive", match="pass --budget")
