@@ -22,6 +22,7 @@ CORE = [
     "pillow",
     "matplotlib",
     "constriction",
+    "safetensors>=0.4",  # parameters of exported model folders (ardm_jax/model_dir.py)
 ]
 
 setuptools.setup(
@@ -35,6 +36,7 @@ setuptools.setup(
     install_requires=CORE,
     extras_require={
         "test": ["pytest", "pytest-xdist"],
+        "hub": ["huggingface_hub"],  # ardm export --push
         "tpu": ["jax[tpu]"],
         "gpu": ["jax[cuda12]"],
     },

@@ -51,6 +51,7 @@ def _add_budget_split_arg(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+  from ardm_jax import model_dir  # pylint: disable=import-outside-toplevel  (light: defers its JAX imports)
   parser = argparse.ArgumentParser(prog="ardm", description="Autoregressive Diffusion Models in JAX")
   sub = parser.add_subparsers(dest="command", required=True)
 
@@ -63,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--process_id", type=int, default=None, help="this process's index in 0..num_processes-1")
 
   p = sub.add_parser("eval", help="held-out bits/dim with standard error -> WORKDIR/eval.json")
-  p.add_argument("--workdir", required=True)
+  model_dir.add_model_source(p, data=True)
+  p.add_argument("--out", default=None, help="result JSON (default WORKDIR/eval[...].json; required with --model)")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
   p.add_argument("--passes", type=int, default=1, help="independent estimates per item")
   p.add_argument("--split", default="test")
   p.add_argument("--raw", action="store_true", help="evaluate the raw parameters instead of the EMA ones")
@@ -81,15 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=int, default=0)
 
   p = sub.add_parser("sample", help="draw samples: PNG grid for images, text file for text")
-  p.add_argument("--workdir", required=True)
+  model_dir.add_model_source(p)
   p.add_argument("--num", type=int, default=16)
   _add_policy_args(p)
-  p.add_argument("--out", default=None, help="output file (default WORKDIR/samples_STEP[_bB].png|txt)")
+  p.add_argument("--out", default=None,
+                 help="output file (default WORKDIR/samples_STEP[_bB].png|txt; required with --model)")
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--seed", type=int, default=0)
 
   p = sub.add_parser("inpaint", help="complete a partly given input (image + mask, or text with '_')")
-  p.add_argument("--workdir", required=True)
+  model_dir.add_model_source(p)
   p.add_argument("--input", required=True, help="image .png/.npy of the model's shape, or a .txt with '_' gaps")
   p.add_argument("--mask", default=None, help="image known-mask .png/.npy (non-zero = given; default top half)")
   p.add_argument("--num", type=int, default=8, help="completions to draw")
@@ -100,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("policy", help="DP-optimal parallel schedules from L_t -> policy.json + PNG")
   source = p.add_mutually_exclusive_group(required=True)
-  source.add_argument("--workdir", help="estimate L_t with the trained model on held-out data")
   source.add_argument("--loss-file", help="per-step losses (bits per variable) as .npy or .json; no model needed")
+  model_dir.add_model_source(p, group=source, data=True)  # or estimate L_t with a trained model on held-out data
   p.add_argument("--budgets", required=True, help="comma-separated network-call budgets, e.g. 5,10,20,50")
   _add_budget_split_arg(p)  # the file keeps both splits; this picks the one printed and plotted
   p.add_argument("--samples", type=int, default=None,
@@ -116,15 +120,29 @@ def build_parser() -> argparse.ArgumentParser:
                  help="how L_t is made non-increasing before the DP (paper: sort)")
   p.add_argument("--num-dims", type=int, default=None, help="data dims for bits/dim with --loss-file (default D)")
   p.add_argument("--batch-size", type=int, default=None)
-  p.add_argument("--out", default=None, help="policy JSON (default WORKDIR/policy.json); a PNG is written beside it")
+  p.add_argument("--out", default=None, help="policy JSON (default WORKDIR/policy.json; required with --model and "
+                                             "--loss-file); a PNG is written beside it")
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--seed", type=int, default=0)
 
   from ardm_jax import compress  # pylint: disable=import-outside-toplevel  (light: defers its JAX imports)
   compress.add_parsers(sub)
+  model_dir.add_parser(sub)
   from ardm_jax import preflight  # pylint: disable=import-outside-toplevel  (light: imports JAX only when run)
   preflight.add_parser(sub)
   return parser
+
+
+def _open_model(args, **kwargs):
+  """The trained model of --workdir or --model (ardm_jax/model_dir.py)."""
+  from ardm_jax import model_dir  # pylint: disable=import-outside-toplevel
+  return model_dir.open_trained(args.workdir, args.model, data_path=getattr(args, "data_path", None), **kwargs)
+
+
+def _out_required_with_model(args, what: str) -> None:
+  if args.model is not None and args.out is None:
+    raise ValueError(f"--out is required with --model: where to write {what} (nothing is written into a model "
+                     "folder)")
 
 
 def _parse_budgets(text: str) -> list[int]:
@@ -157,6 +175,7 @@ def cmd_policy(args) -> None:
   from ardm_jax import policy  # NumPy only: --loss-file needs nothing else (no JAX)
   budgets = _parse_budgets(args.budgets)
   stderr, fingerprint = None, None
+  _out_required_with_model(args, "the policy file")
   out = args.out or (os.path.join(args.workdir, "policy.json") if args.workdir else None)
   png = None if out is None else os.path.splitext(out)[0] + ".png"
   for path in (out, png):  # before the minutes of estimating L_t
@@ -167,13 +186,16 @@ def cmd_policy(args) -> None:
       raise ValueError("--out is required with --loss-file")
     if args.use_tracker:
       raise ValueError("--use-tracker needs --workdir")
+  elif args.use_tracker and args.model:
+    raise ValueError("--use-tracker needs --workdir: a model folder keeps no training tracker (estimate L_t on "
+                     "held-out data instead)")
     losses, stderr = policy.load_loss_file(args.loss_file)
     num_dims = args.num_dims or len(losses)
     source = f"loss file {args.loss_file}"
   else:
     from ardm_jax import configs, data, evaluate, objective, workdir  # pylint: disable=import-outside-toplevel
     _enable_compile_cache(args.workdir)
-    model = workdir.open_workdir(args.workdir)
+    model = _open_model(args)
     objective.require_ardm(model.setup.objective, "ardm policy")
     num_dims = model.spec.num_steps
     fingerprint = {"step": model.step, "config_hash": model.config_hash, "params": model.params_kind}
@@ -227,13 +249,31 @@ def cmd_train(args, overrides) -> None:
   config = configs.apply_overrides(configs.load_config_file(args.config), overrides)
   _enable_compile_cache(config=config)
   train.train_and_evaluate(config, args.workdir)
+  _record_train_command(args, overrides)
+
+
+def _record_train_command(args, overrides) -> None:
+  """Appends the command to WORKDIR/train_commands.txt (the model card of `ardm export` quotes it); the process
+  flags of a multi-host launch are left out, they say where it ran."""
+  import shlex
+  import jax
+  from ardm_jax import configs
+  if jax.process_index() != 0:
+    return
+  command = shlex.join(["ardm", "train", "--config", str(args.config), "--workdir", str(args.workdir),
+                        *map(str, overrides)])
+  with open(os.path.join(args.workdir, configs.TRAIN_COMMANDS_FILE), "a") as f:
+    f.write(command + "\n")
 
 
 def cmd_eval(args) -> None:
   import dataclasses
-  from ardm_jax import data, evaluate, objective, sample, workdir
+  from ardm_jax import data, evaluate, objective, sample
   _enable_compile_cache(args.workdir)
-  model = workdir.open_workdir(args.workdir, use_ema=not args.raw, step=args.step)
+  _out_required_with_model(args, "the result JSON")
+  if args.out and os.path.exists(args.out) and not args.overwrite:
+    raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it or choose another --out")
+  model = _open_model(args, use_ema=not args.raw, step=args.step)
   dataset = data.load(model.config.data)
   if args.split not in dataset.splits:
     raise ValueError(f"split {args.split!r} does not exist for {dataset.name}; choose one of {list(dataset.splits)}")
@@ -272,7 +312,8 @@ def cmd_eval(args) -> None:
           f"eval_budget{budget}{'_naive' if args.naive else ''}{'_exact' if args.exact else ''}"
           f"{'_equal' if result['budget_split'] == 'equal' and not args.naive else ''}")
   # A chosen checkpoint's result (--step N|best) does not replace the latest checkpoint's file.
-  path = os.path.join(args.workdir, stem + ("" if args.step is None else f"_step{model.step}") + ".json")
+  path = args.out or os.path.join(args.workdir,
+                                  stem + ("" if args.step is None else f"_step{model.step}") + ".json")
   evaluate.write_json(path, result)
   calls = len(steps) if steps is not None else (setup.objective.generation_calls(model.spec.num_steps)
                                                  if objective.is_baseline(setup.objective) else model.spec.num_steps)
@@ -290,9 +331,10 @@ def _default_out(workdir, spec, step, budget, stem="samples"):
 
 
 def cmd_sample(args) -> None:
-  from ardm_jax import objective, sample, workdir
+  from ardm_jax import objective, sample
   _enable_compile_cache(args.workdir)
-  model = workdir.open_workdir(args.workdir)
+  _out_required_with_model(args, "the samples")
+  model = _open_model(args)
   out = args.out or _default_out(args.workdir, model.spec, model.step, args.budget)
   sample.check_writable(out, args.overwrite)
   start = time.time()
@@ -311,9 +353,9 @@ def cmd_sample(args) -> None:
 
 def cmd_inpaint(args) -> None:
   import numpy as np
-  from ardm_jax import sample, workdir
+  from ardm_jax import sample
   _enable_compile_cache(args.workdir)
-  model = workdir.open_workdir(args.workdir)
+  model = _open_model(args)
   spec = model.spec
   if not os.path.isfile(args.input):
     raise ValueError(f"input file {args.input} does not exist")
@@ -349,11 +391,12 @@ def main(argv=None) -> int:
       from ardm_jax import preflight  # pylint: disable=import-outside-toplevel
       return preflight.cmd_preflight(args, rest)
     else:
-      from ardm_jax import compress  # pylint: disable=import-outside-toplevel
+      from ardm_jax import compress, model_dir  # pylint: disable=import-outside-toplevel
       if args.command in ("compress", "decompress"):
         _enable_compile_cache(args.workdir)
       {"eval": cmd_eval, "sample": cmd_sample, "inpaint": cmd_inpaint, "policy": cmd_policy,
-       "compress": compress.cmd_compress, "decompress": compress.cmd_decompress}[args.command](args)
+       "compress": compress.cmd_compress, "decompress": compress.cmd_decompress,
+       "export": model_dir.cmd_export}[args.command](args)
   except (ValueError, FileExistsError, FileNotFoundError) as err:
     parser.exit(2, f"ardm {args.command}: error: {err}\n")
   except FloatingPointError as err:

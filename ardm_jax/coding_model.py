@@ -188,10 +188,14 @@ class CodingModel:
 
 def open_coding_model(workdir: str, step: int | None = None) -> CodingModel:
   from ardm_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  return coding_model_for(workdir_lib.open_workdir(workdir, use_ema=True, step=step))
+
+
+def coding_model_for(model) -> CodingModel:
+  """A trained model (of a workdir or a model folder, see ardm_jax/model_dir.py) ready to code."""
   from ardm_jax import objective  # pylint: disable=import-outside-toplevel
-  model = workdir_lib.open_workdir(workdir, use_ema=True, step=step)
   objective.require_ardm(model.setup.objective, "compression")
-  _check_codable(model.spec, workdir)
+  _check_codable(model.spec, model.workdir)
   return CodingModel(model=model, fingerprint=model_fingerprint(model),
                      predictor=Predictor(model, int(model.config.train.eval_batch_size)))
 
@@ -223,7 +227,7 @@ def encoder_policy(cm: CodingModel, budget: int | None, naive: bool = False,
   coding.policy_hash(steps, D, S)  # a malformed policy fails here, before any network call
   if len(steps) != budget:
     raise ValueError(f"the policy for --budget {budget} has {len(steps)} steps; rebuild the policy file with "
-                     f"`ardm policy --workdir {cm.workdir} --budgets {budget}`")
+                     f"{cm.model.policy_command(budget)}")
   return steps, ("naive" if naive else "DP-optimal" + (", equal split" if S > 1 and split == "equal" else ""))
 
 

@@ -11,17 +11,17 @@ coarse to fine, 'data' or 'direct' parametrisation), coded stage by stage over a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np
 
 from ardm_jax import coding
 from ardm_jax.coding_model import (MAX_DECODE_SYMBOLS, CodingModel, CodingStats, Predictor,  # noqa: F401
-                                   compress_items, decoder_policy, decompress_items, encoder_policy,
-                                   model_fingerprint, open_coding_model, search_order, symbols_for)
+                                   coding_model_for, compress_items, decoder_policy, decompress_items,
+                                   encoder_policy, model_fingerprint, open_coding_model, search_order, symbols_for)
 from ardm_jax.file_items import (FileEntry, _from_items, _to_items, _write_entry,  # noqa: F401
                                  decode_file_table, encode_file_table, output_names, read_input, read_inputs)
+from ardm_jax.model_dir import add_model_source, open_trained, trained_spec
 from ardm_jax.policy import BUDGET_SPLIT_KEYS  # NumPy only: cheap for --help
 
 # jax, the workdir and the data sources are imported inside the jobs: the CLI builds its parser from this module
@@ -30,18 +30,6 @@ from ardm_jax.policy import BUDGET_SPLIT_KEYS  # NumPy only: cheap for --help
 
 # --------------------------------------------------------------------------------------------------------------
 # Whole jobs
-
-
-def workdir_spec(workdir: str):
-  """The model's DataSpec from the workdir alone (cheap: inputs are checked before the model is loaded)."""
-  from ardm_jax.configs import DATA_SPEC_FILE  # pylint: disable=import-outside-toplevel
-  from ardm_jax.train_state import DataSpec  # pylint: disable=import-outside-toplevel
-  path = os.path.join(workdir, DATA_SPEC_FILE)
-  if not os.path.isfile(path):
-    raise ValueError(f"{workdir} is not a training workdir (no {DATA_SPEC_FILE}); train first with "
-                     f"`ardm train --config ... --workdir {workdir}`")
-  with open(path) as f:
-    return DataSpec.from_json(json.load(f))
 
 
 def compress_files(cm: CodingModel, paths_or_entries: list, *, mode: str = "item", budget: int | None = None,
@@ -104,7 +92,7 @@ def _positive(text: str) -> int:
 def add_parsers(sub) -> None:
   p = sub.add_parser("compress", help="lossless compression of images (.png/.npy), text or audio (.wav) with a "
                                       "trained model")
-  p.add_argument("--workdir", required=True)
+  add_model_source(p, data=True)  # the data: for --search-orders' training items
   p.add_argument("inputs", nargs="+", metavar="INPUT",
                  help=".png/.npy images, .txt text or 16-bit mono .wav audio (any size: tiled)")
   p.add_argument("-o", "--out", required=True, help="output container file")
@@ -127,7 +115,7 @@ def add_parsers(sub) -> None:
   p.add_argument("--overwrite", action="store_true")
 
   p = sub.add_parser("decompress", help="restore the files of an `ardm compress` container")
-  p.add_argument("--workdir", required=True, help="the workdir of the model that compressed the file")
+  add_model_source(p)  # the model that compressed the file: its workdir or its exported folder
   p.add_argument("input", metavar="IN")
   p.add_argument("-o", "--out", required=True, help="output folder (created if missing)")
   p.add_argument("--policy", default=None, help="policy file used for compression (default WORKDIR/policy.json)")
@@ -144,8 +132,9 @@ def cmd_compress(args) -> None:
   _check_out_file(args.out, args.overwrite)
   if args.search_orders < 0 or args.seed < 0:
     raise ValueError(f"--search-orders and --seed must be >= 0, got {args.search_orders} and {args.seed}")
-  entries = read_inputs(workdir_spec(args.workdir), args.inputs, args.keep_names)  # bad inputs fail fast
-  cm = open_coding_model(args.workdir, args.step)
+  # Bad inputs fail fast, before the model is loaded.
+  entries = read_inputs(trained_spec(args.workdir, args.model), args.inputs, args.keep_names)
+  cm = coding_model_for(open_trained(args.workdir, args.model, step=args.step, data_path=args.data_path))
   data, report = compress_files(cm, entries, mode=args.mode, budget=args.budget, naive=args.naive,
                                 policy_file=args.policy, search_orders=args.search_orders,
                                 search_items=args.search_items, seed=args.seed, keep_names=args.keep_names,
@@ -174,11 +163,11 @@ def cmd_decompress(args) -> None:
     raise ValueError(f"input file {args.input} does not exist")
   with open(args.input, "rb") as f:
     data = f.read()
-  spec = workdir_spec(args.workdir)
+  spec = trained_spec(args.workdir, args.model)
   # A damaged file or a non-container fails here, before the model is loaded (parsing only: any stage count).
   coding.unpack_container(data, expected_fingerprint=None, expected_shape=spec.shape, max_symbols=MAX_DECODE_SYMBOLS,
                           num_stages=coding.MAX_STAGES)
-  cm = open_coding_model(args.workdir, args.step)
+  cm = coding_model_for(open_trained(args.workdir, args.model, step=args.step))
   paths, s = decompress_file(cm, data, args.out, policy_file=args.policy, overwrite=args.overwrite)
   print(f"{args.input}: {s.num_items} item(s), mode {s.mode}, {s.policy_steps} policy steps, "
         f"{s.network_calls} network calls, {s.seconds:.2f}s -> {len(paths)} file(s) in {args.out}")

@@ -17,6 +17,10 @@ CONFIG_PREFIX = "--config."
 # What `ardm train` writes into a workdir beside the checkpoints (read back by every job; see ardm_jax/workdir.py).
 CONFIG_FILE = "config.json"
 DATA_SPEC_FILE = "data_spec.json"
+# Each `ardm train` command run on a workdir, one line each (the model card of an export quotes them).
+TRAIN_COMMANDS_FILE = "train_commands.txt"
+# The `format` of an exported model folder's config.json (ardm_jax/model_dir.py); a workdir's config.json has none.
+MODEL_FORMAT = "ardm_jax.model"
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:

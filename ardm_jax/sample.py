@@ -39,12 +39,12 @@ def choose_policy(model, budget: int | None, naive: bool = False, policy_file: s
   else:
     path = policy_file or os.path.join(model.workdir, POLICY_FILE)
     if not os.path.isfile(path):
-      raise ValueError(f"no policy file at {path}: run `ardm policy --workdir {model.workdir} --budgets {budget}` "
-                       "first, or pass --naive for evenly spaced steps")
+      raise ValueError(f"no policy file at {path}: run {model.policy_command(budget)} first, or pass --naive for "
+                       "evenly spaced steps")
     pf = policy_lib.load_policy_file(path)
     if len(pf["stages"]) != num_stages or pf["num_dims"] != num_steps:
       raise ValueError(f"{path} has {len(pf['stages'])} stage(s) of {pf['num_dims']} steps but the model has "
-                       f"{num_stages} of {num_steps}; rebuild it with `ardm policy --workdir {model.workdir}`")
+                       f"{num_stages} of {num_steps}; rebuild it with {model.policy_command('B1,B2,...')}")
     if start == 0:
       return policy_lib.global_policy(pf, budget, split).astype(np.int32)
     losses = [np.asarray(st["loss_per_step"], np.float64)[start:] for st in pf["stages"]]

@@ -27,6 +27,19 @@ class TrainedModel:
   step: int
   params_kind: str  # 'ema' or 'raw'
   config_hash: str
+  # 'workdir', or 'model' for a folder written by `ardm export` (ardm_jax/model_dir.py; `workdir` is that folder)
+  source: str = "workdir"
+
+  @property
+  def cli_source(self) -> str:
+    """How a command names this model: `--workdir W` or `--model DIR`."""
+    return f"--{self.source} {self.workdir}"
+
+  def policy_command(self, budgets) -> str:
+    """The command (in backticks) that writes this model's policy file; a model folder is never written into."""
+    if self.source == "workdir":
+      return f"`ardm policy --workdir {self.workdir} --budgets {budgets}`"
+    return f"`ardm policy --model {self.workdir} --budgets {budgets} --out policy.json` (then --policy policy.json)"
 
   @property
   def spec(self) -> DataSpec:
@@ -63,7 +76,10 @@ def load_config(workdir: str):
   if not config_path.is_file():
     raise ValueError(f"{workdir} is not a training workdir (no {CONFIG_FILE}); train first with "
                      f"`ardm train --config ... --workdir {workdir}`")
-  return configs.config_from_json(config_path)
+  config = configs.config_from_json(config_path)
+  if config.get("format") == configs.MODEL_FORMAT:
+    raise ValueError(f"{workdir} is an exported model folder, not a training workdir; pass it as --model")
+  return config
 
 
 def _resolve_step(manager, workdir: str, step: int | str | None) -> int:
