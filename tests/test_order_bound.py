@@ -101,6 +101,10 @@ def test_k1_is_the_per_order_likelihood_and_orders_do_not_depend_on_the_batch():
   k1 = -ll[:, 0, 0] / (D * np.log(2.0))
   assert result["curve"][0]["bpd"] == pytest.approx(k1.mean(), rel=1e-9)
   assert result["gain_over_elbo"]["bits"] == pytest.approx(10.0 - result["curve"][-1]["bpd"], rel=1e-9)
+  order_mean = -ll[:, :, 0].mean(1) / (D * np.log(2.0))
+  assert result["order_mean"]["bpd"] == pytest.approx(order_mean.mean(), rel=1e-9)
+  assert result["curve"][0]["gain_over_order_mean"] == pytest.approx((order_mean - k1).mean(), abs=1e-12)
+  assert result["curve"][-1]["gain_over_order_mean"] > 0  # Jensen, item by item (the orders differ)
   assert order_bound.curve_ks(64) == [1, 2, 4, 8, 16, 32, 64] and order_bound.curve_ks(5) == [1, 2, 4, 5]
 
 
