@@ -3,8 +3,9 @@
     flock /tmp/heavy.lock env PYTHONPATH=DIR_WITH_LIBTPU python benchmarks/compile_and_step.py
 
 In one process, for each configuration two variants of the network:
-  old  model.remat as a bool (any remat -> True: every block, no policy), attention_impl='plain', scan_layers=False
-       (every block an unrolled Python loop, as before these options existed)
+  old  model.remat as a bool as the config had it before remat policies existed (PRE_POLICY_REMAT for the paper
+       configs, else any remat -> True: every block, no policy), attention_impl='plain', scan_layers=False (every
+       block an unrolled Python loop, as before these options existed)
   new  the config's remat choice, attention through jax.nn.dot_product_attention ('xla' unless the config names
        one), scan_layers=True (each run of identical blocks compiled once with nn.scan)
 
@@ -17,7 +18,10 @@ and prints two tables of medians:
     no libtpu) XLA:CPU on as many fake CPU devices as the slice has, whose memory figures are only indicative.
     Real-size compiles need several GiB of RAM: run the script under `flock /tmp/heavy.lock` on shared machines.
 
-Times are wall-clock on whatever machine runs this; on a shared machine repeat the runs.
+Times are wall-clock on whatever machine runs this. On a shared machine they swing several-fold with the load
+(a text8 compile took 20 s on a quiet 2-core machine and 159 s under a load of 2-24): `--repeat N` compiles every
+variant N times, interleaved, and prints medians; each table row also gives the 1-minute load average seen
+around its compiles. `benchmarks/compile_breakdown.py` splits one compile into libtpu's stages and kernels.
 """
 from __future__ import annotations
 
@@ -33,15 +37,21 @@ from ardm_jax import preflight  # pylint: disable=wrong-import-position  (no JAX
 
 DEFAULT_STEP_CONFIGS = ("experiments/digits.py", "experiments/local_text.py:pydoc")
 DEFAULT_AOT = ("experiments/cifar10.py@v4-32", "experiments/text8.py@v5e-16")
+# model.remat of the paper configs before the per-block-kind choices (commit 522a3cc^): text8 set none (False),
+# cifar10 and sc09 remat=True. The bool rule below would read text8's 'attention' as True.
+PRE_POLICY_REMAT = {"text8.py": False, "text8_upscale.py": False, "cifar10.py": True, "cifar10_upscale4.py": True,
+                    "sc09.py": True, "sc09_upscale.py": True}
 
 
-def variant_model(model_cfg, variant: str, scan_layers: bool = True) -> dict:
-  """The model config of `variant` ('old' or 'new'; `scan_layers` for 'new') as a plain dict."""
+def variant_model(model_cfg, variant: str, scan_layers: bool = True, path: str | None = None) -> dict:
+  """The model config of `variant` ('old' or 'new'; `scan_layers` for 'new') as a plain dict (`path`: the config
+  file, whose pre-policy remat PRE_POLICY_REMAT may record)."""
   model = model_cfg.to_dict()
   remat = model.get("remat", False)
   has_attention = model["name"] in ("unet", "transformer")
   if variant == "old":
-    model["remat"] = remat not in (False, None, "none")
+    old = PRE_POLICY_REMAT.get(os.path.basename(path.split(":")[0])) if path else None
+    model["remat"] = old if old is not None else remat not in (False, None, "none")
     model["scan_layers"] = False
     if has_attention:
       model["attention_impl"] = "plain"
@@ -143,6 +153,8 @@ def main(argv=None) -> int:
                       help="run the 'new' variant once per model.remat choice given here (default: the config's)")
   parser.add_argument("--new_scan_layers", type=int, default=1, choices=[0, 1],
                       help="scan_layers of the 'new' variant (0: the other new settings with unrolled layers)")
+  parser.add_argument("--repeat", type=int, default=1,
+                      help="AOT compiles per variant (interleaved); the table gives medians and the range")
   parser.add_argument("--cpu_estimate", action="store_true",
                       help="compile the --aot configs with XLA:CPU on fake devices even if libtpu is importable")
   args = parser.parse_args(argv)
@@ -170,7 +182,7 @@ def main(argv=None) -> int:
       base = configs.load_config_file(path)
       spec = preflight._data_spec(base)  # pylint: disable=protected-access
       for variant, remat in variants_with_remat(args.variants, args.remat):
-        model = variant_model(base.model, variant, args.new_scan_layers)
+        model = variant_model(base.model, variant, args.new_scan_layers, path)
         if remat is not None:
           model["remat"] = remat
         compile_s, step_s = step_times(with_model(base, model), spec, args.steps)
@@ -178,19 +190,39 @@ def main(argv=None) -> int:
 
   if aot:
     target = "libtpu" if have_libtpu else "XLA:CPU estimate"
-    print(f"\n| config | slice | variant | settings | trace+lower | compile ({target}) | peak memory per device |")
-    print("|---|---|---|---|---|---|---|")
+    times = "median of " + str(args.repeat) if args.repeat > 1 else "one run"
+    print(f"\n| config | slice | variant | settings | trace+lower | compile ({target}; {times}) | compile ratio "
+          "old / this | peak memory per device | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for path, topology in aot:
       base = configs.load_config_file(path)
       hbm = preflight.TOPOLOGIES[topology][3]
+      rows = []
       for variant, remat in variants_with_remat(args.variants, args.remat):
-        model = variant_model(base.model, variant, args.new_scan_layers)
+        model = variant_model(base.model, variant, args.new_scan_layers, path)
         if remat is not None:
           model["remat"] = remat
-        lower_s, compile_s, peak = aot_compile(with_model(base, model), topology, have_libtpu)
+        rows.append((variant, model, {"lower": [], "compile": [], "load": []}))
+      # Repeats interleave the variants, so a change of machine load hits all of them alike.
+      for _ in range(args.repeat):
+        for _, model, runs in rows:
+          load_before = os.getloadavg()[0]
+          lower_s, compile_s, peak = aot_compile(with_model(base, model), topology, have_libtpu)
+          runs["lower"].append(lower_s)
+          runs["compile"].append(compile_s)
+          runs["load"].extend([load_before, os.getloadavg()[0]])
+          runs["peak"] = peak
+          print(f"  {path} {topology} {describe(model)}: lower {lower_s:.0f} s, compile {compile_s:.0f} s",
+                file=sys.stderr, flush=True)
+      old = [statistics.median(r["compile"]) for v, _, r in rows if v == "old"]
+      for variant, model, runs in rows:
+        peak, compile_s = runs["peak"], statistics.median(runs["compile"])
         share = f" ({100 * peak / (hbm * 2**30):.0f}% of {hbm} GiB)" if have_libtpu else ""
-        print(f"| {path} | {topology} | {variant} | {describe(model)} | {lower_s:.0f} s | {compile_s:.0f} s | "
-              f"{peak / 2**30:.2f} GiB{share} |", flush=True)
+        ratio = f"{old[0] / compile_s:.2f}x" if old else "-"
+        spread = (f" ({min(runs['compile']):.0f}-{max(runs['compile']):.0f})" if len(runs["compile"]) > 1 else "")
+        print(f"| {path} | {topology} | {variant} | {describe(model)} | {statistics.median(runs['lower']):.0f} s | "
+              f"{compile_s:.0f} s{spread} | {ratio} | {peak / 2**30:.2f} GiB{share} | "
+              f"{min(runs['load']):.1f}-{max(runs['load']):.1f} |", flush=True)
   return 0
 
 
