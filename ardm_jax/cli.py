@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
   p.add_argument("--passes", type=int, default=1, help="independent estimates per item")
   p.add_argument("--split", default="test")
+  p.add_argument("--num-items", type=int, default=None, metavar="N",
+                 help="evaluate the split's first N items only (default all; the file name then ends in _itemsN)")
   p.add_argument("--raw", action="store_true", help="evaluate the raw parameters instead of the EMA ones")
   p.add_argument("--step", type=_checkpoint_step, default=None,
                  help="checkpoint: a step number or 'best' (lowest held-out bits/dim while training; default latest)")
@@ -277,9 +279,10 @@ def cmd_eval(args) -> None:
   dataset = data.load(model.config.data)
   if args.split not in dataset.splits:
     raise ValueError(f"split {args.split!r} does not exist for {dataset.name}; choose one of {list(dataset.splits)}")
+  items = _eval_items(dataset, args.split, args.num_items)
   if args.orders is not None:
     from ardm_jax import order_bound  # pylint: disable=import-outside-toplevel
-    order_bound.cmd_eval_orders(args, model, dataset)
+    order_bound.cmd_eval_orders(args, model, items)
     return
   setup, steps = model.setup, None
   if objective.is_baseline(setup.objective):  # --budget is the baseline's number of generation steps
@@ -290,7 +293,6 @@ def cmd_eval(args) -> None:
         setup.objective, args.budget, model.spec.num_steps))
   elif args.budget is not None:
     steps = sample.choose_policy(model, args.budget, args.naive, args.policy, split=args.budget_split)
-  items = dataset.eval_items(args.split)
   batch_size = args.batch_size or int(model.config.train.eval_batch_size)
   start = time.time()
   with setup.context():
@@ -311,6 +313,7 @@ def cmd_eval(args) -> None:
   stem = ("eval" if budget is None else
           f"eval_budget{budget}{'_naive' if args.naive else ''}{'_exact' if args.exact else ''}"
           f"{'_equal' if result['budget_split'] == 'equal' and not args.naive else ''}")
+  stem += "" if args.num_items is None else f"_items{len(items)}"
   # A chosen checkpoint's result (--step N|best) does not replace the latest checkpoint's file.
   path = args.out or os.path.join(args.workdir,
                                   stem + ("" if args.step is None else f"_step{model.step}") + ".json")
@@ -319,6 +322,16 @@ def cmd_eval(args) -> None:
                                                  if objective.is_baseline(setup.objective) else model.spec.num_steps)
   print(f"{args.split} {result['unit']} ({result['params']} params, step {model.step}, {args.passes} pass(es), "
         f"{calls} steps): {result['bpd']:.4f} ± {result['stderr']:.4f} -> {path}")
+
+
+def _eval_items(dataset, split: str, num_items: int | None):
+  """The held-out items of `split`, the first `num_items` of them when given (a cheaper, fixed subset)."""
+  items = dataset.eval_items(split)
+  if num_items is None:
+    return items
+  if num_items < 1 or num_items > len(items):
+    raise ValueError(f"--num-items must be between 1 and the {len(items)} items of split {split!r}, got {num_items}")
+  return items[:num_items]
 
 
 def _default_out(workdir, spec, step, budget, stem="samples"):

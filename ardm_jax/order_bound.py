@@ -201,11 +201,12 @@ def format_table(result: dict, unit: str) -> str:
 
 
 def output_name(num_orders: int, budget: int | None, naive: bool = False, equal: bool = False,
-                step: int | None = None) -> str:
-  """eval_orders_K[_bB][_naive|_equal][_stepN].json: never eval.json."""
+                step: int | None = None, num_items: int | None = None) -> str:
+  """eval_orders_K[_bB][_naive|_equal][_itemsN][_stepN].json: never eval.json."""
   stem = f"eval_orders_{num_orders}"
   if budget is not None:
     stem += f"_b{budget}" + ("_naive" if naive else "_equal" if equal else "")
+  stem += "" if num_items is None else f"_items{num_items}"
   return stem + ("" if step is None else f"_step{step}") + ".json"
 
 
@@ -219,9 +220,9 @@ def check_args(args, model) -> None:
     raise ValueError("--naive and --policy choose a parallel policy: pass --budget B with them")
 
 
-def cmd_eval_orders(args, model, dataset) -> str:
+def cmd_eval_orders(args, model, items: np.ndarray) -> str:
   """`ardm eval --orders K [--budget B]`: writes --out or WORKDIR/eval_orders_K[_bB].json and prints the curve;
-  returns the path. As for eval.json, a rerun replaces the default file (atomically); `ardm eval` refuses an
+  returns the path. `items`: the held-out items to evaluate (the split, or its first --num-items). As for eval.json, a rerun replaces the default file (atomically); `ardm eval` refuses an
   existing --out without --overwrite before it opens the model."""
   from ardm_jax import sample  # pylint: disable=import-outside-toplevel
   check_args(args, model)
@@ -229,7 +230,6 @@ def cmd_eval_orders(args, model, dataset) -> str:
   steps = None
   if args.budget is not None:
     steps = sample.choose_policy(model, args.budget, args.naive, args.policy, split=args.budget_split)
-  items = dataset.eval_items(args.split)
   batch_size = args.batch_size or int(model.config.train.eval_batch_size)
   start = time.time()
   with setup.context():
@@ -247,7 +247,8 @@ def cmd_eval_orders(args, model, dataset) -> str:
              "seed": args.seed, "config_hash": model.config_hash, "seconds": round(time.time() - start, 2)}
   path = getattr(args, "out", None) or os.path.join(
       args.workdir, output_name(args.orders, result["budget"], args.naive, equal,
-                                None if args.step is None else model.step))
+                                None if args.step is None else model.step,
+                                None if getattr(args, "num_items", None) is None else len(items)))
   evaluate.write_json(path, result)
   gain, last = result["gain_over_elbo"], result["curve"][-1]
   print(f"{args.split}, {result['num_items']} items, {args.orders} orders per item"

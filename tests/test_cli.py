@@ -168,11 +168,12 @@ def test_eval_orders_writes_the_bound_curve_beside_the_elbo(digits_workdir, caps
   """`ardm eval --orders K` (ardm_jax/order_bound.py, exact checks in test_order_bound.py) writes its own file."""
   eval_json = digits_workdir / "eval.json"
   before = eval_json.read_text() if eval_json.exists() else None
-  run("eval", "--workdir", digits_workdir, "--orders", "4", "--budget", "3", "--naive", "--passes", "2")
+  run("eval", "--workdir", digits_workdir, "--orders", "4", "--budget", "3", "--naive", "--passes", "2",
+      "--num-items", "60")
   out = capsys.readouterr().out
-  result = json.load(open(digits_workdir / "eval_orders_4_b3_naive.json"))
+  result = json.load(open(digits_workdir / "eval_orders_4_b3_naive_items60.json"))
   assert (eval_json.read_text() if eval_json.exists() else None) == before
-  assert [row["k"] for row in result["curve"]] == [1, 2, 4] and result["num_items"] == 300
+  assert [row["k"] for row in result["curve"]] == [1, 2, 4] and result["num_items"] == 60
   assert result["budget"] == 3 and result["elbo"]["passes"] == 2 and result["unit"] == "bits/dim"
   # Item by item the bound at K is at most the mean of its K per-order bits (Jensen), whatever the draws; the
   # curve itself decreases only in expectation.
@@ -183,3 +184,8 @@ def test_eval_orders_writes_the_bound_curve_beside_the_elbo(digits_workdir, caps
   expect_error(capsys, "eval", "--workdir", digits_workdir, "--orders", "2", "--budget", "3", "--exact",
                match="drop --exact")
   expect_error(capsys, "eval", "--workdir", digits_workdir, "--orders", "2", "--naive", match="pass --budget")
+  expect_error(capsys, "eval", "--workdir", digits_workdir, "--num-items", "301", match="between 1 and the 300 items")
+  # The plain ELBO on a subset goes to its own file too: the split's eval.json keeps meaning every item.
+  run("eval", "--workdir", digits_workdir, "--num-items", "20")
+  assert json.load(open(digits_workdir / "eval_items20.json"))["num_items"] == 20
+  assert (eval_json.read_text() if eval_json.exists() else None) == before
