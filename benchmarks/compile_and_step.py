@@ -56,7 +56,7 @@ def variant_model(model_cfg, variant: str, scan_layers: bool = True, path: str |
     if has_attention:
       model["attention_impl"] = "plain"
   else:
-    model["scan_layers"] = scan_layers
+    model["scan_layers"] = bool(scan_layers)
     if has_attention and model.get("attention_impl", "plain") == "plain":
       model["attention_impl"] = "xla"
   return model
