@@ -1,0 +1,344 @@
+"""Exported model folders (`ardm export`, `--model DIR`): every job gives the same numbers and bytes from the folder
+as from the workdir, for image, text, upscale and audio models; damaged or foreign folders are refused in one line."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ardm_jax import cli, coding_model, configs, model_dir, workdir as workdir_lib
+from test_compress import (AUDIO_L, audio_config, digits_upscale_config, image_inputs, random_workdir, same_content,
+                           wav_content, wav_inputs)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FSDD = os.path.join(os.path.dirname(REPO), "shared", "data", "fsdd", "fsdd_8khz.npz")
+
+
+def run(*argv):
+  return cli.main([str(a) for a in argv])
+
+
+def expect_error(capsys, *argv, match):
+  with pytest.raises(SystemExit) as exc:
+    run(*argv)
+  assert exc.value.code == 2
+  err = capsys.readouterr().err
+  assert match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+  """A digits workdir (a random model, as in test_compress: no training) with the command `ardm train` records, a
+  policy file and an eval.json; and its exported folder."""
+  from ardm_jax import train
+  from ardm_jax.train_state import DataSpec
+  root = tmp_path_factory.mktemp("export")
+  w = root / "digits"
+  config = configs.load_config_file(os.path.join(REPO, "experiments", "digits.py:tiny"))
+  random_workdir(w, config, DataSpec(name="digits", kind="image", shape=(8, 8, 1), num_classes=17))
+  with pytest.MonkeyPatch.context() as mp:  # what `ardm train` writes beside the training it runs
+    mp.setattr(train, "train_and_evaluate", lambda config, workdir: None)
+    run("train", "--config", os.path.join(REPO, "experiments", "digits.py:tiny"), "--workdir", w,
+        "--config.train.num_steps=3")
+  assert (w / configs.TRAIN_COMMANDS_FILE).read_text().endswith(" --config.train.num_steps=3\n")
+  run("policy", "--workdir", w, "--budgets", "4", "--samples", "2")
+  run("eval", "--workdir", w)
+  run("export", "--workdir", w, "-o", root / "digits_model", "--license", "apache-2.0")
+  return w, root / "digits_model"
+
+
+def eval_result(path):
+  result = json.load(open(path))
+  del result["seconds"]  # wall time: the one field that may differ
+  return result
+
+
+def test_digits_folder_reproduces_every_job(digits, tmp_path, capsys):
+  w, m = digits
+  assert sorted(os.listdir(m)) == ["README.md", "config.json", "model.safetensors", "policy.json"]
+  meta = json.load(open(m / "config.json"))
+  assert meta["format"] == configs.MODEL_FORMAT and meta["format_version"] == model_dir.FORMAT_VERSION
+  assert "path" not in meta["config"]["data"] and "mesh" not in meta["config"] and "optim" not in meta["config"]
+  # The fingerprint the compressor writes: the same from the folder and from the workdir.
+  from_folder, from_workdir = model_dir.open_model_dir(str(m)), workdir_lib.open_workdir(str(w))
+  assert meta["config_hash"] == from_workdir.config_hash == from_folder.config_hash
+  assert meta["fingerprint"] == coding_model.model_fingerprint(from_folder) == \
+      coding_model.model_fingerprint(from_workdir)
+  # eval: the same result JSON (the workdir's eval.json was written before the export).
+  run("eval", "--model", m, "--out", tmp_path / "eval.json")
+  assert eval_result(tmp_path / "eval.json") == eval_result(w / "eval.json")
+  # sample with the DP policy (the folder's copy of policy.json) and inpaint: the same bytes.
+  for src, name in (("--workdir", w), ("--model", m)):
+    run("sample", src, name, "--num", "3", "--budget", "4", "--out", tmp_path / f"s{src}.png")
+    np.save(tmp_path / f"digit{src}.npy", np.arange(64).reshape(8, 8, 1) % 17)
+    run("inpaint", src, name, "--input", tmp_path / f"digit{src}.npy", "--num", "2", "--budget", "4", "--naive",
+        "--out", tmp_path / f"i{src}.png")
+  for stem in ("s", "i"):
+    assert (tmp_path / f"{stem}--workdir.png").read_bytes() == (tmp_path / f"{stem}--model.png").read_bytes()
+  # policy estimated with the folder: the same file.
+  run("policy", "--model", m, "--budgets", "4", "--samples", "2", "--out", tmp_path / "policy.json")
+  assert json.load(open(tmp_path / "policy.json")) == json.load(open(w / "policy.json"))
+  # compress: the same bytes; each decodes with the other.
+  src = tmp_path / "in"
+  src.mkdir()
+  paths = image_inputs(src)[:3]
+  run("compress", "--workdir", w, *paths, "-o", tmp_path / "w.ardm", "--budget", "4")
+  run("compress", "--model", m, *paths, "-o", tmp_path / "m.ardm", "--budget", "4")
+  assert (tmp_path / "w.ardm").read_bytes() == (tmp_path / "m.ardm").read_bytes()
+  run("decompress", "--model", m, tmp_path / "w.ardm", "-o", tmp_path / "dm")
+  run("decompress", "--workdir", w, tmp_path / "m.ardm", "-o", tmp_path / "dw")
+  for i, p in enumerate(paths):
+    assert same_content(p, tmp_path / "dm" / f"item_{i:04d}.png")
+    assert same_content(p, tmp_path / "dw" / f"item_{i:04d}.png")
+  capsys.readouterr()
+
+
+def test_export_prints_sizes_and_writes_a_model_card(digits, tmp_path, capsys):
+  w, m = digits
+  run("export", "--workdir", w, "-o", tmp_path / "again")
+  printed = capsys.readouterr().out
+  assert "model.safetensors" in printed and "the workdir's checkpoint of step 0" in printed
+  folder = sum(os.path.getsize(tmp_path / "again" / n) for n in os.listdir(tmp_path / "again"))
+  checkpoint = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(w / "checkpoints" / "0") for f in fs)
+  assert f"{folder / 1e6:.2f} MB" in printed and f"{checkpoint / 1e6:.2f} MB" in printed
+  assert folder <= 0.4 * checkpoint  # EMA parameters only: no optimizer state, no second copy
+  card = (m / "README.md").read_text()
+  assert card.startswith("---\n") and card.count("---\n") >= 2
+  yaml = pytest.importorskip("yaml")
+  front = yaml.safe_load(card.split("---\n")[1])
+  assert front["library_name"] == "ardm_jax" and front["license"] == "apache-2.0" and front["datasets"] == ["digits"]
+  assert "ardm" in front["tags"] and "image" in front["tags"]
+  bpd = json.load(open(w / "eval.json"))["bpd"]
+  assert front["model-index"][0]["results"][0]["metrics"][0]["value"] == round(bpd, 4)
+  assert f"{bpd:.4f}" in card and "ardm train --config" in card and "--config.train.num_steps=3" in card
+  assert "ardm sample --model" in card and "ardm compress --model" in card and "0 steps of batch 8" in card
+
+
+@pytest.fixture(scope="module")
+def others(tmp_path_factory):
+  """Text, upscale and 16-bit audio workdirs holding random models (as in test_compress: no training) and their
+  folders."""
+  from ardm_jax import data
+  from ardm_jax.train_state import DataSpec
+  root = tmp_path_factory.mktemp("export_others")
+  workdirs = {"text": root / "text", "upscale": root / "upscale", "audio": root / "audio"}
+  text = configs.apply_overrides(configs.load_config_file(os.path.join(REPO, "experiments", "local_text.py:tiny")),
+                                 ["--config.data.name=pydoc_text"])
+  random_workdir(workdirs["text"], text, DataSpec.of_dataset(data.load(text.data)))
+  random_workdir(workdirs["upscale"], digits_upscale_config("data"),
+                 DataSpec(name="digits", kind="image", shape=(8, 8, 1), num_classes=17))
+  random_workdir(workdirs["audio"], audio_config(), DataSpec(name="fsdd", kind="audio", shape=(AUDIO_L,),
+                                                             num_classes=1 << 16, sample_rate=8000, bits=16))
+  for kind, w in workdirs.items():
+    model_dir.export(str(w), str(root / f"{kind}_model"))
+  return {kind: (w, root / f"{kind}_model") for kind, w in workdirs.items()}
+
+
+def inputs_for(kind, d):
+  d.mkdir()
+  if kind == "text":
+    (d / "a.txt").write_text("the quick brown fox jumps over the lazy dog\n")
+    return [d / "a.txt"]
+  if kind == "audio":
+    return wav_inputs(d)[:2]
+  return image_inputs(d)[:2]
+
+
+@pytest.mark.parametrize("kind", ["text", "upscale", "audio"])
+def test_text_upscale_and_audio_folders_reproduce_the_jobs(kind, others, tmp_path, capsys):
+  w, m = others[kind]
+  data = []
+  if kind == "audio":
+    if not os.path.exists(FSDD):
+      if os.environ.get("CI") == "true":
+        pytest.fail(f"{FSDD} is missing in CI: the shared data folder must sit beside the repository")
+      pytest.skip("shared data not present")
+    data = ["--data-path", FSDD]  # the folder does not say where the data lies
+  if kind != "upscale":  # (held-out evaluation of images is the digits test's)
+    run("eval", "--workdir", w, "--out", tmp_path / "w.json")
+    run("eval", "--model", m, *data, "--out", tmp_path / "m.json")
+    assert eval_result(tmp_path / "w.json") == eval_result(tmp_path / "m.json")
+  if kind == "text":  # (sampling and completion of images are the digits test's)
+    for src, name in (("--workdir", w), ("--model", m)):
+      run("sample", src, name, "--num", "2", "--budget", "6", "--naive", "--out", tmp_path / f"s{src}.txt")
+    assert (tmp_path / "s--workdir.txt").read_bytes() == (tmp_path / "s--model.txt").read_bytes()
+    (tmp_path / "gap.txt").write_text("the quick ____n fox")
+    for src, name in (("--workdir", w), ("--model", m)):
+      run("inpaint", src, name, "--input", tmp_path / "gap.txt", "--num", "2", "--out", tmp_path / f"i{src}.txt")
+    assert (tmp_path / "i--workdir.txt").read_text() == (tmp_path / "i--model.txt").read_text()
+  paths = inputs_for(kind, tmp_path / "in")
+  run("compress", "--workdir", w, *paths, "-o", tmp_path / "w.ardm", "--budget", "6", "--naive")
+  run("compress", "--model", m, *paths, "-o", tmp_path / "m.ardm", "--budget", "6", "--naive")
+  assert (tmp_path / "w.ardm").read_bytes() == (tmp_path / "m.ardm").read_bytes()
+  run("decompress", "--model", m, tmp_path / "w.ardm", "-o", tmp_path / "dm")
+  restored = sorted(os.listdir(tmp_path / "dm"))
+  assert len(restored) == len(paths)
+  for p, r in zip(paths, restored):
+    if kind == "audio":
+      assert wav_content(p) == wav_content(tmp_path / "dm" / r)
+    else:
+      assert same_content(str(p), str(tmp_path / "dm" / r))
+  capsys.readouterr()
+
+
+def test_export_writes_the_ema_parameters_or_with_raw_the_raw_ones(digits, tmp_path, capsys):
+  from safetensors.numpy import load_file
+  from ardm_jax import checkpoint
+  w, _ = digits
+  shutil.copytree(w, tmp_path / "w")
+  model = workdir_lib.open_workdir(str(tmp_path / "w"))
+  state = workdir_lib.restore_state(model)
+  state = state.replace(ema_params=jax.tree.map(lambda p: p * 0.5 + 1.0, state.params))  # an EMA unlike the raw
+  manager = checkpoint.make_manager(str(tmp_path / "w"), async_save=False)
+  checkpoint.save(manager, 1, state, {"step": 1})
+  manager.close()
+  run("export", "--workdir", tmp_path / "w", "-o", tmp_path / "ema")
+  run("export", "--workdir", tmp_path / "w", "--raw", "--step", "1", "-o", tmp_path / "raw")
+  names = model_dir._tensor_names(state.params)  # pylint: disable=protected-access
+  for kind, tree in (("ema", state.ema_params), ("raw", state.params)):
+    meta = json.load(open(tmp_path / kind / "config.json"))
+    assert meta["params"]["kind"] == kind and meta["step"] == 1
+    tensors = load_file(str(tmp_path / kind / "model.safetensors"))
+    for name, leaf in zip(names, jax.tree.leaves(tree)):
+      np.testing.assert_array_equal(tensors[name], np.asarray(leaf), err_msg=f"{kind} {name}")
+  capsys.readouterr()
+
+
+def test_parameters_keep_their_dtypes_and_restore_onto_a_mesh(tmp_path):
+  from safetensors.numpy import save_file
+  rng = np.random.default_rng(0)
+  tree = {"a": {"kernel": rng.normal(size=(3, 4)).astype(jnp.bfloat16), "bias": np.arange(4, dtype=np.float16)},
+          "count": np.array([7, -2], np.int32), "scalar": np.array(1.5, np.float32)}
+  save_file({"a/kernel": tree["a"]["kernel"], "a/bias": tree["a"]["bias"], "count": tree["count"],
+             "scalar": tree["scalar"]}, str(tmp_path / "p.safetensors"))
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+  shardings = jax.tree.map(lambda _: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()), tree)
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+  loaded = model_dir.load_params(str(tmp_path / "p.safetensors"), abstract, shardings,
+                                 sha256=model_dir.file_sha256(str(tmp_path / "p.safetensors")))
+  for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(tree)):
+    assert got.dtype == want.dtype and got.shape == want.shape and got.sharding.mesh == mesh
+    np.testing.assert_array_equal(np.asarray(got), want)
+  wrong = dict(abstract, count=jax.ShapeDtypeStruct((2,), jnp.int64 if jax.config.x64_enabled else jnp.uint32))
+  with pytest.raises(ValueError, match="tensor 'count' is int32\\[2\\] but the network of config.json needs"):
+    model_dir.load_params(str(tmp_path / "p.safetensors"), wrong, shardings)
+
+
+def test_a_folder_restores_onto_another_device_count(digits, tmp_path):
+  """Two CPU devices (the folder was written from one): the same fingerprint, parameters on both devices and the
+  same held-out number up to float rounding."""
+  w, m = digits
+  script = f"""
+import jax, json
+from ardm_jax import cli, coding_model, model_dir
+assert len(jax.devices()) == 2
+model = model_dir.open_model_dir({str(m)!r})
+assert all(len(p.sharding.device_set) == 2 for p in jax.tree.leaves(model.params))
+assert coding_model.model_fingerprint(model) == json.load(open({str(m / "config.json")!r}))["fingerprint"]
+assert cli.main(["eval", "--model", {str(m)!r}, "--out", {str(tmp_path / "eval.json")!r}]) == 0
+"""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+  subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
+  one, two = eval_result(w / "eval.json"), eval_result(tmp_path / "eval.json")
+  assert two["bpd"] == pytest.approx(one["bpd"], rel=1e-5) and two["config_hash"] == one["config_hash"]
+
+
+def test_damaged_and_foreign_folders_are_refused_in_one_line(digits, tmp_path, capsys):
+  w, m = digits
+
+  def copy(name, edit=None):
+    d = tmp_path / name
+    shutil.copytree(m, d)
+    if edit is not None:
+      meta = json.load(open(d / "config.json"))
+      edit(meta)
+      json.dump(meta, open(d / "config.json", "w"))
+    return d
+
+  def refused(d, match):
+    expect_error(capsys, "sample", "--model", d, "--out", tmp_path / "s.png", match=match)
+
+  truncated = copy("truncated")
+  data = (truncated / "model.safetensors").read_bytes()
+  (truncated / "model.safetensors").write_bytes(data[:len(data) // 2])
+  refused(truncated, "model.safetensors is damaged or truncated")
+  no_hash = copy("no_hash", lambda meta: meta["params"].pop("sha256"))
+  (no_hash / "model.safetensors").write_bytes(data[:len(data) // 2])
+  refused(no_hash, "model.safetensors is damaged or not a safetensors file")
+  # A tensor of another shape than the config's network (the file otherwise intact, its hash updated).
+  from safetensors.numpy import load_file, save_file
+  reshaped = copy("reshaped")
+  tensors = load_file(str(m / "model.safetensors"))
+  tensors["conv_in/bias"] = tensors["conv_in/bias"][:-1]
+  save_file(tensors, str(reshaped / "model.safetensors"))
+  meta = json.load(open(reshaped / "config.json"))
+  meta["params"]["sha256"] = model_dir.file_sha256(str(reshaped / "model.safetensors"))
+  json.dump(meta, open(reshaped / "config.json", "w"))
+  refused(reshaped, "tensor 'conv_in/bias' is float32[15] but the network of config.json needs float32[16]")
+  missing = copy("missing")
+  os.remove(missing / "config.json")
+  refused(missing, "config.json is missing")
+  refused(copy("future", lambda meta: meta.update(format_version=99)), "format_version 99")
+  refused(copy("broken", lambda meta: meta["config"].pop("model")), "config has no 'model' section")
+  foreign = tmp_path / "bert"
+  foreign.mkdir()
+  (foreign / "config.json").write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
+  refused(foreign, "is not an ardm_jax model")
+  refused(w, "is a training workdir, not a model folder")
+  expect_error(capsys, "sample", "--workdir", m, "--out", tmp_path / "s.png", match="is an exported model folder")
+  expect_error(capsys, "compress", "--workdir", m, tmp_path / "x.png", "-o", tmp_path / "x.ardm",
+               match="is an exported model folder")
+  # Options that belong to workdirs, and outputs a model folder cannot take.
+  expect_error(capsys, "eval", "--model", m, "--step", "0", "--out", tmp_path / "e.json", match="--step and --raw")
+  expect_error(capsys, "eval", "--model", m, match="--out is required with --model")
+  expect_error(capsys, "sample", "--model", m, match="--out is required with --model")
+  expect_error(capsys, "policy", "--model", m, "--budgets", "4", match="--out is required with --model")
+  expect_error(capsys, "policy", "--model", m, "--budgets", "4", "--use-tracker", "--out", tmp_path / "p.json",
+               match="--use-tracker needs --workdir")
+  expect_error(capsys, "eval", "--workdir", w, "--data-path", "x", "--out", tmp_path / "e.json",
+               match="--data-path is for --model")
+  # Export never writes into a non-empty folder.
+  expect_error(capsys, "export", "--workdir", w, "-o", m, match="exists and is not an empty folder")
+  expect_error(capsys, "export", "--workdir", m, "-o", tmp_path / "new", match="already a model folder")
+
+
+def test_push_uploads_the_folder_or_fails_in_one_line(digits, tmp_path, capsys, monkeypatch):
+  w, _ = digits
+  monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
+  expect_error(capsys, "export", "--workdir", w, "-o", tmp_path / "a", "--push", "me/digits",
+               match="pip install 'ardm_jax[hub]'")
+  assert not os.path.exists(tmp_path / "a")  # refused before writing anything
+  calls = []
+
+  class FakeApi:
+    def create_repo(self, repo_id, **kwargs):
+      calls.append(("create", repo_id, kwargs["private"]))
+      return f"https://hub.example/{repo_id}"
+
+    def upload_folder(self, folder_path, repo_id, **kwargs):
+      calls.append(("upload", repo_id, sorted(os.listdir(folder_path))))
+
+  fake = types.SimpleNamespace(HfApi=FakeApi, constants=types.SimpleNamespace(ENDPOINT="https://hub.example"))
+  monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
+  monkeypatch.setattr(model_dir, "_check_reachable", lambda endpoint: None)
+  run("export", "--workdir", w, "-o", tmp_path / "b", "--push", "me/digits", "--private")
+  assert calls == [("create", "me/digits", True),
+                   ("upload", "me/digits", ["README.md", "config.json", "model.safetensors", "policy.json"])]
+  assert "pushed to https://hub.example/me/digits" in capsys.readouterr().out
+  assert "huggingface-cli download me/digits" in (tmp_path / "b" / "README.md").read_text()
+
+  def no_network(*args, **kwargs):
+    raise OSError("Network is unreachable")
+
+  monkeypatch.undo()
+  monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
+  monkeypatch.setattr("socket.create_connection", no_network)
+  expect_error(capsys, "export", "--workdir", w, "-o", tmp_path / "c", "--push", "me/digits",
+               match="cannot reach https://hub.example")
+  assert os.path.exists(tmp_path / "c" / "model.safetensors")  # the folder is written; only the push failed
