@@ -397,7 +397,7 @@ def model_card(meta: dict, evals: list[dict], commands: list[str], *, license_id
   if evals:
     lines += ["model-index:", f"- name: {q(repo_id or name)}", "  results:"]
     for r in evals:
-      label = f"{r.get('split', 'test')} {r.get('unit', unit)}" + (
+      label = f"{r.get('split', 'test')} {r.get('unit', unit)}, {r.get('passes', 1)} pass(es)" + (
           f", budget {r['budget']}" if r.get("budget") else "")
       lines += ["  - task:", "      type: density-estimation", "      name: likelihood (negative ELBO)",
                 "    dataset:", f"      name: {q(data_name)}", f"      type: {q(data_name)}",
@@ -494,9 +494,9 @@ def push(folder: str, repo_id: str, *, private: bool = False) -> str:
     url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     api.upload_folder(folder_path=folder, repo_id=repo_id, repo_type="model",
                       commit_message=f"ardm export of step {read_meta(folder)['step']}")
-  except (OSError, ValueError) as err:  # HTTP errors (auth, name) and connection errors derive from these
-    raise ValueError(f"pushing {folder} to {repo_id} failed: {str(err).splitlines()[0] if str(err) else err!r}") \
-        from None
+  except Exception as err:  # pylint: disable=broad-except  (auth, repository name, HTTP, connection: one line)
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    raise ValueError(f"pushing {folder} to {repo_id} failed: {first}") from None
   return str(url)
 
 

@@ -12,24 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ardm_jax import cli, coding_model, configs, model_dir, workdir as workdir_lib
-from test_compress import (AUDIO_L, audio_config, digits_upscale_config, image_inputs, random_workdir, same_content,
-                           wav_content, wav_inputs)
+from ardm_jax import coding_model, configs, model_dir, workdir as workdir_lib
+from test_compress import (AUDIO_L, audio_config, digits_upscale_config, expect_error, image_inputs, random_workdir,
+                           run, same_content, wav_content, wav_inputs)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FSDD = os.path.join(os.path.dirname(REPO), "shared", "data", "fsdd", "fsdd_8khz.npz")
-
-
-def run(*argv):
-  return cli.main([str(a) for a in argv])
-
-
-def expect_error(capsys, *argv, match):
-  with pytest.raises(SystemExit) as exc:
-    run(*argv)
-  assert exc.value.code == 2
-  err = capsys.readouterr().err
-  assert match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
 @pytest.fixture(scope="module")
@@ -332,6 +320,14 @@ def test_push_uploads_the_folder_or_fails_in_one_line(digits, tmp_path, capsys, 
                    ("upload", "me/digits", ["README.md", "config.json", "model.safetensors", "policy.json"])]
   assert "pushed to https://hub.example/me/digits" in capsys.readouterr().out
   assert "huggingface-cli download me/digits" in (tmp_path / "b" / "README.md").read_text()
+
+  class RefusingApi(FakeApi):
+    def upload_folder(self, folder_path, repo_id, **kwargs):
+      raise RuntimeError("401 Client Error: Unauthorized\nInvalid credentials in Authorization header")
+
+  monkeypatch.setattr(fake, "HfApi", RefusingApi)
+  expect_error(capsys, "export", "--workdir", w, "-o", tmp_path / "d", "--push", "me/digits",
+               match="pushing " + str(tmp_path / "d") + " to me/digits failed: 401 Client Error: Unauthorized")
 
   def no_network(*args, **kwargs):
     raise OSError("Network is unreachable")
