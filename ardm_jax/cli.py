@@ -183,14 +183,14 @@ def cmd_policy(args) -> None:
   for path in (out, png):  # before the minutes of estimating L_t
     if path and os.path.exists(path) and not args.overwrite:
       raise FileExistsError(f"{path} exists; pass --overwrite to replace it or choose another --out")
+  if args.use_tracker and args.model:
+    raise ValueError("--use-tracker needs --workdir: a model folder keeps no training tracker (estimate L_t on "
+                     "held-out data instead)")
   if args.loss_file:
     if args.out is None:
       raise ValueError("--out is required with --loss-file")
     if args.use_tracker:
       raise ValueError("--use-tracker needs --workdir")
-  elif args.use_tracker and args.model:
-    raise ValueError("--use-tracker needs --workdir: a model folder keeps no training tracker (estimate L_t on "
-                     "held-out data instead)")
     losses, stderr = policy.load_loss_file(args.loss_file)
     num_dims = args.num_dims or len(losses)
     source = f"loss file {args.loss_file}"
