@@ -5,11 +5,13 @@ Determinism
 -----------
 Encoder and decoder must see bit-identical tables. Both use the same jitted network function and table
 function and feed them the items of a container in batches of min(N, config.train.eval_batch_size)
-(N = items in the container, stored in its header); each batch is padded by repeating its first row to divide
-the devices (`sharding.place_rows`), and only the real rows are coded; nothing about batching is stored. The
-padding depends on the device count, but the networks are row-wise (no batch statistics), so a row's table does
-not depend on its batch: a file compressed on 1 device decodes on 3 (tested on CPU). The CRC-32 in the container
-turns any numerical mismatch (another device kind, another XLA) into an error.
+(N = items in the container, stored in its header), and only the real rows are coded; nothing about batching is
+stored. The network runs on one device (`coding_devices`) whatever the machine has: the networks are row-wise
+(no batch statistics), but XLA's float results for a row can still depend on the per-device batch shape (a
+batch of 2 on one device and of 1 padded to 3 across three CPU devices round differently, and one rounding
+changes a quantised table), so a file compressed on 1 device decodes on 3 only when both run the same
+per-device batch (tested on CPU). The CRC-32 in the container turns any numerical mismatch (another device kind,
+another XLA) into an error.
 """
 from __future__ import annotations
 
@@ -186,14 +188,24 @@ class CodingModel:
     return self.model.workdir
 
 
+def coding_devices() -> list:
+  """The devices the coder's network runs on: the first local one (see Determinism above)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.local_devices()[:1]
+
+
 def open_coding_model(workdir: str, step: int | None = None) -> CodingModel:
   from ardm_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
-  return coding_model_for(workdir_lib.open_workdir(workdir, use_ema=True, step=step))
+  return coding_model_for(workdir_lib.open_workdir(workdir, use_ema=True, step=step, devices=coding_devices()))
 
 
 def coding_model_for(model) -> CodingModel:
-  """A trained model (of a workdir or a model folder, see ardm_jax/model_dir.py) ready to code."""
+  """A trained model (of a workdir or a model folder, see ardm_jax/model_dir.py) opened on `coding_devices()`,
+  ready to code."""
   from ardm_jax import objective  # pylint: disable=import-outside-toplevel
+  if model.setup.mesh.size != 1:
+    raise ValueError(f"the coder runs its network on one device (files then decode on any device count); open the "
+                     f"model with devices=coding_devices(), not on {model.setup.mesh.size}")
   objective.require_ardm(model.setup.objective, "compression")
   _check_codable(model.spec, model.workdir)
   return CodingModel(model=model, fingerprint=model_fingerprint(model),

@@ -17,7 +17,7 @@ import numpy as np
 
 from ardm_jax import coding
 from ardm_jax.coding_model import (MAX_DECODE_SYMBOLS, CodingModel, CodingStats, Predictor,  # noqa: F401
-                                   coding_model_for, compress_items, decoder_policy, decompress_items,
+                                   coding_devices, coding_model_for, compress_items, decoder_policy, decompress_items,
                                    encoder_policy, model_fingerprint, open_coding_model, search_order, symbols_for)
 from ardm_jax.file_items import (FileEntry, _from_items, _to_items, _write_entry,  # noqa: F401
                                  decode_file_table, encode_file_table, output_names, read_input, read_inputs)
@@ -134,7 +134,8 @@ def cmd_compress(args) -> None:
     raise ValueError(f"--search-orders and --seed must be >= 0, got {args.search_orders} and {args.seed}")
   # Bad inputs fail fast, before the model is loaded.
   entries = read_inputs(trained_spec(args.workdir, args.model), args.inputs, args.keep_names)
-  cm = coding_model_for(open_trained(args.workdir, args.model, step=args.step, data_path=args.data_path))
+  cm = coding_model_for(open_trained(args.workdir, args.model, step=args.step, data_path=args.data_path,
+                                          devices=coding_devices()))
   data, report = compress_files(cm, entries, mode=args.mode, budget=args.budget, naive=args.naive,
                                 policy_file=args.policy, search_orders=args.search_orders,
                                 search_items=args.search_items, seed=args.seed, keep_names=args.keep_names,
@@ -167,7 +168,7 @@ def cmd_decompress(args) -> None:
   # A damaged file or a non-container fails here, before the model is loaded (parsing only: any stage count).
   coding.unpack_container(data, expected_fingerprint=None, expected_shape=spec.shape, max_symbols=MAX_DECODE_SYMBOLS,
                           num_stages=coding.MAX_STAGES)
-  cm = coding_model_for(open_trained(args.workdir, args.model, step=args.step))
+  cm = coding_model_for(open_trained(args.workdir, args.model, step=args.step, devices=coding_devices()))
   paths, s = decompress_file(cm, data, args.out, policy_file=args.policy, overwrite=args.overwrite)
   print(f"{args.input}: {s.num_items} item(s), mode {s.mode}, {s.policy_steps} policy steps, "
         f"{s.network_calls} network calls, {s.seconds:.2f}s -> {len(paths)} file(s) in {args.out}")

@@ -62,19 +62,20 @@ def add_model_source(p: argparse.ArgumentParser, *, group=None, data: bool = Fal
 
 
 def open_trained(workdir: str | None = None, model_dir: str | None = None, *, use_ema: bool = True,
-                 step: int | str | None = None, data_path: str | None = None):
-  """The trained model (a workdir.TrainedModel) of a workdir or of a model folder; the jobs take either."""
+                 step: int | str | None = None, data_path: str | None = None, devices=None):
+  """The trained model (a workdir.TrainedModel) of a workdir or of a model folder, on a mesh of `devices`
+  (default all); the jobs take either."""
   from ardm_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   if (workdir is None) == (model_dir is None):
     raise ValueError("pass exactly one of --workdir and --model")
   if model_dir is None:
     if data_path is not None:
       raise ValueError("--data-path is for --model; a workdir's config.json says where its data lies")
-    return workdir_lib.open_workdir(workdir, use_ema=use_ema, step=step)
+    return workdir_lib.open_workdir(workdir, use_ema=use_ema, step=step, devices=devices)
   if step is not None or not use_ema:
     raise ValueError("--step and --raw choose among a workdir's checkpoints; a model folder holds one set of "
                      "parameters (export another with `ardm export --step N` or `--raw`)")
-  return open_model_dir(model_dir, data_path=data_path)
+  return open_model_dir(model_dir, data_path=data_path, devices=devices)
 
 
 def trained_spec(workdir: str | None = None, model_dir: str | None = None):

@@ -50,12 +50,13 @@ class TrainedModel:
     return self.setup.config
 
 
-def open_workdir(workdir: str, use_ema: bool = True, step: int | str | None = None) -> TrainedModel:
+def open_workdir(workdir: str, use_ema: bool = True, step: int | str | None = None,
+                 devices=None) -> TrainedModel:
   """The model of checkpoint `step`: the latest when None, 'best' for the lowest held-out bits/dim recorded while
-  training (train.eval_every), or a step number."""
+  training (train.eval_every), or a step number; on a mesh of `devices` (default all, as the config's mesh says)."""
   config = load_config(workdir)
   spec = DataSpec.from_json(json.loads((epath.Path(workdir) / DATA_SPEC_FILE).read_text()))
-  setup = build_setup(config, spec)
+  setup = build_setup(config, spec, devices)
   field = "ema_params" if use_ema else "params"
   manager = checkpoint.make_manager(workdir, async_save=False)
   try:

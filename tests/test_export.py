@@ -219,9 +219,16 @@ def test_parameters_keep_their_dtypes_and_restore_onto_a_mesh(tmp_path):
 
 
 def test_a_folder_restores_onto_another_device_count(digits, tmp_path):
-  """Two CPU devices (the folder was written from one): the same fingerprint, parameters on both devices and the
-  same held-out number up to float rounding."""
+  """Two CPU devices (the folder was written from one): the same fingerprint, parameters on both devices, the
+  same held-out number up to float rounding, and a file compressed here (one device, two items in one batch)
+  decodes exactly there (the coder runs its network on one device whatever the count)."""
   w, m = digits
+  items = np.random.default_rng(3).integers(0, 17, size=(2, 8, 8, 1))
+  inputs = [str(tmp_path / f"in{i}.npy") for i in range(2)]
+  for path, item in zip(inputs, items):
+    np.save(path, item)
+  from ardm_jax import cli  # pylint: disable=import-outside-toplevel
+  assert cli.main(["compress", "--workdir", str(w), *inputs, "--keep-names", "-o", str(tmp_path / "two.ardm")]) == 0
   script = f"""
 import jax, json
 from ardm_jax import cli, coding_model, model_dir
@@ -230,11 +237,14 @@ model = model_dir.open_model_dir({str(m)!r})
 assert all(len(p.sharding.device_set) == 2 for p in jax.tree.leaves(model.params))
 assert coding_model.model_fingerprint(model) == json.load(open({str(m / "config.json")!r}))["fingerprint"]
 assert cli.main(["eval", "--model", {str(m)!r}, "--out", {str(tmp_path / "eval.json")!r}]) == 0
+assert cli.main(["decompress", "--model", {str(m)!r}, {str(tmp_path / "two.ardm")!r}, "-o", {str(tmp_path / "out")!r}]) == 0
 """
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
   subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
   one, two = eval_result(w / "eval.json"), eval_result(tmp_path / "eval.json")
   assert two["bpd"] == pytest.approx(one["bpd"], rel=1e-5) and two["config_hash"] == one["config_hash"]
+  for i, item in enumerate(items):
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / f"in{i}.npy"), item)
 
 
 def test_damaged_and_foreign_folders_are_refused_in_one_line(digits, tmp_path, capsys):
