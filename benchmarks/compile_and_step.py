@@ -207,15 +207,30 @@ def main(argv=None) -> int:
       for _ in range(args.repeat):
         for _, model, runs in rows:
           load_before = os.getloadavg()[0]
-          lower_s, compile_s, peak = aot_compile(with_model(base, model), topology, have_libtpu)
+          if runs.get("error"):
+            continue
+          try:
+            lower_s, compile_s, peak = aot_compile(with_model(base, model), topology, have_libtpu)
+          except Exception as err:  # pylint: disable=broad-except  (the TPU compiler's out-of-HBM refusal)
+            if "RESOURCE_EXHAUSTED" not in str(err):
+              raise
+            runs["error"] = str(err).split("RESOURCE_EXHAUSTED:")[-1].strip().splitlines()[0]
+            runs["load"].extend([load_before, os.getloadavg()[0]])
+            print(f"  {path} {topology} {describe(model)}: does not fit: {runs['error']}", file=sys.stderr,
+                  flush=True)
+            continue
           runs["lower"].append(lower_s)
           runs["compile"].append(compile_s)
           runs["load"].extend([load_before, os.getloadavg()[0]])
           runs["peak"] = peak
           print(f"  {path} {topology} {describe(model)}: lower {lower_s:.0f} s, compile {compile_s:.0f} s",
                 file=sys.stderr, flush=True)
-      old = [statistics.median(r["compile"]) for v, _, r in rows if v == "old"]
+      old = [statistics.median(r["compile"]) for v, _, r in rows if v == "old" and not r.get("error")]
       for variant, model, runs in rows:
+        if runs.get("error"):
+          print(f"| {path} | {topology} | {variant} | {describe(model)} | - | does not fit | - | {runs['error']} | "
+                f"{min(runs['load']):.1f}-{max(runs['load']):.1f} |", flush=True)
+          continue
         peak, compile_s = runs["peak"], statistics.median(runs["compile"])
         share = f" ({100 * peak / (hbm * 2**30):.0f}% of {hbm} GiB)" if have_libtpu else ""
         ratio = f"{old[0] / compile_s:.2f}x" if old else "-"

@@ -34,7 +34,9 @@ def get_config(variant: str = "default"):
   config.model.dtype = "bfloat16"
   # operational: which blocks recompute their activations in the backward pass (REMAT_CHOICES in
   # ardm_jax/nets/layers.py); a FieldReference so True / False from older command lines still assign.
-  # 'full' as before (remat=True); not yet measured per choice (its AOT compile needs ~20 GiB of host RAM).
+  # 'full', measured with libtpu for v4-32 (benchmarks/compile_and_step.py, RESULTS.md): 24.75 GiB per chip (77%);
+  # 'none' needs 31.96 GiB of temporaries and does not fit, and 'dots_with_no_batch_dims_saveable' saves nothing
+  # here (the convolutions are not dots: the same 24.75 GiB).
   config.model.remat = ml_collections.FieldReference("full", field_type=object)
   config.model.scan_layers = True  # operational: one compiled dilation cycle of 12 blocks, scanned 3 times
   # DEPARTURE (absorbing value): the extra id K = 65536 with its own embedding row (value channel 0, the middle of
