@@ -78,8 +78,8 @@ class Predictor:
   log-probabilities (`upscale.slot_log_probs`, -inf on empty slots) of stage t // D, over its C slots. Two
   jitted functions run per batch: the network (compiled once per batch size) and the parameters of the gathered
   positions (compiled once per power-of-two bucket of n), so only [B, n, W] comes back from the device, never
-  [B, D, K]. Items are fed in fixed batches of min(N, max_batch) rows, padded to divide the devices, so encoder
-  and decoder run the same per-row computation. `calls` counts network evaluations.
+  [B, D, K]. Items are fed in fixed batches of min(N, max_batch) rows (the short last one padded) on the one
+  device of `coding_devices`, so encoder and decoder run the same computation whatever the machine's device count. `calls` counts network evaluations.
   """
   positions_only = True
 
