@@ -59,11 +59,13 @@ class TransformerBlock(nn.Module):
   rope: bool = False
   attention_impl: str = 'plain'
   remat_attention: bool = False  # recompute the attention layer in the backward pass (model.remat='attention')
+  in_scan: bool = False  # the block is the body of nn.scan (prevent_cse can be off, see layers.maybe_remat)
 
   @nn.compact
   def __call__(self, x_BxLxE: jax.Array) -> jax.Array:
     h = layers.layer_norm(dtype=self.dtype, name='norm_attn')(x_BxLxE)
-    attn_cls = nn.remat(layers.SelfAttention) if self.remat_attention else layers.SelfAttention
+    attn_cls = layers.maybe_remat(layers.SelfAttention, 'attention' if self.remat_attention else 'none', 'attention',
+                                  in_scan=self.in_scan)
     h = attn_cls(self.num_heads, dtype=self.dtype, causal=self.causal, rope=self.rope, impl=self.attention_impl,
                  name='attn')(h)
     h = nn.Dropout(self.dropout)(h, deterministic=self.deterministic)
@@ -130,7 +132,8 @@ class Transformer(nn.Module):
     layers.check_attention_impl(self.attention_impl)
     block_cls = layers.maybe_remat(TransformerBlock, remat, 'block', in_scan=self.scan_layers)
     block_kwargs = dict(deterministic=not train, dtype=self.dtype, causal=self.causal, rope=self.rope,
-                        attention_impl=self.attention_impl, remat_attention=remat == 'attention')
+                        attention_impl=self.attention_impl, remat_attention=remat == 'attention',
+                        in_scan=self.scan_layers)
     if self.scan_layers:
       body = lambda block, carry: (block(carry), None)
       stack = layers.scan_blocks(body, self.num_layers)
