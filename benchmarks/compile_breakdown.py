@@ -10,6 +10,7 @@ an HLO dump, then prints from that log:
     kernel to LLO, optimising, scheduling and register-allocating it), CODE_GENERATION, and the program's size in
     bundles;
   * the HLO passes that took longest (summed over their runs);
+  * the backend's kernel count and LLO instructions in all (deterministic, unlike the seconds);
   * backend time per kernel (thread time between one kernel's "LLO optimizing" line and that thread's next line;
     the backend runs kernels on a thread pool, so these add up to more than the stage's wall time), and grouped by
     the part of the train step the kernel's op_name points to: the scanned layer bodies (forward, backward), the
@@ -118,6 +119,9 @@ def _report(log: str, dump_dir: str, top: int) -> None:
       current[tid] = k.group(1)
       size[k.group(1)] = int(k.group(2).replace(",", ""))
   total = sum(kernel_s.values())
+  # The instruction count is deterministic where thread seconds swing 10-20% run to run on a shared machine, so it
+  # is the figure to compare two programs' backend work by.
+  print(f"\nBackend work: {len(size)} kernels, {sum(size.values()):,} LLO instructions in all")
   groups = collections.Counter()
   for kernel, sec in kernel_s.items():
     groups[_group(names.get(kernel, ""))] += sec
