@@ -26,7 +26,9 @@ def make_workdir(path, config_spec, *overrides):
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-  return compress.open_coding_model(make_workdir(tmp_path_factory.mktemp("cz") / "digits", "digits.py:tiny"))
+  # No attention blocks: the coder's tests need a U-Net, and this one compiles in about 60% of the time.
+  return compress.open_coding_model(make_workdir(tmp_path_factory.mktemp("cz") / "digits", "digits.py:tiny",
+                                                 "--config.model.attention=False"))
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +90,7 @@ def same_content(a, b):
 
 @pytest.mark.parametrize("mode", coding.MODES)
 @pytest.mark.parametrize("kind", ["image", "text"])
+@pytest.mark.xdist_group("test_compress")
 def test_round_trip_files_exactly(kind, mode, digits, text, tmp_path):
   cm = digits if kind == "image" else text
   src = tmp_path / "in"
@@ -108,6 +111,7 @@ def test_round_trip_files_exactly(kind, mode, digits, text, tmp_path):
       assert same_content(p, w), (p, w)
 
 
+@pytest.mark.xdist_group("test_compress")
 def test_default_files_need_no_file_table(digits, tmp_path):
   paths = [save_png(tmp_path / f"{i}.png", levels(np.full((8, 8), i))) for i in range(3)]
   data, report = compress.compress_files(digits, paths)
@@ -119,6 +123,7 @@ def test_default_files_need_no_file_table(digits, tmp_path):
   assert all(same_content(p, w) for p, w in zip(paths, written))
 
 
+@pytest.mark.xdist_group("test_compress")
 def test_rate_matches_the_model_nll_and_the_network_agrees_with_the_ardm_math(digits):
   """Payload within 0.5 % + 64 bits per stream of sum -log2 p; the coded NLL is the model's policy NLL."""
   from ardm_jax import ardm, data
@@ -138,6 +143,7 @@ def test_rate_matches_the_model_nll_and_the_network_agrees_with_the_ardm_math(di
     np.testing.assert_allclose(s.model_nll_bits, nats.sum() / np.log(2), rtol=1e-4)
 
 
+@pytest.mark.xdist_group("test_compress")
 def test_order_search_keeps_the_best_seed(digits):
   steps = np.arange(0, 64, 8)
   best, scores = compress.search_order(digits, steps, 3, num_items=8, base_seed=7)
@@ -173,6 +179,7 @@ def fuzz(cases, rng, flips, truncation_stride=1):
   return outcome, trials
 
 
+@pytest.mark.xdist_group("test_compress")
 def test_fuzzed_truncated_and_foreign_files_never_decode_wrongly(digits, text, tmp_path):
   """Every damaged file either decodes exactly or fails with a ContainerError; none gives other data."""
   rng = np.random.default_rng(7)
@@ -204,6 +211,7 @@ def test_fuzzed_truncated_and_foreign_files_never_decode_wrongly(digits, text, t
     compress.decompress_items(text, data)
 
 
+@pytest.mark.xdist_group("test_compress")
 def test_file_table_rejects_unsafe_names(digits):
   spec = digits.spec
   x = np.zeros((1, 64), np.int32)
@@ -228,6 +236,7 @@ def expect_error(capsys, *argv, match):
   assert match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.xdist_group("test_compress")
 def test_cli_round_trip_policies_and_refusals(digits, text, tmp_path, capsys):
   w = digits.workdir
   paths = image_inputs(tmp_path)[:3]
@@ -362,6 +371,7 @@ def upscale_items():
 
 
 @pytest.mark.parametrize("parametrisation", ["data", "direct"])
+@pytest.mark.xdist_group("test_compress")
 def test_upscale_round_trip_exactly(parametrisation, upscale_models):
   from ardm_jax import policy as policy_lib, upscale
   cm = upscale_models[parametrisation]
@@ -379,6 +389,7 @@ def test_upscale_round_trip_exactly(parametrisation, upscale_models):
     np.testing.assert_array_equal(out, items)
 
 
+@pytest.mark.xdist_group("test_compress")
 def test_upscale_nll_is_the_model_policy_likelihood_and_files_round_trip(upscale_models, tmp_path):
   """The coding walk feeds the network exactly what upscale.policy_log_likelihood does (states, mask, global step
   and the stage orders of the seed): the coded NLL is the model's."""
@@ -416,6 +427,7 @@ def test_upscale_nll_is_the_model_policy_likelihood_and_files_round_trip(upscale
   assert ds.network_calls == 9 and all(same_content(p, w) for p, w in zip(paths, written))
 
 
+@pytest.mark.xdist_group("test_compress")
 def test_upscale_fuzzed_and_foreign_files_never_decode_wrongly(upscale_models, digits):
   rng = np.random.default_rng(11)
   cm = upscale_models["direct"]
@@ -460,6 +472,7 @@ def wav_inputs(d):
           write_wav(d / "extremes.wav", extremes), write_wav(d / "empty.wav", [])]
 
 
+@pytest.mark.xdist_group("test_compress")
 def test_audio_wav_round_trip_exactly(audio, tmp_path, capsys):
   assert audio.spec.num_classes == 1 << 16 and type(audio.objective.distribution).__name__ == \
       "DiscretisedLogisticMixture"
@@ -487,6 +500,7 @@ def test_audio_wav_round_trip_exactly(audio, tmp_path, capsys):
   assert wav_content(paths[1]) == wav_content(tmp_path / "cli" / "item_0000.wav")
 
 
+@pytest.mark.xdist_group("test_compress")
 def test_audio_files_of_the_table_scheme_still_decode(audio):
   """Files written before mixtures were coded by splits hold K-wide tables (flag bit 4 clear); they decode with the
   same model, and both schemes cost about the same."""
@@ -508,6 +522,7 @@ def test_audio_files_of_the_table_scheme_still_decode(audio):
       np.testing.assert_array_equal(x, items)
 
 
+@pytest.mark.xdist_group("test_compress")
 def test_wav_inputs_that_cannot_come_back_exactly_are_refused(tmp_path, capsys, audio):
   from ardm_jax.train_state import DataSpec
   spec = audio.spec

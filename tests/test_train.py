@@ -76,19 +76,21 @@ def _run(path_variant, workdir, stop_at_step=None, **overrides):
 
 
 DIGITS_TINY = os.path.join(REPO, "experiments", "digits.py:tiny")
-NO_EVAL = {"train.eval_passes": 0}
+# The trainer's tests need a network, not attention: without the U-Net's attention blocks the tiny digits model
+# compiles in about 60% of the time. Attention itself is tested in test_nets.py and test_dependencies.py.
+TRAINER_ONLY = {"train.eval_passes": 0, "model.attention": False}
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):
-  _run(DIGITS_TINY, tmp_path / "full", **{"train.num_steps": 6}, **NO_EVAL)
-  _run(DIGITS_TINY, tmp_path / "split", stop_at_step=2, **{"train.num_steps": 6}, **NO_EVAL)
+  _run(DIGITS_TINY, tmp_path / "full", **{"train.num_steps": 6}, **TRAINER_ONLY)
+  _run(DIGITS_TINY, tmp_path / "split", stop_at_step=2, **{"train.num_steps": 6}, **TRAINER_ONLY)
   assert checkpoint.latest_step(str(tmp_path / "split")) == 2
   # A workdir of an older release lacks keys added since at their defaults: it still resumes.
   path = tmp_path / "split" / train.CONFIG_FILE
   saved = json.load(open(path))
   del saved["compile_cache_dir"], saved["mesh"]["zero1"]
   path.write_text(json.dumps(saved))
-  _run(DIGITS_TINY, tmp_path / "split", **{"train.num_steps": 6}, **NO_EVAL)
+  _run(DIGITS_TINY, tmp_path / "split", **{"train.num_steps": 6}, **TRAINER_ONLY)
   full, step_full = _params_at(tmp_path / "full")
   resumed, step_resumed = _params_at(tmp_path / "split")
   assert step_full == step_resumed == 6
@@ -98,7 +100,7 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 
 def test_sigterm_saves_and_resume_matches(tmp_path):
   """SIGTERM mid-run saves a checkpoint and exits 0; resuming gives exactly the uninterrupted run's params."""
-  common = {"train.num_steps": 400, "train.checkpoint_every": 1000, "train.log_every": 1, **NO_EVAL}
+  common = {"train.num_steps": 400, "train.checkpoint_every": 1000, "train.log_every": 1, **TRAINER_ONLY}
   args = [sys.executable, "-m", "ardm_jax.cli", "train", "--config", DIGITS_TINY, "--workdir",
           str(tmp_path / "pre")] + [f"--config.{k}={v}" for k, v in common.items()]
   proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
@@ -126,7 +128,8 @@ def test_sigterm_saves_and_resume_matches(tmp_path):
 
 def test_divergence_stops_with_clear_message(tmp_path):
   with pytest.raises(FloatingPointError, match="diverged at step .* not finite"):
-    _run(DIGITS_TINY, tmp_path / "nan", **{"optim.learning_rate": 1e30, "optim.clip_norm": 1e30, "train.num_steps": 6,
+    _run(DIGITS_TINY, tmp_path / "nan", **{"model.attention": False, "optim.learning_rate": 1e30,
+                                           "optim.clip_norm": 1e30, "train.num_steps": 6,
                                     "optim.warmup_steps": 1})
 
 
@@ -153,7 +156,7 @@ def test_divergence_between_progress_lines_is_caught_before_the_next_checkpoint(
   w = tmp_path / "w"
   with pytest.raises(FloatingPointError, match=r"diverged at step 3: \{'param_norm': nan\} is not finite; stopped "
                                                r"without saving this state \(checkpoint step 2 is intact\)"):
-    _run(DIGITS_TINY, w, **NO_EVAL, **{"train.num_steps": 6, "train.log_every": 100, "train.checkpoint_every": 2})
+    _run(DIGITS_TINY, w, **TRAINER_ONLY, **{"train.num_steps": 6, "train.log_every": 100, "train.checkpoint_every": 2})
   assert fetched == [1]  # only the first step's line; steps 2-4 were never fetched one by one
   assert checkpoint.latest_step(str(w)) == 2
   params, step = _params_at(w)
@@ -161,13 +164,13 @@ def test_divergence_between_progress_lines_is_caught_before_the_next_checkpoint(
 
 
 def test_workdir_with_other_config_is_refused(tmp_path):
-  _run(DIGITS_TINY, tmp_path / "w", **{"train.eval_passes": 0})
+  _run(DIGITS_TINY, tmp_path / "w", **TRAINER_ONLY)
   with pytest.raises(ValueError, match="different config"):
-    _run(DIGITS_TINY, tmp_path / "w", **{"train.eval_passes": 0, "seed": 1})
+    _run(DIGITS_TINY, tmp_path / "w", **TRAINER_ONLY, seed=1)
   saved = json.load(open(tmp_path / "w" / train.CONFIG_FILE))
   assert saved["seed"] == 0  # nothing the first run saved was overwritten
   # Where the compile cache lives is not part of the run (nor of the config hash).
-  _run(DIGITS_TINY, tmp_path / "w", **{"train.eval_passes": 0, "compile_cache_dir": str(tmp_path / "cache")})
+  _run(DIGITS_TINY, tmp_path / "w", **TRAINER_ONLY, compile_cache_dir=str(tmp_path / "cache"))
   from ardm_jax import workdir as wd  # pylint: disable=import-outside-toplevel
   with pytest.raises(ValueError, match="no held-out evaluation was recorded; train with "
                                        "--config.train.eval_every=N"):
@@ -297,7 +300,7 @@ def test_held_out_progress_keeps_the_best_checkpoint_through_rotation(tmp_path, 
 
   monkeypatch.setattr(evaluate, "evaluate_params", evaluate_params)
   w = tmp_path / "w"
-  _run(DIGITS_TINY, w, **NO_EVAL, **{"train.num_steps": 6, "train.eval_every": 2, "train.eval_items": 40,
+  _run(DIGITS_TINY, w, **TRAINER_ONLY, **{"train.num_steps": 6, "train.eval_every": 2, "train.eval_items": 40,
                                      "train.keep_checkpoints": 1, "train.checkpoint_every": 5,
                                      "train.log_every": 100, "train.batch_size": 32})
   out = capsys.readouterr().out
