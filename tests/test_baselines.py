@@ -190,11 +190,13 @@ def trained_baselines(tmp_path_factory):
   return out
 
 
+@pytest.mark.xdist_group("test_baselines")
 def test_baselines_train_and_evaluate_in_the_one_trainer(trained_baselines):
   for name, (_, result) in trained_baselines.items():
     assert result["step"] == 4 and np.isfinite(result["test"]["bpd"]), name
 
 
+@pytest.mark.xdist_group("test_baselines")
 def test_baseline_jobs_through_the_cli(trained_baselines, tmp_path, capsys):
   from ardm_jax import cli
   arm, _ = trained_baselines["digits_arm"]

@@ -44,6 +44,7 @@ def digits_workdir(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.xdist_group("test_cli")
 def test_eval_writes_json(digits_workdir, capsys):
   run("eval", "--workdir", digits_workdir, "--passes", "2")
   result = json.load(open(digits_workdir / "eval.json"))
@@ -53,6 +54,7 @@ def test_eval_writes_json(digits_workdir, capsys):
   assert "bits/dim" in capsys.readouterr().out
 
 
+@pytest.mark.xdist_group("test_cli")
 def test_policy_sample_and_budget_eval(digits_workdir, capsys):
   run("policy", "--workdir", digits_workdir, "--budgets", "2,8", "--samples", "2")
   pf = json.load(open(digits_workdir / "policy.json"))
@@ -70,6 +72,7 @@ def test_policy_sample_and_budget_eval(digits_workdir, capsys):
   expect_error(capsys, "sample", "--workdir", digits_workdir, "--budget", "3", match="no policy for budget 3")
 
 
+@pytest.mark.xdist_group("test_cli")
 def test_inpaint_keeps_given_pixels(digits_workdir, tmp_path):
   item = (np.arange(64).reshape(8, 8) % 17).astype(np.int64)
   np.save(tmp_path / "digit.npy", item)
@@ -77,6 +80,7 @@ def test_inpaint_keeps_given_pixels(digits_workdir, tmp_path):
   assert (tmp_path / "digit.completed.png").exists()
 
 
+@pytest.mark.xdist_group("test_cli")
 def test_errors_are_one_line(digits_workdir, tmp_path, capsys):
   expect_error(capsys, "eval", "--workdir", tmp_path / "nothing", match="not a training workdir")
   expect_error(capsys, "train", "--config", DIGITS_TINY, "--workdir", tmp_path / "x", "--config.train.nope=1",
@@ -122,6 +126,7 @@ def test_compile_cache_location_env_then_config_then_user_cache(monkeypatch, tmp
   assert compile_cache.resolve_dir(None) == expected
 
 
+@pytest.mark.xdist_group("test_cli")
 def test_commands_fill_the_compile_cache(digits_workdir, compile_cache_dir):
   # The module fixture points ARDM_COMPILE_CACHE here; training and the jobs above wrote their programs into it.
   run("eval", "--workdir", digits_workdir, "--passes", "1")
@@ -130,6 +135,7 @@ def test_commands_fill_the_compile_cache(digits_workdir, compile_cache_dir):
   assert len(os.listdir(compile_cache_dir)) > 0
 
 
+@pytest.mark.xdist_group("test_cli")
 def test_jobs_restore_only_the_parameters_they_use(digits_workdir):
   model = workdir_lib.open_workdir(str(digits_workdir))
   raw = workdir_lib.open_workdir(str(digits_workdir), use_ema=False)
@@ -152,6 +158,7 @@ def test_jobs_restore_only_the_parameters_they_use(digits_workdir):
   assert set(only) == {"step"} and int(only["step"]) == model.step
 
 
+@pytest.mark.xdist_group("test_cli")
 def test_estimate_lt_reuses_one_compiled_function(digits_workdir):
   model = workdir_lib.open_workdir(str(digits_workdir))
   items = np.zeros((4,) + model.spec.shape, np.int32)
@@ -164,6 +171,7 @@ def test_estimate_lt_reuses_one_compiled_function(digits_workdir):
   np.testing.assert_array_equal(first[0], second[0])
 
 
+@pytest.mark.xdist_group("test_cli")
 def test_eval_orders_writes_the_bound_curve_beside_the_elbo(digits_workdir, capsys):
   """`ardm eval --orders K` (ardm_jax/order_bound.py, exact checks in test_order_bound.py) writes its own file."""
   eval_json = digits_workdir / "eval.json"

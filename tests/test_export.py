@@ -47,6 +47,7 @@ def eval_result(path):
   return result
 
 
+@pytest.mark.xdist_group("test_export")
 def test_digits_folder_reproduces_every_job(digits, tmp_path, capsys):
   w, m = digits
   assert sorted(os.listdir(m)) == ["README.md", "config.json", "model.safetensors", "policy.json"]
@@ -87,6 +88,7 @@ def test_digits_folder_reproduces_every_job(digits, tmp_path, capsys):
   capsys.readouterr()
 
 
+@pytest.mark.xdist_group("test_export")
 def test_export_prints_sizes_and_writes_a_model_card(digits, tmp_path, capsys):
   w, m = digits
   run("export", "--workdir", w, "-o", tmp_path / "again")
@@ -139,6 +141,7 @@ def inputs_for(kind, d):
 
 
 @pytest.mark.parametrize("kind", ["text", "upscale", "audio"])
+@pytest.mark.xdist_group("test_export")
 def test_text_upscale_and_audio_folders_reproduce_the_jobs(kind, others, tmp_path, capsys):
   w, m = others[kind]
   data = []
@@ -175,6 +178,7 @@ def test_text_upscale_and_audio_folders_reproduce_the_jobs(kind, others, tmp_pat
   capsys.readouterr()
 
 
+@pytest.mark.xdist_group("test_export")
 def test_export_writes_the_ema_parameters_or_with_raw_the_raw_ones(digits, tmp_path, capsys):
   from safetensors.numpy import load_file
   from ardm_jax import checkpoint
@@ -218,6 +222,7 @@ def test_parameters_keep_their_dtypes_and_restore_onto_a_mesh(tmp_path):
     model_dir.load_params(str(tmp_path / "p.safetensors"), wrong, shardings)
 
 
+@pytest.mark.xdist_group("test_export")
 def test_a_folder_restores_onto_another_device_count(digits, tmp_path):
   """Two CPU devices (the folder was written from one): the same fingerprint, parameters on both devices, the
   same held-out number up to float rounding, and a file compressed here (one device, two items in one batch)
@@ -247,6 +252,7 @@ assert cli.main(["decompress", "--model", {str(m)!r}, {str(tmp_path / "two.ardm"
     np.testing.assert_array_equal(np.load(tmp_path / "out" / f"in{i}.npy"), item)
 
 
+@pytest.mark.xdist_group("test_export")
 def test_damaged_and_foreign_folders_are_refused_in_one_line(digits, tmp_path, capsys):
   w, m = digits
 
@@ -306,6 +312,7 @@ def test_damaged_and_foreign_folders_are_refused_in_one_line(digits, tmp_path, c
   expect_error(capsys, "export", "--workdir", m, "-o", tmp_path / "new", match="already a model folder")
 
 
+@pytest.mark.xdist_group("test_export")
 def test_push_uploads_the_folder_or_fails_in_one_line(digits, tmp_path, capsys, monkeypatch):
   w, _ = digits
   monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed

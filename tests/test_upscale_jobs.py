@@ -50,6 +50,7 @@ def upscale_workdir(tmp_path_factory):
   return w
 
 
+@pytest.mark.xdist_group("test_upscale_jobs")
 def test_upscale_model_policy_eval_sample_and_inpaint(upscale_workdir, capsys):
   w = upscale_workdir
   model = workdir.open_workdir(str(w))
@@ -84,6 +85,7 @@ def test_upscale_model_policy_eval_sample_and_inpaint(upscale_workdir, capsys):
     sample.choose_policy(model, 2, naive=True)
 
 
+@pytest.mark.xdist_group("test_upscale_jobs")
 def test_lt_estimate_with_a_stride_measures_every_kth_step_per_stage_and_interpolates(upscale_workdir):
   """`ardm policy --stride k`: per stage, steps 0, k, 2k, ... and D - 1 are measured (the same draws as measuring
   those steps alone), the rest lie on the line between their measured neighbours, never across a stage boundary."""
@@ -105,6 +107,7 @@ def test_lt_estimate_with_a_stride_measures_every_kth_step_per_stage_and_interpo
     evaluate.estimate_lt(model.setup, model.params, items, samples_per_step=2, batch_size=32, seed=3, stride=0)
 
 
+@pytest.mark.xdist_group("test_upscale_jobs")
 def test_equal_budget_split_reaches_policy_eval_sample_and_compress(upscale_workdir, tmp_path, capsys):
   """--budget-split equal (the paper's Table 7) gives every stage the same budget in every job; optimal differs."""
   from ardm_jax import compress
