@@ -23,17 +23,26 @@ SGD_LR = 1.0
 LEAF_FLOOR = 1e-3
 
 
-@pytest.fixture(scope="module")
-def measured():
+def _run_worker(what: str, timeout: int, *args) -> dict:
+  """This file as an 8-device script (the module docstring); its JSON."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env |= {"JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
           "XLA_FLAGS": f"--xla_force_host_platform_device_count={NUM_DEVICES}"}
-  proc = subprocess.run(["timeout", "-s", "KILL", "300", sys.executable, os.path.abspath(__file__)], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=330)
-  assert proc.returncode == 0, f"8-device worker failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+  proc = subprocess.run(["timeout", "-s", "KILL", str(timeout), sys.executable, os.path.abspath(__file__), *args],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout + 30)
+  assert proc.returncode == 0, f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# Under `--dist loadgroup` each fixture's tests share one xdist group, so its worker subprocess runs once per
+# session (a module fixture is otherwise set up again by every xdist worker that runs one of its tests); the two
+# groups can run side by side on two workers.
+@pytest.fixture(scope="module")
+def measured():
+  return _run_worker("8-device worker", 300)
+
+
+@pytest.mark.xdist_group("test_sharding")
 @pytest.mark.parametrize("mesh", MESHES)
 def test_sharded_train_step_matches_one_device(measured, mesh):
   """One real train step (SGD, lr 1, so the update is the gradient) on 8 devices vs on 1."""
@@ -46,6 +55,7 @@ def test_sharded_train_step_matches_one_device(measured, mesh):
   assert m["lt_tracker_equal"], "the running L_t tracker differs"
 
 
+@pytest.mark.xdist_group("test_sharding")
 def test_fsdp_and_tensor_meshes_really_split_the_parameters(measured):
   ref = measured["reference"]["param_bytes_per_device"]
   assert measured["meshes"]["data"]["param_bytes_per_device"] == ref  # data parallel: a full copy each
@@ -54,12 +64,14 @@ def test_fsdp_and_tensor_meshes_really_split_the_parameters(measured):
   assert measured["meshes"]["data_x_tensor"]["param_bytes_per_device"] < 0.9 * ref
 
 
+@pytest.mark.xdist_group("test_sharding")
 def test_state_is_created_sharded_never_whole(measured):
   mem = measured["init_memory"]
   assert mem["per_device_bytes"] < 0.5 * mem["whole_state_bytes"], mem
   assert mem["per_device_bytes"] >= mem["expected_shard_bytes"], mem
 
 
+@pytest.mark.xdist_group("test_sharding")
 def test_checkpoint_saved_on_4x2_restores_exactly_on_8x1_and_one_device(measured):
   ckpt = measured["checkpoint"]
   assert ckpt["saved_on"] == {"data": 4, "fsdp": 2, "tensor": 1}
@@ -69,6 +81,7 @@ def test_checkpoint_saved_on_4x2_restores_exactly_on_8x1_and_one_device(measured
     assert ckpt[target]["on_target_shardings"], ckpt[target]
 
 
+@pytest.mark.xdist_group("test_sharding")
 def test_layout_checks(measured):
   checks = measured["checks"]
   assert checks["default_fsdp_replicated_fraction"] < 0.5
@@ -145,12 +158,19 @@ def _worker() -> dict:
         "param_bytes_per_device": got["param_bytes"]}
   train_state.make_optimizer = adam
 
-  # Checkpoint: a full Adam state with non-trivial values, saved on data=4 x fsdp=2.
+  # Checkpoint: a full Adam state with non-trivial values in every leaf, saved on data=4 x fsdp=2. The values are
+  # drawn straight into the state's shards (its structure, shapes, dtypes and layout are those of the real state):
+  # one small random program instead of compiling the state's initialisation once more.
   src = build_setup(text_config((4, 2, 1)), text_spec)
-  perturb = jax.jit(lambda s, k: jax.tree.map(
-      lambda x: x + jax.random.normal(k, x.shape, x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x + 3, s),
-      out_shardings=src.state_shardings)
-  state = perturb(src.init_state(1), jax.random.PRNGKey(2))
+  abstract_leaves, treedef = jax.tree.flatten(src.abstract_state)
+
+  def random_state(key):
+    keys = jax.random.split(key, len(abstract_leaves))
+    return jax.tree.unflatten(treedef, [
+        jax.random.normal(k, x.shape, x.dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+        else jax.random.randint(k, x.shape, 1, 1000, x.dtype) for k, x in zip(keys, abstract_leaves)])
+
+  state = jax.jit(random_state, out_shardings=src.state_shardings)(jax.random.PRNGKey(2))
   saved = host(state)
   ckpt = {"saved_on": dict(src.mesh.shape), "num_leaves": len(jax.tree.leaves(saved))}
   with tempfile.TemporaryDirectory() as workdir:
@@ -222,15 +242,10 @@ ZERO1_STEPS = 3
 
 @pytest.fixture(scope="module")
 def zero1_measured():
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env |= {"JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
-          "XLA_FLAGS": f"--xla_force_host_platform_device_count={NUM_DEVICES}"}
-  proc = subprocess.run(["timeout", "-s", "KILL", "500", sys.executable, os.path.abspath(__file__), "zero1"],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=530)
-  assert proc.returncode == 0, f"8-device ZeRO-1 worker failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  return _run_worker("8-device ZeRO-1 worker", 500, "zero1")
 
 
+@pytest.mark.xdist_group("test_sharding_zero1")
 @pytest.mark.parametrize("mesh", ZERO1_MESHES)
 def test_zero1_trains_like_replicated_state(zero1_measured, mesh):
   """Adam steps with zero1 on and off: the same parameters, EMA, optimizer state, L_t tracker and metrics."""
@@ -247,6 +262,7 @@ def test_zero1_trains_like_replicated_state(zero1_measured, mesh):
     assert abs(on - off) <= 1e-5 * abs(off), (name, off, on)
 
 
+@pytest.mark.xdist_group("test_sharding_zero1")
 def test_zero1_splits_optimizer_state_and_ema_over_data(zero1_measured):
   layout = zero1_measured["layout"]
   # Every optimizer/EMA leaf with a dimension divisible by 8 holds 1/8 of it per device; the rest stay whole.
@@ -261,6 +277,7 @@ def test_zero1_splits_optimizer_state_and_ema_over_data(zero1_measured):
       "(6,) on 4x2": [], "already on data": ["data"]}
 
 
+@pytest.mark.xdist_group("test_sharding_zero1")
 def test_zero1_lowers_per_device_memory(zero1_measured):
   mem = zero1_measured["meshes"]["data"]["memory"]
   off, on = mem["off"], mem["on"]
@@ -270,6 +287,7 @@ def test_zero1_lowers_per_device_memory(zero1_measured):
   assert on["argument_bytes"] + on["temp_bytes"] < off["argument_bytes"] + off["temp_bytes"], mem
 
 
+@pytest.mark.xdist_group("test_sharding_zero1")
 def test_zero1_checkpoints_restore_with_the_switch_flipped(zero1_measured):
   ckpt = zero1_measured["checkpoint"]
   assert set(ckpt) == {"on -> off 8x1", "on -> off 1", "off -> on 8x1", "off -> on 4x2"}
@@ -278,6 +296,7 @@ def test_zero1_checkpoints_restore_with_the_switch_flipped(zero1_measured):
     assert result["on_target_shardings"], (label, result)
 
 
+@pytest.mark.xdist_group("test_sharding_zero1")
 def test_zero1_evaluates_its_split_ema(zero1_measured):
   ev = zero1_measured["eval"]
   assert ev["ema_split"]
@@ -308,6 +327,7 @@ def _zero1_worker() -> dict:
 
   def train_steps(setup):
     state = setup.init_state(0)
+    init_params = host(state.params)
     step_fn = train.compile_train_step(setup)
     with setup.context():
       key = jax.device_put(jax.random.PRNGKey(7), sharding.replicated(setup.mesh))
@@ -318,7 +338,7 @@ def _zero1_worker() -> dict:
     memory = {"argument_bytes": int(mem.argument_size_in_bytes), "temp_bytes": int(mem.temp_size_in_bytes),
               "state_bytes_per_device": int(sum(leaf.addressable_shards[0].data.nbytes
                                                 for leaf in jax.tree.leaves(state)))}
-    return state, {k: float(v) for k, v in metrics.items()}, memory
+    return state, {k: float(v) for k, v in metrics.items()}, memory, init_params
 
   def rel_err(a, b):
     errs = [float(np.max(np.abs(x.astype(np.float64) - y)) / max(float(np.max(np.abs(x))), 1e-30))
@@ -339,10 +359,9 @@ def _zero1_worker() -> dict:
     runs = {}
     for zero1 in (False, True):
       setup = setup_for(sizes, zero1)
-      state, metrics, memory = train_steps(setup)
+      state, metrics, memory, init = train_steps(setup)
       runs[zero1] = {"setup": setup, "state": state, "host": host(state), "metrics": metrics, "memory": memory}
     off, on = runs[False]["host"], runs[True]["host"]
-    init = host(setup.init_state(0).params)
     out["meshes"][name] = {
         "rel_err": {group: rel_err(getattr(off, group), getattr(on, group)) for group in groups},
         "max_abs_err": {group: max_abs_err(getattr(off, group), getattr(on, group)) for group in groups},
@@ -446,8 +465,11 @@ def test_eval_batch_that_divides_no_mesh_trains_on_16_and_evaluates_on_3_and_1_d
   import math
   from ardm_jax import cli
   w = tmp_path / "digits"
+  # The U-Net without its attention blocks: they have nothing to do with meshes or padding, and cost compile time
+  # in each of the three processes.
   out = _cli_on(16, ["train", "--config", os.path.join(REPO, "experiments", "digits.py:tiny"), "--workdir", w,
-                     "--config.train.batch_size=16", "--config.train.eval_batch_size=200"])
+                     "--config.train.batch_size=16", "--config.train.eval_batch_size=200",
+                     "--config.model.attention=False"])
   assert "padded to 208 rows" in out and "test bits/dim" in out, out
   test_bpd = float(out.split("test bits/dim")[1].split(":")[1].split()[0])
   assert math.isfinite(test_bpd)
