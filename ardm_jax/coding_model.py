@@ -79,7 +79,8 @@ class Predictor:
   jitted functions run per batch: the network (compiled once per batch size) and the parameters of the gathered
   positions (compiled once per power-of-two bucket of n), so only [B, n, W] comes back from the device, never
   [B, D, K]. Items are fed in fixed batches of min(N, max_batch) rows (the short last one padded) on the one
-  device of `coding_devices`, so encoder and decoder run the same computation whatever the machine's device count. `calls` counts network evaluations.
+  device of `coding_devices`, so encoder and decoder run the same computation whatever the machine's device
+  count. `calls` counts network evaluations.
   """
   positions_only = True
 

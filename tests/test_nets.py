@@ -387,12 +387,12 @@ def test_remat_inside_scanned_layers_lets_cse_through(remat):
   barrier that splits fusions; 5% more TPU bundles for text8's attention remat) is off there and on in unrolled
   layers, for the attention-only remat of the Transformer as for whole blocks."""
   x_in, known, t = _inputs(TF_SHAPE, TF_K)
-  params = {}
   for scan in (False, True):
     net = build_network(ml_collections.ConfigDict({**TF_CFG, 'remat': remat, 'scan_layers': scan}), TF_SHAPE, TF_K)
     params = _random_params(_abstract_init(net, TF_SHAPE, TF_K))['params']
     eqns = _remat_eqns(jax.make_jaxpr(lambda p: net.apply({'params': p}, x_in, known, t))(params).jaxpr)
-    assert eqns and all(e.params['prevent_cse'] is (not scan) for e in eqns), (scan, [e.params['prevent_cse'] for e in eqns])
+    flags = [e.params['prevent_cse'] for e in eqns]
+    assert flags and all(flag is (not scan) for flag in flags), (scan, flags)
 
 
 def test_bad_remat_and_attention_names_are_one_line_errors():
