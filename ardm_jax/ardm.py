@@ -19,6 +19,7 @@ Conventions (shape suffixes: B batch, D variables, K classes, P policy steps):
     variable with sigma in [s_k, s_{k+1}) (s_P = D) independently given the variables with sigma < s_k.
   * Losses are returned in nats per example; `bits_per_dim` is the one place that converts to bits/dim.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -88,28 +89,52 @@ def log_probs_of_data(logits: jax.Array, x: jax.Array) -> jax.Array:
   return logp_x.reshape(x.shape[0], -1)
 
 
-def network_log_probs(apply_fn: ApplyFn, params: Any, x: jax.Array, known_BxD: jax.Array, t_B: jax.Array,
-                      num_classes: int, train: bool = False, key: jax.Array | None = None):
+def network_log_probs(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  known_BxD: jax.Array,
+  t_B: jax.Array,
+  num_classes: int,
+  train: bool = False,
+  key: jax.Array | None = None,
+):
   """One network call on the partially known x; returns (logits, log p(x_i | x_known) as [B, D])."""
   known = known_BxD.reshape(x.shape)
   logits = apply_fn(params, corrupt(x, known, num_classes), known, t_B, train, key)
   return logits, log_probs_of_data(logits, x)
 
 
-def elbo_terms(apply_fn: ApplyFn, params: Any, x: jax.Array, key: jax.Array, *, num_classes: int,
-               t_sampling: str = "uniform", train: bool = False) -> dict[str, jax.Array]:
+def elbo_terms(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  key: jax.Array,
+  *,
+  num_classes: int,
+  t_sampling: str = "uniform",
+  train: bool = False,
+) -> dict[str, jax.Array]:
   """Stochastic OA-ARDM terms per example: draws sigma and t, then one network call for the whole batch."""
   batch_size = x.shape[0]
   num_steps = int(np.prod(x.shape[1:]))
   key_order, key_t, key_net = jax.random.split(key, 3)
   sigma_BxD = sample_orders(key_order, batch_size, num_steps)
   t_B = sample_steps(key_t, batch_size, num_steps, t_sampling)
-  return elbo_terms_given(apply_fn, params, x, sigma_BxD, t_B, num_classes=num_classes, train=train,
-                          key=key_net)
+  return elbo_terms_given(apply_fn, params, x, sigma_BxD, t_B, num_classes=num_classes, train=train, key=key_net)
 
 
-def elbo_terms_given(apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_BxD: jax.Array, t_B: jax.Array, *,
-                     num_classes: int, train: bool = False, key: jax.Array | None = None) -> dict[str, jax.Array]:
+def elbo_terms_given(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  sigma_BxD: jax.Array,
+  t_B: jax.Array,
+  *,
+  num_classes: int,
+  train: bool = False,
+  key: jax.Array | None = None,
+) -> dict[str, jax.Array]:
   """OA-ARDM terms per example for given orders and steps.
 
   Returns, per example:
@@ -125,10 +150,10 @@ def elbo_terms_given(apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_BxD: ja
   unknown_nll_B = -jnp.sum(jnp.where(known_BxD, 0.0, logp_BxD), axis=-1)
   num_unknown_B = (num_steps - t_B).astype(jnp.float32)
   return {
-      "nll": unknown_nll_B * (num_steps / num_unknown_B),
-      "ce": unknown_nll_B,
-      "lt_bits": unknown_nll_B / num_unknown_B / np.log(2.0),
-      "t": t_B,
+    "nll": unknown_nll_B * (num_steps / num_unknown_B),
+    "ce": unknown_nll_B,
+    "lt_bits": unknown_nll_B / num_unknown_B / np.log(2.0),
+    "t": t_B,
   }
 
 
@@ -136,8 +161,9 @@ def _segment_ends(policy_P: jax.Array, num_steps: int) -> jax.Array:
   return jnp.concatenate([policy_P[1:], jnp.array([num_steps], policy_P.dtype)])
 
 
-def policy_elbo_terms(apply_fn: ApplyFn, params: Any, x: jax.Array, key: jax.Array, policy_P: jax.Array, *,
-                      num_classes: int) -> dict[str, jax.Array]:
+def policy_elbo_terms(
+  apply_fn: ApplyFn, params: Any, x: jax.Array, key: jax.Array, policy_P: jax.Array, *, num_classes: int
+) -> dict[str, jax.Array]:
   """Unbiased one-call estimate of E_sigma[-log p_policy(x | sigma)] in nats per example.
 
   Draws sigma and one policy step k uniformly per example: P * sum_{sigma in [s_k, s_{k+1})} -log p(x_i |
@@ -151,8 +177,16 @@ def policy_elbo_terms(apply_fn: ApplyFn, params: Any, x: jax.Array, key: jax.Arr
   return policy_terms_given(apply_fn, params, x, sigma_BxD, k_B, policy_P, num_classes=num_classes)
 
 
-def policy_terms_given(apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_BxD: jax.Array, k_B: jax.Array,
-                       policy_P: jax.Array, *, num_classes: int) -> dict[str, jax.Array]:
+def policy_terms_given(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  sigma_BxD: jax.Array,
+  k_B: jax.Array,
+  policy_P: jax.Array,
+  *,
+  num_classes: int,
+) -> dict[str, jax.Array]:
   """P times the nats of policy step k_B under order sigma (see policy_elbo_terms)."""
   num_steps = int(np.prod(x.shape[1:]))
   start_B = policy_P[k_B]
@@ -163,8 +197,9 @@ def policy_terms_given(apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_BxD: 
   return {"nll": -policy_P.shape[0] * jnp.sum(jnp.where(current_BxD, logp_BxD, 0.0), axis=-1), "t": start_B}
 
 
-def policy_log_likelihood(apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_BxD: jax.Array, policy_P: jax.Array,
-                          *, num_classes: int) -> jax.Array:
+def policy_log_likelihood(
+  apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_BxD: jax.Array, policy_P: jax.Array, *, num_classes: int
+) -> jax.Array:
   """Exact log p(x | sigma, policy) in nats per example, with one network call per policy step."""
   num_steps = int(np.prod(x.shape[1:]))
   ends_P = _segment_ends(policy_P, num_steps)
@@ -174,16 +209,24 @@ def policy_log_likelihood(apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_Bx
     start, end = start_end
     known_BxD = sigma_BxD < start
     current_BxD = (~known_BxD) & (sigma_BxD < end)
-    _, logp_BxD = network_log_probs(apply_fn, params, x, known_BxD, jnp.full(t_shape, start, jnp.int32),
-                                    num_classes)
+    _, logp_BxD = network_log_probs(apply_fn, params, x, known_BxD, jnp.full(t_shape, start, jnp.int32), num_classes)
     return total_B + jnp.sum(jnp.where(current_BxD, logp_BxD, 0.0), axis=-1), None
 
   total_B, _ = jax.lax.scan(step, jnp.zeros(t_shape, jnp.float32), (policy_P, ends_P))
   return total_B
 
 
-def generate(apply_fn: ApplyFn, params: Any, key: jax.Array, x_init: jax.Array, sigma_BxD: jax.Array,
-             policy_P: jax.Array, *, num_classes: int, observed: jax.Array | None = None) -> jax.Array:
+def generate(
+  apply_fn: ApplyFn,
+  params: Any,
+  key: jax.Array,
+  x_init: jax.Array,
+  sigma_BxD: jax.Array,
+  policy_P: jax.Array,
+  *,
+  num_classes: int,
+  observed: jax.Array | None = None,
+) -> jax.Array:
   """Generates under a policy: call k samples all variables with sigma in [s_k, s_{k+1}) at once.
 
   x_init holds the values of variables that are already known (sigma < policy[0]) and of `observed`
@@ -193,15 +236,15 @@ def generate(apply_fn: ApplyFn, params: Any, key: jax.Array, x_init: jax.Array, 
   batch_size = x_init.shape[0]
   num_steps = int(np.prod(x_init.shape[1:]))
   ends_P = _segment_ends(policy_P, num_steps)
-  keep_BxD = (jnp.zeros((batch_size, num_steps), bool) if observed is None
-              else observed.reshape(batch_size, num_steps))
+  keep_BxD = jnp.zeros((batch_size, num_steps), bool) if observed is None else observed.reshape(batch_size, num_steps)
 
   def step(x, inputs):
     k, start, end = inputs
     known_BxD = sigma_BxD < start
     known = known_BxD.reshape(x.shape)
-    logits = apply_fn(params, corrupt(x, known, num_classes), known, jnp.full((batch_size,), start, jnp.int32),
-                      False, None)
+    logits = apply_fn(
+      params, corrupt(x, known, num_classes), known, jnp.full((batch_size,), start, jnp.int32), False, None
+    )
     drawn = jax.random.categorical(jax.random.fold_in(key, k), logits.astype(jnp.float32), axis=-1)
     write_BxD = (~known_BxD) & (sigma_BxD < end) & (~keep_BxD)
     return jnp.where(write_BxD.reshape(x.shape), drawn, x).astype(jnp.int32), None

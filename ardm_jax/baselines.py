@@ -21,6 +21,7 @@ network sees the same inputs as an OA-ARDM's: x_t with masked variables set to K
 input the expected number of known variables floor(D * (T - t) / T) on the OA-ARDM's 0..D-1 scale, so one
 trained denoiser defines a T'-step model for any T' (`with_steps`): the generation budget of the comparison.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,6 +41,7 @@ class _OneStageBaseline:
   """What the trainer asks of a model: K data classes, the absorbing/start id K as an extra input class, K
   outputs per variable, one stage, and the network's step input ranging over 0..D-1 (the per-step tracker's
   size). Static: close over it, never trace it."""
+
   num_classes: int
 
   num_stages = 1
@@ -63,6 +65,7 @@ class _OneStageBaseline:
 class ARM(_OneStageBaseline):
   """Single-order autoregressive model over the raster order; its tracker holds one entry per position (the
   network's step input is always 0) and the start token is the extra input class K."""
+
   name: str = "arm"
 
   def generation_calls(self, num_steps: int) -> int:
@@ -76,8 +79,9 @@ def arm_inputs(x: jax.Array, start_token: int) -> jax.Array:
   return shifted.reshape(x.shape).astype(jnp.int32)
 
 
-def arm_log_probs(apply_fn: ApplyFn, params: Any, x: jax.Array, model: ARM, train: bool = False,
-                  key: jax.Array | None = None) -> jax.Array:
+def arm_log_probs(
+  apply_fn: ApplyFn, params: Any, x: jax.Array, model: ARM, train: bool = False, key: jax.Array | None = None
+) -> jax.Array:
   """log p(x_i | x_<i) for every position, [B, D], from one call of the causal network."""
   batch = x.shape[0]
   known = jnp.ones(x.shape, bool)
@@ -85,19 +89,32 @@ def arm_log_probs(apply_fn: ApplyFn, params: Any, x: jax.Array, model: ARM, trai
   return ardm.log_probs_of_data(logits, x)
 
 
-def arm_terms(apply_fn: ApplyFn, params: Any, x: jax.Array, key: jax.Array, *, model: ARM, train: bool = False,
-              t_sampling: str | None = None) -> dict[str, jax.Array]:
+def arm_terms(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  key: jax.Array,
+  *,
+  model: ARM,
+  train: bool = False,
+  t_sampling: str | None = None,
+) -> dict[str, jax.Array]:
   """Exact NLL per example (nats) and the per-position losses for the tracker; `t_sampling` is unused."""
   del t_sampling
   logp_BxD = arm_log_probs(apply_fn, params, x, model, train, key)
   nll_B = -jnp.sum(logp_BxD, axis=-1)
   num_steps = logp_BxD.shape[1]
-  return {"nll": nll_B, "ce": nll_B, "lt_bits": -logp_BxD / np.log(2.0),
-          "t": jnp.broadcast_to(jnp.arange(num_steps, dtype=jnp.int32), logp_BxD.shape)}
+  return {
+    "nll": nll_B,
+    "ce": nll_B,
+    "lt_bits": -logp_BxD / np.log(2.0),
+    "t": jnp.broadcast_to(jnp.arange(num_steps, dtype=jnp.int32), logp_BxD.shape),
+  }
 
 
-def arm_generate(apply_fn: ApplyFn, params: Any, key: jax.Array, batch_size: int, shape: tuple[int, ...], *,
-                 model: ARM) -> jax.Array:
+def arm_generate(
+  apply_fn: ApplyFn, params: Any, key: jax.Array, batch_size: int, shape: tuple[int, ...], *, model: ARM
+) -> jax.Array:
   """Samples [B, *shape] in raster order, one network call per variable (no cache: each call rereads all)."""
   num_steps = int(np.prod(shape))
   known = jnp.ones((batch_size,) + tuple(shape), bool)
@@ -118,6 +135,7 @@ def arm_generate(apply_fn: ApplyFn, params: Any, key: jax.Array, batch_size: int
 class D3PMAbsorbing(_OneStageBaseline):
   """Discrete-time absorbing diffusion with T steps (the absorbing state is the extra class K); the network's step
   input is the expected number of known variables, 0..D-1, as for an OA-ARDM."""
+
   num_diffusion_steps: int = 1000
   name: str = "d3pm_absorbing"
 
@@ -139,15 +157,24 @@ def d3pm_net_step(t_B: jax.Array, num_diffusion_steps: int, num_steps: int) -> j
   return ((num_steps * (num_diffusion_steps - t_B)) // num_diffusion_steps).astype(jnp.int32)
 
 
-def d3pm_terms_given(apply_fn: ApplyFn, params: Any, x: jax.Array, t_B: jax.Array, masked_BxD: jax.Array, *,
-                     model: D3PMAbsorbing, train: bool = False, key: jax.Array | None = None) -> dict[str, jax.Array]:
+def d3pm_terms_given(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  t_B: jax.Array,
+  masked_BxD: jax.Array,
+  *,
+  model: D3PMAbsorbing,
+  train: bool = False,
+  key: jax.Array | None = None,
+) -> dict[str, jax.Array]:
   """Per example for given diffusion times t (1..T) and masks drawn from q(x_t | x_0):
 
-    nll: T * (1 / t) * sum_{masked} -log p(x_0^i | x_t) in nats, whose expectation over t ~ U{1..T} and the mask is
-      the negative ELBO of the T-step model;
-    ce: the unweighted sum over masked variables (the auxiliary cross-entropy term);
-    lt_bits / lt_weight / t: the per-token loss in bits at the network's step input t (weight 0 when nothing is
-      masked), for the trainer's tracker.
+  nll: T * (1 / t) * sum_{masked} -log p(x_0^i | x_t) in nats, whose expectation over t ~ U{1..T} and the mask is
+    the negative ELBO of the T-step model;
+  ce: the unweighted sum over masked variables (the auxiliary cross-entropy term);
+  lt_bits / lt_weight / t: the per-token loss in bits at the network's step input t (weight 0 when nothing is
+    masked), for the trainer's tracker.
   """
   num_steps = masked_BxD.shape[1]
   T = model.num_diffusion_steps
@@ -159,16 +186,24 @@ def d3pm_terms_given(apply_fn: ApplyFn, params: Any, x: jax.Array, t_B: jax.Arra
   masked_nll_B = -jnp.sum(jnp.where(masked_BxD, logp_BxD, 0.0), axis=-1)
   num_masked_B = jnp.sum(masked_BxD, axis=-1).astype(jnp.float32)
   return {
-      "nll": masked_nll_B * (T / t_B.astype(jnp.float32)),
-      "ce": masked_nll_B,
-      "lt_bits": masked_nll_B / jnp.maximum(num_masked_B, 1.0) / np.log(2.0),
-      "lt_weight": (num_masked_B > 0).astype(jnp.float32),
-      "t": t_net_B,
+    "nll": masked_nll_B * (T / t_B.astype(jnp.float32)),
+    "ce": masked_nll_B,
+    "lt_bits": masked_nll_B / jnp.maximum(num_masked_B, 1.0) / np.log(2.0),
+    "lt_weight": (num_masked_B > 0).astype(jnp.float32),
+    "t": t_net_B,
   }
 
 
-def d3pm_terms(apply_fn: ApplyFn, params: Any, x: jax.Array, key: jax.Array, *, model: D3PMAbsorbing,
-               t_sampling: str = "uniform", train: bool = False) -> dict[str, jax.Array]:
+def d3pm_terms(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  key: jax.Array,
+  *,
+  model: D3PMAbsorbing,
+  t_sampling: str = "uniform",
+  train: bool = False,
+) -> dict[str, jax.Array]:
   """Stochastic negative-ELBO terms: t ~ U{1..T} per example ('stratified' spreads the batch over t), then each
   variable masked independently with probability t / T; one network call."""
   batch = x.shape[0]
@@ -180,8 +215,9 @@ def d3pm_terms(apply_fn: ApplyFn, params: Any, x: jax.Array, key: jax.Array, *, 
   return d3pm_terms_given(apply_fn, params, x, t_B, masked_BxD, model=model, train=train, key=key_net)
 
 
-def d3pm_terms_every_step(apply_fn: ApplyFn, params: Any, x: jax.Array, key: jax.Array, *,
-                          model: D3PMAbsorbing) -> jax.Array:
+def d3pm_terms_every_step(
+  apply_fn: ApplyFn, params: Any, x: jax.Array, key: jax.Array, *, model: D3PMAbsorbing
+) -> jax.Array:
   """-ELBO per example (nats) summed over every t = 1..T with one mask draw per t: T network calls, the same
   expectation as `d3pm_terms` without the variance of drawing t (what an ARDM's exact policy likelihood costs
   for a T-call policy, so the two compare at equal calls)."""
@@ -200,8 +236,9 @@ def d3pm_terms_every_step(apply_fn: ApplyFn, params: Any, x: jax.Array, key: jax
   return total_B
 
 
-def d3pm_generate(apply_fn: ApplyFn, params: Any, key: jax.Array, batch_size: int, shape: tuple[int, ...], *,
-                  model: D3PMAbsorbing) -> jax.Array:
+def d3pm_generate(
+  apply_fn: ApplyFn, params: Any, key: jax.Array, batch_size: int, shape: tuple[int, ...], *, model: D3PMAbsorbing
+) -> jax.Array:
   """Ancestral sampling with T calls: at t = T..1 every masked variable is unmasked with probability 1 / t (all of
   them at t = 1) and drawn from the network's p(x_0^i | x_t)."""
   num_steps = int(np.prod(shape))

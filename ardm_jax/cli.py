@@ -6,6 +6,7 @@ Each command imports only what it runs: `--help` and `ardm policy --loss-file` (
 nothing but `ardm train` (metric writers) and the tfds data sources imports TensorFlow. Every command that compiles
 first turns on the persistent compilation cache (ardm_jax/compile_cache.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,12 @@ def _checkpoint_step(text: str) -> int | str:
 
 
 def _add_policy_args(p: argparse.ArgumentParser) -> None:
-  p.add_argument("--budget", type=_budget, default=None,
-                 help="network calls under a parallel policy (default: one call per variable)")
+  p.add_argument(
+    "--budget",
+    type=_budget,
+    default=None,
+    help="network calls under a parallel policy (default: one call per variable)",
+  )
   p.add_argument("--policy", default=None, help="policy file (default WORKDIR/policy.json)")
   p.add_argument("--naive", action="store_true", help="evenly spaced steps instead of the DP policy")
   _add_budget_split_arg(p)
@@ -43,15 +48,21 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
 
 def _add_budget_split_arg(p: argparse.ArgumentParser) -> None:
   from ardm_jax.policy import BUDGET_SPLIT_KEYS  # pylint: disable=import-outside-toplevel  (NumPy only)
+
   # Not --split: eval and policy already take --split for the held-out data split.
-  p.add_argument("--budget-split", choices=tuple(BUDGET_SPLIT_KEYS), default="optimal",
-                 help="how an upscale model's total budget is divided over its stages for the DP policy: optimal "
-                      "(lowest expected bits, default) or equal (the paper's Table 7); --naive always splits "
-                      "equally; a one-stage model ignores it")
+  p.add_argument(
+    "--budget-split",
+    choices=tuple(BUDGET_SPLIT_KEYS),
+    default="optimal",
+    help="how an upscale model's total budget is divided over its stages for the DP policy: optimal "
+    "(lowest expected bits, default) or equal (the paper's Table 7); --naive always splits "
+    "equally; a one-stage model ignores it",
+  )
 
 
 def build_parser() -> argparse.ArgumentParser:
   from ardm_jax import model_dir  # pylint: disable=import-outside-toplevel  (light: defers its JAX imports)
+
   parser = argparse.ArgumentParser(prog="ardm", description="Autoregressive Diffusion Models in JAX")
   sub = parser.add_subparsers(dest="command", required=True)
 
@@ -69,28 +80,46 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
   p.add_argument("--passes", type=int, default=1, help="independent estimates per item")
   p.add_argument("--split", default="test")
-  p.add_argument("--num-items", type=int, default=None, metavar="N",
-                 help="evaluate the split's first N items only (default all; the file name then ends in _itemsN)")
+  p.add_argument(
+    "--num-items",
+    type=int,
+    default=None,
+    metavar="N",
+    help="evaluate the split's first N items only (default all; the file name then ends in _itemsN)",
+  )
   p.add_argument("--raw", action="store_true", help="evaluate the raw parameters instead of the EMA ones")
-  p.add_argument("--step", type=_checkpoint_step, default=None,
-                 help="checkpoint: a step number or 'best' (lowest held-out bits/dim while training; default latest)")
+  p.add_argument(
+    "--step",
+    type=_checkpoint_step,
+    default=None,
+    help="checkpoint: a step number or 'best' (lowest held-out bits/dim while training; default latest)",
+  )
   p.add_argument("--batch-size", type=int, default=None)
   _add_policy_args(p)
-  p.add_argument("--exact", action="store_true",
-                 help="with --budget: run every policy call for one random order per item (lower variance); "
-                      "for a D3PM baseline: every one of its steps")
-  p.add_argument("--orders", type=int, default=None, metavar="K",
-                 help="the tighter bound over K random orders per item (exact likelihood under each, all steps or "
-                      "the --budget policy; log-mean-exp over them), the curve for K = 1, 2, 4, ..., K beside the "
-                      "ELBO -> WORKDIR/eval_orders_K[_bB].json")
+  p.add_argument(
+    "--exact",
+    action="store_true",
+    help="with --budget: run every policy call for one random order per item (lower variance); "
+    "for a D3PM baseline: every one of its steps",
+  )
+  p.add_argument(
+    "--orders",
+    type=int,
+    default=None,
+    metavar="K",
+    help="the tighter bound over K random orders per item (exact likelihood under each, all steps or "
+    "the --budget policy; log-mean-exp over them), the curve for K = 1, 2, 4, ..., K beside the "
+    "ELBO -> WORKDIR/eval_orders_K[_bB].json",
+  )
   p.add_argument("--seed", type=int, default=0)
 
   p = sub.add_parser("sample", help="draw samples: PNG grid for images, text file for text")
   model_dir.add_model_source(p)
   p.add_argument("--num", type=int, default=16)
   _add_policy_args(p)
-  p.add_argument("--out", default=None,
-                 help="output file (default WORKDIR/samples_STEP[_bB].png|txt; required with --model)")
+  p.add_argument(
+    "--out", default=None, help="output file (default WORKDIR/samples_STEP[_bB].png|txt; required with --model)"
+  )
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--seed", type=int, default=0)
 
@@ -110,27 +139,44 @@ def build_parser() -> argparse.ArgumentParser:
   model_dir.add_model_source(p, group=source, data=True)  # or estimate L_t with a trained model on held-out data
   p.add_argument("--budgets", required=True, help="comma-separated network-call budgets, e.g. 5,10,20,50")
   _add_budget_split_arg(p)  # the file keeps both splits; this picks the one printed and plotted
-  p.add_argument("--samples", type=int, default=None,
-                 help="held-out draws per step t (stratified; default max(16, 65536 // D): L_t noise is what the "
-                      "DP can exploit, so small models get many draws)")
+  p.add_argument(
+    "--samples",
+    type=int,
+    default=None,
+    help="held-out draws per step t (stratified; default max(16, 65536 // D): L_t noise is what the "
+    "DP can exploit, so small models get many draws)",
+  )
   p.add_argument("--split", default="test", help="held-out split for the L_t estimate")
-  p.add_argument("--stride", type=int, default=1,
-                 help="estimate L_t at every k-th step of each stage only (and its last), interpolating between: "
-                      "1/k of the network calls for long items (default 1: every step)")
+  p.add_argument(
+    "--stride",
+    type=int,
+    default=1,
+    help="estimate L_t at every k-th step of each stage only (and its last), interpolating between: "
+    "1/k of the network calls for long items (default 1: every step)",
+  )
   p.add_argument("--use-tracker", action="store_true", help="use the running L_t saved during training instead")
-  p.add_argument("--monotone", choices=["sort", "isotonic"], default="sort",
-                 help="how L_t is made non-increasing before the DP (paper: sort)")
+  p.add_argument(
+    "--monotone",
+    choices=["sort", "isotonic"],
+    default="sort",
+    help="how L_t is made non-increasing before the DP (paper: sort)",
+  )
   p.add_argument("--num-dims", type=int, default=None, help="data dims for bits/dim with --loss-file (default D)")
   p.add_argument("--batch-size", type=int, default=None)
-  p.add_argument("--out", default=None, help="policy JSON (default WORKDIR/policy.json; required with --model and "
-                                             "--loss-file); a PNG is written beside it")
+  p.add_argument(
+    "--out",
+    default=None,
+    help="policy JSON (default WORKDIR/policy.json; required with --model and --loss-file); a PNG is written beside it",
+  )
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--seed", type=int, default=0)
 
   from ardm_jax import compress  # pylint: disable=import-outside-toplevel  (light: defers its JAX imports)
+
   compress.add_parsers(sub)
   model_dir.add_parser(sub)
   from ardm_jax import preflight  # pylint: disable=import-outside-toplevel  (light: imports JAX only when run)
+
   preflight.add_parser(sub)
   return parser
 
@@ -138,13 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _open_model(args, **kwargs):
   """The trained model of --workdir or --model (ardm_jax/model_dir.py)."""
   from ardm_jax import model_dir  # pylint: disable=import-outside-toplevel
+
   return model_dir.open_trained(args.workdir, args.model, data_path=getattr(args, "data_path", None), **kwargs)
 
 
 def _out_required_with_model(args, what: str) -> None:
   if args.model is not None and args.out is None:
-    raise ValueError(f"--out is required with --model: where to write {what} (nothing is written into a model "
-                     "folder)")
+    raise ValueError(f"--out is required with --model: where to write {what} (nothing is written into a model folder)")
 
 
 def _parse_budgets(text: str) -> list[int]:
@@ -162,8 +208,10 @@ def _enable_compile_cache(workdir_path: str | None = None, config=None) -> None:
 
   Reads only config.json: a missing or broken workdir is left to the job's own error message."""
   from ardm_jax import compile_cache, configs  # pylint: disable=import-outside-toplevel
+
   if config is None and workdir_path is not None:
     from etils import epath  # pylint: disable=import-outside-toplevel
+
     path = epath.Path(workdir_path) / configs.CONFIG_FILE
     try:
       config = configs.config_from_json(path) if path.is_file() else None
@@ -175,6 +223,7 @@ def _enable_compile_cache(workdir_path: str | None = None, config=None) -> None:
 def cmd_policy(args) -> None:
   import numpy as np
   from ardm_jax import policy  # NumPy only: --loss-file needs nothing else (no JAX)
+
   budgets = _parse_budgets(args.budgets)
   stderr, fingerprint = None, None
   _out_required_with_model(args, "the policy file")
@@ -184,8 +233,9 @@ def cmd_policy(args) -> None:
     if path and os.path.exists(path) and not args.overwrite:
       raise FileExistsError(f"{path} exists; pass --overwrite to replace it or choose another --out")
   if args.use_tracker and args.model:
-    raise ValueError("--use-tracker needs --workdir: a model folder keeps no training tracker (estimate L_t on "
-                     "held-out data instead)")
+    raise ValueError(
+      "--use-tracker needs --workdir: a model folder keeps no training tracker (estimate L_t on held-out data instead)"
+    )
   if args.loss_file:
     if args.out is None:
       raise ValueError("--out is required with --loss-file")
@@ -196,6 +246,7 @@ def cmd_policy(args) -> None:
     source = f"loss file {args.loss_file}"
   else:
     from ardm_jax import configs, data, evaluate, objective, workdir  # pylint: disable=import-outside-toplevel
+
     _enable_compile_cache(args.workdir)
     model = _open_model(args)
     objective.require_ardm(model.setup.objective, "ardm policy")
@@ -204,8 +255,10 @@ def cmd_policy(args) -> None:
     if args.use_tracker:
       losses, counts = workdir.restore_tracker(model)
       if np.any(counts < 2):
-        raise ValueError(f"the training tracker has fewer than 2 samples for {int(np.sum(counts < 2))} steps; "
-                         "train longer or estimate on held-out data (drop --use-tracker)")
+        raise ValueError(
+          f"the training tracker has fewer than 2 samples for {int(np.sum(counts < 2))} steps; "
+          "train longer or estimate on held-out data (drop --use-tracker)"
+        )
       stderr, source = None, f"training tracker at step {model.step}"
       fingerprint["lt_source"] = configs.lt_tracker_name(model.config)
     else:
@@ -213,8 +266,15 @@ def cmd_policy(args) -> None:
       batch_size = args.batch_size or int(model.config.train.eval_batch_size)
       args.samples = args.samples or max(16, 65536 // (num_dims * model.setup.objective.num_stages))
       with model.setup.context():
-        losses, stderr = evaluate.estimate_lt(model.setup, model.params, items, samples_per_step=args.samples,
-                                              batch_size=batch_size, seed=args.seed, stride=args.stride)
+        losses, stderr = evaluate.estimate_lt(
+          model.setup,
+          model.params,
+          items,
+          samples_per_step=args.samples,
+          batch_size=batch_size,
+          seed=args.seed,
+          stride=args.stride,
+        )
       every = "" if args.stride == 1 else f" at every {args.stride}th step (linearly interpolated between)"
       source = f"{args.samples} held-out draws per step on {args.split}{every}"
       fingerprint["lt_source"] = f"{args.split}, {args.samples} samples per step{every}"
@@ -222,12 +282,20 @@ def cmd_policy(args) -> None:
   stage_losses = np.reshape(losses, (num_stages, -1))
   stage_stderrs = None if stderr is None else np.reshape(stderr, (num_stages, -1))
   if num_stages == 1:  # budgets are the stage's own
-    pf = policy.build_policy_file(stage_losses, budgets, num_dims, stage_stderrs=stage_stderrs,
-                                  monotone=args.monotone, fingerprint=fingerprint)
+    pf = policy.build_policy_file(
+      stage_losses, budgets, num_dims, stage_stderrs=stage_stderrs, monotone=args.monotone, fingerprint=fingerprint
+    )
     entries = pf["stages"][0]["policies"]
   else:  # budgets are totals over all stages; the file keeps the optimal and the equal split of each
-    pf = policy.build_policy_file(stage_losses, [], num_dims, stage_stderrs=stage_stderrs, monotone=args.monotone,
-                                  fingerprint=fingerprint, total_budgets=budgets)
+    pf = policy.build_policy_file(
+      stage_losses,
+      [],
+      num_dims,
+      stage_stderrs=stage_stderrs,
+      monotone=args.monotone,
+      fingerprint=fingerprint,
+      total_budgets=budgets,
+    )
     entries = policy.total_budget_entries(pf, args.budget_split)
   policy.save_policy_file(out, pf, overwrite=args.overwrite)
   dp_bpd = [entries[str(b)]["expected_bpd"] for b in budgets]
@@ -245,9 +313,11 @@ def cmd_policy(args) -> None:
 
 def cmd_train(args, overrides) -> None:
   from ardm_jax import distributed
+
   # Before anything touches JAX devices: jax.distributed cannot start afterwards.
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
   from ardm_jax import configs, train
+
   config = configs.apply_overrides(configs.load_config_file(args.config), overrides)
   _enable_compile_cache(config=config)
   train.train_and_evaluate(config, args.workdir)
@@ -260,10 +330,12 @@ def _record_train_command(args, overrides) -> None:
   import shlex
   import jax
   from ardm_jax import configs
+
   if jax.process_index() != 0:
     return
-  command = shlex.join(["ardm", "train", "--config", str(args.config), "--workdir", str(args.workdir),
-                        *map(str, overrides)])
+  command = shlex.join(
+    ["ardm", "train", "--config", str(args.config), "--workdir", str(args.workdir), *map(str, overrides)]
+  )
   with open(os.path.join(args.workdir, configs.TRAIN_COMMANDS_FILE), "a") as f:
     f.write(command + "\n")
 
@@ -271,6 +343,7 @@ def _record_train_command(args, overrides) -> None:
 def cmd_eval(args) -> None:
   import dataclasses
   from ardm_jax import data, evaluate, objective, sample
+
   _enable_compile_cache(args.workdir)
   _out_required_with_model(args, "the result JSON")
   if args.out and os.path.exists(args.out) and not args.overwrite:
@@ -282,46 +355,81 @@ def cmd_eval(args) -> None:
   items = _eval_items(dataset, args.split, args.num_items)
   if args.orders is not None:
     from ardm_jax import order_bound  # pylint: disable=import-outside-toplevel
+
     order_bound.cmd_eval_orders(args, model, items)
     return
   setup, steps = model.setup, None
   if objective.is_baseline(setup.objective):  # --budget is the baseline's number of generation steps
     if args.naive or args.policy:
-      raise ValueError("--naive and --policy are for ARDM policies; a baseline takes only --budget (and, for "
-                       "D3PM, --exact: all T steps per item)")
-    setup = dataclasses.replace(setup, objective=objective.with_generation_budget(
-        setup.objective, args.budget, model.spec.num_steps))
+      raise ValueError(
+        "--naive and --policy are for ARDM policies; a baseline takes only --budget (and, for "
+        "D3PM, --exact: all T steps per item)"
+      )
+    setup = dataclasses.replace(
+      setup, objective=objective.with_generation_budget(setup.objective, args.budget, model.spec.num_steps)
+    )
   elif args.budget is not None:
     steps = sample.choose_policy(model, args.budget, args.naive, args.policy, split=args.budget_split)
   batch_size = args.batch_size or int(model.config.train.eval_batch_size)
   start = time.time()
   with setup.context():
-    result = evaluate.evaluate_params(setup, model.params, items, passes=args.passes,
-                                      batch_size=batch_size, seed=args.seed, policy=steps, exact=args.exact)
+    result = evaluate.evaluate_params(
+      setup,
+      model.params,
+      items,
+      passes=args.passes,
+      batch_size=batch_size,
+      seed=args.seed,
+      policy=steps,
+      exact=args.exact,
+    )
   del result["per_item"]
   # A baseline's --budget is its number of generation steps (D3PM) rather than a policy.
   budget = len(steps) if steps is not None else args.budget
-  result |= {"split": args.split, "step": model.step, "params": model.params_kind,
-             "unit": evaluate.unit_name(model.spec),
-             "budget": budget, "objective": getattr(setup.objective, "name", "ardm"),
-             "policy": None if steps is None else ("naive" if args.naive else "dp"),
-             "budget_split": None if steps is None or setup.objective.num_stages == 1 else (
-                 "equal" if args.naive else args.budget_split),
-             "estimator": ("one call per item" if not args.exact else "exact per order" if steps is not None
-                           else "every step, one mask draw each"),
-             "config_hash": model.config_hash, "seconds": round(time.time() - start, 2)}
-  stem = ("eval" if budget is None else
-          f"eval_budget{budget}{'_naive' if args.naive else ''}{'_exact' if args.exact else ''}"
-          f"{'_equal' if result['budget_split'] == 'equal' and not args.naive else ''}")
+  result |= {
+    "split": args.split,
+    "step": model.step,
+    "params": model.params_kind,
+    "unit": evaluate.unit_name(model.spec),
+    "budget": budget,
+    "objective": getattr(setup.objective, "name", "ardm"),
+    "policy": None if steps is None else ("naive" if args.naive else "dp"),
+    "budget_split": None
+    if steps is None or setup.objective.num_stages == 1
+    else ("equal" if args.naive else args.budget_split),
+    "estimator": (
+      "one call per item"
+      if not args.exact
+      else "exact per order"
+      if steps is not None
+      else "every step, one mask draw each"
+    ),
+    "config_hash": model.config_hash,
+    "seconds": round(time.time() - start, 2),
+  }
+  stem = (
+    "eval"
+    if budget is None
+    else f"eval_budget{budget}{'_naive' if args.naive else ''}{'_exact' if args.exact else ''}"
+    f"{'_equal' if result['budget_split'] == 'equal' and not args.naive else ''}"
+  )
   stem += "" if args.num_items is None else f"_items{len(items)}"
   # A chosen checkpoint's result (--step N|best) does not replace the latest checkpoint's file.
-  path = args.out or os.path.join(args.workdir,
-                                  stem + ("" if args.step is None else f"_step{model.step}") + ".json")
+  path = args.out or os.path.join(args.workdir, stem + ("" if args.step is None else f"_step{model.step}") + ".json")
   evaluate.write_json(path, result)
-  calls = len(steps) if steps is not None else (setup.objective.generation_calls(model.spec.num_steps)
-                                                 if objective.is_baseline(setup.objective) else model.spec.num_steps)
-  print(f"{args.split} {result['unit']} ({result['params']} params, step {model.step}, {args.passes} pass(es), "
-        f"{calls} steps): {result['bpd']:.4f} ± {result['stderr']:.4f} -> {path}")
+  calls = (
+    len(steps)
+    if steps is not None
+    else (
+      setup.objective.generation_calls(model.spec.num_steps)
+      if objective.is_baseline(setup.objective)
+      else model.spec.num_steps
+    )
+  )
+  print(
+    f"{args.split} {result['unit']} ({result['params']} params, step {model.step}, {args.passes} pass(es), "
+    f"{calls} steps): {result['bpd']:.4f} ± {result['stderr']:.4f} -> {path}"
+  )
 
 
 def _eval_items(dataset, split: str, num_items: int | None):
@@ -345,6 +453,7 @@ def _default_out(workdir, spec, step, budget, stem="samples"):
 
 def cmd_sample(args) -> None:
   from ardm_jax import objective, sample
+
   _enable_compile_cache(args.workdir)
   _out_required_with_model(args, "the samples")
   model = _open_model(args)
@@ -367,6 +476,7 @@ def cmd_sample(args) -> None:
 def cmd_inpaint(args) -> None:
   import numpy as np
   from ardm_jax import sample
+
   _enable_compile_cache(args.workdir)
   model = _open_model(args)
   spec = model.spec
@@ -382,13 +492,15 @@ def cmd_inpaint(args) -> None:
   out = args.out or sample.completion_path(args.input, spec)
   sample.check_writable(out, args.overwrite)
   with model.setup.context():
-    completed = sample.complete(model, item, observed, args.num, args.budget, args.naive, args.policy, args.seed,
-                                split=args.budget_split)
+    completed = sample.complete(
+      model, item, observed, args.num, args.budget, args.naive, args.policy, args.seed, split=args.budget_split
+    )
   if not np.array_equal(completed[:, observed], np.broadcast_to(item[observed], (args.num, int(observed.sum())))):
     raise AssertionError("internal error: a completion changed a given value")
   sample.write_items(spec, completed, out, overwrite=args.overwrite, scale=4 if spec.shape[0] <= 16 else 1)
-  print(f"wrote {args.num} completions of {args.input} ({int(observed.sum())} of {spec.num_steps} values given) "
-        f"to {out}")
+  print(
+    f"wrote {args.num} completions of {args.input} ({int(observed.sum())} of {spec.num_steps} values given) to {out}"
+  )
 
 
 def main(argv=None) -> int:
@@ -402,14 +514,22 @@ def main(argv=None) -> int:
       cmd_train(args, rest)
     elif args.command == "preflight":
       from ardm_jax import preflight  # pylint: disable=import-outside-toplevel
+
       return preflight.cmd_preflight(args, rest)
     else:
       from ardm_jax import compress, model_dir  # pylint: disable=import-outside-toplevel
+
       if args.command in ("compress", "decompress"):
         _enable_compile_cache(args.workdir)
-      {"eval": cmd_eval, "sample": cmd_sample, "inpaint": cmd_inpaint, "policy": cmd_policy,
-       "compress": compress.cmd_compress, "decompress": compress.cmd_decompress,
-       "export": model_dir.cmd_export}[args.command](args)
+      {
+        "eval": cmd_eval,
+        "sample": cmd_sample,
+        "inpaint": cmd_inpaint,
+        "policy": cmd_policy,
+        "compress": compress.cmd_compress,
+        "decompress": compress.cmd_decompress,
+        "export": model_dir.cmd_export,
+      }[args.command](args)
   except (ValueError, FileExistsError, FileNotFoundError) as err:
     parser.exit(2, f"ardm {args.command}: error: {err}\n")
   except FloatingPointError as err:

@@ -27,6 +27,7 @@ Thresholds: JAX by default caches only programs that took at least a second to c
 took `MIN_COMPILE_TIME_S` or more is cached, whatever its size, so the small CPU programs of tests and local runs
 are cached too.
 """
+
 from __future__ import annotations
 
 import os

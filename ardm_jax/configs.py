@@ -2,6 +2,7 @@
 
 Configs are locked after loading, so a misspelt key is an error rather than a silently ignored setting.
 """
+
 from __future__ import annotations
 
 import ast
@@ -59,7 +60,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
     item = items[i]
     if not item.startswith(CONFIG_PREFIX):
       raise ValueError(f"unexpected argument {item!r}; config overrides look like --config.train.num_steps=100")
-    key, eq, value = item[len(CONFIG_PREFIX):].partition("=")
+    key, eq, value = item[len(CONFIG_PREFIX) :].partition("=")
     if not eq:
       if i + 1 >= len(items):
         raise ValueError(f"{item} needs a value: {item}=VALUE")
@@ -87,12 +88,14 @@ def set_key(config: ml_collections.ConfigDict, dotted: str, value) -> None:
   try:
     node[parts[-1]] = value
   except (TypeError, ValueError) as err:
-    raise ValueError(f"--config.{dotted}={value!r} has the wrong type for this field "
-                     f"(currently {current!r}: {type(current).__name__})") from err
+    raise ValueError(
+      f"--config.{dotted}={value!r} has the wrong type for this field (currently {current!r}: {type(current).__name__})"
+    ) from err
 
 
 def config_from_json(path) -> ml_collections.ConfigDict:
   from etils import epath  # pylint: disable=import-outside-toplevel
+
   config = ml_collections.ConfigDict(json.loads(epath.Path(path).read_text()))
   config.lock()
   return config
@@ -110,30 +113,53 @@ def base_config() -> ml_collections.ConfigDict:
   config.compile_cache_dir = None
   config.data = ml_collections.ConfigDict()
   config.model = ml_collections.ConfigDict()
-  config.ardm = ml_collections.ConfigDict(dict(
+  config.ardm = ml_collections.ConfigDict(
+    dict(
       t_sampling="stratified",  # 'uniform' or 'stratified' (the official 'antithetic')
-      ce_weight=1e-3,           # unweighted cross-entropy term (official: 1e-3 images, 1e-4 text/audio)
+      ce_weight=1e-3,  # unweighted cross-entropy term (official: 1e-3 images, 1e-4 text/audio)
       # The model (see ardm_jax/objective.py): OA-ARDM or upscale stages, parametrisation, output distribution.
-      upscale="none", branch_factor=2, parametrisation="data", output="categorical", num_mixtures=30,
+      upscale="none",
+      branch_factor=2,
+      parametrisation="data",
+      output="categorical",
+      num_mixtures=30,
       # 'ardm', or a baseline of the paper in the same trainer: 'arm' (single order, causal network) or
       # 'd3pm_absorbing' with diffusion_steps T.
-      objective="ardm", diffusion_steps=1000,
-  ))
-  config.optim = ml_collections.ConfigDict(dict(
-      learning_rate=1e-4, schedule="constant", warmup_steps=1000, b1=0.9, b2=0.999, clip_norm=100.0,
-      weight_decay=0.0, ema_decay=0.9999,
-  ))
-  config.train = ml_collections.ConfigDict(dict(
-      batch_size=128, num_steps=100_000, log_every=100, checkpoint_every=5000, keep_checkpoints=3,
-      eval_passes=1, eval_batch_size=256,
+      objective="ardm",
+      diffusion_steps=1000,
+    )
+  )
+  config.optim = ml_collections.ConfigDict(
+    dict(
+      learning_rate=1e-4,
+      schedule="constant",
+      warmup_steps=1000,
+      b1=0.9,
+      b2=0.999,
+      clip_norm=100.0,
+      weight_decay=0.0,
+      ema_decay=0.9999,
+    )
+  )
+  config.train = ml_collections.ConfigDict(
+    dict(
+      batch_size=128,
+      num_steps=100_000,
+      log_every=100,
+      checkpoint_every=5000,
+      keep_checkpoints=3,
+      eval_passes=1,
+      eval_batch_size=256,
       # Held-out progress while training: every `eval_every` steps (0 = off) the EMA parameters are evaluated on
       # a fixed subset of `eval_items` held-out items, and the best checkpoint by that number is kept.
-      eval_every=0, eval_items=1024,
+      eval_every=0,
+      eval_items=1024,
       # The running L_t tracker (for `ardm policy --use-tracker`) is an exact mean over each step's first
       # `lt_window` samples, then an exponential average over about that many: it follows the model as it learns
       # and never loses precision in float32, however long the run.
       lt_window=1000,
-  ))
+    )
+  )
   # Mesh sizes for (data, fsdp, tensor); one may be -1 to take the remaining devices.
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   # ZeRO-1: the optimizer state and EMA parameters split over the `data` axis (the parameters keep their layout);
@@ -155,8 +181,9 @@ def shrink_network(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   return config
 
 
-def shrink_to_tiny(config: ml_collections.ConfigDict, *, batch_size: int = 4, num_steps: int = 2,
-                   eval_passes: int = 0) -> ml_collections.ConfigDict:
+def shrink_to_tiny(
+  config: ml_collections.ConfigDict, *, batch_size: int = 4, num_steps: int = 2, eval_passes: int = 0
+) -> ml_collections.ConfigDict:
   """The `:tiny` variant of any experiment: same data and code paths, a seconds-long model and run."""
   shrink_network(config)
   if config.model.name == "transformer":
@@ -166,8 +193,9 @@ def shrink_to_tiny(config: ml_collections.ConfigDict, *, batch_size: int = 4, nu
   for key, value in (("dtype", "float32"), ("remat", False)):
     if key in config.model:
       config.model[key] = value
-  config.train.update(batch_size=batch_size, num_steps=num_steps, log_every=1, checkpoint_every=2,
-                      eval_passes=eval_passes)
+  config.train.update(
+    batch_size=batch_size, num_steps=num_steps, log_every=1, checkpoint_every=2, eval_passes=eval_passes
+  )
   return config
 
 
@@ -192,8 +220,10 @@ def lt_window(config: ml_collections.ConfigDict) -> int:
   """train.lt_window, checked: the running L_t tracker's window in samples per step."""
   window = int(config.train.lt_window)
   if window < 1:
-    raise ValueError(f"train.lt_window must be at least 1 sample per step, got {window}; "
-                     "set --config.train.lt_window=1000 (the default)")
+    raise ValueError(
+      f"train.lt_window must be at least 1 sample per step, got {window}; "
+      "set --config.train.lt_window=1000 (the default)"
+    )
   return window
 
 

@@ -23,6 +23,7 @@ subtracts two nearly equal numbers: for a > b,
     log(sigmoid(a) - sigmoid(b)) = -softplus(-a) - softplus(b) + log(-expm1(b - a)),
 with a - b = (bin width) / scale known analytically, so even 16-bit bins far in a tail keep a finite log mass.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,14 +44,17 @@ def _check_classes(num_classes) -> int:
 
 def _check_net_out(net_out: jax.Array, num_outputs: int, what: str) -> jax.Array:
   if net_out.shape[-1:] != (num_outputs,):
-    raise ValueError(f"{what} needs net outputs [..., {num_outputs}], got shape {net_out.shape}; build the network "
-                     f"with num_outputs={num_outputs}")
+    raise ValueError(
+      f"{what} needs net outputs [..., {num_outputs}], got shape {net_out.shape}; build the network "
+      f"with num_outputs={num_outputs}"
+    )
   return net_out.astype(jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)
 class Categorical:
   """Softmax over K logits."""
+
   num_classes: int
 
   def __post_init__(self):
@@ -82,8 +86,9 @@ class Categorical:
     return self.log_pmf(net_out)
 
 
-def _log_sigmoid_diff(a: jax.Array, b: jax.Array, log_width_term: jax.Array, lo_open: jax.Array,
-                      hi_open: jax.Array) -> jax.Array:
+def _log_sigmoid_diff(
+  a: jax.Array, b: jax.Array, log_width_term: jax.Array, lo_open: jax.Array, hi_open: jax.Array
+) -> jax.Array:
   """log(sigmoid(a) - sigmoid(b)) with a = +inf where hi_open and b = -inf where lo_open.
 
   `log_width_term` is log(-expm1(b - a)), passed in because a - b is known exactly from the bin widths. Every
@@ -104,6 +109,7 @@ class DiscretisedLogisticMixture:
   [min_log_scale, max_log_scale]: the lower clip bounds how sharp a component can be (the official audio model
   uses -7); the upper keeps the bin mass of a very flat component above float32's range of -expm1.
   """
+
   num_classes: int
   num_mixtures: int
   min_log_scale: float = -7.0
@@ -111,8 +117,11 @@ class DiscretisedLogisticMixture:
 
   def __post_init__(self):
     _check_classes(self.num_classes)
-    if isinstance(self.num_mixtures, bool) or not isinstance(self.num_mixtures, (int, np.integer)) \
-        or self.num_mixtures < 1:
+    if (
+      isinstance(self.num_mixtures, bool)
+      or not isinstance(self.num_mixtures, (int, np.integer))
+      or self.num_mixtures < 1
+    ):
       raise ValueError(f"num_mixtures must be an integer >= 1, got {self.num_mixtures!r}")
     if not self.min_log_scale < self.max_log_scale:
       raise ValueError(f"min_log_scale {self.min_log_scale} must be below max_log_scale {self.max_log_scale}")
@@ -131,8 +140,8 @@ class DiscretisedLogisticMixture:
     m = self.num_mixtures
     log_pi = jax.nn.log_softmax(out[..., :m], axis=-1)
     offsets = jnp.linspace(-1.0 + 1.0 / m, 1.0 - 1.0 / m, m, dtype=jnp.float32)
-    means = out[..., m:2 * m] + offsets.reshape((1,) * (out.ndim - 1) + (m,))
-    log_scales = jnp.clip(out[..., 2 * m:] - np.log(m), self.min_log_scale, self.max_log_scale)
+    means = out[..., m : 2 * m] + offsets.reshape((1,) * (out.ndim - 1) + (m,))
+    log_scales = jnp.clip(out[..., 2 * m :] - np.log(m), self.min_log_scale, self.max_log_scale)
     return log_pi, means, log_scales
 
   def _component_log_mass(self, means, log_scales, lo, hi):
@@ -141,8 +150,8 @@ class DiscretisedLogisticMixture:
     h = self.half_width
     inv_s = jnp.exp(-log_scales)
     lo_f, hi_f = lo.astype(jnp.float32), hi.astype(jnp.float32)
-    upper = (2.0 * hi_f * h - 1.0 + h)  # right edge of bin hi
-    lower = (2.0 * lo_f * h - 1.0 - h)  # left edge of bin lo
+    upper = 2.0 * hi_f * h - 1.0 + h  # right edge of bin hi
+    lower = 2.0 * lo_f * h - 1.0 - h  # left edge of bin lo
     a = inv_s * (upper - means)
     b = inv_s * (lower - means)
     # a - b = (number of bins) * 2h / scale exactly; computing it from a and b would cancel catastrophically.

@@ -1,4 +1,5 @@
 """Held-out bits/dim: the stochastic ARDM bound averaged over items and passes, with its standard error."""
+
 from __future__ import annotations
 
 import functools
@@ -45,22 +46,33 @@ def make_eval_fn(setup, policy: np.ndarray | None = None, exact: bool = False):
   if policy is not None:
     objective.require_ardm(setup.objective, "evaluation under a parallel policy (--budget)")
   if exact and policy is None and not isinstance(setup.objective, baselines.D3PMAbsorbing):
-    raise ValueError("exact evaluation needs a policy (--budget)" + (
-        "; the ARM's NLL is always exact" if isinstance(setup.objective, baselines.ARM) else ""))
+    raise ValueError(
+      "exact evaluation needs a policy (--budget)"
+      + ("; the ARM's NLL is always exact" if isinstance(setup.objective, baselines.ARM) else "")
+    )
   policy_P = None
   if policy is not None:
     policy_P = jnp.asarray(upscale.validate_policy(policy, setup.spec.num_steps, setup.objective.num_stages))
-  return functools.partial(_call_eval, policy_P=policy_P, apply_fn=setup.apply_fn, spec=setup.objective,
-                           exact=exact)
+  return functools.partial(_call_eval, policy_P=policy_P, apply_fn=setup.apply_fn, spec=setup.objective, exact=exact)
 
 
 def _call_eval(params, batch, key, *, policy_P, apply_fn, spec, exact):
   return _eval_bpd(params, batch, key, policy_P, apply_fn=apply_fn, spec=spec, exact=exact)
 
 
-def evaluate_params(setup, params, items: np.ndarray, *, passes: int, batch_size: int, seed: int,
-                    policy: np.ndarray | None = None, exact: bool = False, eval_fn=None,
-                    log_every_s: float = 30.0) -> dict:
+def evaluate_params(
+  setup,
+  params,
+  items: np.ndarray,
+  *,
+  passes: int,
+  batch_size: int,
+  seed: int,
+  policy: np.ndarray | None = None,
+  exact: bool = False,
+  eval_fn=None,
+  log_every_s: float = 30.0,
+) -> dict:
   """Each item gets `passes` independent estimates, in batches of `batch_size` items.
 
   Any batch size works on any mesh: every batch (the last one may be shorter) is padded to divide the devices
@@ -80,28 +92,38 @@ def evaluate_params(setup, params, items: np.ndarray, *, passes: int, batch_size
   start = last_log = time.time()
   for p in range(passes):
     for b in range(num_batches):
-      rows = items[b * batch_size:(b + 1) * batch_size]
+      rows = items[b * batch_size : (b + 1) * batch_size]
       key = jax.random.fold_in(jax.random.fold_in(base_key, p), b)
       values = sharding.to_host(eval_fn(params, sharding.place_rows(rows, setup.mesh), key))
-      per_pass[p, b * batch_size:b * batch_size + len(rows)] = values[:len(rows)]
+      per_pass[p, b * batch_size : b * batch_size + len(rows)] = values[: len(rows)]
       if time.time() - last_log > log_every_s and jax.process_index() == 0:
         done = p * num_batches + b + 1
         rate = done / (time.time() - start)
-        print(f"  eval pass {p + 1}/{passes} batch {b + 1}/{num_batches} "
-              f"({rate:.2f} batches/s, ETA {(passes * num_batches - done) / rate:.0f}s)", flush=True)
+        print(
+          f"  eval pass {p + 1}/{passes} batch {b + 1}/{num_batches} "
+          f"({rate:.2f} batches/s, ETA {(passes * num_batches - done) / rate:.0f}s)",
+          flush=True,
+        )
         last_log = time.time()
   if not np.all(np.isfinite(per_pass)):
     raise FloatingPointError("evaluation produced NaN/Inf bits/dim: the checkpoint's parameters are not finite")
   per_item = per_pass.mean(axis=0)
   stderr = float(per_item.std(ddof=1) / np.sqrt(num_items)) if num_items > 1 else float("nan")
-  return {"bpd": float(per_item.mean()), "stderr": stderr, "num_items": int(num_items), "passes": int(passes),
-          "per_item": per_item}
+  return {
+    "bpd": float(per_item.mean()),
+    "stderr": stderr,
+    "num_items": int(num_items),
+    "passes": int(passes),
+    "per_item": per_item,
+  }
 
 
 def _check_batch_size(batch_size) -> None:
   if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-    raise ValueError(f"the batch size must be a positive integer, got {batch_size!r}; set --batch-size or "
-                     "--config.train.eval_batch_size")
+    raise ValueError(
+      f"the batch size must be a positive integer, got {batch_size!r}; set --batch-size or "
+      "--config.train.eval_batch_size"
+    )
 
 
 def unit_name(spec) -> str:
@@ -129,12 +151,22 @@ def write_json(path, payload: dict) -> None:
 def _lt_bits(params, batch, g_B, key, *, apply_fn, spec):
   num_steps = int(np.prod(batch.shape[1:]))
   sigma_BxD = ardm.sample_orders(key, batch.shape[0], num_steps)
-  return upscale.elbo_terms_given(apply_fn, params, batch, g_B // num_steps, sigma_BxD, g_B % num_steps,
-                                  spec=spec)["lt_bits"]
+  return upscale.elbo_terms_given(apply_fn, params, batch, g_B // num_steps, sigma_BxD, g_B % num_steps, spec=spec)[
+    "lt_bits"
+  ]
 
 
-def estimate_lt(setup, params, items: np.ndarray, *, samples_per_step: int, batch_size: int, seed: int,
-                stride: int = 1, log_every_s: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
+def estimate_lt(
+  setup,
+  params,
+  items: np.ndarray,
+  *,
+  samples_per_step: int,
+  batch_size: int,
+  seed: int,
+  stride: int = 1,
+  log_every_s: float = 30.0,
+) -> tuple[np.ndarray, np.ndarray]:
   """Held-out L_t (bits per variable) for every global step s * D + t, stratified: `samples_per_step` draws per
   step; [S * D] arrays (reshape to [S, D] for the stages of an upscale model).
 
@@ -157,8 +189,9 @@ def estimate_lt(setup, params, items: np.ndarray, *, samples_per_step: int, batc
   t_measured = t_stage[(t_stage % stride == 0) | (t_stage == stage_len - 1)]
   stages = num_steps // stage_len
   measured = (np.arange(stages)[:, None] * stage_len + t_measured[None, :]).ravel()
-  mean, stderr = _estimate_steps(setup, params, items, measured.astype(np.int32), samples_per_step, batch_size,
-                                 seed, log_every_s)
+  mean, stderr = _estimate_steps(
+    setup, params, items, measured.astype(np.int32), samples_per_step, batch_size, seed, log_every_s
+  )
   if len(measured) == num_steps:
     return mean, stderr
   interp = lambda v: np.concatenate([np.interp(t_stage, t_measured, row) for row in v.reshape(stages, -1)])
@@ -180,11 +213,13 @@ def _estimate_steps(setup, params, items, steps, samples_per_step, batch_size, s
     rows = slice(b * batch_size, (b + 1) * batch_size)
     batch = sharding.place_rows(items[item_all[rows]], setup.mesh)
     t_B = sharding.place_rows(t_all[rows], setup.mesh)
-    values[rows] = sharding.to_host(fn(params, batch, t_B, jax.random.fold_in(base_key, b)))[:len(t_all[rows])]
+    values[rows] = sharding.to_host(fn(params, batch, t_B, jax.random.fold_in(base_key, b)))[: len(t_all[rows])]
     if time.time() - last_log > log_every_s and jax.process_index() == 0:
       rate = (b + 1) / (time.time() - start)
-      print(f"  L_t estimate: batch {b + 1}/{num_batches} ({rate:.2f} batches/s, "
-            f"ETA {(num_batches - b - 1) / rate:.0f}s)", flush=True)
+      print(
+        f"  L_t estimate: batch {b + 1}/{num_batches} ({rate:.2f} batches/s, ETA {(num_batches - b - 1) / rate:.0f}s)",
+        flush=True,
+      )
       last_log = time.time()
   per_step = values.reshape(num_steps, samples_per_step)
   if not np.all(np.isfinite(per_step)):

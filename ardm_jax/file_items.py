@@ -34,6 +34,7 @@ Present:
 
 The tiles per file follow from the sizes, and their sum must equal the container's item count.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,10 +60,11 @@ PCM_BITS = 16
 @dataclasses.dataclass
 class FileEntry:
   """One input/output file and how its items tile it."""
-  fmt: str                 # 'png' | 'npy' | 'txt' | 'wav'
-  size: tuple              # png: (H, W); npy: the array shape; txt: (num_chars,); wav: (num_samples,)
+
+  fmt: str  # 'png' | 'npy' | 'txt' | 'wav'
+  size: tuple  # png: (H, W); npy: the array shape; txt: (num_chars,); wav: (num_samples,)
   dtype: str | None = None  # npy only, one of NPY_DTYPES
-  newline: bool = False    # txt only
+  newline: bool = False  # txt only
   name: str | None = None
   data: np.ndarray | None = None  # png [H, W, C] / npy as stored / txt ids [num_chars] / wav classes [samples]
 
@@ -111,7 +113,7 @@ def _to_items(entry: FileEntry, spec) -> np.ndarray:
     n = entry.num_items(shape)
     # Padding: the alphabet's first symbol, or silence (PCM 0 = class 2**(bits-1)); cropped on decompression.
     ids = np.full(n * L, 0 if entry.fmt == "txt" else (1 << 15) >> _pcm_shift(spec), np.int32)
-    ids[:len(entry.data)] = entry.data
+    ids[: len(entry.data)] = entry.data
     return ids.reshape(n, L)
   h, w = shape[0], shape[1]
   arr = np.asarray(entry.data).astype(np.int32)
@@ -125,19 +127,20 @@ def _to_items(entry: FileEntry, spec) -> np.ndarray:
 def _from_items(entry: FileEntry, items: np.ndarray, shape: tuple) -> np.ndarray:
   """The file's content (txt: ids) from its items."""
   if entry.fmt in ("txt", "wav"):
-    return items.reshape(-1)[:entry.size[0]]
+    return items.reshape(-1)[: entry.size[0]]
   if entry.fmt == "png":
     return _untile(items, *entry.size)
   size = entry.size
   images = size[0] if len(size) == 4 else 1
   H, W = (size[1], size[2]) if len(size) == 4 else (size[0], size[1])
   per = len(items) // images
-  out = np.stack([_untile(items[i * per:(i + 1) * per], H, W) for i in range(images)])
+  out = np.stack([_untile(items[i * per : (i + 1) * per], H, W) for i in range(images)])
   return out.reshape(size).astype(np.dtype(entry.dtype))
 
 
 def _read_png(spec, path: str) -> FileEntry:
   from ardm_jax import sample  # pylint: disable=import-outside-toplevel
+
   C, K = spec.shape[-1], spec.num_classes
   try:
     with Image.open(path) as img:
@@ -148,8 +151,9 @@ def _read_png(spec, path: str) -> FileEntry:
       elif img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
       if img.mode not in ("L", "RGB"):
-        raise ValueError(f"{path} is a {img.mode} PNG; lossless coding takes 8-bit grayscale (L) or RGB PNGs "
-                         "without alpha")
+        raise ValueError(
+          f"{path} is a {img.mode} PNG; lossless coding takes 8-bit grayscale (L) or RGB PNGs without alpha"
+        )
       pixels = np.asarray(img)
   except OSError as e:
     raise ValueError(f"{path} cannot be read as an image ({e})") from None
@@ -158,15 +162,19 @@ def _read_png(spec, path: str) -> FileEntry:
   if C == 1 and pixels.shape[-1] == 3 and np.all(pixels == pixels[..., :1]):
     pixels = pixels[..., :1]  # grey RGB: exactly representable; written back as 8-bit grayscale
   if pixels.shape[-1] != C:
-    raise ValueError(f"{path} has {pixels.shape[-1]} channel(s) but the model codes {C}; convert it to "
-                     f"{'grayscale' if C == 1 else 'RGB'} first")
+    raise ValueError(
+      f"{path} has {pixels.shape[-1]} channel(s) but the model codes {C}; convert it to "
+      f"{'grayscale' if C == 1 else 'RGB'} first"
+    )
   values = sample.from_uint8(pixels, K)
   bad = np.argwhere(sample.to_uint8(values, K) != pixels)
   if len(bad):
     r, c, ch = bad[0]
-    raise ValueError(f"{path}: pixel value {pixels[r, c, ch]} at row {r}, column {c} is not one of the model's "
-                     f"{K} levels round(k * 255 / {K - 1}); quantise the image to those levels (or pass .npy class "
-                     "values) first")
+    raise ValueError(
+      f"{path}: pixel value {pixels[r, c, ch]} at row {r}, column {c} is not one of the model's "
+      f"{K} levels round(k * 255 / {K - 1}); quantise the image to those levels (or pass .npy class "
+      "values) first"
+    )
   return FileEntry("png", tuple(pixels.shape[:2]), data=values)
 
 
@@ -180,8 +188,10 @@ def _read_npy(spec, path: str) -> FileEntry:
   C = spec.shape[-1]
   ok = (arr.ndim == 2 and C == 1) or (arr.ndim in (3, 4) and arr.shape[-1] == C)
   if not ok or 0 in arr.shape:
-    raise ValueError(f"{path} has shape {arr.shape}; image .npy inputs are [H, W{', C' if C == 1 else ''}], "
-                     f"[H, W, {C}] or a stack [N, H, W, {C}] for this model")
+    raise ValueError(
+      f"{path} has shape {arr.shape}; image .npy inputs are [H, W{', C' if C == 1 else ''}], "
+      f"[H, W, {C}] or a stack [N, H, W, {C}] for this model"
+    )
   if arr.min() < 0 or arr.max() >= spec.num_classes:
     raise ValueError(f"{path} has values {arr.min()}..{arr.max()}, outside the model's 0..{spec.num_classes - 1}")
   dtype = arr.dtype.newbyteorder("<").str if arr.dtype.itemsize > 1 else arr.dtype.str
@@ -206,9 +216,11 @@ def _read_txt(spec, path: str) -> FileEntry:
     i = int(bad[0])
     line = text.count("\n", 0, i) + 1
     col = i - (text.rfind("\n", 0, i) + 1) + 1
-    raise ValueError(f"{path}: character {text[i]!r} at line {line}, column {col} is not in the model's alphabet "
-                     f"{spec.alphabet!r}; only these characters (and one final newline) can be coded, so normalise "
-                     "the text first (e.g. lowercase letters and single spaces for text8)")
+    raise ValueError(
+      f"{path}: character {text[i]!r} at line {line}, column {col} is not in the model's alphabet "
+      f"{spec.alphabet!r}; only these characters (and one final newline) can be coded, so normalise "
+      "the text first (e.g. lowercase letters and single spaces for text8)"
+    )
   return FileEntry("txt", (len(ids),), newline=newline, data=ids.astype(np.int32))
 
 
@@ -222,20 +234,27 @@ def _read_wav(spec, path: str) -> FileEntry:
   except (wave.Error, EOFError, OSError) as e:
     raise ValueError(f"{path} is not a readable PCM WAV file ({e}); {expects}") from None
   if (channels, width, got_rate) != (1, 2, rate):
-    raise ValueError(f"{path} has {channels} channel(s) of {8 * width}-bit samples at {got_rate} Hz; {expects}: "
-                     f"convert it first (e.g. sox {os.path.basename(path)} -r {rate} -b 16 -c 1 out.wav)")
+    raise ValueError(
+      f"{path} has {channels} channel(s) of {8 * width}-bit samples at {got_rate} Hz; {expects}: "
+      f"convert it first (e.g. sox {os.path.basename(path)} -r {rate} -b 16 -c 1 out.wav)"
+    )
   if len(raw) != 2 * frames:
-    raise ValueError(f"{path} is truncated: its header announces {frames} samples, the file holds "
-                     f"{len(raw) // 2}; repair or re-export it")
+    raise ValueError(
+      f"{path} is truncated: its header announces {frames} samples, the file holds "
+      f"{len(raw) // 2}; repair or re-export it"
+    )
   pcm = np.frombuffer(raw, dtype="<i2").astype(np.int16)
   shift = PCM_BITS - bits
   low = np.flatnonzero(pcm.astype(np.int32) & ((1 << shift) - 1))
   if len(low):  # pcm_to_classes would drop these bits: the clip could not come back exactly
     i = int(low[0])
-    raise ValueError(f"{path}: sample {i} ({pcm[i]}) is not a multiple of {1 << shift}; this model codes "
-                     f"{bits}-bit audio, so only clips quantised to {bits} bits come back exactly: quantise it "
-                     "first or use a 16-bit model")
+    raise ValueError(
+      f"{path}: sample {i} ({pcm[i]}) is not a multiple of {1 << shift}; this model codes "
+      f"{bits}-bit audio, so only clips quantised to {bits} bits come back exactly: quantise it "
+      "first or use a 16-bit model"
+    )
   from ardm_jax.data.audio import pcm_to_classes  # pylint: disable=import-outside-toplevel
+
   return FileEntry("wav", (len(pcm),), data=pcm_to_classes(pcm, bits))
 
 
@@ -245,16 +264,18 @@ def read_input(spec, path: str) -> FileEntry:
   if not os.path.isfile(path):
     raise ValueError(f"input file {path} does not exist")
   if spec.kind not in KIND_FORMATS:
-    raise ValueError(f"this workdir's model codes {spec.kind} data; ardm compress supports image, text and audio "
-                     "models")
+    raise ValueError(
+      f"this workdir's model codes {spec.kind} data; ardm compress supports image, text and audio models"
+    )
   if spec.kind == "audio":
     if ext == ".wav":
       return _read_wav(spec, path)
     raise ValueError(f"{path}: audio models take .wav inputs (16-bit PCM mono at {spec.sample_rate} Hz)")
   if ext == ".wav":
     wanted = ".png/.npy" if spec.kind == "image" else ".txt"
-    raise ValueError(f"{path}: WAV audio needs an audio model, but this workdir's model codes {spec.kind}: give it "
-                     f"{wanted} files")
+    raise ValueError(
+      f"{path}: WAV audio needs an audio model, but this workdir's model codes {spec.kind}: give it {wanted} files"
+    )
   if spec.kind == "image":
     if ext == ".png":
       return _read_png(spec, path)
@@ -348,8 +369,11 @@ def decode_file_table(table: bytes, spec, num_items: int) -> list[FileEntry]:
       names.add(entry.name)
     entries.append(entry)
   if total != num_items or r.pos != len(r.data):
-    raise coding.ContainerError(f"corrupt file table: its files need {total} items, the container holds "
-                                f"{num_items}" if total != num_items else "corrupt file table: trailing bytes")
+    raise coding.ContainerError(
+      f"corrupt file table: its files need {total} items, the container holds {num_items}"
+      if total != num_items
+      else "corrupt file table: trailing bytes"
+    )
   return entries
 
 
@@ -359,6 +383,7 @@ def output_names(entries: list[FileEntry]) -> list[str]:
 
 def _write_entry(spec, entry: FileEntry, content: np.ndarray, path: str, overwrite: bool) -> None:
   from ardm_jax import sample  # pylint: disable=import-outside-toplevel
+
   with open(path, "wb" if overwrite else "xb") as f:
     if entry.fmt == "png":
       pixels = sample.to_uint8(content, spec.num_classes)

@@ -22,6 +22,7 @@ parameters (name, shape, dtype), and each device reads its slice of the memory-m
 
 This module imports no JAX at import time: the CLI builds its parser from it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,17 +56,28 @@ def add_model_source(p: argparse.ArgumentParser, *, group=None, data: bool = Fal
   group.add_argument("--workdir", help="a training workdir (its latest checkpoint unless --step)")
   group.add_argument("--model", metavar="MODEL_DIR", help="a model folder written by `ardm export`")
   if data:
-    p.add_argument("--data-path", default=None,
-                   help="with --model: the data set's file or folder (a model folder does not record where the data "
-                        "lies); not needed for embedded data such as digits")
+    p.add_argument(
+      "--data-path",
+      default=None,
+      help="with --model: the data set's file or folder (a model folder does not record where the data "
+      "lies); not needed for embedded data such as digits",
+    )
   return group
 
 
-def open_trained(workdir: str | None = None, model_dir: str | None = None, *, use_ema: bool = True,
-                 step: int | str | None = None, data_path: str | None = None, devices=None):
+def open_trained(
+  workdir: str | None = None,
+  model_dir: str | None = None,
+  *,
+  use_ema: bool = True,
+  step: int | str | None = None,
+  data_path: str | None = None,
+  devices=None,
+):
   """The trained model (a workdir.TrainedModel) of a workdir or of a model folder, on a mesh of `devices`
   (default all); the jobs take either."""
   from ardm_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+
   if (workdir is None) == (model_dir is None):
     raise ValueError("pass exactly one of --workdir and --model")
   if model_dir is None:
@@ -73,22 +85,27 @@ def open_trained(workdir: str | None = None, model_dir: str | None = None, *, us
       raise ValueError("--data-path is for --model; a workdir's config.json says where its data lies")
     return workdir_lib.open_workdir(workdir, use_ema=use_ema, step=step, devices=devices)
   if step is not None or not use_ema:
-    raise ValueError("--step and --raw choose among a workdir's checkpoints; a model folder holds one set of "
-                     "parameters (export another with `ardm export --step N` or `--raw`)")
+    raise ValueError(
+      "--step and --raw choose among a workdir's checkpoints; a model folder holds one set of "
+      "parameters (export another with `ardm export --step N` or `--raw`)"
+    )
   return open_model_dir(model_dir, data_path=data_path, devices=devices)
 
 
 def trained_spec(workdir: str | None = None, model_dir: str | None = None):
   """The model's DataSpec from the files alone (cheap: jobs check their inputs before loading the model)."""
   from ardm_jax.train_state import DataSpec  # pylint: disable=import-outside-toplevel
+
   if model_dir is not None:
     return DataSpec.from_json(read_meta(model_dir)["data_spec"])
   path = os.path.join(workdir, DATA_SPEC_FILE)
   if not os.path.isfile(path):
     if _is_model_folder(workdir):
       raise ValueError(f"{workdir} is an exported model folder, not a training workdir; pass it as --model")
-    raise ValueError(f"{workdir} is not a training workdir (no {DATA_SPEC_FILE}); train first with "
-                     f"`ardm train --config ... --workdir {workdir}`")
+    raise ValueError(
+      f"{workdir} is not a training workdir (no {DATA_SPEC_FILE}); train first with "
+      f"`ardm train --config ... --workdir {workdir}`"
+    )
   with open(path) as f:
     return DataSpec.from_json(json.load(f))
 
@@ -112,8 +129,9 @@ def read_meta(model_dir: str) -> dict:
   if not os.path.isdir(model_dir):
     raise ValueError(f"model folder {model_dir} does not exist")
   if not os.path.isfile(path):
-    raise ValueError(f"{path} is missing: {model_dir} is not a model folder (write one with "
-                     f"`ardm export --workdir W -o {model_dir}`)")
+    raise ValueError(
+      f"{path} is missing: {model_dir} is not a model folder (write one with `ardm export --workdir W -o {model_dir}`)"
+    )
   try:
     with open(path) as f:
       meta = json.load(f)
@@ -121,15 +139,21 @@ def read_meta(model_dir: str) -> dict:
     raise ValueError(f"{path} is damaged: not valid JSON ({err})") from None
   if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
     if os.path.isfile(os.path.join(model_dir, DATA_SPEC_FILE)):
-      raise ValueError(f"{model_dir} is a training workdir, not a model folder; pass it as --workdir, or write a "
-                       f"model folder with `ardm export --workdir {model_dir} -o DIR`")
+      raise ValueError(
+        f"{model_dir} is a training workdir, not a model folder; pass it as --workdir, or write a "
+        f"model folder with `ardm export --workdir {model_dir} -o DIR`"
+      )
     found = meta.get("format") if isinstance(meta, dict) else None
-    raise ValueError(f"{path} is not an ardm_jax model (format {found!r}, expected {MODEL_FORMAT!r}): a model of "
-                     "another kind or library")
+    raise ValueError(
+      f"{path} is not an ardm_jax model (format {found!r}, expected {MODEL_FORMAT!r}): a model of "
+      "another kind or library"
+    )
   version = meta.get("format_version")
   if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-    raise ValueError(f"{path} has format_version {version!r}; this ardm_jax reads versions 1..{FORMAT_VERSION} "
-                     "(upgrade ardm_jax to read newer folders)")
+    raise ValueError(
+      f"{path} has format_version {version!r}; this ardm_jax reads versions 1..{FORMAT_VERSION} "
+      "(upgrade ardm_jax to read newer folders)"
+    )
   for key, kind in (("config", dict), ("data_spec", dict), ("config_hash", str), ("step", int), ("params", dict)):
     if not isinstance(meta.get(key), kind):
       raise ValueError(f"{path} is damaged: its {key!r} entry is missing or not a {kind.__name__}")
@@ -146,6 +170,7 @@ def model_config(meta: dict, data_path: str | None = None):
   eval batch). The mesh and sharding rules are the defaults (parameters replicated over all devices)."""
   import ml_collections  # pylint: disable=import-outside-toplevel
   from ardm_jax import configs  # pylint: disable=import-outside-toplevel
+
   saved = meta["config"]
   config = configs.base_config()
   config.model = ml_collections.ConfigDict(saved["model"])
@@ -164,29 +189,43 @@ def open_model_dir(model_dir: str, data_path: str | None = None, devices=None):
   mesh of `devices` (default: all)."""
   from ardm_jax.train_state import DataSpec, build_setup  # pylint: disable=import-outside-toplevel
   from ardm_jax.workdir import TrainedModel  # pylint: disable=import-outside-toplevel
+
   meta = read_meta(model_dir)
   config = model_config(meta, data_path)
   spec = DataSpec.from_json(meta["data_spec"])
   try:
     setup = build_setup(config, spec, devices)
   except (KeyError, TypeError, AttributeError) as err:
-    raise ValueError(f"{os.path.join(model_dir, CONFIG_FILE)}: its config does not build a network ({err!r})") \
-        from None
-  params = load_params(os.path.join(model_dir, meta["params"]["file"]), setup.abstract_state.params,
-                       setup.state_shardings.params, sha256=meta["params"].get("sha256"))
-  return TrainedModel(workdir=model_dir, setup=setup, params=params, step=int(meta["step"]),
-                      params_kind=meta["params"]["kind"], config_hash=meta["config_hash"], source="model")
+    raise ValueError(f"{os.path.join(model_dir, CONFIG_FILE)}: its config does not build a network ({err!r})") from None
+  params = load_params(
+    os.path.join(model_dir, meta["params"]["file"]),
+    setup.abstract_state.params,
+    setup.state_shardings.params,
+    sha256=meta["params"].get("sha256"),
+  )
+  return TrainedModel(
+    workdir=model_dir,
+    setup=setup,
+    params=params,
+    step=int(meta["step"]),
+    params_kind=meta["params"]["kind"],
+    config_hash=meta["config_hash"],
+    source="model",
+  )
 
 
 def _tensor_names(tree) -> list[str]:
   import jax  # pylint: disable=import-outside-toplevel
+
   names = []
   for path, _ in jax.tree_util.tree_leaves_with_path(tree):
     parts = []
     for key in path:
       if not isinstance(key, jax.tree_util.DictKey) or "/" in str(key.key):
-        raise ValueError(f"parameter {jax.tree_util.keystr(path)} is not a path of dict keys without '/'; the "
-                         "model folder format names tensors by such paths")
+        raise ValueError(
+          f"parameter {jax.tree_util.keystr(path)} is not a path of dict keys without '/'; the "
+          "model folder format names tensors by such paths"
+        )
       parts.append(str(key.key))
     names.append("/".join(parts))
   return names
@@ -206,11 +245,14 @@ def load_params(path: str, abstract_params, shardings, sha256: str | None = None
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from safetensors import SafetensorError, safe_open  # pylint: disable=import-outside-toplevel
+
   if not os.path.isfile(path):
     raise ValueError(f"{path} is missing: the model folder has no parameters file")
   if sha256 is not None and file_sha256(path) != sha256:
-    raise ValueError(f"{path} is damaged or truncated: its SHA-256 differs from the one in {CONFIG_FILE} "
-                     f"({os.path.getsize(path)} bytes); copy or download it again")
+    raise ValueError(
+      f"{path} is damaged or truncated: its SHA-256 differs from the one in {CONFIG_FILE} "
+      f"({os.path.getsize(path)} bytes); copy or download it again"
+    )
   leaves, treedef = jax.tree.flatten(abstract_params)
   names = _tensor_names(abstract_params)
   flat_shardings = treedef.flatten_up_to(shardings)
@@ -219,33 +261,50 @@ def load_params(path: str, abstract_params, shardings, sha256: str | None = None
       stored = set(f.keys())
       missing = [n for n in names if n not in stored]
       if missing:
-        raise ValueError(f"{path} lacks tensor {missing[0]!r} ({len(missing)} missing) that the network of "
-                         f"{CONFIG_FILE} has")
+        raise ValueError(
+          f"{path} lacks tensor {missing[0]!r} ({len(missing)} missing) that the network of {CONFIG_FILE} has"
+        )
       extra = sorted(stored - set(names))
       if extra:
-        raise ValueError(f"{path} has tensor {extra[0]!r} ({len(extra)} extra) that the network of {CONFIG_FILE} "
-                         "does not have")
+        raise ValueError(
+          f"{path} has tensor {extra[0]!r} ({len(extra)} extra) that the network of {CONFIG_FILE} does not have"
+        )
       arrays = []
       for name, leaf, sharding in zip(names, leaves, flat_shardings):
         view = f.get_slice(name)
         shape, dtype = tuple(view.get_shape()), _dtype_name(view.get_dtype())
         if shape != tuple(leaf.shape) or dtype != np.dtype(leaf.dtype).name:
-          raise ValueError(f"{path}: tensor {name!r} is {dtype}{list(shape)} but the network of {CONFIG_FILE} "
-                           f"needs {np.dtype(leaf.dtype).name}{list(leaf.shape)}")
+          raise ValueError(
+            f"{path}: tensor {name!r} is {dtype}{list(shape)} but the network of {CONFIG_FILE} "
+            f"needs {np.dtype(leaf.dtype).name}{list(leaf.shape)}"
+          )
         if not shape:  # a scalar: slices of 0-d views are not supported
           value = f.get_tensor(name)
           arrays.append(jax.make_array_from_callback(shape, sharding, lambda index, v=value: v[index]))
         else:
-          arrays.append(jax.make_array_from_callback(
-              shape, sharding, lambda index, v=view, d=leaf.dtype: np.asarray(v[index], d)))
+          arrays.append(
+            jax.make_array_from_callback(shape, sharding, lambda index, v=view, d=leaf.dtype: np.asarray(v[index], d))
+          )
   except SafetensorError as err:
     raise ValueError(f"{path} is damaged or not a safetensors file ({err})") from None
   return jax.tree.unflatten(treedef, arrays)
 
 
-_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
-                       "U16": "uint16", "U32": "uint32", "U64": "uint64"}
+_SAFETENSORS_DTYPES = {
+  "F64": "float64",
+  "F32": "float32",
+  "F16": "float16",
+  "BF16": "bfloat16",
+  "I64": "int64",
+  "I32": "int32",
+  "I16": "int16",
+  "I8": "int8",
+  "U8": "uint8",
+  "BOOL": "bool",
+  "U16": "uint16",
+  "U32": "uint32",
+  "U64": "uint64",
+}
 
 
 def _dtype_name(code: str) -> str:
@@ -260,12 +319,17 @@ def export_config(config) -> dict:
   """The config sections a model folder keeps (see the module docstring)."""
   full = json.loads(config.to_json(sort_keys=True))
   data = {k: v for k, v in full["data"].items() if k not in MACHINE_DATA_KEYS}
-  return {"model": full["model"], "ardm": full.get("ardm", {}), "data": data,
-          "train": {"eval_batch_size": full["train"]["eval_batch_size"]}}
+  return {
+    "model": full["model"],
+    "ardm": full.get("ardm", {}),
+    "data": data,
+    "train": {"eval_batch_size": full["train"]["eval_batch_size"]},
+  }
 
 
 def _checkpoint_bytes(workdir: str, step: int) -> int:
   from ardm_jax.checkpoint import CHECKPOINT_DIR  # pylint: disable=import-outside-toplevel
+
   return _folder_bytes(os.path.join(workdir, CHECKPOINT_DIR, str(step)))
 
 
@@ -289,8 +353,15 @@ def _eval_results(workdir: str, step: int, params_kind: str) -> list[dict]:
   return results
 
 
-def export(workdir: str, out: str, *, step: int | str | None = None, raw: bool = False,
-           license_id: str = "unknown", repo_id: str | None = None) -> dict:
+def export(
+  workdir: str,
+  out: str,
+  *,
+  step: int | str | None = None,
+  raw: bool = False,
+  license_id: str = "unknown",
+  repo_id: str | None = None,
+) -> dict:
   """Writes the model folder `out` from a workdir's checkpoint (EMA parameters unless `raw`); refuses an existing
   non-empty `out`. Returns a report: the folder's files and sizes, the checkpoint's size, the fingerprint."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -298,9 +369,9 @@ def export(workdir: str, out: str, *, step: int | str | None = None, raw: bool =
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   from ardm_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from ardm_jax.coding_model import model_fingerprint  # pylint: disable=import-outside-toplevel
+
   if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-    raise FileExistsError(f"{out} exists and is not an empty folder; choose another -o (export never replaces "
-                          "files)")
+    raise FileExistsError(f"{out} exists and is not an empty folder; choose another -o (export never replaces files)")
   if _is_model_folder(workdir):
     raise ValueError(f"{workdir} is already a model folder; copy it, or pass its training workdir")
   model = workdir_lib.open_workdir(workdir, use_ema=not raw, step=step)
@@ -310,18 +381,29 @@ def export(workdir: str, out: str, *, step: int | str | None = None, raw: bool =
   tensors = {n: np.asarray(jax.device_get(leaf)) for n, leaf in zip(names, jax.tree.leaves(model.params))}
   config = model.config
   meta = {
-      "format": MODEL_FORMAT, "format_version": FORMAT_VERSION,
-      "library_name": "ardm_jax", "library_version": _library_version(),
-      "config_hash": model.config_hash, "fingerprint": model_fingerprint(model), "step": model.step,
-      "params": {"file": PARAMS_FILE, "kind": model.params_kind, "count": int(sum(t.size for t in tensors.values())),
-                 "sha256": None},
-      "data_spec": model.spec.to_json(),
-      "config": export_config(config),
-      "training": {"seed": config.seed, "optim": config.optim.to_dict(),
-                   "train": {k: config.train[k] for k in ("batch_size", "num_steps") if k in config.train},
-                   "objective": config.ardm.get("objective", "ardm"),
-                   # which file the data came from (its folder is machine-specific): jobs take --data-path
-                   "data_file": os.path.basename(str(config.data.path)) if config.data.get("path") else None},
+    "format": MODEL_FORMAT,
+    "format_version": FORMAT_VERSION,
+    "library_name": "ardm_jax",
+    "library_version": _library_version(),
+    "config_hash": model.config_hash,
+    "fingerprint": model_fingerprint(model),
+    "step": model.step,
+    "params": {
+      "file": PARAMS_FILE,
+      "kind": model.params_kind,
+      "count": int(sum(t.size for t in tensors.values())),
+      "sha256": None,
+    },
+    "data_spec": model.spec.to_json(),
+    "config": export_config(config),
+    "training": {
+      "seed": config.seed,
+      "optim": config.optim.to_dict(),
+      "train": {k: config.train[k] for k in ("batch_size", "num_steps") if k in config.train},
+      "objective": config.ardm.get("objective", "ardm"),
+      # which file the data came from (its folder is machine-specific): jobs take --data-path
+      "data_file": os.path.basename(str(config.data.path)) if config.data.get("path") else None,
+    },
   }
   parent = os.path.dirname(os.path.abspath(out))
   os.makedirs(parent, exist_ok=True)
@@ -339,8 +421,17 @@ def export(workdir: str, out: str, *, step: int | str | None = None, raw: bool =
     evals = _eval_results(workdir, model.step, model.params_kind)
     commands = _train_commands(workdir)
     with open(os.path.join(tmp, CARD_FILE), "w") as f:
-      f.write(model_card(meta, evals, commands, license_id=license_id, repo_id=repo_id,
-                         name=os.path.basename(os.path.abspath(out)), has_policy=os.path.isfile(policy_src)))
+      f.write(
+        model_card(
+          meta,
+          evals,
+          commands,
+          license_id=license_id,
+          repo_id=repo_id,
+          name=os.path.basename(os.path.abspath(out)),
+          has_policy=os.path.isfile(policy_src),
+        )
+      )
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private; the files get the modes of any new file
@@ -353,15 +444,23 @@ def export(workdir: str, out: str, *, step: int | str | None = None, raw: bool =
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   files = {name: os.path.getsize(os.path.join(out, name)) for name in sorted(os.listdir(out))}
-  return {"out": out, "files": files, "folder_bytes": sum(files.values()), "step": model.step,
-          "params": model.params_kind, "num_params": meta["params"]["count"],
-          "checkpoint_bytes": _checkpoint_bytes(workdir, model.step), "fingerprint": meta["fingerprint"],
-          "config_hash": model.config_hash}
+  return {
+    "out": out,
+    "files": files,
+    "folder_bytes": sum(files.values()),
+    "step": model.step,
+    "params": model.params_kind,
+    "num_params": meta["params"]["count"],
+    "checkpoint_bytes": _checkpoint_bytes(workdir, model.step),
+    "fingerprint": meta["fingerprint"],
+    "config_hash": model.config_hash,
+  }
 
 
 def _library_version() -> str:
   try:
     from importlib.metadata import version  # pylint: disable=import-outside-toplevel
+
     return version("ardm_jax")
   except Exception:  # pylint: disable=broad-except  (not installed as a distribution)
     return "unknown"
@@ -378,8 +477,16 @@ def _train_commands(workdir: str) -> list[str]:
 _PIPELINE_TAGS = {"image": "unconditional-image-generation", "text": "text-generation"}
 
 
-def model_card(meta: dict, evals: list[dict], commands: list[str], *, license_id: str = "unknown",
-               repo_id: str | None = None, name: str = "model", has_policy: bool = False) -> str:
+def model_card(
+  meta: dict,
+  evals: list[dict],
+  commands: list[str],
+  *,
+  license_id: str = "unknown",
+  repo_id: str | None = None,
+  name: str = "model",
+  has_policy: bool = False,
+) -> str:
   """README.md of a model folder: YAML front matter (hub metadata: library, license, tags, data set, metrics and a
   model-index with the measured held-out numbers), then what the model is and how to use it."""
   spec, cfg, training = meta["data_spec"], meta["config"], meta["training"]
@@ -387,8 +494,11 @@ def model_card(meta: dict, evals: list[dict], commands: list[str], *, license_id
   unit = {"text": "bits/char", "audio": "bits/sample"}.get(kind, "bits/dim")
   objective = training.get("objective", "ardm")
   up = cfg["ardm"].get("upscale", "none")
-  what = {"ardm": "order-agnostic ARDM" + ("" if up in (None, "none") else f", upscale ({up})"),
-          "arm": "single-order ARM baseline", "d3pm_absorbing": "D3PM-absorbing baseline"}.get(objective, objective)
+  what = {
+    "ardm": "order-agnostic ARDM" + ("" if up in (None, "none") else f", upscale ({up})"),
+    "arm": "single-order ARM baseline",
+    "d3pm_absorbing": "D3PM-absorbing baseline",
+  }.get(objective, objective)
   q = json.dumps  # JSON strings are YAML strings
   lines = ["---", "library_name: ardm_jax", f"license: {q(license_id)}", "tags:"]
   lines += [f"- {q(t)}" for t in ("ardm", "autoregressive-diffusion", "jax", "flax", kind, "lossless-compression")]
@@ -399,33 +509,52 @@ def model_card(meta: dict, evals: list[dict], commands: list[str], *, license_id
     lines += ["model-index:", f"- name: {q(repo_id or name)}", "  results:"]
     for r in evals:
       label = f"{r.get('split', 'test')} {r.get('unit', unit)}, {r.get('passes', 1)} pass(es)" + (
-          f", budget {r['budget']}" if r.get("budget") else "")
-      lines += ["  - task:", "      type: density-estimation", "      name: likelihood (negative ELBO)",
-                "    dataset:", f"      name: {q(data_name)}", f"      type: {q(data_name)}",
-                f"      split: {q(r.get('split', 'test'))}", "    metrics:", "    - type: bits_per_dim",
-                f"      value: {round(float(r['bpd']), 4)}", f"      name: {q(label)}"]
+        f", budget {r['budget']}" if r.get("budget") else ""
+      )
+      lines += [
+        "  - task:",
+        "      type: density-estimation",
+        "      name: likelihood (negative ELBO)",
+        "    dataset:",
+        f"      name: {q(data_name)}",
+        f"      type: {q(data_name)}",
+        f"      split: {q(r.get('split', 'test'))}",
+        "    metrics:",
+        "    - type: bits_per_dim",
+        f"      value: {round(float(r['bpd']), 4)}",
+        f"      name: {q(label)}",
+      ]
   lines.append("---")
-  lines += ["", f"# {name}: {what} on {data_name}", "",
-            f"An Autoregressive Diffusion Model (Hoogeboom et al., ICLR 2022) trained with "
-            f"ardm_jax: a `{cfg['model'].get('name')}` network over "
-            f"{kind} items of shape {tuple(spec['shape'])} with {spec['num_classes']} classes per variable, "
-            f"{meta['params']['count']:,} parameters ({meta['params']['kind'].upper()} weights of training step "
-            f"{meta['step']}).", ""]
+  lines += [
+    "",
+    f"# {name}: {what} on {data_name}",
+    "",
+    f"An Autoregressive Diffusion Model (Hoogeboom et al., ICLR 2022) trained with "
+    f"ardm_jax: a `{cfg['model'].get('name')}` network over "
+    f"{kind} items of shape {tuple(spec['shape'])} with {spec['num_classes']} classes per variable, "
+    f"{meta['params']['count']:,} parameters ({meta['params']['kind'].upper()} weights of training step "
+    f"{meta['step']}).",
+    "",
+  ]
   lines += ["## Results", ""]
   if evals:
     lines += [f"| split | {unit} | ± stderr | passes | network calls |", "|---|---|---|---|---|"]
     for r in evals:
       calls = r.get("budget") or f"{spec_num_steps(spec)} (one per variable)"
-      lines.append(f"| {r.get('split', 'test')} | {float(r['bpd']):.4f} | {float(r.get('stderr', 0)):.4f} | "
-                   f"{r.get('passes', '')} | {calls} |")
+      lines.append(
+        f"| {r.get('split', 'test')} | {float(r['bpd']):.4f} | {float(r.get('stderr', 0)):.4f} | "
+        f"{r.get('passes', '')} | {calls} |"
+      )
   else:
     lines.append("Not evaluated at this step; measure it with the command under Usage.")
   lines += ["", "## Training", ""]
   t = training.get("train", {})
   optim = training.get("optim", {})
-  lines.append(f"{meta['step']} steps of batch {t.get('batch_size')} (of {t.get('num_steps')} planned), "
-               f"learning rate {optim.get('learning_rate')} ({optim.get('schedule')}), EMA decay "
-               f"{optim.get('ema_decay')}, seed {training.get('seed')}; training config hash `{meta['config_hash']}`.")
+  lines.append(
+    f"{meta['step']} steps of batch {t.get('batch_size')} (of {t.get('num_steps')} planned), "
+    f"learning rate {optim.get('learning_rate')} ({optim.get('schedule')}), EMA decay "
+    f"{optim.get('ema_decay')}, seed {training.get('seed')}; training config hash `{meta['config_hash']}`."
+  )
   lines.append("")
   if commands:
     lines += ["Trained with:", "", "```", *commands, "```"]
@@ -435,17 +564,27 @@ def model_card(meta: dict, evals: list[dict], commands: list[str], *, license_id
   lines += ["", "## Usage", "", "With ardm_jax installed (`pip install -e .` in its repository):", "", "```"]
   if repo_id:
     lines.append(f"huggingface-cli download {repo_id} --local-dir {folder}")
-  lines += [f"ardm eval --model {folder} --out eval.json" + (" --data-path DATA" if training.get("data_file") else ""),
-            f"ardm sample --model {folder} --num 16 --out samples{_sample_ext(kind)}"]
+  lines += [
+    f"ardm eval --model {folder} --out eval.json" + (" --data-path DATA" if training.get("data_file") else ""),
+    f"ardm sample --model {folder} --num 16 --out samples{_sample_ext(kind)}",
+  ]
   if objective == "ardm":
-    lines += [f"ardm compress --model {folder} INPUT... -o files.ardm",
-              f"ardm decompress --model {folder} files.ardm -o restored/"]
-  lines += ["```", "",
-            f"Files compressed with this model carry its fingerprint `{meta['fingerprint'][:16]}...`; they decode with "
-            "this folder or with the workdir it was exported from."]
+    lines += [
+      f"ardm compress --model {folder} INPUT... -o files.ardm",
+      f"ardm decompress --model {folder} files.ardm -o restored/",
+    ]
+  lines += [
+    "```",
+    "",
+    f"Files compressed with this model carry its fingerprint `{meta['fingerprint'][:16]}...`; they decode with "
+    "this folder or with the workdir it was exported from.",
+  ]
   if has_policy:
-    lines += ["", f"`{POLICY_FILE}` holds the DP-optimal parallel policies: add `--budget B` to sample, eval or "
-              "compress for B network calls instead of one per variable."]
+    lines += [
+      "",
+      f"`{POLICY_FILE}` holds the DP-optimal parallel policies: add `--budget B` to sample, eval or "
+      "compress for B network calls instead of one per variable.",
+    ]
   return "\n".join(lines) + "\n"
 
 
@@ -468,13 +607,16 @@ def _check_reachable(endpoint: str, timeout: float = HUB_TIMEOUT_S) -> None:
   """Fails fast (one line, `timeout` seconds at most) when the hub's host cannot be reached."""
   import socket  # pylint: disable=import-outside-toplevel
   from urllib.parse import urlparse  # pylint: disable=import-outside-toplevel
+
   url = urlparse(endpoint)
   port = url.port or (443 if url.scheme == "https" else 80)
   try:
     socket.create_connection((url.hostname, port), timeout=timeout).close()
   except OSError as err:
-    raise ValueError(f"cannot reach {endpoint} ({err}); the model folder is written, push it later with "
-                     "`ardm export --push` from the workdir or `huggingface-cli upload`") from None
+    raise ValueError(
+      f"cannot reach {endpoint} ({err}); the model folder is written, push it later with "
+      "`ardm export --push` from the workdir or `huggingface-cli upload`"
+    ) from None
 
 
 def _hub():
@@ -493,8 +635,12 @@ def push(folder: str, repo_id: str, *, private: bool = False) -> str:
   api = hub.HfApi()
   try:
     url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    api.upload_folder(folder_path=folder, repo_id=repo_id, repo_type="model",
-                      commit_message=f"ardm export of step {read_meta(folder)['step']}")
+    api.upload_folder(
+      folder_path=folder,
+      repo_id=repo_id,
+      repo_type="model",
+      commit_message=f"ardm export of step {read_meta(folder)['step']}",
+    )
   except Exception as err:  # pylint: disable=broad-except  (auth, repository name, HTTP, connection: one line)
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     raise ValueError(f"pushing {folder} to {repo_id} failed: {first}") from None
@@ -507,17 +653,25 @@ def push(folder: str, repo_id: str, *, private: bool = False) -> str:
 
 def add_parser(sub) -> None:
   from ardm_jax.cli import _checkpoint_step  # pylint: disable=import-outside-toplevel
-  p = sub.add_parser("export", help="a portable model folder (safetensors parameters, config.json, policy, model "
-                                    "card) that every job takes as --model")
+
+  p = sub.add_parser(
+    "export",
+    help="a portable model folder (safetensors parameters, config.json, policy, model "
+    "card) that every job takes as --model",
+  )
   p.add_argument("--workdir", required=True)
-  p.add_argument("--step", type=_checkpoint_step, default=None,
-                 help="checkpoint: a step number or 'best' (default latest)")
+  p.add_argument(
+    "--step", type=_checkpoint_step, default=None, help="checkpoint: a step number or 'best' (default latest)"
+  )
   p.add_argument("--raw", action="store_true", help="export the raw parameters instead of the EMA ones")
   p.add_argument("-o", "--out", required=True, help="the model folder to write (must not exist or be empty)")
   p.add_argument("--license", default="unknown", help="license id for the model card (e.g. apache-2.0, cc-by-4.0)")
-  p.add_argument("--push", metavar="REPO_ID", default=None,
-                 help="also upload the folder to this hub repository (needs `pip install 'ardm_jax[hub]'` and a "
-                      "login)")
+  p.add_argument(
+    "--push",
+    metavar="REPO_ID",
+    default=None,
+    help="also upload the folder to this hub repository (needs `pip install 'ardm_jax[hub]'` and a login)",
+  )
   p.add_argument("--private", action="store_true", help="with --push: create the repository private")
 
 
@@ -527,10 +681,14 @@ def cmd_export(args) -> None:
   start = time.time()
   r = export(args.workdir, args.out, step=args.step, raw=args.raw, license_id=args.license, repo_id=args.push)
   mb = 1 / 1e6
-  print(f"exported {r['params']} parameters of step {r['step']} ({r['num_params']:,}) to {r['out']} in "
-        f"{time.time() - start:.1f}s: " + ", ".join(f"{n} {b * mb:.2f} MB" for n, b in r["files"].items()))
+  print(
+    f"exported {r['params']} parameters of step {r['step']} ({r['num_params']:,}) to {r['out']} in "
+    f"{time.time() - start:.1f}s: " + ", ".join(f"{n} {b * mb:.2f} MB" for n, b in r["files"].items())
+  )
   ratio = r["folder_bytes"] / r["checkpoint_bytes"] if r["checkpoint_bytes"] else float("nan")
-  print(f"model folder {r['folder_bytes'] * mb:.2f} MB; the workdir's checkpoint of step {r['step']} "
-        f"{r['checkpoint_bytes'] * mb:.2f} MB ({100 * ratio:.0f}%); fingerprint {r['fingerprint'][:16]}")
+  print(
+    f"model folder {r['folder_bytes'] * mb:.2f} MB; the workdir's checkpoint of step {r['step']} "
+    f"{r['checkpoint_bytes'] * mb:.2f} MB ({100 * ratio:.0f}%); fingerprint {r['fingerprint'][:16]}"
+  )
   if args.push:
     print(f"pushed to {push(args.out, args.push, private=args.private)}")

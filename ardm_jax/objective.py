@@ -17,6 +17,7 @@ workdirs written before a key existed still load):
   output           'categorical' | 'logistic_mixture' (the data distribution of 'data'; audio uses the mixture)
   num_mixtures     components of the logistic mixture
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,8 +25,15 @@ from typing import Any
 from ardm_jax import baselines, upscale
 from ardm_jax.distributions import build_distribution
 
-DEFAULTS = dict(upscale="none", branch_factor=2, parametrisation="data", output="categorical", num_mixtures=30,
-                objective="ardm", diffusion_steps=1000)
+DEFAULTS = dict(
+  upscale="none",
+  branch_factor=2,
+  parametrisation="data",
+  output="categorical",
+  num_mixtures=30,
+  objective="ardm",
+  diffusion_steps=1000,
+)
 OBJECTIVES = ("ardm", "arm", "d3pm_absorbing")
 
 
@@ -46,15 +54,19 @@ def build(ardm_cfg: Any, num_classes: int, model_cfg: Any = None):
   output = _get(ardm_cfg, "output")
   if mode == "none":
     if param != "data":
-      raise ValueError(f"ardm.parametrisation={param!r} needs upscale stages; an OA-ARDM (ardm.upscale='none') "
-                       "predicts the data itself: use parametrisation='data'")
+      raise ValueError(
+        f"ardm.parametrisation={param!r} needs upscale stages; an OA-ARDM (ardm.upscale='none') "
+        "predicts the data itself: use parametrisation='data'"
+      )
     transitions = upscale.single_stage(num_classes)
   else:
     transitions = upscale.make_transitions(mode, num_classes, int(_get(ardm_cfg, "branch_factor")))
   if param == "direct":
     if output != "categorical":
-      raise ValueError(f"ardm.output={output!r} applies to the 'data' parametrisation; 'direct' predicts digit "
-                       "logits itself: set ardm.output='categorical' or ardm.parametrisation='data'")
+      raise ValueError(
+        f"ardm.output={output!r} applies to the 'data' parametrisation; 'direct' predicts digit "
+        "logits itself: set ardm.output='categorical' or ardm.parametrisation='data'"
+      )
     return upscale.Upscale(transitions, "direct")
   options = {"num_mixtures": int(_get(ardm_cfg, "num_mixtures"))} if output == "logistic_mixture" else {}
   return upscale.Upscale(transitions, param, build_distribution(output, num_classes, **options))
@@ -62,13 +74,16 @@ def build(ardm_cfg: Any, num_classes: int, model_cfg: Any = None):
 
 def _baseline(which: str, ardm_cfg: Any, num_classes: int, model_cfg: Any):
   if _get(ardm_cfg, "upscale") != "none" or _get(ardm_cfg, "output") != "categorical":
-    raise ValueError(f"ardm.objective={which!r} is a baseline with a categorical output and no upscale stages; "
-                     "set ardm.upscale='none' and ardm.output='categorical'")
+    raise ValueError(
+      f"ardm.objective={which!r} is a baseline with a categorical output and no upscale stages; "
+      "set ardm.upscale='none' and ardm.output='categorical'"
+    )
   causal = bool(model_cfg is not None and model_cfg.get("causal", False))
   if which == "arm":
     if not causal:
-      raise ValueError("ardm.objective='arm' needs a causal network: set model.name='transformer' and "
-                       "model.causal=True")
+      raise ValueError(
+        "ardm.objective='arm' needs a causal network: set model.name='transformer' and model.causal=True"
+      )
     return baselines.ARM(num_classes)
   if causal:
     raise ValueError(f"ardm.objective={which!r} needs a bidirectional network; set model.causal=False")
@@ -82,8 +97,10 @@ def is_baseline(model: Any) -> bool:
 def require_ardm(model: Any, job: str) -> None:
   """One-line refusal for jobs that need an ARDM (parallel policies, L_t, completion, coding)."""
   if is_baseline(model):
-    raise ValueError(f"{job} needs an ARDM, but this workdir trained the {model.name!r} baseline "
-                     "(ardm.objective); baselines support train, eval and sample")
+    raise ValueError(
+      f"{job} needs an ARDM, but this workdir trained the {model.name!r} baseline "
+      "(ardm.objective); baselines support train, eval and sample"
+    )
 
 
 def loss_terms(model: Any, apply_fn, params, x, key, *, t_sampling: str = "uniform", train: bool = False) -> dict:
@@ -104,8 +121,9 @@ def with_generation_budget(model: Any, budget: int | None, num_steps: int):
     return model.with_steps(budget)
   if isinstance(model, baselines.ARM):
     if budget != num_steps:
-      raise ValueError(f"the single-order ARM generates one variable per call: --budget must be D = {num_steps} "
-                       "(or left out)")
+      raise ValueError(
+        f"the single-order ARM generates one variable per call: --budget must be D = {num_steps} (or left out)"
+      )
     return model
   raise ValueError("with_generation_budget is for baselines; ARDM budgets are policies (sample.choose_policy)")
 
@@ -115,8 +133,10 @@ def describe(spec) -> str:
   if isinstance(spec, baselines.ARM):
     return f"single-order ARM baseline (raster order, causal network); network: {spec.num_outputs} outputs"
   if isinstance(spec, baselines.D3PMAbsorbing):
-    return (f"D3PM-absorbing baseline, T = {spec.num_diffusion_steps} steps; network: {spec.num_input_classes} "
-            f"input ids, {spec.num_outputs} outputs per variable")
+    return (
+      f"D3PM-absorbing baseline, T = {spec.num_diffusion_steps} steps; network: {spec.num_input_classes} "
+      f"input ids, {spec.num_outputs} outputs per variable"
+    )
   if spec.transitions.name == "single_stage":
     what = f"OA-ARDM, {type(spec.distribution).__name__} output"
   else:

@@ -17,6 +17,7 @@ Order k of item n is drawn from fold_in(fold_in(PRNGKey(seed), n), k), so the nu
 size or the device count. The per-order likelihoods run as one jitted function over batches of (item, order) rows
 (`upscale.policy_log_likelihood`, the exact code `ardm eval --budget B --exact` runs).
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,6 +47,7 @@ def _row_orders(key, item_R, order_R, *, num_stages, num_steps):
   def one(n, k):
     row_key = jax.random.fold_in(jax.random.fold_in(key, n), k)
     return upscale.sample_stage_orders(row_key, 1, num_stages, num_steps)[0]
+
   return jax.vmap(one)(item_R, order_R)
 
 
@@ -54,11 +56,19 @@ def _row_log_likelihoods(params, x_R, sigma_RxSxD, policy_P, *, apply_fn, spec):
   return upscale.policy_log_likelihood(apply_fn, params, x_R, sigma_RxSxD, policy_P, spec=spec, per_stage=True)
 
 
-def random_orders(seed: int, item_index: np.ndarray, order_index: np.ndarray, num_stages: int,
-                  num_steps: int) -> np.ndarray:
+def random_orders(
+  seed: int, item_index: np.ndarray, order_index: np.ndarray, num_stages: int, num_steps: int
+) -> np.ndarray:
   """The orders sigma [R, S, D] (ranks) of rows (item n, order k), as `order_log_likelihoods` draws them."""
-  return np.asarray(_row_orders(jax.random.PRNGKey(seed), jnp.asarray(item_index, jnp.uint32),
-                                jnp.asarray(order_index, jnp.uint32), num_stages=num_stages, num_steps=num_steps))
+  return np.asarray(
+    _row_orders(
+      jax.random.PRNGKey(seed),
+      jnp.asarray(item_index, jnp.uint32),
+      jnp.asarray(order_index, jnp.uint32),
+      num_stages=num_stages,
+      num_steps=num_steps,
+    )
+  )
 
 
 def _check_orders(orders, num_stages: int, num_steps: int) -> np.ndarray:
@@ -73,9 +83,20 @@ def _check_orders(orders, num_stages: int, num_steps: int) -> np.ndarray:
   return orders.astype(np.int32)
 
 
-def order_log_likelihoods(apply_fn, spec, params, items: np.ndarray, *, num_orders: int | None = None,
-                          orders=None, policy=None, batch_size: int, seed: int = 0, mesh=None,
-                          log_every_s: float = 30.0) -> np.ndarray:
+def order_log_likelihoods(
+  apply_fn,
+  spec,
+  params,
+  items: np.ndarray,
+  *,
+  num_orders: int | None = None,
+  orders=None,
+  policy=None,
+  batch_size: int,
+  seed: int = 0,
+  mesh=None,
+  log_every_s: float = 30.0,
+) -> np.ndarray:
   """log p(x_n | sigma_{n,k}) in nats per item, order and stage: [N, K, S].
 
   Either `num_orders` random orders per item (and per stage), or `orders`, K explicit orders ([K, D] or [K, S, D]
@@ -84,8 +105,9 @@ def order_log_likelihoods(apply_fn, spec, params, items: np.ndarray, *, num_orde
   devices (sharding.place_rows) and the padding is ignored.
   """
   if objective_lib.is_baseline(spec):
-    raise ValueError("the bound over orders needs an ARDM; a baseline has no orders to average "
-                     "(the ARM's NLL is already exact)")
+    raise ValueError(
+      "the bound over orders needs an ARDM; a baseline has no orders to average (the ARM's NLL is already exact)"
+    )
   evaluate._check_batch_size(batch_size)  # pylint: disable=protected-access
   items = np.asarray(items)
   num_items, num_steps, num_stages = len(items), int(np.prod(items.shape[1:])), spec.num_stages
@@ -112,11 +134,14 @@ def order_log_likelihoods(apply_fn, spec, params, items: np.ndarray, *, num_orde
     n, k = item_R[rows], order_R[rows]
     sigma = orders[k] if orders is not None else random_orders(seed, n, k, num_stages, num_steps)
     values = sharding.to_host(fn(params, place(items[n]), place(sigma), policy_P))
-    out[rows] = values[:len(n)]
+    out[rows] = values[: len(n)]
     if time.time() - last_log > log_every_s and jax.process_index() == 0:
       rate = (b + 1) / (time.time() - start)
-      print(f"  orders bound: batch {b + 1}/{num_batches} of {batch_size} (item, order) rows x "
-            f"{len(policy)} calls ({rate:.3f} batches/s, ETA {(num_batches - b - 1) / rate:.0f}s)", flush=True)
+      print(
+        f"  orders bound: batch {b + 1}/{num_batches} of {batch_size} (item, order) rows x "
+        f"{len(policy)} calls ({rate:.3f} batches/s, ETA {(num_batches - b - 1) / rate:.0f}s)",
+        flush=True,
+      )
       last_log = time.time()
   if not np.all(np.isfinite(out)):
     raise FloatingPointError("a per-order log-likelihood is not finite: the checkpoint's parameters are not finite")
@@ -156,29 +181,55 @@ def summarise(ll_NxKxS: np.ndarray, num_dims: int, elbo_per_item: np.ndarray | N
     bits_N = bound_bits(ll_NxKxS, num_dims, k)
     bpd, stderr = _mean_stderr(bits_N)
     gain, gain_stderr = _mean_stderr(order_mean_N - bits_N)
-    curve.append({"k": k, "bpd": bpd, "stderr": stderr, "gain_over_order_mean": gain,
-                  "gain_over_order_mean_stderr": gain_stderr})
+    curve.append(
+      {"k": k, "bpd": bpd, "stderr": stderr, "gain_over_order_mean": gain, "gain_over_order_mean_stderr": gain_stderr}
+    )
   mean, stderr = _mean_stderr(order_mean_N)
-  result = {"num_orders": int(num_orders), "num_items": int(len(ll_NxKxS)), "curve": curve,
-            "order_mean": {"bpd": mean, "stderr": stderr}}
+  result = {
+    "num_orders": int(num_orders),
+    "num_items": int(len(ll_NxKxS)),
+    "curve": curve,
+    "order_mean": {"bpd": mean, "stderr": stderr},
+  }
   if elbo_per_item is not None:
     gain, gain_stderr = _mean_stderr(np.asarray(elbo_per_item) - bound_bits(ll_NxKxS, num_dims))
     result["gain_over_elbo"] = {"bits": gain, "stderr": gain_stderr}
   return result
 
 
-def evaluate_orders(setup, params, items: np.ndarray, *, num_orders: int | None = None, orders=None,
-                    passes: int = 1, batch_size: int, seed: int = 0, policy=None,
-                    log_every_s: float = 30.0) -> dict:
+def evaluate_orders(
+  setup,
+  params,
+  items: np.ndarray,
+  *,
+  num_orders: int | None = None,
+  orders=None,
+  passes: int = 1,
+  batch_size: int,
+  seed: int = 0,
+  policy=None,
+  log_every_s: float = 30.0,
+) -> dict:
   """The bound over orders on `items` beside the ELBO of the same parameters on the same items (`passes` random
   estimates per item by `evaluate.evaluate_params`, under the same policy when there is one)."""
   objective_lib.require_ardm(setup.objective, "the bound over orders (--orders)")
   num_dims = int(np.prod(np.asarray(items).shape[1:]))
-  elbo = evaluate.evaluate_params(setup, params, items, passes=passes, batch_size=batch_size, seed=seed,
-                                  policy=policy, log_every_s=log_every_s)
-  ll = order_log_likelihoods(setup.apply_fn, setup.objective, params, items, num_orders=num_orders, orders=orders,
-                             policy=policy, batch_size=batch_size, seed=seed, mesh=setup.mesh,
-                             log_every_s=log_every_s)
+  elbo = evaluate.evaluate_params(
+    setup, params, items, passes=passes, batch_size=batch_size, seed=seed, policy=policy, log_every_s=log_every_s
+  )
+  ll = order_log_likelihoods(
+    setup.apply_fn,
+    setup.objective,
+    params,
+    items,
+    num_orders=num_orders,
+    orders=orders,
+    policy=policy,
+    batch_size=batch_size,
+    seed=seed,
+    mesh=setup.mesh,
+    log_every_s=log_every_s,
+  )
   result = summarise(ll, num_dims, elbo["per_item"])
   result["elbo"] = {"bpd": elbo["bpd"], "stderr": elbo["stderr"], "passes": elbo["passes"]}
   return result
@@ -188,20 +239,30 @@ def format_table(result: dict, unit: str) -> str:
   """The curve as a markdown table: the bound, and how far below the ELBO of the same orders it is (paired)."""
   lines = [f"| K orders | bound ({unit}) | below the mean per-order NLL (paired) |", "|---|---|---|"]
   for row in result["curve"]:
-    lines.append(f"| {row['k']} | {row['bpd']:.4f} ± {row['stderr']:.4f} | {row['gain_over_order_mean']:.4f} ± "
-                 f"{row['gain_over_order_mean_stderr']:.4f} |")
+    lines.append(
+      f"| {row['k']} | {row['bpd']:.4f} ± {row['stderr']:.4f} | {row['gain_over_order_mean']:.4f} ± "
+      f"{row['gain_over_order_mean_stderr']:.4f} |"
+    )
   mean = result["order_mean"]
-  lines.append(f"| ELBO: mean of the {result['num_orders']} exact per-order NLLs | {mean['bpd']:.4f} ± "
-               f"{mean['stderr']:.4f} | |")
+  lines.append(
+    f"| ELBO: mean of the {result['num_orders']} exact per-order NLLs | {mean['bpd']:.4f} ± {mean['stderr']:.4f} | |"
+  )
   if "elbo" in result:
     elbo = result["elbo"]
-    lines.append(f"| ELBO: {elbo['passes']} one-call estimate(s) per item | {elbo['bpd']:.4f} ± "
-                 f"{elbo['stderr']:.4f} | |")
+    lines.append(
+      f"| ELBO: {elbo['passes']} one-call estimate(s) per item | {elbo['bpd']:.4f} ± {elbo['stderr']:.4f} | |"
+    )
   return "\n".join(lines)
 
 
-def output_name(num_orders: int, budget: int | None, naive: bool = False, equal: bool = False,
-                step: int | None = None, num_items: int | None = None) -> str:
+def output_name(
+  num_orders: int,
+  budget: int | None,
+  naive: bool = False,
+  equal: bool = False,
+  step: int | None = None,
+  num_items: int | None = None,
+) -> str:
   """eval_orders_K[_bB][_naive|_equal][_itemsN][_stepN].json: never eval.json."""
   stem = f"eval_orders_{num_orders}"
   if budget is not None:
@@ -225,6 +286,7 @@ def cmd_eval_orders(args, model, items: np.ndarray) -> str:
   returns the path. `items`: the held-out items to evaluate (the split, or its first --num-items). As for eval.json, a rerun replaces the default file (atomically); `ardm eval` refuses an
   existing --out without --overwrite before it opens the model."""
   from ardm_jax import sample  # pylint: disable=import-outside-toplevel
+
   check_args(args, model)
   setup = model.setup
   steps = None
@@ -233,29 +295,56 @@ def cmd_eval_orders(args, model, items: np.ndarray) -> str:
   batch_size = args.batch_size or int(model.config.train.eval_batch_size)
   start = time.time()
   with setup.context():
-    result = evaluate_orders(setup, model.params, items, num_orders=args.orders, passes=args.passes,
-                             batch_size=batch_size, seed=args.seed, policy=steps)
+    result = evaluate_orders(
+      setup,
+      model.params,
+      items,
+      num_orders=args.orders,
+      passes=args.passes,
+      batch_size=batch_size,
+      seed=args.seed,
+      policy=steps,
+    )
   equal = steps is not None and setup.objective.num_stages > 1 and not args.naive and args.budget_split == "equal"
   unit = evaluate.unit_name(model.spec)
-  result |= {"split": args.split, "step": model.step, "params": model.params_kind, "unit": unit,
-             "budget": None if steps is None else len(steps),
-             "calls_per_order": len(steps) if steps is not None else setup.objective.num_stages * model.spec.num_steps,
-             "policy": None if steps is None else ("naive" if args.naive else "dp"),
-             "budget_split": None if steps is None or setup.objective.num_stages == 1 else (
-                 "equal" if args.naive else args.budget_split),
-             "orders_per": "stage" if setup.objective.num_stages > 1 else "item",
-             "seed": args.seed, "config_hash": model.config_hash, "seconds": round(time.time() - start, 2)}
+  result |= {
+    "split": args.split,
+    "step": model.step,
+    "params": model.params_kind,
+    "unit": unit,
+    "budget": None if steps is None else len(steps),
+    "calls_per_order": len(steps) if steps is not None else setup.objective.num_stages * model.spec.num_steps,
+    "policy": None if steps is None else ("naive" if args.naive else "dp"),
+    "budget_split": None
+    if steps is None or setup.objective.num_stages == 1
+    else ("equal" if args.naive else args.budget_split),
+    "orders_per": "stage" if setup.objective.num_stages > 1 else "item",
+    "seed": args.seed,
+    "config_hash": model.config_hash,
+    "seconds": round(time.time() - start, 2),
+  }
   path = getattr(args, "out", None) or os.path.join(
-      args.workdir, output_name(args.orders, result["budget"], args.naive, equal,
-                                None if args.step is None else model.step,
-                                None if getattr(args, "num_items", None) is None else len(items)))
+    args.workdir,
+    output_name(
+      args.orders,
+      result["budget"],
+      args.naive,
+      equal,
+      None if args.step is None else model.step,
+      None if getattr(args, "num_items", None) is None else len(items),
+    ),
+  )
   evaluate.write_json(path, result)
   gain, last = result["gain_over_elbo"], result["curve"][-1]
-  print(f"{args.split}, {result['num_items']} items, {args.orders} orders per item"
-        f"{' and stage' if result['orders_per'] == 'stage' else ''}, {result['calls_per_order']} calls per order "
-        f"({result['params']} params, step {model.step}):")
+  print(
+    f"{args.split}, {result['num_items']} items, {args.orders} orders per item"
+    f"{' and stage' if result['orders_per'] == 'stage' else ''}, {result['calls_per_order']} calls per order "
+    f"({result['params']} params, step {model.step}):"
+  )
   print(format_table(result, unit))
-  print(f"bound at K = {args.orders} is {last['gain_over_order_mean']:.4f} ± {last['gain_over_order_mean_stderr']:.4f} "
-        f"{unit} below the ELBO of its orders ({gain['bits']:.4f} ± {gain['stderr']:.4f} below the one-call "
-        f"estimate) -> {path}")
+  print(
+    f"bound at K = {args.orders} is {last['gain_over_order_mean']:.4f} ± {last['gain_over_order_mean_stderr']:.4f} "
+    f"{unit} below the ELBO of its orders ({gain['bits']:.4f} ± {gain['stderr']:.4f} below the one-call "
+    f"estimate) -> {path}"
+  )
   return path

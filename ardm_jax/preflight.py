@@ -21,6 +21,7 @@ ahead of time for the named TPU slice on this machine and prints per-device memo
 step time from the chip's peak and what the whole run (`train.num_steps`, periodic evaluations included) would
 take at that speed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,14 +54,21 @@ class PreflightError(Exception):
 
 
 def add_parser(sub) -> None:
-  p = sub.add_parser("preflight", help="check a config before renting hardware: the whole run on N fake CPU "
-                                       "devices (--devices) or a real-size compile for a TPU slice (--topology)")
+  p = sub.add_parser(
+    "preflight",
+    help="check a config before renting hardware: the whole run on N fake CPU "
+    "devices (--devices) or a real-size compile for a TPU slice (--topology)",
+  )
   p.add_argument("--config", required=True, help="experiment file, e.g. experiments/cifar10.py[:variant]")
   where = p.add_mutually_exclusive_group(required=True)
   where.add_argument("--devices", type=int, help="number of fake CPU devices (e.g. the slice's device count)")
   where.add_argument("--topology", help="TPU slice to compile for, e.g. v4-32, v5e-16 (needs libtpu)")
-  p.add_argument("--jobs-devices", type=int, default=None,
-                 help="device count of the second process that restores and runs the jobs (default: 3, or 1)")
+  p.add_argument(
+    "--jobs-devices",
+    type=int,
+    default=None,
+    help="device count of the second process that restores and runs the jobs (default: 3, or 1)",
+  )
   p.add_argument("--workdir", default=None, help="where to keep the run (default: a temporary folder, removed)")
 
 
@@ -74,9 +82,12 @@ def _set_cpu_devices(count: int) -> None:
   """Fake CPU devices exist only if XLA_FLAGS says so before JAX starts."""
   if "jax" in sys.modules:
     import jax  # pylint: disable=import-outside-toplevel
+
     if jax.device_count() != count or jax.devices()[0].platform != "cpu":
-      raise ValueError(f"this process already started JAX with {jax.device_count()} {jax.devices()[0].platform} "
-                       f"device(s); run `ardm preflight --devices {count}` in a fresh process")
+      raise ValueError(
+        f"this process already started JAX with {jax.device_count()} {jax.devices()[0].platform} "
+        f"device(s); run `ardm preflight --devices {count}` in a fresh process"
+      )
     return
   os.environ["XLA_FLAGS"] = _with_cpu_device_count(os.environ.get("XLA_FLAGS", ""), count)
   os.environ["JAX_PLATFORMS"] = "cpu"
@@ -84,15 +95,18 @@ def _set_cpu_devices(count: int) -> None:
 
 def _load_config(config_path: str, overrides):
   from ardm_jax import configs  # pylint: disable=import-outside-toplevel
+
   return configs.apply_overrides(configs.load_config_file(config_path), overrides)
 
 
 def _data_spec(config):
   from ardm_jax.train_state import spec_without_data  # pylint: disable=import-outside-toplevel
+
   spec = spec_without_data(config)
   if spec is None:  # local files (digits, text files, npz): cheap to read for their shape
     from ardm_jax import data  # pylint: disable=import-outside-toplevel
     from ardm_jax.train_state import DataSpec  # pylint: disable=import-outside-toplevel
+
     spec = DataSpec.of_dataset(data.load(config.data))
   return spec
 
@@ -100,6 +114,7 @@ def _data_spec(config):
 def _jobs_device_count(num_devices: int, mesh_cfg, requested: int | None) -> int:
   """Another device count the config's mesh accepts (3 when it can: it divides few batch sizes)."""
   from ardm_jax import sharding  # pylint: disable=import-outside-toplevel
+
   candidates = [requested] if requested else [3, 1, 2, max(1, num_devices // 2)]
   for count in candidates:
     try:
@@ -119,15 +134,23 @@ def small_run_config(config, spec, workdir_items: int | None = None):
   import ml_collections  # pylint: disable=import-outside-toplevel
   from ardm_jax import configs  # pylint: disable=import-outside-toplevel
   from ardm_jax.data.synthetic import random_config  # pylint: disable=import-outside-toplevel
+
   small = ml_collections.ConfigDict(config.to_dict())
   configs.shrink_network(small)
   tc = small.train
   # One full evaluation batch plus one item, so the last batch is padded.
   eval_items = workdir_items or int(tc.eval_batch_size) + 1
-  small.data = ml_collections.ConfigDict(random_config(spec, train_items=64, eval_items=eval_items,
-                                                      augment=config.data.get("augment", "none")))
-  tc.update(num_steps=2, checkpoint_every=1, log_every=1, eval_every=1, eval_passes=1,
-            eval_items=min(int(tc.eval_items), eval_items))
+  small.data = ml_collections.ConfigDict(
+    random_config(spec, train_items=64, eval_items=eval_items, augment=config.data.get("augment", "none"))
+  )
+  tc.update(
+    num_steps=2,
+    checkpoint_every=1,
+    log_every=1,
+    eval_every=1,
+    eval_passes=1,
+    eval_items=min(int(tc.eval_items), eval_items),
+  )
   small.lock()
   return small
 
@@ -158,8 +181,7 @@ class _Stages:
     print(f"[preflight] ok  {name} ({seconds:.1f}s)", flush=True)
 
 
-def run_devices(config_path: str, overrides, num_devices: int, jobs_devices: int | None,
-                workdir: str | None) -> int:
+def run_devices(config_path: str, overrides, num_devices: int, jobs_devices: int | None, workdir: str | None) -> int:
   """`--devices N`: see the module docstring. Returns the exit code."""
   if num_devices < 1:
     raise ValueError(f"--devices must be >= 1, got {num_devices}")
@@ -180,8 +202,11 @@ def run_devices(config_path: str, overrides, num_devices: int, jobs_devices: int
     if temporary and not os.path.exists(stages.log_path):
       shutil.rmtree(root, ignore_errors=True)
     return 2
-  print(f"preflight PASSED for {config_path} on {num_devices} devices in {time.time() - start:.0f}s"
-        + ("" if temporary else f"; run kept in {root}"), flush=True)
+  print(
+    f"preflight PASSED for {config_path} on {num_devices} devices in {time.time() - start:.0f}s"
+    + ("" if temporary else f"; run kept in {root}"),
+    flush=True,
+  )
   if temporary:
     shutil.rmtree(root, ignore_errors=True)
   return 0
@@ -198,8 +223,11 @@ def _run_devices(config, config_path, num_devices, jobs_devices, root, stages) -
     for line in sharding.check_config_batches(config, setup.mesh):
       print(f"  {line}", flush=True)
     sharding.check_param_shardings(setup.abstract_state.params, setup.state_shardings.params, setup.mesh)
-    print(f"  {count_params(setup.abstract_state.params):,} parameters; "
-          f"{sharding.describe_layout(setup.mesh, setup.abstract_state, setup.state_shardings)}", flush=True)
+    print(
+      f"  {count_params(setup.abstract_state.params):,} parameters; "
+      f"{sharding.describe_layout(setup.mesh, setup.abstract_state, setup.state_shardings)}",
+      flush=True,
+    )
     model = setup.objective
     num_stages = getattr(model, "num_stages", 1)
     del setup
@@ -219,8 +247,15 @@ def _run_devices(config, config_path, num_devices, jobs_devices, root, stages) -
     env = dict(os.environ)
     env["XLA_FLAGS"] = _with_cpu_device_count(env.get("XLA_FLAGS", ""), count)
     env["JAX_PLATFORMS"] = "cpu"
-    args = [sys.executable, "-c", "import sys; from ardm_jax import preflight; sys.exit(preflight.jobs_main())",
-            run_dir, str(budget), "1" if objective.is_baseline(model) else "0", stages.log_path]
+    args = [
+      sys.executable,
+      "-c",
+      "import sys; from ardm_jax import preflight; sys.exit(preflight.jobs_main())",
+      run_dir,
+      str(budget),
+      "1" if objective.is_baseline(model) else "0",
+      stages.log_path,
+    ]
     proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     sys.stdout.write(proc.stdout)
     if proc.returncode:
@@ -233,6 +268,7 @@ def _run_devices(config, config_path, num_devices, jobs_devices, root, stages) -
 def _cli(argv: list[str]) -> str:
   """Runs one `ardm` command in this process; returns what it printed, or raises its one-line error."""
   from ardm_jax import cli  # pylint: disable=import-outside-toplevel
+
   out, err = io.StringIO(), io.StringIO()
   try:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -258,6 +294,7 @@ def _write_item(spec, item: np.ndarray, path_stem: str) -> str:
       f.write("".join(spec.alphabet[i] for i in item))
   else:
     from ardm_jax.data.audio import write_wav  # pylint: disable=import-outside-toplevel
+
     path = path_stem + ".wav"
     write_wav(path, item, spec.sample_rate, spec.bits)  # classes in, 16-bit PCM out
   return path
@@ -265,7 +302,7 @@ def _write_item(spec, item: np.ndarray, path_stem: str) -> str:
 
 def jobs_main(argv=None) -> int:
   """The second process of `--devices`: every job a user runs on a trained workdir, on this process's devices."""
-  run_dir, budget, is_baseline, log_path = (sys.argv[1:] if argv is None else argv)
+  run_dir, budget, is_baseline, log_path = sys.argv[1:] if argv is None else argv
   budget, is_baseline = int(budget), is_baseline == "1"
   stages = _Stages(log_path)
   try:
@@ -279,6 +316,7 @@ def jobs_main(argv=None) -> int:
 def _jobs(run_dir: str, budget: int, is_baseline: bool, stages: _Stages) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   from ardm_jax import coding_model, data, sample, workdir  # pylint: disable=import-outside-toplevel
+
   out = os.path.join(run_dir, "preflight_jobs")
   os.makedirs(out, exist_ok=True)
   devices = f"{jax.device_count()} device(s)"
@@ -297,11 +335,33 @@ def _jobs(run_dir: str, budget: int, is_baseline: bool, stages: _Stages) -> None
   coding_budget = min(num_steps, max(budget, -(-num_steps * width // MAX_TABLE_ENTRIES)))
   budgets = sorted({budget, coding_budget})
   with stages.stage(f"ardm policy (held-out L_t over {num_steps} steps, stride {stride}) on {devices}"):
-    _cli(["policy", "--workdir", run_dir, "--budgets", ",".join(map(str, budgets)), "--samples", str(LT_SAMPLES),
-          "--stride", str(stride)])
+    _cli(
+      [
+        "policy",
+        "--workdir",
+        run_dir,
+        "--budgets",
+        ",".join(map(str, budgets)),
+        "--samples",
+        str(LT_SAMPLES),
+        "--stride",
+        str(stride),
+      ]
+    )
   with stages.stage(f"ardm sample with budget {budget} on {devices}"):
-    _cli(["sample", "--workdir", run_dir, "--num", "2", "--budget", str(budget), "--out",
-          os.path.join(out, "samples" + {"image": ".png", "text": ".txt", "audio": ""}[spec.kind])])
+    _cli(
+      [
+        "sample",
+        "--workdir",
+        run_dir,
+        "--num",
+        "2",
+        "--budget",
+        str(budget),
+        "--out",
+        os.path.join(out, "samples" + {"image": ".png", "text": ".txt", "audio": ""}[spec.kind]),
+      ]
+    )
   item = data.load(model.config.data).eval_items("test")[0]
   with stages.stage(f"completion with budget {budget} on {devices}"):
     if spec.kind == "audio":  # `ardm inpaint` reads images and text; audio completes through the library
@@ -340,18 +400,18 @@ def _jobs(run_dir: str, budget: int, is_baseline: bool, stages: _Stages) -> None
 # name -> (topology, chip config, chips per host, HBM GiB per JAX device). v4-N and v5p-N count TensorCores
 # (two per chip, one JAX device per chip in megacore mode); v5e-N and v6e-N count chips.
 TOPOLOGIES = {
-    "v4-8": ("v4:2x2x1", "megacore", (2, 2, 1), 32),
-    "v4-16": ("v4:2x2x2", "megacore", (2, 2, 1), 32),
-    "v4-32": ("v4:2x2x4", "megacore", (2, 2, 1), 32),
-    "v4-64": ("v4:2x4x4", "megacore", (2, 2, 1), 32),
-    "v5e-4": ("v5e:2x2", "default", (2, 2, 1), 16),
-    "v5e-8": ("v5e:2x4", "default", (2, 4, 1), 16),
-    "v5e-16": ("v5e:4x4", "default", (2, 2, 1), 16),
-    "v5e-32": ("v5e:4x8", "default", (2, 2, 1), 16),
-    "v5p-8": ("v5p:2x2x1", "megacore", (2, 2, 1), 95),
-    "v5p-32": ("v5p:2x2x4", "megacore", (2, 2, 1), 95),
-    "v6e-8": ("v6e:2x4", "default", (2, 4, 1), 32),
-    "v6e-16": ("v6e:4x4", "default", (2, 2, 1), 32),
+  "v4-8": ("v4:2x2x1", "megacore", (2, 2, 1), 32),
+  "v4-16": ("v4:2x2x2", "megacore", (2, 2, 1), 32),
+  "v4-32": ("v4:2x2x4", "megacore", (2, 2, 1), 32),
+  "v4-64": ("v4:2x4x4", "megacore", (2, 2, 1), 32),
+  "v5e-4": ("v5e:2x2", "default", (2, 2, 1), 16),
+  "v5e-8": ("v5e:2x4", "default", (2, 4, 1), 16),
+  "v5e-16": ("v5e:4x4", "default", (2, 2, 1), 16),
+  "v5e-32": ("v5e:4x8", "default", (2, 2, 1), 16),
+  "v5p-8": ("v5p:2x2x1", "megacore", (2, 2, 1), 95),
+  "v5p-32": ("v5p:2x2x4", "megacore", (2, 2, 1), 95),
+  "v6e-8": ("v6e:2x4", "default", (2, 4, 1), 32),
+  "v6e-16": ("v6e:4x4", "default", (2, 2, 1), 32),
 }
 # Per JAX device (one chip): dense bf16 peak FLOP/s and HBM bytes/s from the Cloud TPU spec sheets.
 CHIP_PEAKS = {"v4": (275e12, 1.2e12), "v5e": (197e12, 8.2e11), "v5p": (459e12, 2.76e12), "v6e": (918e12, 1.64e12)}
@@ -363,9 +423,16 @@ def num_topology_devices(topology: str) -> int:
 
 def tpu_devices(topology: str):
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+
   name, chip_config, host_bounds, _ = TOPOLOGIES[topology]
-  desc = topologies.get_topology_desc(name, "tpu", chip_config_name=chip_config, chips_per_host_bounds=host_bounds,
-                                      num_slices=1, wrap=(False, False, False))
+  desc = topologies.get_topology_desc(
+    name,
+    "tpu",
+    chip_config_name=chip_config,
+    chips_per_host_bounds=host_bounds,
+    num_slices=1,
+    wrap=(False, False, False),
+  )
   return list(desc.devices)
 
 
@@ -374,8 +441,10 @@ def on_devices(setup, devices):
   import dataclasses  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   from jax.sharding import Mesh, NamedSharding  # pylint: disable=import-outside-toplevel
-  mesh = Mesh(np.asarray(devices).reshape(setup.mesh.devices.shape), setup.mesh.axis_names,
-              axis_types=setup.mesh.axis_types)
+
+  mesh = Mesh(
+    np.asarray(devices).reshape(setup.mesh.devices.shape), setup.mesh.axis_names, axis_types=setup.mesh.axis_types
+  )
   shardings = jax.tree.map(lambda s: NamedSharding(mesh, s.spec), setup.state_shardings)
   return dataclasses.replace(setup, mesh=mesh, state_shardings=shardings)
 
@@ -383,14 +452,17 @@ def on_devices(setup, devices):
 def _prepare_compiler(topology: str, cpu_estimate: bool) -> bool:
   """Environment for compiling TPU programs on a machine without TPUs; returns whether libtpu is present."""
   import importlib.util  # pylint: disable=import-outside-toplevel
+
   if topology not in TOPOLOGIES:
     raise ValueError(f"unknown --topology {topology!r}; choose one of {', '.join(TOPOLOGIES)}")
   if "jax" in sys.modules:
     raise ValueError("run `ardm preflight --topology` in a fresh process (JAX is already started here)")
   have_libtpu = importlib.util.find_spec("libtpu") is not None
   if not have_libtpu and not cpu_estimate:
-    raise ValueError("--topology needs the TPU compiler: `pip install \"jax[tpu]\"` adds the libtpu matching this "
-                     "jax (no TPU needed), or use --devices N for the CPU check")
+    raise ValueError(
+      '--topology needs the TPU compiler: `pip install "jax[tpu]"` adds the libtpu matching this '
+      "jax (no TPU needed), or use --devices N for the CPU check"
+    )
   os.environ["JAX_PLATFORMS"] = "cpu"  # JAX runs on the CPU; libtpu is only the compiler for the slice's devices
   if have_libtpu:  # libtpu looks for a TPU VM's environment at start-up; elsewhere these keep it quiet
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
@@ -419,9 +491,13 @@ def _cost(compiled) -> tuple[float, float]:
 
 def _peak_memory(compiled) -> tuple[dict, int]:
   mem = compiled.memory_analysis()
-  rows = {"arguments": mem.argument_size_in_bytes, "outputs": mem.output_size_in_bytes,
-          "aliased (donated)": mem.alias_size_in_bytes, "temporaries": mem.temp_size_in_bytes,
-          "generated code": mem.generated_code_size_in_bytes}
+  rows = {
+    "arguments": mem.argument_size_in_bytes,
+    "outputs": mem.output_size_in_bytes,
+    "aliased (donated)": mem.alias_size_in_bytes,
+    "temporaries": mem.temp_size_in_bytes,
+    "generated code": mem.generated_code_size_in_bytes,
+  }
   peak = rows["arguments"] + rows["outputs"] - rows["aliased (donated)"] + rows["temporaries"]
   return rows, peak
 
@@ -468,43 +544,57 @@ def run_topology(config_path: str, overrides, topology: str, cpu_estimate: bool 
   have_libtpu = _prepare_compiler(topology, cpu_estimate)
   config = _load_config(config_path, overrides)
   from ardm_jax import sharding  # pylint: disable=import-outside-toplevel
+
   report = compile_for_topology(config, topology, have_libtpu)
   setup = report["setup"]
   n = setup.mesh.devices.size
   hbm = TOPOLOGIES[topology][3] * 2**30
   peak_flops, hbm_bw = CHIP_PEAKS[topology.split("-")[0]]
   tc = config.train
-  print(f"{config_path}: {report['params']:,} parameters, {config.model.name}, dtype "
-        f"{config.model.get('dtype', 'float32')}, remat {config.model.get('remat', False)}; {report['target']}")
+  print(
+    f"{config_path}: {report['params']:,} parameters, {config.model.name}, dtype "
+    f"{config.model.get('dtype', 'float32')}, remat {config.model.get('remat', False)}; {report['target']}"
+  )
   print(sharding.describe_layout(setup.mesh, setup.abstract_state, setup.state_shardings))
   # The FLOPs the devices execute (remat recompute included): what the roofline time needs. Model FLOPs for MFU,
   # without recompute, are benchmarks/throughput.py's.
-  print("| program | compile | peak memory per device | executed FLOPs per step (all devices) | bytes per device | "
-        "compute time | memory time | roofline step time |")
+  print(
+    "| program | compile | peak memory per device | executed FLOPs per step (all devices) | bytes per device | "
+    "compute time | memory time | roofline step time |"
+  )
   print("|---|---|---|---|---|---|---|---|")
   times = {}
-  for name, label in (("train", f"train step, batch {int(tc.batch_size)}"),
-                      ("eval", f"eval step, batch {report['eval_batch']}")):
+  for name, label in (
+    ("train", f"train step, batch {int(tc.batch_size)}"),
+    ("eval", f"eval step, batch {report['eval_batch']}"),
+  ):
     compiled, seconds = report[name]
     rows, peak = _peak_memory(compiled)
     flops, nbytes = _cost(compiled)
     compute, memory = flops / peak_flops, nbytes / hbm_bw
     times[name] = max(compute, memory)
     fit = "" if not have_libtpu else f" ({100 * peak / hbm:.0f}% of {TOPOLOGIES[topology][3]} GiB)"
-    print(f"| {label} | {seconds:.0f}s | {_mib(peak)}{fit} | {flops * n:.3e} | {_mib(nbytes)} | "
-          f"{1e3 * compute:.1f} ms | {1e3 * memory:.1f} ms | {1e3 * times[name]:.1f} ms |")
+    print(
+      f"| {label} | {seconds:.0f}s | {_mib(peak)}{fit} | {flops * n:.3e} | {_mib(nbytes)} | "
+      f"{1e3 * compute:.1f} ms | {1e3 * memory:.1f} ms | {1e3 * times[name]:.1f} ms |"
+    )
   steps = int(tc.num_steps)
   eval_every = int(tc.get("eval_every", 0))
   evals = steps // eval_every if eval_every else 0
   eval_batches = -(-int(tc.get("eval_items", 0)) // report["eval_batch"]) if evals else 0
   total = steps * times["train"] + evals * eval_batches * times["eval"]
-  print(f"whole run at roofline speed: {steps:,} steps x {1e3 * times['train']:.1f} ms"
-        + (f" + {evals:,} held-out evaluations x {eval_batches} batches x {1e3 * times['eval']:.1f} ms"
-           if evals else "") + f" = {total / 3600:.1f} h ({total / 86400:.1f} days)")
-  print("(per device: compute = FLOPs / bf16 peak, memory = XLA's bytes accessed / HBM bandwidth, roofline = the "
-        "larger; bytes accessed counts every fused op's operands and outputs, some of which stay on chip, so the "
-        "memory time can overstate; float32 matmuls run below the bf16 peak"
-        + ("" if have_libtpu else "; CPU ESTIMATE, not TPU numbers") + ")")
+  print(
+    f"whole run at roofline speed: {steps:,} steps x {1e3 * times['train']:.1f} ms"
+    + (f" + {evals:,} held-out evaluations x {eval_batches} batches x {1e3 * times['eval']:.1f} ms" if evals else "")
+    + f" = {total / 3600:.1f} h ({total / 86400:.1f} days)"
+  )
+  print(
+    "(per device: compute = FLOPs / bf16 peak, memory = XLA's bytes accessed / HBM bandwidth, roofline = the "
+    "larger; bytes accessed counts every fused op's operands and outputs, some of which stay on chip, so the "
+    "memory time can overstate; float32 matmuls run below the bf16 peak"
+    + ("" if have_libtpu else "; CPU ESTIMATE, not TPU numbers")
+    + ")"
+  )
   return 0
 
 

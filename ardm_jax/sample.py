@@ -1,4 +1,5 @@
 """Sampling and completion (inpainting / infilling) jobs, and writing their results as PNG or text."""
+
 from __future__ import annotations
 
 import functools
@@ -15,8 +16,9 @@ POLICY_FILE = "policy.json"
 UNKNOWN_CHAR = "_"  # marks the characters to fill in a text input
 
 
-def choose_policy(model, budget: int | None, naive: bool = False, policy_file: str | None = None,
-                  start: int = 0, split: str = "optimal") -> np.ndarray:
+def choose_policy(
+  model, budget: int | None, naive: bool = False, policy_file: str | None = None, start: int = 0, split: str = "optimal"
+) -> np.ndarray:
   """Global steps s * D + t generating, in every stage s, the variables with sigma_s in [start, D).
 
   No budget: one call per variable and stage. With a budget (the total over all stages): the DP-optimal policy
@@ -39,17 +41,23 @@ def choose_policy(model, budget: int | None, naive: bool = False, policy_file: s
   else:
     path = policy_file or os.path.join(model.workdir, POLICY_FILE)
     if not os.path.isfile(path):
-      raise ValueError(f"no policy file at {path}: run {model.policy_command(budget)} first, or pass --naive for "
-                       "evenly spaced steps")
+      raise ValueError(
+        f"no policy file at {path}: run {model.policy_command(budget)} first, or pass --naive for evenly spaced steps"
+      )
     pf = policy_lib.load_policy_file(path)
     if len(pf["stages"]) != num_stages or pf["num_dims"] != num_steps:
-      raise ValueError(f"{path} has {len(pf['stages'])} stage(s) of {pf['num_dims']} steps but the model has "
-                       f"{num_stages} of {num_steps}; rebuild it with {model.policy_command('B1,B2,...')}")
+      raise ValueError(
+        f"{path} has {len(pf['stages'])} stage(s) of {pf['num_dims']} steps but the model has "
+        f"{num_stages} of {num_steps}; rebuild it with {model.policy_command('B1,B2,...')}"
+      )
     if start == 0:
       return policy_lib.global_policy(pf, budget, split).astype(np.int32)
     losses = [np.asarray(st["loss_per_step"], np.float64)[start:] for st in pf["stages"]]
-    budgets = (policy_lib.split_budget_across_stages(losses, budget) if num_stages > 1 and split == "optimal"
-               else policy_lib.equal_split(budget, num_stages))
+    budgets = (
+      policy_lib.split_budget_across_stages(losses, budget)
+      if num_stages > 1 and split == "optimal"
+      else policy_lib.equal_split(budget, num_stages)
+    )
     parts = [start + policy_lib.optimal_policies(L, [b])[b][0] for L, b in zip(losses, budgets)]
   return policy_lib.flatten_stage_policies(parts, num_steps).astype(np.int32)
 
@@ -74,8 +82,14 @@ def sample_baseline(model, num: int, budget: int | None = None, seed: int = 0) -
   which = objective_lib.with_generation_budget(model.setup.objective, budget, spec.num_steps)
   # Padded to divide the devices like every job's batch; draws are per element, so the first `num` are the same.
   with model.setup.context():
-    out = _generate_baseline(model.params, jax.random.PRNGKey(seed), apply_fn=model.setup.apply_fn, model=which,
-                             num=sharding.padded_batch_size(num, model.setup.mesh), shape=tuple(spec.shape))
+    out = _generate_baseline(
+      model.params,
+      jax.random.PRNGKey(seed),
+      apply_fn=model.setup.apply_fn,
+      model=which,
+      num=sharding.padded_batch_size(num, model.setup.mesh),
+      shape=tuple(spec.shape),
+    )
   return sharding.to_host(out)[:num], which.generation_calls(spec.num_steps)
 
 
@@ -98,15 +112,30 @@ def _generate_rows(model, key, x_init, sigma, steps, observed) -> np.ndarray:
   """`_generate` on host rows placed as one padded batch on the model's mesh; returns the real rows."""
   mesh = model.setup.mesh
   with model.setup.context():
-    out = _generate(model.params, key, sharding.place_rows(x_init, mesh), sharding.place_rows(sigma, mesh),
-                    jnp.asarray(steps), sharding.place_rows(observed, mesh), apply_fn=model.setup.apply_fn,
-                    spec=model.setup.objective)
-  return sharding.to_host(out)[:len(x_init)]
+    out = _generate(
+      model.params,
+      key,
+      sharding.place_rows(x_init, mesh),
+      sharding.place_rows(sigma, mesh),
+      jnp.asarray(steps),
+      sharding.place_rows(observed, mesh),
+      apply_fn=model.setup.apply_fn,
+      spec=model.setup.objective,
+    )
+  return sharding.to_host(out)[: len(x_init)]
 
 
-def complete(model, item: np.ndarray, observed: np.ndarray, num: int, budget: int | None = None,
-             naive: bool = False, policy_file: str | None = None, seed: int = 0,
-             split: str = "optimal") -> np.ndarray:
+def complete(
+  model,
+  item: np.ndarray,
+  observed: np.ndarray,
+  num: int,
+  budget: int | None = None,
+  naive: bool = False,
+  policy_file: str | None = None,
+  seed: int = 0,
+  split: str = "optimal",
+) -> np.ndarray:
   """`num` completions of one partly observed item: observed variables come first in every stage's order.
   `split` divides an upscale model's budget over the stages (see choose_policy)."""
   spec, objective = model.spec, model.setup.objective
@@ -149,7 +178,7 @@ def image_grid(images: np.ndarray, num_classes: int, pad: int = 1) -> np.ndarray
   pixels = to_uint8(images, num_classes)
   for i in range(n):
     r, q = divmod(i, cols)
-    grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = pixels[i]
+    grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = pixels[i]
   return grid
 
 
@@ -174,6 +203,7 @@ def write_items(spec, items: np.ndarray, path: str, overwrite: bool = False, sca
         f.write("".join(spec.alphabet[int(v)] for v in row) + "\n")
   elif spec.kind == "audio":  # `path` is a folder: one 16-bit WAV per item
     from ardm_jax.data import audio  # pylint: disable=import-outside-toplevel
+
     os.makedirs(path, exist_ok=True)
     audio.write_wav_items(path, items, spec.sample_rate, spec.bits)
   else:
@@ -235,8 +265,10 @@ def read_text_input(spec, path: str) -> tuple[np.ndarray, np.ndarray]:
     if ch == UNKNOWN_CHAR:
       continue
     if ch not in spec.alphabet:
-      raise ValueError(f"{path}: character {ch!r} at position {i} is not in the model's alphabet "
-                       f"{spec.alphabet!r}; use '{UNKNOWN_CHAR}' for unknown characters")
+      raise ValueError(
+        f"{path}: character {ch!r} at position {i} is not in the model's alphabet "
+        f"{spec.alphabet!r}; use '{UNKNOWN_CHAR}' for unknown characters"
+      )
     ids[i] = spec.alphabet.index(ch)
     observed[i] = True
   return ids, observed

@@ -4,6 +4,7 @@ The networks name their parameter and activation axes once (`embed`, `mlp`, `hea
 those logical names onto the mesh axes `data`, `fsdp` and `tensor`, so the same code runs on one CPU, on 8 GPUs
 or on a TPU pod: only `config.mesh` and `config.sharding_rules` change.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,26 +23,26 @@ BATCH_AXES = ("data", "fsdp")
 # Parameters are split over `fsdp` along their model width and over `tensor` along the MLP and heads axes;
 # the batch is split over `data` x `fsdp`. Every logical name used by the networks must appear here.
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
-    ("batch", BATCH_AXES),
-    ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    ("kv", None),
-    ("vocab", None),
-    ("conv_h", None),
-    ("conv_w", None),
-    ("conv_in", None),
-    ("length_pos", None),
-    ("time", None),
-    ("act_length", None),
-    ("act_height", None),
-    ("act_width", None),
-    ("act_embed", None),
-    ("act_mlp", "tensor"),
-    ("act_heads", "tensor"),
-    ("act_kv", None),
-    ("act_classes", None),
-    ("layers", None),  # the stacked axis of scanned layers (model.scan_layers): every device holds all layers
+  ("batch", BATCH_AXES),
+  ("embed", "fsdp"),
+  ("mlp", "tensor"),
+  ("heads", "tensor"),
+  ("kv", None),
+  ("vocab", None),
+  ("conv_h", None),
+  ("conv_w", None),
+  ("conv_in", None),
+  ("length_pos", None),
+  ("time", None),
+  ("act_length", None),
+  ("act_height", None),
+  ("act_width", None),
+  ("act_embed", None),
+  ("act_mlp", "tensor"),
+  ("act_heads", "tensor"),
+  ("act_kv", None),
+  ("act_classes", None),
+  ("layers", None),  # the stacked axis of scanned layers (model.scan_layers): every device holds all layers
 )
 
 
@@ -57,8 +58,9 @@ def resolve_mesh_shape(mesh_cfg: Any, num_devices: int) -> dict[str, int]:
       raise ValueError(f"mesh {sizes} cannot use {num_devices} devices: {num_devices} is not divisible by {fixed}")
     sizes[free[0]] = num_devices // fixed
   if math.prod(sizes.values()) != num_devices:
-    raise ValueError(f"mesh {sizes} needs {math.prod(sizes.values())} devices but {num_devices} are available; "
-                     "set one mesh size to -1")
+    raise ValueError(
+      f"mesh {sizes} needs {math.prod(sizes.values())} devices but {num_devices} are available; set one mesh size to -1"
+    )
   return sizes
 
 
@@ -134,7 +136,7 @@ def place_rows(rows: np.ndarray, mesh: Mesh) -> jax.Array:
   padded = pad_rows(rows, padded_batch_size(len(rows), mesh))
   local = len(padded) // jax.process_count()
   start = jax.process_index() * local
-  return global_batch(padded[start:start + local], mesh)
+  return global_batch(padded[start : start + local], mesh)
 
 
 def to_host(x: jax.Array) -> np.ndarray:
@@ -150,9 +152,11 @@ def check_batch_divides_mesh(global_batch_size: int, mesh: Mesh, key: str = "--c
     raise ValueError(f"{key} must be a positive integer, got {global_batch_size!r}")
   multiple = batch_multiple(mesh)
   if global_batch_size % multiple:
-    raise ValueError(f"{key}={global_batch_size} is not divisible by {multiple} (the data x fsdp shards of the mesh "
-                     f"{dict(mesh.shape)} and the {jax.process_count()} process(es)); change {key} to a multiple "
-                     f"of {multiple} or change --config.mesh.*")
+    raise ValueError(
+      f"{key}={global_batch_size} is not divisible by {multiple} (the data x fsdp shards of the mesh "
+      f"{dict(mesh.shape)} and the {jax.process_count()} process(es)); change {key} to a multiple "
+      f"of {multiple} or change --config.mesh.*"
+    )
 
 
 def check_config_batches(config: Any, mesh: Mesh) -> list[str]:
@@ -169,8 +173,10 @@ def check_config_batches(config: Any, mesh: Mesh) -> list[str]:
   padded = padded_batch_size(int(eval_batch), mesh)
   if padded == eval_batch:
     return []
-  return [f"evaluation batches of {eval_batch} are padded to {padded} rows (a multiple of {batch_multiple(mesh)}, "
-          f"the data x fsdp shards and processes); the {padded - eval_batch} padding rows are computed and ignored"]
+  return [
+    f"evaluation batches of {eval_batch} are padded to {padded} rows (a multiple of {batch_multiple(mesh)}, "
+    f"the data x fsdp shards and processes); the {padded - eval_batch} padding rows are computed and ignored"
+  ]
 
 
 def per_device_bytes(shardings: Any, abstract: Any) -> int:
@@ -225,9 +231,14 @@ def _mesh_axes(entry) -> tuple[str, ...]:
   return tuple(entry) if isinstance(entry, (tuple, list)) else (entry,)
 
 
-def check_param_shardings(abstract_params: Any, shardings: Any, mesh: Mesh, *,
-                          warn_fraction: float = FSDP_WARN_REPLICATED,
-                          fail_fraction: float = FSDP_FAIL_REPLICATED) -> dict:
+def check_param_shardings(
+  abstract_params: Any,
+  shardings: Any,
+  mesh: Mesh,
+  *,
+  warn_fraction: float = FSDP_WARN_REPLICATED,
+  fail_fraction: float = FSDP_FAIL_REPLICATED,
+) -> dict:
   """Checks the parameter layout before anything is allocated; returns a summary for the start-up log.
 
   Raises ValueError when a parameter dimension cannot be split evenly over the mesh axes its logical name
@@ -243,9 +254,11 @@ def check_param_shardings(abstract_params: Any, shardings: Any, mesh: Mesh, *,
     for dim, (size, entry) in enumerate(zip(leaf.shape, spec)):
       ways = math.prod(mesh.shape[a] for a in _mesh_axes(entry))
       if size % ways:
-        raise ValueError(f"parameter {name} {tuple(leaf.shape)}: dimension {dim} of size {size} cannot be split "
-                         f"{ways} ways over mesh axes {_mesh_axes(entry)}; map its logical axis to None in "
-                         "config.sharding_rules, or choose model sizes divisible by the mesh")
+        raise ValueError(
+          f"parameter {name} {tuple(leaf.shape)}: dimension {dim} of size {size} cannot be split "
+          f"{ways} ways over mesh axes {_mesh_axes(entry)}; map its logical axis to None in "
+          "config.sharding_rules, or choose model sizes divisible by the mesh"
+        )
     nbytes = math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
     total += nbytes
     if not any("fsdp" in _mesh_axes(entry) for entry in spec):
@@ -255,14 +268,17 @@ def check_param_shardings(abstract_params: Any, shardings: Any, mesh: Mesh, *,
   summary = {"param_bytes": total, "fsdp_replicated_bytes": replicated, "fsdp_replicated_fraction": fraction}
   if mesh.shape["fsdp"] > 1:
     largest = ", ".join(f"{n} ({b / 2**20:.2f} MiB)" for b, n in sorted(offenders, reverse=True)[:3])
-    message = (f"FSDP over {mesh.shape['fsdp']} devices leaves {100 * fraction:.1f}% of the parameter bytes "
-               f"replicated on every device (largest: {largest})")
+    message = (
+      f"FSDP over {mesh.shape['fsdp']} devices leaves {100 * fraction:.1f}% of the parameter bytes "
+      f"replicated on every device (largest: {largest})"
+    )
     if fraction > fail_fraction:
-      raise ValueError(f"{message}; map a large parameter axis (default: 'embed') to 'fsdp' in "
-                       "config.sharding_rules, or set --config.mesh.fsdp=1")
+      raise ValueError(
+        f"{message}; map a large parameter axis (default: 'embed') to 'fsdp' in "
+        "config.sharding_rules, or set --config.mesh.fsdp=1"
+      )
     if fraction > warn_fraction:
-      warnings.warn(message + "; consider mapping more logical axes to 'fsdp' in config.sharding_rules",
-                    stacklevel=2)
+      warnings.warn(message + "; consider mapping more logical axes to 'fsdp' in config.sharding_rules", stacklevel=2)
   return summary
 
 
@@ -272,8 +288,13 @@ def describe_layout(mesh: Mesh, abstract_state: Any, state_shardings: Any) -> st
   params = per_device_bytes(state_shardings.params, abstract_state.params)
   state = per_device_bytes(state_shardings, abstract_state)
   processes = len({device.process_index for device in mesh.devices.flat})
-  zero1 = ("; EMA and optimizer state split over data, ZeRO-1"
-           if jax.tree.leaves(state_shardings.ema_params) != jax.tree.leaves(state_shardings.params) else "")
-  return (f"mesh ({sizes}) over {mesh.devices.size} {mesh.devices.flat[0].platform} devices in "
-          f"{processes} process(es); per device: {params / 2**20:.2f} MiB parameters, "
-          f"{state / 2**20:.2f} MiB train state (parameters, EMA, optimizer{zero1})")
+  zero1 = (
+    "; EMA and optimizer state split over data, ZeRO-1"
+    if jax.tree.leaves(state_shardings.ema_params) != jax.tree.leaves(state_shardings.params)
+    else ""
+  )
+  return (
+    f"mesh ({sizes}) over {mesh.devices.size} {mesh.devices.flat[0].platform} devices in "
+    f"{processes} process(es); per device: {params / 2**20:.2f} MiB parameters, "
+    f"{state / 2**20:.2f} MiB train state (parameters, EMA, optimizer{zero1})"
+  )

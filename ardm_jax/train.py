@@ -4,6 +4,7 @@ One module-level `train_step` is compiled once with explicit shardings (state do
 on 1 or N devices and on several hosts. Randomness per step is `fold_in(key, step)` and the data batch of
 step s is a pure function of (seed, s), so a resumed run continues exactly where it stopped.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,7 +26,6 @@ from ardm_jax.configs import CONFIG_FILE, DATA_SPEC_FILE, config_hash, lt_window
 from ardm_jax.train_state import DataSpec, Setup, TrainState, build_setup, count_params
 
 
-
 def loss_fn(params, batch: jax.Array, key: jax.Array, *, apply_fn, spec, t_sampling: str, ce_weight: float):
   """Training loss in bits/dim: the model's bound (the ARDM's summed over upscale stages; a baseline's, see
   objective.loss_terms) plus `ce_weight` times the unweighted cross-entropy."""
@@ -36,8 +36,9 @@ def loss_fn(params, batch: jax.Array, key: jax.Array, *, apply_fn, spec, t_sampl
   return bpd + ce_weight * ce, (terms, bpd, ce)
 
 
-def update_lt_tracker(mean_T: jax.Array, count_T: jax.Array, batch_sum_T: jax.Array, batch_count_T: jax.Array,
-                      window: float) -> tuple[jax.Array, jax.Array]:
+def update_lt_tracker(
+  mean_T: jax.Array, count_T: jax.Array, batch_sum_T: jax.Array, batch_count_T: jax.Array, window: float
+) -> tuple[jax.Array, jax.Array]:
   """One batch into the running L_t: each step t moves towards this batch's mean by c_t / min(n_t + c_t, window).
 
   Below `window` samples that is the exact running mean; beyond it an exponential average over about `window`
@@ -53,12 +54,24 @@ def update_lt_tracker(mean_T: jax.Array, count_T: jax.Array, batch_sum_T: jax.Ar
   return mean_T + rate_T * (batch_mean_T - mean_T), count_T + batch_count_T
 
 
-def train_step(state: TrainState, batch: jax.Array, base_key: jax.Array, *, apply_fn, tx, spec,
-               t_sampling: str, ce_weight: float, ema_decay: float, lt_window: float) -> tuple[TrainState, dict]:
+def train_step(
+  state: TrainState,
+  batch: jax.Array,
+  base_key: jax.Array,
+  *,
+  apply_fn,
+  tx,
+  spec,
+  t_sampling: str,
+  ce_weight: float,
+  ema_decay: float,
+  lt_window: float,
+) -> tuple[TrainState, dict]:
   """One optimisation step; the per-step randomness is fold_in(base_key, step)."""
   key = jax.random.fold_in(base_key, state.step)
-  grad_fn = jax.value_and_grad(functools.partial(loss_fn, apply_fn=apply_fn, spec=spec,
-                                                 t_sampling=t_sampling, ce_weight=ce_weight), has_aux=True)
+  grad_fn = jax.value_and_grad(
+    functools.partial(loss_fn, apply_fn=apply_fn, spec=spec, t_sampling=t_sampling, ce_weight=ce_weight), has_aux=True
+  )
   (loss, (terms, bpd, ce)), grads = grad_fn(state.params, batch, key)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -71,10 +84,16 @@ def train_step(state: TrainState, batch: jax.Array, base_key: jax.Array, *, appl
   batch_sum_T = jnp.zeros_like(state.lt_mean).at[terms["t"]].add(terms["lt_bits"] * lt_weight)
   batch_count_T = jnp.zeros_like(state.lt_count).at[terms["t"]].add(lt_weight)
   lt_mean, lt_count = update_lt_tracker(state.lt_mean, state.lt_count, batch_sum_T, batch_count_T, lt_window)
-  new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state,
-                            lt_mean=lt_mean, lt_count=lt_count)
-  metrics = {"loss": loss, "bpd": bpd, "ce_bpd": ce, "grad_norm": optax.global_norm(grads),
-             "param_norm": optax.global_norm(params)}
+  new_state = state.replace(
+    step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state, lt_mean=lt_mean, lt_count=lt_count
+  )
+  metrics = {
+    "loss": loss,
+    "bpd": bpd,
+    "ce_bpd": ce,
+    "grad_norm": optax.global_norm(grads),
+    "param_norm": optax.global_norm(params),
+  }
   return new_state, metrics
 
 
@@ -84,8 +103,10 @@ TRAIN_METRICS = ("loss", "bpd", "ce_bpd", "grad_norm", "param_norm")  # the scal
 def initial_health() -> dict:
   """The divergence record the checked train step carries on device: no non-finite step yet (first_bad_step -1)
   and room for that step's metrics."""
-  return {"first_bad_step": jnp.full((), -1, jnp.int32),
-          "metrics": {k: jnp.zeros((), jnp.float32) for k in TRAIN_METRICS}}
+  return {
+    "first_bad_step": jnp.full((), -1, jnp.int32),
+    "metrics": {k: jnp.zeros((), jnp.float32) for k in TRAIN_METRICS},
+  }
 
 
 def update_health(health: dict, step: jax.Array, metrics: dict) -> dict:
@@ -96,13 +117,15 @@ def update_health(health: dict, step: jax.Array, metrics: dict) -> dict:
   """
   finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(metrics[k])) for k in TRAIN_METRICS]))
   first = (health["first_bad_step"] < 0) & ~finite
-  return {"first_bad_step": jnp.where(first, step.astype(jnp.int32), health["first_bad_step"]),
-          "metrics": {k: jnp.where(first, metrics[k].astype(jnp.float32), health["metrics"][k])
-                      for k in TRAIN_METRICS}}
+  return {
+    "first_bad_step": jnp.where(first, step.astype(jnp.int32), health["first_bad_step"]),
+    "metrics": {k: jnp.where(first, metrics[k].astype(jnp.float32), health["metrics"][k]) for k in TRAIN_METRICS},
+  }
 
 
-def checked_train_step(state: TrainState, batch: jax.Array, base_key: jax.Array, health: dict,
-                       **kwargs) -> tuple[TrainState, dict, dict]:
+def checked_train_step(
+  state: TrainState, batch: jax.Array, base_key: jax.Array, health: dict, **kwargs
+) -> tuple[TrainState, dict, dict]:
   """train_step plus the on-device divergence record (update_health), so the host need not fetch every step's
   metrics to notice a NaN: it reads the record whenever it fetches anyway, and before every checkpoint."""
   new_state, metrics = train_step(state, batch, base_key, **kwargs)
@@ -115,16 +138,30 @@ def compile_train_step(setup: Setup, check_finite: bool = False):
   `check_finite=True`: `checked_train_step(state, batch, key, health) -> (state, metrics, health)` instead, the
   trainer's form (the replicated health record is small and not donated, so a fetched one stays readable)."""
   cfg = setup.config
-  kwargs = dict(apply_fn=setup.apply_fn, tx=setup.tx, spec=setup.objective, t_sampling=cfg.ardm.t_sampling,
-                ce_weight=float(cfg.ardm.ce_weight), ema_decay=float(cfg.optim.ema_decay),
-                lt_window=float(lt_window(cfg)))
+  kwargs = dict(
+    apply_fn=setup.apply_fn,
+    tx=setup.tx,
+    spec=setup.objective,
+    t_sampling=cfg.ardm.t_sampling,
+    ce_weight=float(cfg.ardm.ce_weight),
+    ema_decay=float(cfg.optim.ema_decay),
+    lt_window=float(lt_window(cfg)),
+  )
   repl = sharding.replicated(setup.mesh)
   in_shardings = (setup.state_shardings, sharding.batch_sharding(setup.mesh), repl)
   if check_finite:
-    return jax.jit(functools.partial(checked_train_step, **kwargs), in_shardings=in_shardings + (repl,),
-                   out_shardings=(setup.state_shardings, repl, repl), donate_argnums=(0,))
-  return jax.jit(functools.partial(train_step, **kwargs), in_shardings=in_shardings,
-                 out_shardings=(setup.state_shardings, repl), donate_argnums=(0,))
+    return jax.jit(
+      functools.partial(checked_train_step, **kwargs),
+      in_shardings=in_shardings + (repl,),
+      out_shardings=(setup.state_shardings, repl, repl),
+      donate_argnums=(0,),
+    )
+  return jax.jit(
+    functools.partial(train_step, **kwargs),
+    in_shardings=in_shardings,
+    out_shardings=(setup.state_shardings, repl),
+    donate_argnums=(0,),
+  )
 
 
 def lt_estimate(state: TrainState) -> tuple[np.ndarray, np.ndarray]:
@@ -144,11 +181,17 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, spec: Data
     old = json.loads(path.read_text())
     # Keys a newer release added at their defaults (the run is the same) and where the compile cache lives do not
     # make a config different.
-    diffs = sorted(k for k in _diff_keys(old, new) if k not in configs.RUN_NEUTRAL_KEYS
-                   and not (_lookup(old, k) is _MISSING and _lookup(new, k) == _lookup(_defaults(), k)))
+    diffs = sorted(
+      k
+      for k in _diff_keys(old, new)
+      if k not in configs.RUN_NEUTRAL_KEYS
+      and not (_lookup(old, k) is _MISSING and _lookup(new, k) == _lookup(_defaults(), k))
+    )
     if diffs:
-      raise ValueError(f"workdir {workdir} holds a run with a different config (differs in: {', '.join(diffs)}); "
-                       "use a new --workdir, or the same config to resume")
+      raise ValueError(
+        f"workdir {workdir} holds a run with a different config (differs in: {', '.join(diffs)}); "
+        "use a new --workdir, or the same config to resume"
+      )
   elif jax.process_index() == 0:
     evaluate.write_json(path, new)
     evaluate.write_json(root / DATA_SPEC_FILE, spec.to_json())
@@ -208,8 +251,9 @@ def _check_finite(metrics: dict, step: int, last_saved: int | None) -> None:
   if bad:
     where = f"checkpoint step {last_saved} is intact" if last_saved is not None else "no checkpoint was saved yet"
     raise FloatingPointError(
-        f"training diverged at step {step}: {bad} is not finite; stopped without saving this state ({where}). "
-        "Resume with a lower --config.optim.learning_rate or --config.optim.clip_norm")
+      f"training diverged at step {step}: {bad} is not finite; stopped without saving this state ({where}). "
+      "Resume with a lower --config.optim.learning_rate or --config.optim.clip_norm"
+    )
 
 
 def _raise_if_diverged(health: dict, last_saved: int | None) -> None:
@@ -278,14 +322,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   health = jax.device_put(initial_health(), sharding.replicated(setup.mesh))
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main, asynchronous=True)
   num_steps = int(tc.num_steps)
-  report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                           every_steps=int(tc.log_every))
+  report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer, every_steps=int(tc.log_every))
   held_out = _HeldOutProgress(setup, dataset, config, writer, log)
   step = int(jax.device_get(state.step))
   last_saved = latest
   if step == 0:
-    writer.write_hparams(_flatten(json.loads(config.to_json(sort_keys=True))) |
-                         {"num_params": count_params(state.params)})
+    writer.write_hparams(
+      _flatten(json.loads(config.to_json(sort_keys=True))) | {"num_params": count_params(state.params)}
+    )
 
   def save(state, step, force=False, eval_bpd=None):
     meta = {"step": step, "data_position": step, "config_hash": config_hash(config), "best_eval": best_eval}
@@ -305,8 +349,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   try:
     with _Preemption() as preemption, setup.context():
       while step < stop:
-        local = dataset.train_batch(step, int(tc.batch_size), int(config.seed), jax.process_index(),
-                                    jax.process_count())
+        local = dataset.train_batch(
+          step, int(tc.batch_size), int(config.seed), jax.process_index(), jax.process_count()
+        )
         state, metrics, health = step_fn(state, sharding.global_batch(local, setup.mesh), base_key, health)
         step += 1
         report_pending()
@@ -350,14 +395,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     log(f"paused at step {step} of {num_steps}; rerun to continue", flush=True)
   elif int(tc.eval_passes) > 0:
     with setup.context():
-      test = evaluate.evaluate_params(setup, eval_layout(setup, state.ema_params), dataset.eval_items("test"),
-                                      passes=int(tc.eval_passes), batch_size=int(tc.eval_batch_size),
-                                      seed=int(config.seed))
+      test = evaluate.evaluate_params(
+        setup,
+        eval_layout(setup, state.ema_params),
+        dataset.eval_items("test"),
+        passes=int(tc.eval_passes),
+        batch_size=int(tc.eval_batch_size),
+        seed=int(config.seed),
+      )
     test.pop("per_item")
     writer.write_scalars(step, {"test_bpd": test["bpd"], "test_bpd_stderr": test["stderr"]})
     unit = evaluate.unit_name(spec)
-    log(f"test {unit} (EMA params, {test['passes']} pass(es) over {test['num_items']} items): "
-        f"{test['bpd']:.4f} ± {test['stderr']:.4f}", flush=True)
+    log(
+      f"test {unit} (EMA params, {test['passes']} pass(es) over {test['num_items']} items): "
+      f"{test['bpd']:.4f} ± {test['stderr']:.4f}",
+      flush=True,
+    )
     result["test"] = test
   writer.flush()
   return result
@@ -378,8 +431,9 @@ class _ProgressLog:
 
   def due(self, step: int, now: float | None = None) -> bool:
     now = time.time() if now is None else now
-    return (not self.started or step % self.log_every == 0 or step == self.num_steps
-            or now - self.last_line >= self.every_s)
+    return (
+      not self.started or step % self.log_every == 0 or step == self.num_steps or now - self.last_line >= self.every_s
+    )
 
   def __call__(self, step: int, metrics: dict, last_saved: int | None) -> None:
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}  # waits for the step to finish
@@ -394,8 +448,11 @@ class _ProgressLog:
     else:
       return
     self.writer.write_scalars(step, values)
-    self.log(f"step {step}/{self.num_steps}  loss {values['loss']:.4f}  bpd {values['bpd']:.4f}  "
-             f"grad_norm {values['grad_norm']:.3f}  {timing}", flush=True)
+    self.log(
+      f"step {step}/{self.num_steps}  loss {values['loss']:.4f}  bpd {values['bpd']:.4f}  "
+      f"grad_norm {values['grad_norm']:.3f}  {timing}",
+      flush=True,
+    )
     self.last_line = now
 
 
@@ -418,7 +475,7 @@ class _HeldOutProgress:
       raise ValueError(f"train.eval_items must be at least 2 (a standard error needs two items), got {num_items}")
     self.split = "validation" if "validation" in dataset.splits else "test"
     items = dataset.eval_items(self.split)
-    chosen = np.random.default_rng(self.seed).permutation(len(items))[:min(num_items, len(items))]
+    chosen = np.random.default_rng(self.seed).permutation(len(items))[: min(num_items, len(items))]
     self.items = items[np.sort(chosen)]
     self.unit = evaluate.unit_name(setup.spec)
     self.eval_fn = evaluate.make_eval_fn(setup)  # built once: every evaluation reuses one compilation
@@ -427,9 +484,13 @@ class _HeldOutProgress:
     return self.every > 0 and (step % self.every == 0 or step == self.num_steps)
 
   def __call__(self, step: int, ema_params) -> float:
-    result = evaluate.evaluate_params(self.setup, ema_params, self.items, passes=1, batch_size=self.batch_size,
-                                      seed=self.seed, eval_fn=self.eval_fn)
+    result = evaluate.evaluate_params(
+      self.setup, ema_params, self.items, passes=1, batch_size=self.batch_size, seed=self.seed, eval_fn=self.eval_fn
+    )
     self.writer.write_scalars(step, {"eval_bpd": result["bpd"], "eval_bpd_stderr": result["stderr"]})
-    self.log(f"eval step {step}: {result['bpd']:.4f} ± {result['stderr']:.4f} {self.unit} "
-             f"(EMA params, {len(self.items)} {self.split} items)", flush=True)
+    self.log(
+      f"eval step {step}: {result['bpd']:.4f} ± {result['stderr']:.4f} {self.unit} "
+      f"(EMA params, {len(self.items)} {self.split} items)",
+      flush=True,
+    )
     return result["bpd"]

@@ -1,4 +1,5 @@
 """The train state, the optimizer, and sharded state creation shared by training, evaluation and sampling."""
+
 from __future__ import annotations
 
 import contextlib
@@ -34,13 +35,14 @@ class TrainState:
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
   """What a job must know about the data without loading it (saved beside the checkpoints)."""
+
   name: str
   kind: str
   shape: tuple[int, ...]
   num_classes: int
   alphabet: str | None = None
   sample_rate: int | None = None  # audio only: how to write samples as WAV
-  bits: int | None = None         # audio only: bits per sample (K = 2**bits)
+  bits: int | None = None  # audio only: bits per sample (K = 2**bits)
 
   @property
   def num_steps(self) -> int:
@@ -51,14 +53,27 @@ class DataSpec:
 
   @classmethod
   def from_json(cls, d: dict) -> "DataSpec":
-    return cls(name=d["name"], kind=d["kind"], shape=tuple(d["shape"]), num_classes=int(d["num_classes"]),
-               alphabet=d.get("alphabet"), sample_rate=d.get("sample_rate"), bits=d.get("bits"))
+    return cls(
+      name=d["name"],
+      kind=d["kind"],
+      shape=tuple(d["shape"]),
+      num_classes=int(d["num_classes"]),
+      alphabet=d.get("alphabet"),
+      sample_rate=d.get("sample_rate"),
+      bits=d.get("bits"),
+    )
 
   @classmethod
   def of_dataset(cls, dataset) -> "DataSpec":
-    return cls(name=dataset.name, kind=dataset.kind, shape=tuple(dataset.shape),
-               num_classes=int(dataset.num_classes), alphabet=dataset.alphabet,
-               sample_rate=getattr(dataset, "sample_rate", None), bits=getattr(dataset, "bits", None))
+    return cls(
+      name=dataset.name,
+      kind=dataset.kind,
+      shape=tuple(dataset.shape),
+      num_classes=int(dataset.num_classes),
+      alphabet=dataset.alphabet,
+      sample_rate=getattr(dataset, "sample_rate", None),
+      bits=getattr(dataset, "bits", None),
+    )
 
 
 # Data sets whose items a config fixes without reading them (tfds sets that need preparing, large downloads,
@@ -72,6 +87,7 @@ def spec_without_data(config) -> DataSpec | None:
   """The DataSpec of config.data when the config alone determines it, else None (load the data instead)."""
   from ardm_jax.data import TEXT8_ALPHABET  # pylint: disable=import-outside-toplevel
   from ardm_jax.data.audio import PCM_BITS, SAMPLE_RATE  # pylint: disable=import-outside-toplevel
+
   dc = config.data
   name = dc.name
   if name in _IMAGE_SETS:
@@ -87,9 +103,11 @@ def spec_without_data(config) -> DataSpec | None:
 
 def make_apply_fn(net: nn.Module) -> Callable[..., jax.Array]:
   """Adapts a Flax module to the plain apply function the ARDM math takes."""
+
   def apply_fn(params, x_in, known, t, train, key):
     rngs = {"dropout": key} if (train and key is not None) else None
     return net.apply({"params": params}, x_in, known, t, train=train, rngs=rngs)
+
   return apply_fn
 
 
@@ -114,15 +132,15 @@ def learning_rate_schedule(optim_cfg: Any, num_train_steps: int) -> optax.Schedu
 def make_optimizer(optim_cfg: Any, num_train_steps: int) -> optax.GradientTransformation:
   schedule = learning_rate_schedule(optim_cfg, num_train_steps)
   return optax.chain(
-      optax.clip_by_global_norm(float(optim_cfg.clip_norm)),
-      optax.adamw(schedule, b1=float(optim_cfg.b1), b2=float(optim_cfg.b2),
-                  weight_decay=float(optim_cfg.weight_decay)),
+    optax.clip_by_global_norm(float(optim_cfg.clip_norm)),
+    optax.adamw(schedule, b1=float(optim_cfg.b1), b2=float(optim_cfg.b2), weight_decay=float(optim_cfg.weight_decay)),
   )
 
 
 @dataclasses.dataclass
 class Setup:
   """Everything built from a config that train/eval/sample share."""
+
   config: Any
   spec: DataSpec
   # The model (objective.build): an upscale.Upscale (stages, parametrisation, output distribution) for ARDMs,
@@ -144,8 +162,7 @@ class Setup:
     """Creates the state directly in its sharded layout (never whole on one host)."""
     create = _state_creator(self.net, self.tx, self.spec, self.objective)
     with self.context():
-      return jax.jit(lambda key: nn.unbox(create(key)), out_shardings=self.state_shardings)(
-          jax.random.PRNGKey(seed))
+      return jax.jit(lambda key: nn.unbox(create(key)), out_shardings=self.state_shardings)(jax.random.PRNGKey(seed))
 
 
 @contextlib.contextmanager
@@ -163,8 +180,15 @@ def _state_creator(net: nn.Module, tx: optax.GradientTransformation, spec: DataS
     known = jnp.zeros((1,) + spec.shape, bool)
     t = jnp.zeros((1,), jnp.int32)
     params = net.init({"params": key_params, "dropout": key_dropout}, x, known, t, train=False)["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params, opt_state=tx.init(params),
-                      lt_mean=jnp.zeros((lt_size,), jnp.float32), lt_count=jnp.zeros((lt_size,), jnp.float32))
+    return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      ema_params=params,
+      opt_state=tx.init(params),
+      lt_mean=jnp.zeros((lt_size,), jnp.float32),
+      lt_count=jnp.zeros((lt_size,), jnp.float32),
+    )
+
   return create
 
 
@@ -178,16 +202,23 @@ def zero1_shardings(shardings: TrainState, abstract_state: TrainState) -> TrainS
   the parameters, step and L_t tracker keep their layout. The train step is compiled with these shardings, so
   XLA's partitioner updates each shard locally and gathers the new parameters; the result is the same."""
   return shardings.replace(
-      opt_state=sharding.shard_over_data(shardings.opt_state, abstract_state.opt_state),
-      ema_params=sharding.shard_over_data(shardings.ema_params, abstract_state.ema_params))
+    opt_state=sharding.shard_over_data(shardings.opt_state, abstract_state.opt_state),
+    ema_params=sharding.shard_over_data(shardings.ema_params, abstract_state.ema_params),
+  )
 
 
 def build_setup(config: Any, spec: DataSpec, devices=None) -> Setup:
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.logical_rules(config.get("sharding_rules"))
   model = objective.build(config.get("ardm"), spec.num_classes, config.model)
-  net = build_network(config.model, spec.shape, spec.num_classes, num_outputs=model.num_outputs,
-                      num_input_classes=model.num_input_classes, num_steps=model.num_net_steps(spec.num_steps))
+  net = build_network(
+    config.model,
+    spec.shape,
+    spec.num_classes,
+    num_outputs=model.num_outputs,
+    num_input_classes=model.num_input_classes,
+    num_steps=model.num_net_steps(spec.num_steps),
+  )
   tx = make_optimizer(config.optim, int(config.train.num_steps))
   create = _state_creator(net, tx, spec, model)
   with _mesh_context(mesh, rules):
@@ -198,9 +229,18 @@ def build_setup(config: Any, spec: DataSpec, devices=None) -> Setup:
   abstract_state = nn.unbox(abstract_boxed)
   if zero1_enabled(config):
     shardings = zero1_shardings(shardings, abstract_state)
-  return Setup(config=config, spec=spec, objective=model, mesh=mesh, rules=rules, net=net,
-               apply_fn=make_apply_fn(net), tx=tx,
-               abstract_state=abstract_state, state_shardings=shardings)
+  return Setup(
+    config=config,
+    spec=spec,
+    objective=model,
+    mesh=mesh,
+    rules=rules,
+    net=net,
+    apply_fn=make_apply_fn(net),
+    tx=tx,
+    abstract_state=abstract_state,
+    state_shardings=shardings,
+  )
 
 
 def count_params(tree: Any) -> int:

@@ -33,6 +33,7 @@ Orders are per stage, sigma_BxSxD. A policy for all stages is one increasing arr
 g = s * D + t that contains every stage start s * D (`flatten_policies` builds it from per-stage policies), so
 one `lax.scan` walks all stages and a policy step never spans two stages. Losses are in nats per example.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,6 +67,7 @@ class Transitions:
   for K = 65,536; range_lo/range_hi [S+1, N] (the data values under a state are the range [lo, hi]) when every
   state's preimage is contiguous, else None.
   """
+
   name: str
   levels: np.ndarray
   slots: np.ndarray
@@ -99,9 +101,11 @@ class Transitions:
       slot_of_fine = np.full(num_states, -1, np.int64)
       # A tree: each level is a function of the next finer one, each (parent, slot) names one child, and each
       # child sits in one slot. Fancy assignment keeps one of several conflicting writes; reading back finds it.
-      for what, table, idx, val in (("parent", parents[s], fine, coarse),
-                                    ("child in one slot", child_table[s], (child_rows[s, coarse], slot), fine),
-                                    ("slot", slot_of_fine, fine, slot)):
+      for what, table, idx, val in (
+        ("parent", parents[s], fine, coarse),
+        ("child in one slot", child_table[s], (child_rows[s, coarse], slot), fine),
+        ("slot", slot_of_fine, fine, slot),
+      ):
         table[idx] = val
         if not np.array_equal(table[idx], val):
           raise ValueError(f"stage {s}: a state has more than one {what}; levels/slots must form a tree")
@@ -117,13 +121,21 @@ class Transitions:
       lo[level, states], hi[level, states] = first, last
     # The plain OA-ARDM as one stage: every class is a child of the absorbing state, in its own slot.
     single = num_stages == 1 and np.array_equal(slots[0], np.arange(num_classes))
-    derived = dict(levels=levels.astype(np.int32), slots=slots.astype(np.int32),
-                   num_classes=num_classes, num_stages=num_stages, num_states=num_states, num_slots=num_slots,
-                   absorbing_state=int(levels[0, 0]), parents=parents.astype(np.int32),
-                   child_rows=child_rows.astype(np.int32), child_table=child_table.astype(np.int32),
-                   slots_are_classes=bool(single),
-                   range_lo=lo.astype(np.int32) if contiguous else None,
-                   range_hi=hi.astype(np.int32) if contiguous else None)
+    derived = dict(
+      levels=levels.astype(np.int32),
+      slots=slots.astype(np.int32),
+      num_classes=num_classes,
+      num_stages=num_stages,
+      num_states=num_states,
+      num_slots=num_slots,
+      absorbing_state=int(levels[0, 0]),
+      parents=parents.astype(np.int32),
+      child_rows=child_rows.astype(np.int32),
+      child_table=child_table.astype(np.int32),
+      slots_are_classes=bool(single),
+      range_lo=lo.astype(np.int32) if contiguous else None,
+      range_hi=hi.astype(np.int32) if contiguous else None,
+    )
     for name, value in derived.items():
       object.__setattr__(self, name, value)
 
@@ -160,8 +172,10 @@ class Transitions:
     return m
 
   def __repr__(self) -> str:
-    return (f"Transitions({self.name!r}, K={self.num_classes}, stages={self.num_stages}, states={self.num_states}, "
-            f"slots={self.num_slots})")
+    return (
+      f"Transitions({self.name!r}, K={self.num_classes}, stages={self.num_stages}, states={self.num_states}, "
+      f"slots={self.num_slots})"
+    )
 
 
 def _num_digits(num_classes: int, base: int) -> int:
@@ -261,6 +275,7 @@ def make_transitions(mode: str, num_classes: int, branch_factor: int | None = No
 @dataclasses.dataclass(frozen=True, eq=False)
 class Upscale:
   """Transitions + parametrisation (+ the data distribution for 'data'). Static: close over it, never trace it."""
+
   transitions: Transitions
   parametrisation: str = "data"
   distribution: Any = None
@@ -274,8 +289,10 @@ class Upscale:
     else:
       dist = self.distribution if self.distribution is not None else Categorical(self.transitions.num_classes)
       if dist.num_classes != self.transitions.num_classes:
-        raise ValueError(f"distribution has K={dist.num_classes} but the transitions have "
-                         f"K={self.transitions.num_classes}; build both for the data set's K")
+        raise ValueError(
+          f"distribution has K={dist.num_classes} but the transitions have "
+          f"K={self.transitions.num_classes}; build both for the data set's K"
+        )
       if self.transitions.range_lo is None and not hasattr(dist, "log_pmf"):
         raise ValueError("these transitions have non-contiguous preimages, which needs a distribution with log_pmf")
       object.__setattr__(self, "distribution", dist)
@@ -365,8 +382,9 @@ def _valid_slots(spec: Upscale, coarse: jax.Array, stage_B: jax.Array) -> jax.Ar
 
 def _range(spec: Upscale, states: jax.Array, level_B: jax.Array):
   tr = spec.transitions
-  return _per_example(tr.range_lo, level_B, jnp.maximum(states, 0)), \
-      _per_example(tr.range_hi, level_B, jnp.maximum(states, 0))
+  return _per_example(tr.range_lo, level_B, jnp.maximum(states, 0)), _per_example(
+    tr.range_hi, level_B, jnp.maximum(states, 0)
+  )
 
 
 def _member_log_mass(logp: jax.Array, level_row_BxK: jax.Array, states: jax.Array) -> jax.Array:
@@ -394,8 +412,7 @@ def log_probs_of_data(spec: Upscale, net_out: jax.Array, x: jax.Array, stage_B: 
   else:
     levels = jnp.asarray(spec.transitions.levels)
     logp_K = dist.log_pmf(net_out)
-    logp = (_member_log_mass(logp_K, levels[stage_B + 1], x_fine)
-            - _member_log_mass(logp_K, levels[stage_B], x_coarse))
+    logp = _member_log_mass(logp_K, levels[stage_B + 1], x_fine) - _member_log_mass(logp_K, levels[stage_B], x_coarse)
   return logp.reshape(batch, -1)
 
 
@@ -428,8 +445,17 @@ def slot_log_probs(spec: Upscale, net_out: jax.Array, coarse: jax.Array, stage_B
 
 
 # ----------------------------------------------------------------------------------------------- ELBO
-def _stage_call(apply_fn: ApplyFn, params: Any, spec: Upscale, x: jax.Array, stage_B: jax.Array,
-                known_BxD: jax.Array, t_B: jax.Array, train: bool, key: jax.Array | None) -> jax.Array:
+def _stage_call(
+  apply_fn: ApplyFn,
+  params: Any,
+  spec: Upscale,
+  x: jax.Array,
+  stage_B: jax.Array,
+  known_BxD: jax.Array,
+  t_B: jax.Array,
+  train: bool,
+  key: jax.Array | None,
+) -> jax.Array:
   """One network call at (stage, t) on data x; returns log p(x^{(s+1)}_i | ...) as [B, D]."""
   num_steps = int(np.prod(x.shape[1:]))
   known = known_BxD.reshape(x.shape)
@@ -437,13 +463,23 @@ def _stage_call(apply_fn: ApplyFn, params: Any, spec: Upscale, x: jax.Array, sta
   net_out = apply_fn(params, x_in, known, stage_B * num_steps + t_B, train, key)
   want = x.shape + (spec.num_outputs,)
   if net_out.shape != want:
-    raise ValueError(f"the network returned {net_out.shape}, the upscale model needs {want}; build the network with "
-                     f"num_outputs={spec.num_outputs} and num_input_classes={spec.num_input_classes}")
+    raise ValueError(
+      f"the network returned {net_out.shape}, the upscale model needs {want}; build the network with "
+      f"num_outputs={spec.num_outputs} and num_input_classes={spec.num_input_classes}"
+    )
   return log_probs_of_data(spec, net_out, x, stage_B)
 
 
-def elbo_terms(apply_fn: ApplyFn, params: Any, x: jax.Array, key: jax.Array, *, spec: Upscale,
-               t_sampling: str = "uniform", train: bool = False) -> dict[str, jax.Array]:
+def elbo_terms(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  key: jax.Array,
+  *,
+  spec: Upscale,
+  t_sampling: str = "uniform",
+  train: bool = False,
+) -> dict[str, jax.Array]:
   """Stochastic upscale terms per example: draws a stage, a step and this stage's order; one network call.
 
   (stage, t) is drawn as one global step uniform on 0..S*D-1 (`ardm.sample_steps`, so 'stratified' spreads the
@@ -454,13 +490,23 @@ def elbo_terms(apply_fn: ApplyFn, params: Any, x: jax.Array, key: jax.Array, *, 
   key_order, key_t, key_net = jax.random.split(key, 3)
   t_global_B = ardm.sample_steps(key_t, batch_size, spec.num_stages * num_steps, t_sampling)
   sigma_BxD = ardm.sample_orders(key_order, batch_size, num_steps)
-  return elbo_terms_given(apply_fn, params, x, t_global_B // num_steps, sigma_BxD, t_global_B % num_steps,
-                          spec=spec, train=train, key=key_net)
+  return elbo_terms_given(
+    apply_fn, params, x, t_global_B // num_steps, sigma_BxD, t_global_B % num_steps, spec=spec, train=train, key=key_net
+  )
 
 
-def elbo_terms_given(apply_fn: ApplyFn, params: Any, x: jax.Array, stage_B: jax.Array, sigma_BxD: jax.Array,
-                     t_B: jax.Array, *, spec: Upscale, train: bool = False,
-                     key: jax.Array | None = None) -> dict[str, jax.Array]:
+def elbo_terms_given(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  stage_B: jax.Array,
+  sigma_BxD: jax.Array,
+  t_B: jax.Array,
+  *,
+  spec: Upscale,
+  train: bool = False,
+  key: jax.Array | None = None,
+) -> dict[str, jax.Array]:
   """Upscale terms per example for given stages, orders (of that stage) and steps.
 
   Returns, per example:
@@ -477,12 +523,12 @@ def elbo_terms_given(apply_fn: ApplyFn, params: Any, x: jax.Array, stage_B: jax.
   unknown_nll_B = -jnp.sum(jnp.where(known_BxD, 0.0, logp_BxD), axis=-1)
   num_unknown_B = (num_steps - t_B).astype(jnp.float32)
   return {
-      "nll": unknown_nll_B * (spec.num_stages * num_steps / num_unknown_B),
-      "ce": unknown_nll_B,
-      "lt_bits": unknown_nll_B / num_unknown_B / np.log(2.0),
-      "t": (stage_B * num_steps + t_B).astype(jnp.int32),
-      "stage": stage_B.astype(jnp.int32),
-      "t_in_stage": t_B.astype(jnp.int32),
+    "nll": unknown_nll_B * (spec.num_stages * num_steps / num_unknown_B),
+    "ce": unknown_nll_B,
+    "lt_bits": unknown_nll_B / num_unknown_B / np.log(2.0),
+    "t": (stage_B * num_steps + t_B).astype(jnp.int32),
+    "stage": stage_B.astype(jnp.int32),
+    "t_in_stage": t_B.astype(jnp.int32),
   }
 
 
@@ -507,8 +553,9 @@ def flatten_policies(stage_policies: Sequence, num_steps: int) -> np.ndarray:
 BUDGET_SPLITS = tuple(policy_lib.BUDGET_SPLIT_KEYS)  # ("optimal", "equal")
 
 
-def policy_for_total_budget(stage_losses, total_budget: int, *, split: str = "optimal",
-                            monotone: str | None = "sort") -> tuple[np.ndarray, list[int], float]:
+def policy_for_total_budget(
+  stage_losses, total_budget: int, *, split: str = "optimal", monotone: str | None = "sort"
+) -> tuple[np.ndarray, list[int], float]:
   """A global policy with `total_budget` network calls in all, from per-stage L_t (bits per variable, [S, D]).
 
   split='equal' gives every stage total // S calls (the remainder to the first stages), as in the paper;
@@ -540,8 +587,10 @@ def policy_for_total_budget(stage_losses, total_budget: int, *, split: str = "op
 def split_policy(policy, num_steps: int, num_stages: int) -> list[np.ndarray]:
   """The inverse of flatten_policies."""
   steps = validate_policy(policy, num_steps, num_stages).astype(np.int64)
-  return [(steps[(steps >= s * num_steps) & (steps < (s + 1) * num_steps)] - s * num_steps).astype(np.int32)
-          for s in range(num_stages)]
+  return [
+    (steps[(steps >= s * num_steps) & (steps < (s + 1) * num_steps)] - s * num_steps).astype(np.int32)
+    for s in range(num_stages)
+  ]
 
 
 def validate_policy(policy, num_steps: int, num_stages: int) -> np.ndarray:
@@ -562,8 +611,9 @@ def sample_stage_orders(key: jax.Array, batch_size: int, num_stages: int, num_st
   return ardm.sample_orders(key, batch_size * num_stages, num_steps).reshape(batch_size, num_stages, num_steps)
 
 
-def policy_elbo_terms(apply_fn: ApplyFn, params: Any, x: jax.Array, key: jax.Array, policy_P: jax.Array, *,
-                      spec: Upscale) -> dict[str, jax.Array]:
+def policy_elbo_terms(
+  apply_fn: ApplyFn, params: Any, x: jax.Array, key: jax.Array, policy_P: jax.Array, *, spec: Upscale
+) -> dict[str, jax.Array]:
   """Unbiased one-call estimate of sum_s E_sigma[-log p_policy_s(x^{(s+1)} | x^{(s)}, sigma_s)] per example."""
   batch_size = x.shape[0]
   num_steps = int(np.prod(x.shape[1:]))
@@ -573,8 +623,16 @@ def policy_elbo_terms(apply_fn: ApplyFn, params: Any, x: jax.Array, key: jax.Arr
   return policy_terms_given(apply_fn, params, x, sigma_BxSxD, k_B, policy_P, spec=spec)
 
 
-def policy_terms_given(apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_BxSxD: jax.Array, k_B: jax.Array,
-                       policy_P: jax.Array, *, spec: Upscale) -> dict[str, jax.Array]:
+def policy_terms_given(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  sigma_BxSxD: jax.Array,
+  k_B: jax.Array,
+  policy_P: jax.Array,
+  *,
+  spec: Upscale,
+) -> dict[str, jax.Array]:
   """P times the nats of global policy step k_B (see policy_elbo_terms); P = total number of policy steps."""
   num_steps = int(np.prod(x.shape[1:]))
   start_g = policy_P[k_B]
@@ -589,8 +647,16 @@ def policy_terms_given(apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_BxSxD
   return {"nll": nll_B, "t": start_g, "stage": stage_B}
 
 
-def policy_log_likelihood(apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_BxSxD: jax.Array,
-                          policy_P: jax.Array, *, spec: Upscale, per_stage: bool = False) -> jax.Array:
+def policy_log_likelihood(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  sigma_BxSxD: jax.Array,
+  policy_P: jax.Array,
+  *,
+  spec: Upscale,
+  per_stage: bool = False,
+) -> jax.Array:
   """Exact log p(x | sigma, policy) in nats per example (sum over all stages), one network call per policy step.
 
   With `per_stage` the result is [B, S], each stage's own log p(x^{(s+1)} | x^{(s)}, sigma_s, policy) (the order
@@ -608,8 +674,9 @@ def policy_log_likelihood(apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_Bx
     sigma_BxD = _stage_orders(sigma_BxSxD, stage_B)
     known_BxD = sigma_BxD < start
     current_BxD = (~known_BxD) & (sigma_BxD < end)
-    logp_BxD = _stage_call(apply_fn, params, spec, x, stage_B, known_BxD,
-                           jnp.full((batch_size,), start, jnp.int32), False, None)
+    logp_BxD = _stage_call(
+      apply_fn, params, spec, x, stage_B, known_BxD, jnp.full((batch_size,), start, jnp.int32), False, None
+    )
     step_B = jnp.sum(jnp.where(current_BxD, logp_BxD, 0.0), axis=-1)
     if per_stage:
       return total_B + jnp.where((jnp.arange(spec.num_stages) == stage)[None, :], step_B[:, None], 0.0), None
@@ -621,9 +688,18 @@ def policy_log_likelihood(apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_Bx
 
 
 # ----------------------------------------------------------------------------------------------- sampling
-def generate(apply_fn: ApplyFn, params: Any, key: jax.Array, x_init: jax.Array, sigma_BxSxD: jax.Array,
-             policy_P: jax.Array, *, spec: Upscale, observed: jax.Array | None = None,
-             return_chain: bool = False):
+def generate(
+  apply_fn: ApplyFn,
+  params: Any,
+  key: jax.Array,
+  x_init: jax.Array,
+  sigma_BxSxD: jax.Array,
+  policy_P: jax.Array,
+  *,
+  spec: Upscale,
+  observed: jax.Array | None = None,
+  return_chain: bool = False,
+):
   """Generates stage by stage under a global policy; sequential sampling is sequential_policy(S, D).
 
   Every call samples a slot for each variable of its step from slot_log_probs and moves the variable to that
@@ -635,7 +711,7 @@ def generate(apply_fn: ApplyFn, params: Any, key: jax.Array, x_init: jax.Array, 
   batch_size = x_init.shape[0]
   num_steps = int(np.prod(x_init.shape[1:]))
   ends_P = _policy_ends(policy_P, spec.num_stages * num_steps)
-  keep = (jnp.zeros(x_init.shape, bool) if observed is None else observed.reshape(x_init.shape))
+  keep = jnp.zeros(x_init.shape, bool) if observed is None else observed.reshape(x_init.shape)
 
   def step(x, inputs):
     k, start_g, end_g = inputs

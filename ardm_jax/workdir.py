@@ -4,6 +4,7 @@ Jobs restore only what they use from a checkpoint: the EMA (or raw) parameters, 
 optimizer state (with Adam twice the parameters again) or the other copy of the parameters. This module imports
 neither the trainer nor TensorFlow; `load_config` only reads JSON.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,8 +51,7 @@ class TrainedModel:
     return self.setup.config
 
 
-def open_workdir(workdir: str, use_ema: bool = True, step: int | str | None = None,
-                 devices=None) -> TrainedModel:
+def open_workdir(workdir: str, use_ema: bool = True, step: int | str | None = None, devices=None) -> TrainedModel:
   """The model of checkpoint `step`: the latest when None, 'best' for the lowest held-out bits/dim recorded while
   training (train.eval_every), or a step number; on a mesh of `devices` (default all, as the config's mesh says)."""
   config = load_config(workdir)
@@ -67,16 +67,24 @@ def open_workdir(workdir: str, use_ema: bool = True, step: int | str | None = No
     params = checkpoint.restore_fields(manager, step, setup.abstract_state, shardings, (field,))[field]
   finally:
     manager.close()
-  return TrainedModel(workdir=workdir, setup=setup, params=params, step=int(step),
-                      params_kind="ema" if use_ema else "raw", config_hash=config_hash(config))
+  return TrainedModel(
+    workdir=workdir,
+    setup=setup,
+    params=params,
+    step=int(step),
+    params_kind="ema" if use_ema else "raw",
+    config_hash=config_hash(config),
+  )
 
 
 def load_config(workdir: str):
   """The config a workdir was trained with (config.json; JSON only, nothing is built)."""
   config_path = epath.Path(workdir) / CONFIG_FILE
   if not config_path.is_file():
-    raise ValueError(f"{workdir} is not a training workdir (no {CONFIG_FILE}); train first with "
-                     f"`ardm train --config ... --workdir {workdir}`")
+    raise ValueError(
+      f"{workdir} is not a training workdir (no {CONFIG_FILE}); train first with "
+      f"`ardm train --config ... --workdir {workdir}`"
+    )
   config = configs.config_from_json(config_path)
   if config.get("format") == configs.MODEL_FORMAT:
     raise ValueError(f"{workdir} is an exported model folder, not a training workdir; pass it as --model")
@@ -94,8 +102,10 @@ def _resolve_step(manager, workdir: str, step: int | str | None) -> int:
       raise ValueError(f"{workdir}: no held-out evaluation was recorded; train with --config.train.eval_every=N")
     return best
   if int(step) not in manager.all_steps():
-    raise ValueError(f"{workdir} has no checkpoint at step {step}; it keeps steps {sorted(manager.all_steps())} "
-                     "(and 'best' when it evaluated while training)")
+    raise ValueError(
+      f"{workdir} has no checkpoint at step {step}; it keeps steps {sorted(manager.all_steps())} "
+      "(and 'best' when it evaluated while training)"
+    )
   return int(step)
 
 
@@ -105,8 +115,9 @@ def restore_tracker(model: TrainedModel) -> tuple[np.ndarray, np.ndarray]:
   read from the checkpoint."""
   manager = checkpoint.make_manager(model.workdir, async_save=False)
   try:
-    fields = checkpoint.restore_fields(manager, model.step, model.setup.abstract_state, model.setup.state_shardings,
-                                       ("lt_mean", "lt_count"))
+    fields = checkpoint.restore_fields(
+      manager, model.step, model.setup.abstract_state, model.setup.state_shardings, ("lt_mean", "lt_count")
+    )
   finally:
     manager.close()
   counts = np.asarray(jax.device_get(fields["lt_count"]))
@@ -122,4 +133,3 @@ def restore_state(model: TrainedModel):
   finally:
     manager.close()
   return state
-

@@ -13,6 +13,7 @@ alone (the same walk with the network outputs replayed from memory); "network s/
 network call on one clip (tables included), so a round trip's network share is about 2 x budget x that. The last rows code the same clip with K-wide
 tables (the scheme before binary splits), on a --table-samples prefix of the clip, scaled to 1 s.
 """
+
 import argparse
 import os
 import statistics
@@ -33,13 +34,31 @@ FSDD = os.path.join(REPO, "..", "shared", "data", "fsdd", "fsdd_8khz.npz")
 
 def build_model(rate: int, workdir: str) -> compress.CodingModel:
   import ml_collections  # pylint: disable=import-outside-toplevel
+
   config = configs.load_config_file(os.path.join(REPO, "experiments", "fsdd.py"))
-  config.data = ml_collections.ConfigDict(dict(
-      name="random", kind="audio", shape=(rate,), num_classes=1 << 16, sample_rate=rate, bits=16, train_items=4,
-      eval_items=4, seed=0, augment="none"))
-  config = configs.apply_overrides(config, [
-      "--config.train.batch_size=2", "--config.train.num_steps=1", "--config.train.eval_batch_size=2",
-      "--config.train.checkpoint_every=1"])
+  config.data = ml_collections.ConfigDict(
+    dict(
+      name="random",
+      kind="audio",
+      shape=(rate,),
+      num_classes=1 << 16,
+      sample_rate=rate,
+      bits=16,
+      train_items=4,
+      eval_items=4,
+      seed=0,
+      augment="none",
+    )
+  )
+  config = configs.apply_overrides(
+    config,
+    [
+      "--config.train.batch_size=2",
+      "--config.train.num_steps=1",
+      "--config.train.eval_batch_size=2",
+      "--config.train.checkpoint_every=1",
+    ],
+  )
   train.train_and_evaluate(config, workdir, stop_at_step=1)
   return compress.open_coding_model(workdir)
 
@@ -48,13 +67,14 @@ def clips(rate: int, n: int) -> np.ndarray:
   """n clips of 1 s as the model's classes (PCM + 32768)."""
   with np.load(FSDD) as f:
     flat = np.asarray(f["audio"]).astype(np.int64)  # the recordings one after the other
-  out = np.stack([flat[i * rate:(i + 1) * rate] for i in range(n)])
+  out = np.stack([flat[i * rate : (i + 1) * rate] for i in range(n)])
   return (out + 32768).astype(np.int32)
 
 
 class Replay:
   """The predictor's outputs per policy step, recorded by the first walk and played back after: times the host side
   of coding alone (encoder and decoder see the same outputs at the same step)."""
+
   positions_only = True
 
   def __init__(self, predictor):
@@ -68,8 +88,11 @@ class Replay:
 
 def host_coding_seconds(cm, items, steps, symbols, reps: int) -> float:
   """Median seconds of encode + decode (per-item streams) with the network outputs replayed."""
-  replay, sigma, K = Replay(cm.predictor.with_symbols(symbols.name)), coding.stage_orders(0, items.shape[1], 1), \
-      cm.spec.num_classes
+  replay, sigma, K = (
+    Replay(cm.predictor.with_symbols(symbols.name)),
+    coding.stage_orders(0, items.shape[1], 1),
+    cm.spec.num_classes,
+  )
   coding.encode_items(replay, items, sigma, steps, K, symbols=symbols)  # records
   times = []
   for _ in range(reps):
@@ -84,6 +107,7 @@ def host_coding_seconds(cm, items, steps, symbols, reps: int) -> float:
 def first_step_seconds(cm, x, n: int, symbols, reps: int) -> float:
   """Median seconds to push and pop the first n variables of the order at step 0 with `symbols` (network excluded)."""
   import constriction  # pylint: disable=import-outside-toplevel
+
   K, D = cm.spec.num_classes, x.shape[1]
   pos = np.argsort(coding.order_from_seed(0, D), kind="stable")[:n]
   params = cm.predictor.with_symbols(symbols.name)(np.full_like(x, K), np.zeros(x.shape, bool), 0, pos)
@@ -155,16 +179,22 @@ def main():
         tables = first_step_seconds(cm, x[:1], n, entropy_models.CategoricalTables(cm.spec.num_classes), args.reps)
         splits = first_step_seconds(cm, x[:1], n, cm.predictor.symbols, args.reps)
         nan = float("nan")
-        rows.append((rate, "-", f"tables, {n} samples x {rate / n:.0f}", nan, nan, nan, tables * rate / n, nan, nan,
-                     nan))
-        rows.append((rate, "-", f"splits, {n} samples x {rate / n:.0f}", nan, nan, nan, splits * rate / n, nan, nan,
-                     nan))
-  print("| rate | budget | coding | 1 clip s | 2 clips s | marginal s/clip | host coding s/clip | network s/call | "
-        "file bits/sample | model NLL bits/sample |")
+        rows.append(
+          (rate, "-", f"tables, {n} samples x {rate / n:.0f}", nan, nan, nan, tables * rate / n, nan, nan, nan)
+        )
+        rows.append(
+          (rate, "-", f"splits, {n} samples x {rate / n:.0f}", nan, nan, nan, splits * rate / n, nan, nan, nan)
+        )
+  print(
+    "| rate | budget | coding | 1 clip s | 2 clips s | marginal s/clip | host coding s/clip | network s/call | "
+    "file bits/sample | model NLL bits/sample |"
+  )
   print("|---|---|---|---|---|---|---|---|---|---|")
   for r in rows:
-    print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.2f} | {r[7]:.3f} | "
-          f"{r[8]:.3f} | {r[9]:.3f} |")
+    print(
+      f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.2f} | {r[7]:.3f} | "
+      f"{r[8]:.3f} | {r[9]:.3f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ one more process). Rows:
 Command:
   python benchmarks/cli_startup.py [--runs 5] [--workdir runs/digits]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,15 @@ import tempfile
 import time
 
 HEAVY = ("jax", "flax", "optax", "orbax", "tensorflow", "clu", "sklearn", "matplotlib", "scipy")
-COMPRESS_IMPORTS = ("ardm_jax.compress", "ardm_jax.workdir", "ardm_jax.sample", "ardm_jax.upscale",
-                    "ardm_jax.sharding", "ardm_jax.data", "ardm_jax.compile_cache")
+COMPRESS_IMPORTS = (
+  "ardm_jax.compress",
+  "ardm_jax.workdir",
+  "ardm_jax.sample",
+  "ardm_jax.upscale",
+  "ardm_jax.sharding",
+  "ardm_jax.data",
+  "ardm_jax.compile_cache",
+)
 
 
 def _timed(cmd: list[str], env: dict, cwd: str) -> tuple[float, float]:
@@ -47,13 +55,19 @@ def _timed(cmd: list[str], env: dict, cwd: str) -> tuple[float, float]:
 
 
 def _row(name: str, runs: list[tuple[float, float]], mods: str) -> tuple:
-  return (name, statistics.median(r[0] for r in runs), min(r[0] for r in runs),
-          statistics.median(r[1] for r in runs), mods)
+  return (
+    name,
+    statistics.median(r[0] for r in runs),
+    min(r[0] for r in runs),
+    statistics.median(r[1] for r in runs),
+    mods,
+  )
 
 
 def _imports_of(code: str, env: dict, cwd: str) -> str:
-  probe = (f"{code}\nimport json, sys\n"
-           f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})))")
+  probe = (
+    f"{code}\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})))"
+  )
   proc = subprocess.run([sys.executable, "-c", probe], env=env, cwd=cwd, capture_output=True, text=True)
   if proc.returncode != 0:
     return "?"
@@ -61,8 +75,7 @@ def _imports_of(code: str, env: dict, cwd: str) -> str:
 
 
 def _cli_code(argv: list[str]) -> str:
-  return ("import sys\nfrom ardm_jax import cli\n"
-          f"try:\n  cli.main({argv!r})\nexcept SystemExit:\n  pass")
+  return f"import sys\nfrom ardm_jax import cli\ntry:\n  cli.main({argv!r})\nexcept SystemExit:\n  pass"
 
 
 def main() -> None:
@@ -76,6 +89,7 @@ def main() -> None:
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   tmp = tempfile.mkdtemp(prefix="ardm_cli_startup_")
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   t = np.arange(args.num_steps)
   rng = np.random.default_rng(0)
   losses = 0.5 + 3.0 * np.exp(-t / (args.num_steps / 6)) + 0.02 * rng.standard_normal(args.num_steps)
@@ -84,12 +98,16 @@ def main() -> None:
   all_budgets = ",".join(str(b) for b in range(1, args.max_budget + 1))
   few_budgets = "5,10,20,50,100,200,500"
   rows = [
-      ("ardm --help", ["--help"]),
-      ("ardm eval --help", ["eval", "--help"]),
-      (f"ardm policy --loss-file (D={args.num_steps:,}) --budgets 1..{args.max_budget}",
-       ["policy", "--loss-file", "lt.npy", "--budgets", all_budgets, "--out", "p_all.json", "--overwrite"]),
-      (f"ardm policy --loss-file (D={args.num_steps:,}) --budgets {few_budgets}",
-       ["policy", "--loss-file", "lt.npy", "--budgets", few_budgets, "--out", "p_few.json", "--overwrite"]),
+    ("ardm --help", ["--help"]),
+    ("ardm eval --help", ["eval", "--help"]),
+    (
+      f"ardm policy --loss-file (D={args.num_steps:,}) --budgets 1..{args.max_budget}",
+      ["policy", "--loss-file", "lt.npy", "--budgets", all_budgets, "--out", "p_all.json", "--overwrite"],
+    ),
+    (
+      f"ardm policy --loss-file (D={args.num_steps:,}) --budgets {few_budgets}",
+      ["policy", "--loss-file", "lt.npy", "--budgets", few_budgets, "--out", "p_few.json", "--overwrite"],
+    ),
   ]
   table = []
   for name, argv in rows:
@@ -109,8 +127,9 @@ def main() -> None:
   for name, med, best, cpu, mods in table:
     print(f"| {name} | {med:.2f} | {best:.2f} | {cpu:.2f} | {mods} |")
   # What the compress modules spend their import time on (cumulative microseconds of the top-level packages).
-  proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env, cwd=tmp, capture_output=True,
-                        text=True)
+  proc = subprocess.run(
+    [sys.executable, "-X", "importtime", "-c", code], env=env, cwd=tmp, capture_output=True, text=True
+  )
   top = {}
   for line in proc.stderr.splitlines():
     parts = line.split("|")
@@ -118,8 +137,10 @@ def main() -> None:
     if parts[1:] and parts[1].strip().isdigit() and name and "." not in name and name not in top:
       top[name] = int(parts[1])  # a package's first (outermost) import carries its whole cost
   top = [(us, name) for name, us in top.items()]
-  print("\nimport time of the compress modules by package (python -X importtime, one run; nested packages are "
-        "also counted in the ones that import them):")
+  print(
+    "\nimport time of the compress modules by package (python -X importtime, one run; nested packages are "
+    "also counted in the ones that import them):"
+  )
   print("| package | cumulative s |")
   print("|---|---|")
   for us, pkg in sorted(top, reverse=True)[:8]:
@@ -131,8 +152,12 @@ def main() -> None:
     cache = os.path.join(tmp, "jax_cache")
     argv = ["eval", "--workdir", workdir, "--passes", "1"]
     print(f"\nardm eval --workdir {args.workdir} (one process each, in this order):")
-    runs = [("no cache", dict(env, ARDM_COMPILE_CACHE="")), ("cold", dict(env, ARDM_COMPILE_CACHE=cache)),
-            ("warm", dict(env, ARDM_COMPILE_CACHE=cache)), ("warm", dict(env, ARDM_COMPILE_CACHE=cache))]
+    runs = [
+      ("no cache", dict(env, ARDM_COMPILE_CACHE="")),
+      ("cold", dict(env, ARDM_COMPILE_CACHE=cache)),
+      ("warm", dict(env, ARDM_COMPILE_CACHE=cache)),
+      ("warm", dict(env, ARDM_COMPILE_CACHE=cache)),
+    ]
     print("| run | compile cache | wall s | CPU s |")
     print("|---|---|---|---|")
     for i, (what, run_env) in enumerate(runs):
@@ -144,20 +169,27 @@ def main() -> None:
 
 def _time_compression(cli: list[str], workdir: str, env: dict, tmp: str, runs: int) -> None:
   """Whole `ardm compress` and `ardm decompress` commands on one held-out item (saved as .npy), cold then warm."""
-  code = ("import numpy as np\nfrom ardm_jax import configs, data\n"
-          f"c = configs.config_from_json({os.path.join(workdir, 'config.json')!r})\n"
-          f"np.save({os.path.join(tmp, 'item.npy')!r}, data.load(c.data).eval_items('test')[0])")
+  code = (
+    "import numpy as np\nfrom ardm_jax import configs, data\n"
+    f"c = configs.config_from_json({os.path.join(workdir, 'config.json')!r})\n"
+    f"np.save({os.path.join(tmp, 'item.npy')!r}, data.load(c.data).eval_items('test')[0])"
+  )
   subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp, check=True, capture_output=True)
-  jobs = {"compress": ["compress", "--workdir", workdir, "item.npy", "-o", "item.ardm", "--overwrite"],
-          "decompress": ["decompress", "--workdir", workdir, "item.ardm", "-o", "restored", "--overwrite"]}
+  jobs = {
+    "compress": ["compress", "--workdir", workdir, "item.npy", "-o", "item.ardm", "--overwrite"],
+    "decompress": ["decompress", "--workdir", workdir, "item.ardm", "-o", "restored", "--overwrite"],
+  }
   print("\nardm compress / decompress of one held-out item (the compile cache of the eval runs above):")
   print("| command | cold wall s | warm median wall s | warm min wall s | warm median CPU s |")
   print("|---|---|---|---|---|")
   for name, argv in jobs.items():
     cold = _timed(cli + argv, env, tmp)
     warm = [_timed(cli + argv, env, tmp) for _ in range(runs)]
-    print(f"| ardm {name} | {cold[0]:.2f} | {statistics.median(w[0] for w in warm):.2f} | "
-          f"{min(w[0] for w in warm):.2f} | {statistics.median(w[1] for w in warm):.2f} |", flush=True)
+    print(
+      f"| ardm {name} | {cold[0]:.2f} | {statistics.median(w[0] for w in warm):.2f} | "
+      f"{min(w[0] for w in warm):.2f} | {statistics.median(w[1] for w in warm):.2f} |",
+      flush=True,
+    )
   size = os.path.getsize(os.path.join(tmp, "item.ardm"))
   print(f"(file: {size} bytes)")
 

@@ -11,6 +11,7 @@
    call (device and host strictly in turn). Exact round trips are checked.
 Prints medians of --reps runs as a markdown table.
 """
+
 import argparse
 import os
 import statistics
@@ -30,8 +31,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def baseline_coding(commit: str) -> types.ModuleType:
-  src = subprocess.run(["git", "-C", REPO, "show", f"{commit}:ardm_jax/coding.py"], capture_output=True, text=True,
-                       check=True).stdout
+  src = subprocess.run(
+    ["git", "-C", REPO, "show", f"{commit}:ardm_jax/coding.py"], capture_output=True, text=True, check=True
+  ).stdout
   module = types.ModuleType("coding_baseline")
   sys.modules[module.__name__] = module  # dataclasses look their module up
   exec(compile(src, "coding_baseline", "exec"), module.__dict__)  # pylint: disable=exec-used
@@ -59,17 +61,19 @@ def per_row_rows(baseline, B: int, D: int, K: int, reps: int) -> list[tuple]:
   sigma, policy = coding.order_from_seed(0, D), np.arange(D)
   rows = []
   for name, module in (("baseline", baseline), ("now", coding)):
+
     def run(module=module):
       payloads = module.encode_items(predict, x, sigma, policy, K)
       assert np.array_equal(module.decode_items(predict, payloads, sigma, policy, B, D, K), x)
+
     seconds = median_seconds(run, reps)
-    rows.append((f"per-item streams, {B} items x {D} steps, K={K}: {name}", seconds,
-                 1e3 * seconds / (2 * B * D)))
+    rows.append((f"per-item streams, {B} items x {D} steps, K={K}: {name}", seconds, 1e3 * seconds / (2 * B * D)))
   return rows
 
 
 class PlainCall:
   """The Predictor without `dispatch`: each step's device work starts only when the coder asks for it."""
+
   positions_only = True
 
   def __init__(self, predictor):
@@ -87,6 +91,7 @@ class PlainCall:
 
 def overlap_rows(workdir: str, num_items: int, reps: int) -> list[tuple]:
   from ardm_jax import compress, data  # pylint: disable=import-outside-toplevel
+
   cm = compress.open_coding_model(workdir)
   items = data.load(cm.model.config.data).eval_items("test")[:num_items]
   steps, _ = compress.encoder_policy(cm, None)
@@ -97,9 +102,11 @@ def overlap_rows(workdir: str, num_items: int, reps: int) -> list[tuple]:
 
     def run(run_cm=run_cm, name=name):
       blobs[name], _ = compress.compress_items(run_cm, items, mode="item", steps=steps, order_seed=0)
+
     seconds = median_seconds(run, reps)
-    rows.append((f"compress {len(items)} items of {workdir} ({len(steps)} steps): {name}", seconds,
-                 1e3 * seconds / len(steps)))
+    rows.append(
+      (f"compress {len(items)} items of {workdir} ({len(steps)} steps): {name}", seconds, 1e3 * seconds / len(steps))
+    )
   assert blobs["strictly in turn"] == blobs["overlapped"], "overlap changed the bytes"
   _, out, _ = compress.decompress_items(cm, blobs["overlapped"])
   assert np.array_equal(out, items)

@@ -23,6 +23,7 @@ Times are wall-clock on whatever machine runs this. On a shared machine they swi
 variant N times, interleaved, and prints medians; each table row also gives the 1-minute load average seen
 around its compiles. `benchmarks/compile_breakdown.py` splits one compile into libtpu's stages and kernels.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,14 @@ DEFAULT_STEP_CONFIGS = ("experiments/digits.py", "experiments/local_text.py:pydo
 DEFAULT_AOT = ("experiments/cifar10.py@v4-32", "experiments/text8.py@v5e-16")
 # model.remat of the paper configs before the per-block-kind choices (commit 522a3cc^): text8 set none (False),
 # cifar10 and sc09 remat=True. The bool rule below would read text8's 'attention' as True.
-PRE_POLICY_REMAT = {"text8.py": False, "text8_upscale.py": False, "cifar10.py": True, "cifar10_upscale4.py": True,
-                    "sc09.py": True, "sc09_upscale.py": True}
+PRE_POLICY_REMAT = {
+  "text8.py": False,
+  "text8_upscale.py": False,
+  "cifar10.py": True,
+  "cifar10_upscale4.py": True,
+  "sc09.py": True,
+  "sc09_upscale.py": True,
+}
 
 
 def variant_model(model_cfg, variant: str, scan_layers: bool = True, path: str | None = None) -> dict:
@@ -73,6 +80,7 @@ def variants_with_remat(variants, remat_choices):
 
 def with_model(config, model: dict):
   import ml_collections  # pylint: disable=import-outside-toplevel
+
   config = ml_collections.ConfigDict(config.to_dict())
   config.model = ml_collections.ConfigDict(model)
   return config
@@ -96,7 +104,8 @@ def step_times(config, spec, steps: int) -> tuple[float, float]:
   state = setup.init_state(0)
   rng = np.random.default_rng(0)
   batch = sharding.global_batch(
-      rng.integers(0, spec.num_classes, (int(config.train.batch_size),) + spec.shape).astype(np.int32), setup.mesh)
+    rng.integers(0, spec.num_classes, (int(config.train.batch_size),) + spec.shape).astype(np.int32), setup.mesh
+  )
   key = jax.device_put(jax.random.PRNGKey(0), sharding.replicated(setup.mesh))
   with setup.context():
     start = time.perf_counter()
@@ -128,8 +137,9 @@ def aot_compile(config, topology: str, have_libtpu: bool) -> tuple[float, float,
   state = checkpoint.abstract_with_shardings(setup.abstract_state, setup.state_shardings)
   key_shape = jax.eval_shape(lambda: jax.random.PRNGKey(0))
   key = jax.ShapeDtypeStruct(key_shape.shape, key_shape.dtype, sharding=sharding.replicated(setup.mesh))
-  batch = jax.ShapeDtypeStruct((int(config.train.batch_size),) + spec.shape, np.int32,
-                               sharding=sharding.batch_sharding(setup.mesh))
+  batch = jax.ShapeDtypeStruct(
+    (int(config.train.batch_size),) + spec.shape, np.int32, sharding=sharding.batch_sharding(setup.mesh)
+  )
   with setup.context():
     start = time.perf_counter()
     lowered = train.compile_train_step(setup).lower(state, batch, key)
@@ -143,20 +153,44 @@ def aot_compile(config, topology: str, have_libtpu: bool) -> tuple[float, float,
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--step_configs", nargs="*", default=list(DEFAULT_STEP_CONFIGS),
-                      help="configs (path[:variant]) whose train step is timed on one CPU device")
-  parser.add_argument("--aot", nargs="*", default=list(DEFAULT_AOT),
-                      help="path[:variant]@TOPOLOGY pairs compiled ahead of time for a TPU slice")
+  parser.add_argument(
+    "--step_configs",
+    nargs="*",
+    default=list(DEFAULT_STEP_CONFIGS),
+    help="configs (path[:variant]) whose train step is timed on one CPU device",
+  )
+  parser.add_argument(
+    "--aot",
+    nargs="*",
+    default=list(DEFAULT_AOT),
+    help="path[:variant]@TOPOLOGY pairs compiled ahead of time for a TPU slice",
+  )
   parser.add_argument("--steps", type=int, default=5, help="timed CPU steps per variant (after one warm-up)")
   parser.add_argument("--variants", nargs="+", default=["old", "new"], choices=["old", "new"])
-  parser.add_argument("--remat", nargs="*", default=[],
-                      help="run the 'new' variant once per model.remat choice given here (default: the config's)")
-  parser.add_argument("--new_scan_layers", type=int, default=1, choices=[0, 1],
-                      help="scan_layers of the 'new' variant (0: the other new settings with unrolled layers)")
-  parser.add_argument("--repeat", type=int, default=1,
-                      help="AOT compiles per variant (interleaved); the table gives medians and the range")
-  parser.add_argument("--cpu_estimate", action="store_true",
-                      help="compile the --aot configs with XLA:CPU on fake devices even if libtpu is importable")
+  parser.add_argument(
+    "--remat",
+    nargs="*",
+    default=[],
+    help="run the 'new' variant once per model.remat choice given here (default: the config's)",
+  )
+  parser.add_argument(
+    "--new_scan_layers",
+    type=int,
+    default=1,
+    choices=[0, 1],
+    help="scan_layers of the 'new' variant (0: the other new settings with unrolled layers)",
+  )
+  parser.add_argument(
+    "--repeat",
+    type=int,
+    default=1,
+    help="AOT compiles per variant (interleaved); the table gives medians and the range",
+  )
+  parser.add_argument(
+    "--cpu_estimate",
+    action="store_true",
+    help="compile the --aot configs with XLA:CPU on fake devices even if libtpu is importable",
+  )
   args = parser.parse_args(argv)
 
   aot = [item.rsplit("@", 1) for item in args.aot]
@@ -172,8 +206,11 @@ def main(argv=None) -> int:
 
   import jax  # pylint: disable=import-outside-toplevel
   from ardm_jax import configs  # pylint: disable=import-outside-toplevel
-  print(f"jax {jax.__version__}, {os.cpu_count()} CPU cores; AOT compiler: "
-        f"{'libtpu (TPU memory analysis)' if have_libtpu else 'XLA:CPU estimate on fake devices'}")
+
+  print(
+    f"jax {jax.__version__}, {os.cpu_count()} CPU cores; AOT compiler: "
+    f"{'libtpu (TPU memory analysis)' if have_libtpu else 'XLA:CPU estimate on fake devices'}"
+  )
 
   if args.step_configs:
     print("\n| config | variant | settings | step compile | median step (CPU, 1 device) |")
@@ -191,8 +228,10 @@ def main(argv=None) -> int:
   if aot:
     target = "libtpu" if have_libtpu else "XLA:CPU estimate"
     times = "median of " + str(args.repeat) if args.repeat > 1 else "one run"
-    print(f"\n| config | slice | variant | settings | trace+lower | compile ({target}; {times}) | compile ratio "
-          "old / this | peak memory per device | load (1 min) |")
+    print(
+      f"\n| config | slice | variant | settings | trace+lower | compile ({target}; {times}) | compile ratio "
+      "old / this | peak memory per device | load (1 min) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for path, topology in aot:
       base = configs.load_config_file(path)
@@ -216,28 +255,36 @@ def main(argv=None) -> int:
               raise
             runs["error"] = str(err).split("RESOURCE_EXHAUSTED:")[-1].strip().splitlines()[0]
             runs["load"].extend([load_before, os.getloadavg()[0]])
-            print(f"  {path} {topology} {describe(model)}: does not fit: {runs['error']}", file=sys.stderr,
-                  flush=True)
+            print(f"  {path} {topology} {describe(model)}: does not fit: {runs['error']}", file=sys.stderr, flush=True)
             continue
           runs["lower"].append(lower_s)
           runs["compile"].append(compile_s)
           runs["load"].extend([load_before, os.getloadavg()[0]])
           runs["peak"] = peak
-          print(f"  {path} {topology} {describe(model)}: lower {lower_s:.0f} s, compile {compile_s:.0f} s",
-                file=sys.stderr, flush=True)
+          print(
+            f"  {path} {topology} {describe(model)}: lower {lower_s:.0f} s, compile {compile_s:.0f} s",
+            file=sys.stderr,
+            flush=True,
+          )
       old = [statistics.median(r["compile"]) for v, _, r in rows if v == "old" and not r.get("error")]
       for variant, model, runs in rows:
         if runs.get("error"):
-          print(f"| {path} | {topology} | {variant} | {describe(model)} | - | does not fit | - | {runs['error']} | "
-                f"{min(runs['load']):.1f}-{max(runs['load']):.1f} |", flush=True)
+          print(
+            f"| {path} | {topology} | {variant} | {describe(model)} | - | does not fit | - | {runs['error']} | "
+            f"{min(runs['load']):.1f}-{max(runs['load']):.1f} |",
+            flush=True,
+          )
           continue
         peak, compile_s = runs["peak"], statistics.median(runs["compile"])
         share = f" ({100 * peak / (hbm * 2**30):.0f}% of {hbm} GiB)" if have_libtpu else ""
         ratio = f"{old[0] / compile_s:.2f}x" if old else "-"
-        spread = (f" ({min(runs['compile']):.0f}-{max(runs['compile']):.0f})" if len(runs["compile"]) > 1 else "")
-        print(f"| {path} | {topology} | {variant} | {describe(model)} | {statistics.median(runs['lower']):.0f} s | "
-              f"{compile_s:.0f} s{spread} | {ratio} | {peak / 2**30:.2f} GiB{share} | "
-              f"{min(runs['load']):.1f}-{max(runs['load']):.1f} |", flush=True)
+        spread = f" ({min(runs['compile']):.0f}-{max(runs['compile']):.0f})" if len(runs["compile"]) > 1 else ""
+        print(
+          f"| {path} | {topology} | {variant} | {describe(model)} | {statistics.median(runs['lower']):.0f} s | "
+          f"{compile_s:.0f} s{spread} | {ratio} | {peak / 2**30:.2f} GiB{share} | "
+          f"{min(runs['load']):.1f}-{max(runs['load']):.1f} |",
+          flush=True,
+        )
   return 0
 
 

@@ -17,6 +17,7 @@ an HLO dump, then prints from that log:
     rest of the network, the loss, the optimizer and EMA.
 Nothing here is a TPU measurement of run time; it explains compile time only. Logging slows the compile a little.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,15 +50,21 @@ def _seconds(text: str) -> float:
 def _child(path: str, topology: str, variant: str) -> None:
   import compile_and_step as cs  # pylint: disable=import-outside-toplevel
   from ardm_jax import preflight  # pylint: disable=import-outside-toplevel
+
   have_libtpu = preflight._prepare_compiler(topology, False)  # pylint: disable=protected-access
   if not have_libtpu:
     raise SystemExit("compile_breakdown.py needs libtpu importable (PYTHONPATH)")
   from ardm_jax import configs  # pylint: disable=import-outside-toplevel
+
   base = configs.load_config_file(path)
   model = cs.variant_model(base.model, variant, True, path)
   lower_s, compile_s, peak = cs.aot_compile(cs.with_model(base, model), topology, True)
-  print(f"CHILD {cs.describe(model)} | trace+lower {lower_s:.1f} s | compile {compile_s:.1f} s | "
-        f"peak {peak / 2**30:.2f} GiB", file=sys.stderr, flush=True)
+  print(
+    f"CHILD {cs.describe(model)} | trace+lower {lower_s:.1f} s | compile {compile_s:.1f} s | "
+    f"peak {peak / 2**30:.2f} GiB",
+    file=sys.stderr,
+    flush=True,
+  )
 
 
 def _group(op_name: str) -> str:
@@ -81,7 +88,7 @@ def _report(log: str, dump_dir: str, top: int) -> None:
   lines = open(log, errors="replace").read().splitlines()
   for line in lines:
     if line.startswith("CHILD "):
-      print(line[len("CHILD "):])
+      print(line[len("CHILD ") :])
   stages = {m.group(1): _seconds(m.group(2)) for m in map(_STAGE.search, lines) if m}
   bundles = [m.group(1) for m in map(_BUNDLES.search, lines) if m]
   print("\n| libtpu stage | seconds |\n|---|---|")
@@ -101,8 +108,9 @@ def _report(log: str, dump_dir: str, top: int) -> None:
   after = sorted(glob.glob(os.path.join(dump_dir, "*train_step*after_optimizations.txt")))
   names = {}
   if after:
-    for m in re.finditer(r"^\s*(?:ROOT )?%([\w.\-]+) = .*?metadata=\{op_name=\"([^\"]*)\"", open(after[-1]).read(),
-                         re.M):
+    for m in re.finditer(
+      r"^\s*(?:ROOT )?%([\w.\-]+) = .*?metadata=\{op_name=\"([^\"]*)\"", open(after[-1]).read(), re.M
+    ):
       names[m.group(1)] = m.group(2)
   current, last_t, kernel_s, size = {}, {}, collections.Counter(), {}
   for line in lines:
@@ -125,8 +133,10 @@ def _report(log: str, dump_dir: str, top: int) -> None:
   groups = collections.Counter()
   for kernel, sec in kernel_s.items():
     groups[_group(names.get(kernel, ""))] += sec
-  print(f"\nBackend thread time: {total:.1f} s over {len(kernel_s)} kernels (thread pool, so more than the stage's "
-        "wall time)\n| part of the train step | thread seconds | share |\n|---|---|---|")
+  print(
+    f"\nBackend thread time: {total:.1f} s over {len(kernel_s)} kernels (thread pool, so more than the stage's "
+    "wall time)\n| part of the train step | thread seconds | share |\n|---|---|---|"
+  )
   for name, sec in groups.most_common():
     print(f"| {name} | {sec:.1f} | {100 * sec / max(total, 1e-9):.0f}% |")
   print(f"\n| kernel | LLO instructions | thread seconds | op_name |\n|---|---|---|---|")
@@ -149,13 +159,23 @@ def main(argv=None) -> int:
   work = args.keep or tempfile.mkdtemp(prefix="compile_breakdown_")
   os.makedirs(work, exist_ok=True)
   dump, log = os.path.join(work, "hlo"), os.path.join(work, "libtpu.log")
-  env = dict(os.environ, TPU_STDERR_LOG_LEVEL="0", TPU_MIN_LOG_LEVEL="0",
-             LIBTPU_INIT_ARGS=(os.environ.get("LIBTPU_INIT_ARGS", "") +
-                               " --vmodule=hlo_pass_pipeline=2,deepsea_compiler_backend=1").strip(),
-             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump} --xla_dump_hlo_as_text").strip())
+  env = dict(
+    os.environ,
+    TPU_STDERR_LOG_LEVEL="0",
+    TPU_MIN_LOG_LEVEL="0",
+    LIBTPU_INIT_ARGS=(
+      os.environ.get("LIBTPU_INIT_ARGS", "") + " --vmodule=hlo_pass_pipeline=2,deepsea_compiler_backend=1"
+    ).strip(),
+    XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump} --xla_dump_hlo_as_text").strip(),
+  )
   with open(log, "w") as f:
-    rc = subprocess.run([sys.executable, os.path.abspath(__file__), args.target, "--variant", args.variant,
-                         "--child"], env=env, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
+    rc = subprocess.run(
+      [sys.executable, os.path.abspath(__file__), args.target, "--variant", args.variant, "--child"],
+      env=env,
+      stdout=f,
+      stderr=subprocess.STDOUT,
+      check=False,
+    ).returncode
   if rc:
     print(f"the compile failed (exit {rc}); see {log}")
     return rc

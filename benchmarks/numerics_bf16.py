@@ -27,6 +27,7 @@ Measured (benchmarks/RESULTS.md, "bf16 against float32 on the same parameters"; 
 --compare-old-numerics 29f7dbf^, 30 min on 2 CPU cores shared with other jobs, 24 min of CPU time): |bf16 - fp32|
 at most 0.00009 bits/dim on every model, 0.00002 at paper depth; the older bf16 numerics at most 0.00019.
 """
+
 import argparse
 import dataclasses
 import importlib
@@ -66,29 +67,56 @@ class Model:
 
 # Small enough to train a few hundred steps in minutes on 2 CPU cores.
 SHALLOW = (
-    Model("digits", "shallow", "digits.py", {"train": {"eval_passes": 0}}),
-    Model("pydoc text", "shallow", "local_text.py:pydoc",
-          {"data": {"seq_len": 64}, "model": {"emb_dim": 128, "mlp_dim": 512},
-           "optim": {"warmup_steps": 100}, "train": {"eval_passes": 0, "log_every": 100}}),
+  Model("digits", "shallow", "digits.py", {"train": {"eval_passes": 0}}),
+  Model(
+    "pydoc text",
+    "shallow",
+    "local_text.py:pydoc",
+    {
+      "data": {"seq_len": 64},
+      "model": {"emb_dim": 128, "mlp_dim": 512},
+      "optim": {"warmup_steps": 100},
+      "train": {"eval_passes": 0, "log_every": 100},
+    },
+  ),
 )
 # experiments/cifar10.py's U-Net wiring (num_res_blocks=32, attention after every block and in the middle, one
 # head, the official input layer with the id embedding at ch/4, no dropout) at ch=32 on 8x8 digits, where the 66
 # attention layers are cheap. A higher learning rate and a short warm-up than cifar10.py's so a few hundred steps
 # leave the model clearly better than uniform (4.09 bits/dim).
-PAPER_UNET = {"model": {"ch": 32, "num_res_blocks": 32, "attention": True, "num_heads": 1, "input_numeric": True,
-                        "input_embed_dim": 8, "dropout": 0.0},
-              "optim": {"learning_rate": 1e-3, "warmup_steps": 30, "schedule": "cosine"},
-              "train": {"eval_passes": 0, "log_every": 50}}
+PAPER_UNET = {
+  "model": {
+    "ch": 32,
+    "num_res_blocks": 32,
+    "attention": True,
+    "num_heads": 1,
+    "input_numeric": True,
+    "input_embed_dim": 8,
+    "dropout": 0.0,
+  },
+  "optim": {"learning_rate": 1e-3, "warmup_steps": 30, "schedule": "cosine"},
+  "train": {"eval_passes": 0, "log_every": 50},
+}
 # experiments/text8.py's Transformer (12 layers, sinusoidal positions, neither t nor the mask as inputs, no rotary
 # positions) at width 64, 4 heads, MLP 256, on pydoc text crops of text8's 250 characters.
-PAPER_TRANSFORMER = {"data": {"seq_len": 250},
-                     "model": {"num_layers": 12, "emb_dim": 64, "mlp_dim": 256, "num_heads": 4, "rope": False,
-                               "positions": "sinusoidal", "time_input": False, "mask_input": False},
-                     "optim": {"learning_rate": 1e-3, "warmup_steps": 50, "schedule": "cosine"},
-                     "train": {"eval_passes": 0, "log_every": 50}}
+PAPER_TRANSFORMER = {
+  "data": {"seq_len": 250},
+  "model": {
+    "num_layers": 12,
+    "emb_dim": 64,
+    "mlp_dim": 256,
+    "num_heads": 4,
+    "rope": False,
+    "positions": "sinusoidal",
+    "time_input": False,
+    "mask_input": False,
+  },
+  "optim": {"learning_rate": 1e-3, "warmup_steps": 50, "schedule": "cosine"},
+  "train": {"eval_passes": 0, "log_every": 50},
+}
 PAPER = (
-    Model("digits", "paper", "digits.py", PAPER_UNET),
-    Model("pydoc text", "paper", "local_text.py:pydoc", PAPER_TRANSFORMER),
+  Model("digits", "paper", "digits.py", PAPER_UNET),
+  Model("pydoc text", "paper", "local_text.py:pydoc", PAPER_TRANSFORMER),
 )
 
 
@@ -98,10 +126,14 @@ def _with_model_options(updates: dict, **options) -> dict:
 
 # The same networks with the options an older revision has (--compare-old-numerics).
 PAPER_OLD_OPTIONS = (
-    Model("digits", "paper", "digits.py", _with_model_options(PAPER_UNET, input_numeric=False), old_options=True),
-    Model("pydoc text", "paper", "local_text.py:pydoc",
-          _with_model_options(PAPER_TRANSFORMER, positions="learned", time_input=True, mask_input=True),
-          old_options=True),
+  Model("digits", "paper", "digits.py", _with_model_options(PAPER_UNET, input_numeric=False), old_options=True),
+  Model(
+    "pydoc text",
+    "paper",
+    "local_text.py:pydoc",
+    _with_model_options(PAPER_TRANSFORMER, positions="learned", time_input=True, mask_input=True),
+    old_options=True,
+  ),
 )
 
 
@@ -129,8 +161,9 @@ def _setup(trained, dtype: str):
 
 def _per_item_bpd(setup, params, items, passes: int, seed: int) -> np.ndarray:
   with setup.context():
-    result = evaluate.evaluate_params(setup, params, items, passes=passes,
-                                      batch_size=int(setup.config.train.eval_batch_size), seed=seed)
+    result = evaluate.evaluate_params(
+      setup, params, items, passes=passes, batch_size=int(setup.config.train.eval_batch_size), seed=seed
+    )
   return np.asarray(result["per_item"], np.float64)
 
 
@@ -144,8 +177,9 @@ def load_old_nets(rev: str):
   try:
     commit = _git("rev-parse", "--verify", f"{rev}^{{commit}}").strip()
   except subprocess.CalledProcessError as err:
-    raise ValueError(f"--compare-old-numerics {rev!r} is not a git revision of this repository; "
-                     "pass e.g. 29f7dbf^") from err
+    raise ValueError(
+      f"--compare-old-numerics {rev!r} is not a git revision of this repository; pass e.g. 29f7dbf^"
+    ) from err
   package = f"ardm_nets_{commit[:12]}"
   folder = tempfile.mkdtemp(prefix="old_nets_")
   os.makedirs(os.path.join(folder, package))
@@ -174,9 +208,14 @@ def old_numerics_setup(old_nets, setup, params):
     else:
       return None, f"model.{key}={cfg[key]!r} is not in that revision"
   model, spec = setup.objective, setup.spec
-  net = old_nets.build_network(cfg, spec.shape, spec.num_classes, num_outputs=model.num_outputs,
-                               num_input_classes=model.num_input_classes,
-                               num_steps=model.num_net_steps(spec.num_steps))
+  net = old_nets.build_network(
+    cfg,
+    spec.shape,
+    spec.num_classes,
+    num_outputs=model.num_outputs,
+    num_input_classes=model.num_input_classes,
+    num_steps=model.num_net_steps(spec.num_steps),
+  )
   x, t = jnp.zeros((1,) + spec.shape, jnp.int32), jnp.zeros((1,), jnp.int32)
   with setup.context():
     shapes = jax.eval_shape(lambda: net.init({"params": jax.random.PRNGKey(0)}, x, x > 0, t, train=False)["params"])
@@ -203,8 +242,9 @@ def _options(config) -> str:
     return f"ch {m.ch}, input_numeric={bool(m.get('input_numeric', False))}"
   if m.get("rope", False):
     return f"width {m.emb_dim}, rope"
-  return (f"width {m.emb_dim}, {m.get('positions', 'learned')}"
-          + ("" if m.get("time_input", True) else ", no t/mask input"))
+  return f"width {m.emb_dim}, {m.get('positions', 'learned')}" + (
+    "" if m.get("time_input", True) else ", no t/mask input"
+  )
 
 
 def main():
@@ -215,20 +255,29 @@ def main():
   parser.add_argument("--paper-steps", type=int, default=120, help="training steps per paper-depth model")
   parser.add_argument("--passes", type=int, default=4, help="evaluation passes per test item")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--compare-old-numerics", metavar="REV", default=None,
-                      help="also evaluate bf16 with the networks of git revision REV, e.g. 29f7dbf^")
+  parser.add_argument(
+    "--compare-old-numerics",
+    metavar="REV",
+    default=None,
+    help="also evaluate bf16 with the networks of git revision REV, e.g. 29f7dbf^",
+  )
   args = parser.parse_args()
   start_all = time.time()
-  print(f"commit {_git('rev-parse', '--short', 'HEAD').strip()}, {time.strftime('%Y-%m-%d %H:%M')}, "
-        f"{os.cpu_count()} CPU cores, 1-minute load {os.getloadavg()[0]:.1f} at the start", flush=True)
+  print(
+    f"commit {_git('rev-parse', '--short', 'HEAD').strip()}, {time.strftime('%Y-%m-%d %H:%M')}, "
+    f"{os.cpu_count()} CPU cores, 1-minute load {os.getloadavg()[0]:.1f} at the start",
+    flush=True,
+  )
   old_nets, old_commit = load_old_nets(args.compare_old_numerics) if args.compare_old_numerics else (None, "")
   models = (SHALLOW if args.depth in ("shallow", "all") else ()) + (PAPER if args.depth in ("paper", "all") else ())
   if old_nets is not None and args.depth in ("paper", "all"):
     models += PAPER_OLD_OPTIONS
   old_header = f" | bf16 {old_commit[:7]} numerics - fp32 (paired)" if old_nets else ""
-  rows = [f"| data | network | depth | options | train steps | test items x passes | bpd fp32 | bpd bf16 "
-          f"| bf16 - fp32 (paired){old_header} | s |",
-          "|---" * (10 + bool(old_nets)) + "|"]
+  rows = [
+    f"| data | network | depth | options | train steps | test items x passes | bpd fp32 | bpd bf16 "
+    f"| bf16 - fp32 (paired){old_header} | s |",
+    "|---" * (10 + bool(old_nets)) + "|",
+  ]
   for model in models:
     start = time.time()
     steps = args.steps if model.depth == "shallow" else args.paper_steps
@@ -246,10 +295,12 @@ def main():
       else:
         old = _per_item_bpd(setup_old, trained.params, items, args.passes, args.seed)
         old_cell = " | {:+.5f} ± {:.5f}".format(*_mean_stderr(old - fp32))
-    rows.append(f"| {model.name} | {trained.config.model.name} | {_blocks(trained.config)} | "
-                f"{_options(trained.config)} | {trained.step} | {len(items)} x {args.passes} | "
-                f"{m32:.4f} ± {s32:.4f} | {m16:.4f} ± {s16:.4f} | {diff:+.5f} ± {sdiff:.5f}{old_cell} | "
-                f"{time.time() - start:.0f} |")
+    rows.append(
+      f"| {model.name} | {trained.config.model.name} | {_blocks(trained.config)} | "
+      f"{_options(trained.config)} | {trained.step} | {len(items)} x {args.passes} | "
+      f"{m32:.4f} ± {s32:.4f} | {m16:.4f} ± {s16:.4f} | {diff:+.5f} ± {sdiff:.5f}{old_cell} | "
+      f"{time.time() - start:.0f} |"
+    )
     print(f"  {model.folder}: done in {time.time() - start:.0f} s\n{rows[-1]}", file=sys.stderr, flush=True)
   print("\n".join(rows))
   print(f"total {time.time() - start_all:.0f} s")

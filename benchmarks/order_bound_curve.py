@@ -17,6 +17,7 @@ noise) and --passes independent one-call estimates per item (the estimator `ardm
 ARM's exact NLL under its fixed raster order. Prints a
 markdown table, writes ROOT/order_bound_curve.json and a PNG of bits against K (--png).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,10 +46,10 @@ def _log(msg: str, t0: float) -> None:
 
 
 def _open_or_train(path: str, config_file: str, overrides: list[str], may_train: bool):
-  config = configs.apply_overrides(configs.load_config_file(os.path.join(REPO, "experiments", config_file)),
-                                   overrides)
-  done = (os.path.isfile(os.path.join(path, configs.CONFIG_FILE))
-          and workdir.open_workdir(path).step >= int(config.train.num_steps))
+  config = configs.apply_overrides(configs.load_config_file(os.path.join(REPO, "experiments", config_file)), overrides)
+  done = os.path.isfile(os.path.join(path, configs.CONFIG_FILE)) and workdir.open_workdir(path).step >= int(
+    config.train.num_steps
+  )
   if not done:
     if not may_train:
       sys.exit(f"{path} is not a finished {config_file} workdir; train it first (or pass --train)")
@@ -71,24 +72,44 @@ def measure(model, items, args, t0) -> dict:
   setup, num_dims = model.setup, model.spec.num_steps
   kind = "digits" if model.spec.kind == "image" else "text"
   with setup.context():
-    elbo = evaluate.evaluate_params(setup, model.params, items, passes=args.passes,
-                                    batch_size=int(model.config.train.eval_batch_size), seed=args.seed)
-    _log(f"{kind}: ELBO {elbo['bpd']:.4f} ± {elbo['stderr']:.4f} on {len(items)} items; now "
-         f"{len(items) * args.orders} orders x {num_dims} calls", t0)
+    elbo = evaluate.evaluate_params(
+      setup, model.params, items, passes=args.passes, batch_size=int(model.config.train.eval_batch_size), seed=args.seed
+    )
+    _log(
+      f"{kind}: ELBO {elbo['bpd']:.4f} ± {elbo['stderr']:.4f} on {len(items)} items; now "
+      f"{len(items) * args.orders} orders x {num_dims} calls",
+      t0,
+    )
     start = time.time()
-    ll = order_bound.order_log_likelihoods(setup.apply_fn, setup.objective, model.params, items,
-                                           num_orders=args.orders, batch_size=ROW_BATCH[kind], seed=args.seed,
-                                           mesh=setup.mesh)
+    ll = order_bound.order_log_likelihoods(
+      setup.apply_fn,
+      setup.objective,
+      model.params,
+      items,
+      num_orders=args.orders,
+      batch_size=ROW_BATCH[kind],
+      seed=args.seed,
+      mesh=setup.mesh,
+    )
     seconds = time.time() - start
   per_k = [order_bound.bound_bits(ll, num_dims, k) for k in range(1, args.orders + 1)]
   order_mean = (-ll.sum(axis=2) / (num_dims * np.log(2.0))).mean(axis=1)  # the ELBO from the same orders
-  return {"kind": kind, "unit": UNITS[kind], "workdir": model.workdir, "step": model.step,
-          "num_items": len(items), "orders": args.orders, "elbo_passes": args.passes,
-          "elbo": [elbo["bpd"], elbo["stderr"]], "order_mean": list(_mean_stderr(order_mean)),
-          "curve": [_mean_stderr(b) for b in per_k],
-          "gain_over_order_mean": [_mean_stderr(order_mean - b) for b in per_k],
-          "gain_over_elbo": [_mean_stderr(elbo["per_item"] - b) for b in per_k],
-          "orders_seconds": round(seconds, 1), "bound_per_item": per_k[-1].tolist()}
+  return {
+    "kind": kind,
+    "unit": UNITS[kind],
+    "workdir": model.workdir,
+    "step": model.step,
+    "num_items": len(items),
+    "orders": args.orders,
+    "elbo_passes": args.passes,
+    "elbo": [elbo["bpd"], elbo["stderr"]],
+    "order_mean": list(_mean_stderr(order_mean)),
+    "curve": [_mean_stderr(b) for b in per_k],
+    "gain_over_order_mean": [_mean_stderr(order_mean - b) for b in per_k],
+    "gain_over_elbo": [_mean_stderr(elbo["per_item"] - b) for b in per_k],
+    "orders_seconds": round(seconds, 1),
+    "bound_per_item": per_k[-1].tolist(),
+  }
 
 
 def _fmt(pair, digits=3) -> str:
@@ -102,16 +123,25 @@ def table(results: dict) -> str:
   head = " | ".join(f"{n}: bound ({results[n]['unit']}) | {n}: ELBO − bound" for n in names)
   lines = [f"| K orders | {head} |", "|---" * (2 * len(names) + 1) + "|"]
   for k in order_bound.curve_ks(num_orders):
-    lines.append(f"| {k} | " + " | ".join(f"{_fmt(results[n]['curve'][k - 1])} | "
-                                          f"{_fmt(results[n]['gain_over_order_mean'][k - 1], 4)}" for n in names)
-                 + " |")
+    lines.append(
+      f"| {k} | "
+      + " | ".join(
+        f"{_fmt(results[n]['curve'][k - 1])} | {_fmt(results[n]['gain_over_order_mean'][k - 1], 4)}" for n in names
+      )
+      + " |"
+    )
   rows = [
-      (f"ELBO: mean of the {num_orders} exact per-order NLLs (same draws)", lambda r: (_fmt(r["order_mean"]), "")),
-      (f"ELBO: {results[names[0]]['elbo_passes']} one-call estimates per item (independent draws)",
-       lambda r: (_fmt(r["elbo"]), _fmt(r["gain_over_elbo"][-1], 4) + f" at K = {num_orders}")),
-      ("ARM: exact NLL in its fixed raster order", lambda r: (_fmt(r["arm"]), "ARM − bound at K = "
-                                                                f"{num_orders}: {_fmt(r['arm_minus_bound'])}")
-       if "arm" in r else ("-", "")),
+    (f"ELBO: mean of the {num_orders} exact per-order NLLs (same draws)", lambda r: (_fmt(r["order_mean"]), "")),
+    (
+      f"ELBO: {results[names[0]]['elbo_passes']} one-call estimates per item (independent draws)",
+      lambda r: (_fmt(r["elbo"]), _fmt(r["gain_over_elbo"][-1], 4) + f" at K = {num_orders}"),
+    ),
+    (
+      "ARM: exact NLL in its fixed raster order",
+      lambda r: (
+        (_fmt(r["arm"]), f"ARM − bound at K = {num_orders}: {_fmt(r['arm_minus_bound'])}") if "arm" in r else ("-", "")
+      ),
+    ),
   ]
   for label, fn in rows:
     lines.append(f"| {label} | " + " | ".join(" | ".join(fn(results[n])) for n in names) + " |")
@@ -121,6 +151,7 @@ def table(results: dict) -> str:
 def plot(results: dict, path: str) -> None:
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+
   fig = Figure(figsize=(4.2 * len(results), 3.4), dpi=90)
   FigureCanvasAgg(fig)
   for i, (name, r) in enumerate(results.items()):
@@ -157,6 +188,7 @@ def main() -> None:
   parser.add_argument("--png", default=os.path.join(REPO, "benchmarks", "order_bound_curve.png"))
   args = parser.parse_args()
   import reproduce  # pylint: disable=import-outside-toplevel  (benchmarks/: its text models' overrides)
+
   t0 = time.time()
   os.makedirs(args.root, exist_ok=True)
   results = {}
@@ -166,27 +198,33 @@ def main() -> None:
     results["digits"] = measure(model, items, args, t0)
     _log(f"digits done ({results['digits']['orders_seconds']:.0f} s for the orders)", t0)
   if args.only in (None, "text"):
-    models = {role: _open_or_train(os.path.join(args.root, f"text_{role}"), *reproduce.MODELS[("text", role)],
-                                   args.train) for role in ("oa", "arm")}
+    models = {
+      role: _open_or_train(os.path.join(args.root, f"text_{role}"), *reproduce.MODELS[("text", role)], args.train)
+      for role in ("oa", "arm")
+    }
     items = _subset(data.load(models["oa"].config.data).eval_items("test"), args.items, args.seed)
     r = measure(models["oa"], items, args, t0)
     arm = models["arm"]
     with arm.setup.context():
-      arm_eval = evaluate.evaluate_params(arm.setup, arm.params, items, passes=1,
-                                          batch_size=int(arm.config.train.eval_batch_size), seed=args.seed)
+      arm_eval = evaluate.evaluate_params(
+        arm.setup, arm.params, items, passes=1, batch_size=int(arm.config.train.eval_batch_size), seed=args.seed
+      )
     r["arm"] = [arm_eval["bpd"], arm_eval["stderr"]]
     r["arm_minus_bound"] = list(_mean_stderr(arm_eval["per_item"] - np.asarray(r["bound_per_item"])))
     results["text"] = r
     _log(f"text done ({r['orders_seconds']:.0f} s for the orders)", t0)
-  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=REPO).stdout.strip()
+  commit = subprocess.run(
+    ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+  ).stdout.strip()
   out = {"commit": commit, "seconds": round(time.time() - t0, 1), "args": vars(args), "results": results}
   with open(os.path.join(args.root, "order_bound_curve.json"), "w") as f:
     json.dump(out, f, indent=1)
   plot(results, args.png)
   print(table(results))
-  print(f"\n{time.time() - t0:.0f} s in all (commit {commit}); wrote {args.png} and "
-        f"{os.path.join(args.root, 'order_bound_curve.json')}")
+  print(
+    f"\n{time.time() - t0:.0f} s in all (commit {commit}); wrote {args.png} and "
+    f"{os.path.join(args.root, 'order_bound_curve.json')}"
+  )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ Tables (test split, EMA parameters, mean ± standard error over items):
   4. per-item lossless compression: bytes on disk per item against the ELBO and PNG / WebP / JPEG-XL / xz;
   plus the ARM's exact NLL as the reference. Writes benchmarks/reproduce_steps.png (bits vs network calls).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,30 +52,59 @@ SECTION_START = "<!-- reproduce.py: start -->"
 SECTION_END = "<!-- reproduce.py: end -->"
 
 _DIGITS = ["--config.model.ch=32", "--config.train.num_steps=600", "--config.train.eval_passes=0"]
-_TEXT = ["--config.data.seq_len=64", "--config.model.emb_dim=128", "--config.model.mlp_dim=512",
-         "--config.train.num_steps=1500", "--config.train.checkpoint_every=500", "--config.train.log_every=200",
-         "--config.train.eval_passes=0", "--config.optim.warmup_steps=100"]
+_TEXT = [
+  "--config.data.seq_len=64",
+  "--config.model.emb_dim=128",
+  "--config.model.mlp_dim=512",
+  "--config.train.num_steps=1500",
+  "--config.train.checkpoint_every=500",
+  "--config.train.log_every=200",
+  "--config.train.eval_passes=0",
+  "--config.optim.warmup_steps=100",
+]
 # (data set, role) -> (experiment file, overrides). Within a data set every model trains for the same steps.
 MODELS = {
-    ("digits", "oa"): ("digits.py", _DIGITS),
-    ("digits", "upscale"): ("digits_upscale.py", _DIGITS),
-    ("digits", "d3pm"): ("digits_d3pm.py", _DIGITS),
-    ("digits", "arm"): ("digits_arm.py", ["--config.model.num_layers=3", "--config.model.emb_dim=96",
-                                          "--config.model.mlp_dim=384", "--config.train.num_steps=600",
-                                          "--config.train.eval_passes=0"]),
-    ("text", "oa"): ("local_text.py:pydoc", _TEXT),
-    ("text", "upscale"): ("local_text.py:pydoc", _TEXT + ["--config.ardm.upscale=text8"]),
-    ("text", "d3pm"): ("local_text_d3pm.py:pydoc", _TEXT),
-    ("text", "arm"): ("local_text_arm.py:pydoc", _TEXT),
+  ("digits", "oa"): ("digits.py", _DIGITS),
+  ("digits", "upscale"): ("digits_upscale.py", _DIGITS),
+  ("digits", "d3pm"): ("digits_d3pm.py", _DIGITS),
+  ("digits", "arm"): (
+    "digits_arm.py",
+    [
+      "--config.model.num_layers=3",
+      "--config.model.emb_dim=96",
+      "--config.model.mlp_dim=384",
+      "--config.train.num_steps=600",
+      "--config.train.eval_passes=0",
+    ],
+  ),
+  ("text", "oa"): ("local_text.py:pydoc", _TEXT),
+  ("text", "upscale"): ("local_text.py:pydoc", _TEXT + ["--config.ardm.upscale=text8"]),
+  ("text", "d3pm"): ("local_text_d3pm.py:pydoc", _TEXT),
+  ("text", "arm"): ("local_text_arm.py:pydoc", _TEXT),
 }
 # --smoke: the same code path in about a minute (tiny networks, 4 steps, few items, budgets SMOKE_BUDGETS and D);
 # its numbers mean nothing.
-_SMOKE = {"unet": ["--config.model.ch=16", "--config.model.num_res_blocks=1", "--config.model.input_embed_dim=4",
-                  "--config.model.attention=False"],
-          "transformer": ["--config.model.num_layers=1", "--config.model.emb_dim=32", "--config.model.mlp_dim=64",
-                          "--config.model.num_heads=2"]}
-_SMOKE_TRAIN = ["--config.train.num_steps=4", "--config.train.checkpoint_every=4", "--config.train.log_every=2",
-                "--config.train.batch_size=8", "--config.optim.warmup_steps=1"]
+_SMOKE = {
+  "unet": [
+    "--config.model.ch=16",
+    "--config.model.num_res_blocks=1",
+    "--config.model.input_embed_dim=4",
+    "--config.model.attention=False",
+  ],
+  "transformer": [
+    "--config.model.num_layers=1",
+    "--config.model.emb_dim=32",
+    "--config.model.mlp_dim=64",
+    "--config.model.num_heads=2",
+  ],
+}
+_SMOKE_TRAIN = [
+  "--config.train.num_steps=4",
+  "--config.train.checkpoint_every=4",
+  "--config.train.log_every=2",
+  "--config.train.batch_size=8",
+  "--config.optim.warmup_steps=1",
+]
 LABELS = {"oa": "OA-ARDM", "upscale": "Upscale ARDM", "d3pm": "D3PM-absorbing (T = 1000)", "arm": "ARM (one order)"}
 UNITS = {"digits": "bits/dim", "text": "bits/char"}
 
@@ -106,13 +136,14 @@ def _log(msg: str, t0: float) -> None:
 
 def _trained(root: str, name: str, role: str, smoke: bool = False):
   config_file, overrides = MODELS[(name, role)]
-  config = configs.apply_overrides(configs.load_config_file(os.path.join(REPO, "experiments", config_file)),
-                                   overrides)
+  config = configs.apply_overrides(configs.load_config_file(os.path.join(REPO, "experiments", config_file)), overrides)
   if smoke:
     config = configs.apply_overrides(config, _SMOKE[config.model.name] + _SMOKE_TRAIN)
   path = os.path.join(root, f"{name}_{role}")
-  if not (os.path.isfile(os.path.join(path, train.CONFIG_FILE))
-          and workdir.open_workdir(path).step >= int(config.train.num_steps)):
+  if not (
+    os.path.isfile(os.path.join(path, train.CONFIG_FILE))
+    and workdir.open_workdir(path).step >= int(config.train.num_steps)
+  ):
     # Trains, or resumes (and refuses a workdir of another config). SIGTERM saves a checkpoint and stops the
     # whole run: rerunning the command continues it.
     if train.train_and_evaluate(config, path)["preempted"]:
@@ -123,15 +154,21 @@ def _trained(root: str, name: str, role: str, smoke: bool = False):
 def _summary(per_item) -> dict:
   """Mean over items and its standard error (as evaluate.evaluate_params reports them), with the items kept."""
   per_item = np.asarray(per_item, np.float64)
-  return {"bpd": float(per_item.mean()), "stderr": float(per_item.std(ddof=1) / np.sqrt(per_item.size)),
-          "per_item": [float(v) for v in per_item]}
+  return {
+    "bpd": float(per_item.mean()),
+    "stderr": float(per_item.std(ddof=1) / np.sqrt(per_item.size)),
+    "per_item": [float(v) for v in per_item],
+  }
 
 
 def _evaluate(model, items, passes, seed=0, policy_steps=None, exact=False, setup=None):
   setup = setup or model.setup
   with setup.context():
-    return _summary(evaluate.evaluate_params(setup, model.params, items, passes=passes, batch_size=len(items),
-                                             seed=seed, policy=policy_steps, exact=exact)["per_item"])
+    return _summary(
+      evaluate.evaluate_params(
+        setup, model.params, items, passes=passes, batch_size=len(items), seed=seed, policy=policy_steps, exact=exact
+      )["per_item"]
+    )
 
 
 def _paired(a: dict, b: dict) -> tuple[float, float]:
@@ -156,34 +193,51 @@ def measure(root: str, name: str, store: Store, t0: float, passes: int, smoke: b
   budgets = [b for b in (SMOKE_BUDGETS if smoke else BUDGETS) if b < D] + [D]
   out = {"D": D, "num_test": len(test), "train_steps": {r: m.step for r, m in models.items()}}
   _log(f"{name}: ELBO / NLL of the four models", t0)
-  out["elbo"] = {r: store.get(f"{name}/elbo/{r}", lambda m=m, r=r: _evaluate(m, test, 1 if r == "arm" else passes))
-                 for r, m in models.items()}
+  out["elbo"] = {
+    r: store.get(f"{name}/elbo/{r}", lambda m=m, r=r: _evaluate(m, test, 1 if r == "arm" else passes))
+    for r, m in models.items()
+  }
   _log(f"{name}: L_t on the training split and DP policies", t0)
 
   def lt_on(items, seed):
     def fn():
       with oa.setup.context():
-        losses, _ = evaluate.estimate_lt(oa.setup, oa.params, items, samples_per_step=2 if smoke else 128,
-                                         batch_size=64 if smoke else 256, seed=seed)
+        losses, _ = evaluate.estimate_lt(
+          oa.setup, oa.params, items, samples_per_step=2 if smoke else 128, batch_size=64 if smoke else 256, seed=seed
+        )
       return [float(v) for v in losses]
+
     return fn
+
   losses = np.asarray(store.get(f"{name}/lt", lt_on(train_items, 1)))
   # The policy file the coder reads too (WORKDIR/policy.json, as `ardm policy` writes it): the decoder of
   # table 4 finds the DP policy by its hash there.
-  pf = policy.build_policy_file([losses], budgets, D, monotone="isotonic",
-                                fingerprint={"step": oa.step, "config_hash": oa.config_hash, "params": oa.params_kind,
-                                             "lt_source": "train, 128 samples per step"})
+  pf = policy.build_policy_file(
+    [losses],
+    budgets,
+    D,
+    monotone="isotonic",
+    fingerprint={
+      "step": oa.step,
+      "config_hash": oa.config_hash,
+      "params": oa.params_kind,
+      "lt_source": "train, 128 samples per step",
+    },
+  )
   policy.save_policy_file(os.path.join(oa.workdir, "policy.json"), pf, overwrite=True)
   entries = pf["stages"][0]["policies"]
   dp = {b: policy.global_policy(pf, b) for b in budgets}
   # The same DP fitted on held-out L_t instead: 2-fold cross-fitting on the test split (the policy for each half
   # comes from the other half's L_t), so no item is scored by a policy fitted on it.
   halves = (np.arange(len(test)) % 2 == 0, np.arange(len(test)) % 2 == 1)
-  held_out = [np.asarray(store.get(f"{name}/lt_test_half{h}", lt_on(test[rows], 2 + h)))
-              for h, rows in enumerate(halves)]
+  held_out = [
+    np.asarray(store.get(f"{name}/lt_test_half{h}", lt_on(test[rows], 2 + h))) for h, rows in enumerate(halves)
+  ]
   train_minus_test = losses - (held_out[0] + held_out[1]) / 2
-  out["lt_gap"] = {"first_half": float(np.mean(train_minus_test[:D // 2])),
-                   "second_half": float(np.mean(train_minus_test[D // 2:]))}
+  out["lt_gap"] = {
+    "first_half": float(np.mean(train_minus_test[: D // 2])),
+    "second_half": float(np.mean(train_minus_test[D // 2 :])),
+  }
   out["lt_halves_rms_diff"] = float(np.sqrt(np.mean((held_out[0] - held_out[1]) ** 2)))  # noise of the L_t estimates
   out["dp_predicted"] = {str(b): entries[str(b)]["expected_bpd"] for b in budgets}
   out["naive_predicted"] = {str(b): entries[str(b)]["naive_expected_bpd"] for b in budgets}
@@ -191,8 +245,11 @@ def measure(root: str, name: str, store: Store, t0: float, passes: int, smoke: b
   for b in budgets:
     _log(f"{name}: budget {b}: OA-ARDM DP / naive (exact per order), D3PM with {b} steps", t0)
     steps = {"dp": dp[b], "naive": policy.naive_policy(D, b)}
-    row = {k: store.get(f"{name}/policy/{k}/{b}", lambda s=s: _evaluate(oa, test, 2, policy_steps=s, exact=True))
-           for k, s in steps.items() if k == "dp" or b < D}
+    row = {
+      k: store.get(f"{name}/policy/{k}/{b}", lambda s=s: _evaluate(oa, test, 2, policy_steps=s, exact=True))
+      for k, s in steps.items()
+      if k == "dp" or b < D
+    }
     row.setdefault("naive", row["dp"])  # at B = D both are the sequential policy: one measurement
 
     def cross_fitted(b=b):
@@ -201,6 +258,7 @@ def measure(root: str, name: str, store: Store, t0: float, passes: int, smoke: b
         steps_h = policy.optimal_policies(held_out[1 - h], [b], "isotonic")[b][0]
         per_item[rows] = _evaluate(oa, test[rows], 2, policy_steps=steps_h, exact=True)["per_item"]
       return _summary(per_item)
+
     row["dp_held_out"] = store.get(f"{name}/policy/dp_held_out/{b}", cross_fitted) if b < D else row["dp"]
     d3pm = models["d3pm"]
     setup_b = dataclasses.replace(d3pm.setup, objective=objective.with_generation_budget(d3pm.setup.objective, b, D))
@@ -216,19 +274,29 @@ def _compression(model, items: np.ndarray, steps: np.ndarray) -> dict:
   codecs on the same items."""
   cm = compress.open_coding_model(model.workdir)
   files, enc_s, dec_s, payload, nll, _ = compression_codecs._per_image_streams_batched(  # pylint: disable=protected-access
-      cm, items, np.asarray(steps, np.int64), 0)
+    cm, items, np.asarray(steps, np.int64), 0
+  )
   dims = items[0].size
-  result = {"file_bits": 8 * float(np.mean(files)) / dims, "payload_bits": 8 * payload / (len(items) * dims),
-            "model_nll_bits": nll / (len(items) * dims), "bytes_per_file": float(np.mean(files)),
-            "seconds": enc_s + dec_s, "calls": int(len(steps))}
+  result = {
+    "file_bits": 8 * float(np.mean(files)) / dims,
+    "payload_bits": 8 * payload / (len(items) * dims),
+    "model_nll_bits": nll / (len(items) * dims),
+    "bytes_per_file": float(np.mean(files)),
+    "seconds": enc_s + dec_s,
+    "calls": int(len(steps)),
+  }
   if model.spec.kind == "image":
-    result["codecs"] = [(n, float(v), note) for n, v, note in compression_codecs.baselines(items, model.spec.num_classes)]
+    result["codecs"] = [
+      (n, float(v), note) for n, v, note in compression_codecs.baselines(items, model.spec.num_classes)
+    ]
   else:
     text = ["".join(model.spec.alphabet[int(v)] for v in row).encode() for row in items]
     per_item = np.mean([len(lzma.compress(t, preset=9 | lzma.PRESET_EXTREME)) for t in text])
     whole = len(lzma.compress(b"".join(text), preset=9 | lzma.PRESET_EXTREME))
-    result["codecs"] = [("xz -9e per item", 8 * float(per_item) / dims, "per item"),
-                        ("xz -9e (whole set)", 8 * whole / (len(items) * dims), "all test items as one file")]
+    result["codecs"] = [
+      ("xz -9e per item", 8 * float(per_item) / dims, "per item"),
+      ("xz -9e (whole set)", 8 * whole / (len(items) * dims), "all test items as one file"),
+    ]
   return result
 
 
@@ -245,14 +313,19 @@ def tables(results: dict) -> tuple[str, dict]:
   """Markdown tables and a verdict per claim."""
   lines, verdicts = [], {}
   # 1. OA vs D3PM at equal steps.
-  lines += ["### 1. OA-ARDM against D3PM-absorbing at equal numbers of generation steps", "",
-            "Same network, optimiser and training steps. OA-ARDM: exact likelihood under its DP policy for 2 random "
-            "orders per item (B calls each). D3PM: its ELBO when the denoiser runs as a B-step model, summed over "
-            "all B steps with 2 mask draws per item (B calls each); D3PM trains once with T = 1000 and its "
-            "denoiser runs with B steps (its step input is the expected number of known variables, so every B is "
-            "inside its training range; Austin et al. train one model per T). Last row per data set: the ELBOs "
-            "over all steps (one random step per estimate). Lower is better.", "",
-            "| data | B (calls) | OA-ARDM, DP policy | D3PM-absorbing, B steps | D3PM − OA (paired by item) |", "|---|---|---|---|---|"]
+  lines += [
+    "### 1. OA-ARDM against D3PM-absorbing at equal numbers of generation steps",
+    "",
+    "Same network, optimiser and training steps. OA-ARDM: exact likelihood under its DP policy for 2 random "
+    "orders per item (B calls each). D3PM: its ELBO when the denoiser runs as a B-step model, summed over "
+    "all B steps with 2 mask draws per item (B calls each); D3PM trains once with T = 1000 and its "
+    "denoiser runs with B steps (its step input is the expected number of known variables, so every B is "
+    "inside its training range; Austin et al. train one model per T). Last row per data set: the ELBOs "
+    "over all steps (one random step per estimate). Lower is better.",
+    "",
+    "| data | B (calls) | OA-ARDM, DP policy | D3PM-absorbing, B steps | D3PM − OA (paired by item) |",
+    "|---|---|---|---|---|",
+  ]
   wins = {}
   for name, r in results.items():
     for b, row in r["policies"].items():
@@ -260,18 +333,26 @@ def tables(results: dict) -> tuple[str, dict]:
       wins.setdefault(name, []).append(d > 2 * se)
       lines.append(f"| {name} | {b} | {_pm(row['dp'])} | {_pm(row['d3pm'])} | {d:+.3f} ± {se:.3f} |")
     d, se = _paired(r["elbo"]["d3pm"], r["elbo"]["oa"])
-    lines.append(f"| {name} | OA: D = {r['D']}; D3PM: 1000 (its training T) | {_pm(r['elbo']['oa'])} | "
-                 f"{_pm(r['elbo']['d3pm'])} | {d:+.3f} ± {se:.3f} |")
+    lines.append(
+      f"| {name} | OA: D = {r['D']}; D3PM: 1000 (its training T) | {_pm(r['elbo']['oa'])} | "
+      f"{_pm(r['elbo']['d3pm'])} | {d:+.3f} ± {se:.3f} |"
+    )
   verdicts[1] = {n: all(w) for n, w in wins.items()}
   # 2. DP vs naive.
-  lines += ["", "### 2. DP-optimal against evenly spaced policies", "",
-            "OA-ARDM, exact likelihood under each policy for 2 random orders per test item; differences are paired "
-            "by item (DP from training-split L_t and naive also share the orders). DP (train L_t): the policy "
-            "`ardm policy` would give from L_t on the training split (predicted = its expected cost there). DP "
-            "(held-out L_t): 2-fold cross-fitting on the test split, each half scored with the policy fitted on "
-            "the other half's L_t.", "",
-            "| data | B | DP predicted | naive predicted | DP (train L_t) | DP (held-out L_t) | naive | "
-            "DP (train) − naive | DP (held-out) − naive |", "|---|---|---|---|---|---|---|---|---|"]
+  lines += [
+    "",
+    "### 2. DP-optimal against evenly spaced policies",
+    "",
+    "OA-ARDM, exact likelihood under each policy for 2 random orders per test item; differences are paired "
+    "by item (DP from training-split L_t and naive also share the orders). DP (train L_t): the policy "
+    "`ardm policy` would give from L_t on the training split (predicted = its expected cost there). DP "
+    "(held-out L_t): 2-fold cross-fitting on the test split, each half scored with the policy fitted on "
+    "the other half's L_t.",
+    "",
+    "| data | B | DP predicted | naive predicted | DP (train L_t) | DP (held-out L_t) | naive | "
+    "DP (train) − naive | DP (held-out) − naive |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
   dp_wins = {}
   for name, r in results.items():
     for b, row in r["policies"].items():
@@ -279,38 +360,60 @@ def tables(results: dict) -> tuple[str, dict]:
       dh, seh = _paired(row["dp_held_out"], row["naive"])
       if int(b) < r["D"]:
         dp_wins.setdefault(name, []).append((d, se, dh, seh, r["dp_predicted"][b] - r["naive_predicted"][b]))
-      lines.append(f"| {name} | {b} | {r['dp_predicted'][b]:.3f} | {r['naive_predicted'][b]:.3f} | "
-                   f"{_pm(row['dp'])} | {_pm(row['dp_held_out'])} | {_pm(row['naive'])} | {d:+.4f} ± {se:.4f} | "
-                   f"{dh:+.4f} ± {seh:.4f} |")
+      lines.append(
+        f"| {name} | {b} | {r['dp_predicted'][b]:.3f} | {r['naive_predicted'][b]:.3f} | "
+        f"{_pm(row['dp'])} | {_pm(row['dp_held_out'])} | {_pm(row['naive'])} | {d:+.4f} ± {se:.4f} | "
+        f"{dh:+.4f} ± {seh:.4f} |"
+      )
   verdicts[2] = dp_wins
   # 3. Upscale vs OA.
-  lines += ["", "### 3. Upscale ARDM against OA-ARDM at equal training steps", "",
-            "| data | OA-ARDM ELBO | Upscale ARDM ELBO | Upscale − OA (paired by item) | training steps |", "|---|---|---|---|---|"]
+  lines += [
+    "",
+    "### 3. Upscale ARDM against OA-ARDM at equal training steps",
+    "",
+    "| data | OA-ARDM ELBO | Upscale ARDM ELBO | Upscale − OA (paired by item) | training steps |",
+    "|---|---|---|---|---|",
+  ]
   verdicts[3] = {}
   for name, r in results.items():
     d, se = _paired(r["elbo"]["upscale"], r["elbo"]["oa"])
     verdicts[3][name] = _sig(d, se)
-    lines.append(f"| {name} | {_pm(r['elbo']['oa'])} | {_pm(r['elbo']['upscale'])} | {d:+.3f} ± {se:.3f} | "
-                 f"{r['train_steps']['oa']} |")
+    lines.append(
+      f"| {name} | {_pm(r['elbo']['oa'])} | {_pm(r['elbo']['upscale'])} | {d:+.3f} ± {se:.3f} | "
+      f"{r['train_steps']['oa']} |"
+    )
   # 4. Compression.
-  lines += ["", "### 4. Per-item lossless compression", "",
-            f"Every test item coded alone ({COMPRESSION_BUDGET}-call DP policy, one ANS stream per item, sized as a "
-            "single-item file with its container header); exact round trips checked.", "",
-            "| data | method | bits per dim/char | note |", "|---|---|---|---|"]
+  lines += [
+    "",
+    "### 4. Per-item lossless compression",
+    "",
+    f"Every test item coded alone ({COMPRESSION_BUDGET}-call DP policy, one ANS stream per item, sized as a "
+    "single-item file with its container header); exact round trips checked.",
+    "",
+    "| data | method | bits per dim/char | note |",
+    "|---|---|---|---|",
+  ]
   verdicts[4] = {}
   for name, r in results.items():
     c = r["compression"]
-    lines += [f"| {name} | ARDM, file on disk | {c['file_bits']:.3f} | {c['bytes_per_file']:.1f} B per item |",
-              f"| {name} | ARDM, ANS payload only | {c['payload_bits']:.3f} | |",
-              f"| {name} | model NLL, same order and policy | {c['model_nll_bits']:.3f} | |",
-              f"| {name} | ELBO (all steps, no coding) | {r['elbo']['oa']['bpd']:.3f} | |"]
+    lines += [
+      f"| {name} | ARDM, file on disk | {c['file_bits']:.3f} | {c['bytes_per_file']:.1f} B per item |",
+      f"| {name} | ARDM, ANS payload only | {c['payload_bits']:.3f} | |",
+      f"| {name} | model NLL, same order and policy | {c['model_nll_bits']:.3f} | |",
+      f"| {name} | ELBO (all steps, no coding) | {r['elbo']['oa']['bpd']:.3f} | |",
+    ]
     per_item = [v for n, v, note in c["codecs"] if note.startswith("per") and np.isfinite(v)]
     for n, v, note in c["codecs"]:
       lines.append(f"| {name} | {n} | {v:.3f} | {note} |")
     verdicts[4][name] = bool(per_item) and c["file_bits"] < min(per_item)
   # Reference.
-  lines += ["", "### Reference: single-order ARM (exact NLL)", "",
-            "| data | ARM (one order) | OA-ARDM ELBO | OA − ARM (paired by item) |", "|---|---|---|---|"]
+  lines += [
+    "",
+    "### Reference: single-order ARM (exact NLL)",
+    "",
+    "| data | ARM (one order) | OA-ARDM ELBO | OA − ARM (paired by item) |",
+    "|---|---|---|---|",
+  ]
   for name, r in results.items():
     d, se = _paired(r["elbo"]["oa"], r["elbo"]["arm"])
     lines.append(f"| {name} | {_pm(r['elbo']['arm'])} | {_pm(r['elbo']['oa'])} | {d:+.3f} ± {se:.3f} |")
@@ -320,14 +423,18 @@ def tables(results: dict) -> tuple[str, dict]:
 def plot(results: dict, path: str) -> None:
   import matplotlib  # pylint: disable=import-outside-toplevel
   import matplotlib.ticker  # pylint: disable=import-outside-toplevel
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2))
   for ax, (name, r) in zip(np.atleast_1d(axes), results.items()):
     b = [int(k) for k in r["policies"]]
-    for key, label, style in (("dp_held_out", "OA-ARDM, DP policy (held-out L_t)", "o-"),
-                              ("naive", "OA-ARDM, evenly spaced", "s--"),
-                              ("d3pm", "D3PM-absorbing, B steps", "^-")):
+    for key, label, style in (
+      ("dp_held_out", "OA-ARDM, DP policy (held-out L_t)", "o-"),
+      ("naive", "OA-ARDM, evenly spaced", "s--"),
+      ("d3pm", "D3PM-absorbing, B steps", "^-"),
+    ):
       y = [r["policies"][str(k)][key]["bpd"] for k in b]
       e = [2 * r["policies"][str(k)][key]["stderr"] for k in b]
       ax.errorbar(b, y, yerr=e, fmt=style, capsize=3, label=label)
@@ -346,28 +453,42 @@ def plot(results: dict, path: str) -> None:
 
 
 PAPER = {
-    1: "paper, text8: 20 steps 1.51 (parallel OA-ARDM) vs 1.56 (D3PM-absorbing); 250 vs 1000 steps 1.43 vs 1.45",
-    2: "paper: DP policies from L_t (section 3.1); it shows budget curves rather than a naive-policy table",
-    3: "paper: CIFAR-10 Upscale 4 2.64 vs OA 2.69 bpd; on text8 the upscale variants did not do better (section 6)",
-    4: "paper, CIFAR-10 per image: ARDM 2.71-2.76 bpd with 100-500 calls vs FLIF 4.19, IDF 3.34",
+  1: "paper, text8: 20 steps 1.51 (parallel OA-ARDM) vs 1.56 (D3PM-absorbing); 250 vs 1000 steps 1.43 vs 1.45",
+  2: "paper: DP policies from L_t (section 3.1); it shows budget curves rather than a naive-policy table",
+  3: "paper: CIFAR-10 Upscale 4 2.64 vs OA 2.69 bpd; on text8 the upscale variants did not do better (section 6)",
+  4: "paper, CIFAR-10 per image: ARDM 2.71-2.76 bpd with 100-500 calls vs FLIF 4.19, IDF 3.34",
 }
 
 
 def _verdict_lines(verdicts: dict, results: dict) -> list[str]:
   def yes(v):
     return "**reproduced**" if v else "**not reproduced**"
+
   def gaps(n):
     diffs = [_paired(row["d3pm"], row["dp"])[0] for row in results[n]["policies"].values()]
     return f"D3PM − OA from {min(diffs):+.3f} to {max(diffs):+.3f}"
-  lines = ["1. ARDMs need fewer steps than D3PM-absorbing for the same NLL (" + PAPER[1] + "): " + "; ".join(
-      f"{n}: {yes(ok)} " + (f"(OA-ARDM better at every budget by more than 2 standard errors; {gaps(n)})" if ok else
-                            f"(OA-ARDM not better at every budget by 2 standard errors; {gaps(n)} {UNITS[n]})")
-      for n, ok in verdicts[1].items())]
+
+  lines = [
+    "1. ARDMs need fewer steps than D3PM-absorbing for the same NLL ("
+    + PAPER[1]
+    + "): "
+    + "; ".join(
+      f"{n}: {yes(ok)} "
+      + (
+        f"(OA-ARDM better at every budget by more than 2 standard errors; {gaps(n)})"
+        if ok
+        else f"(OA-ARDM not better at every budget by 2 standard errors; {gaps(n)} {UNITS[n]})"
+      )
+      for n, ok in verdicts[1].items()
+    )
+  ]
   if not all(verdicts[1].values()):
-    lines[-1] += (". Here both models share one network and the D3PM denoiser is run as a B-step model, so the "
-                  "difference is the generative process alone; the paper's gaps compare separately trained models "
-                  "of different architectures (its own words: 'less direct, as the underlying architectures "
-                  "differ')")
+    lines[-1] += (
+      ". Here both models share one network and the D3PM denoiser is run as a B-step model, so the "
+      "difference is the generative process alone; the paper's gaps compare separately trained models "
+      "of different architectures (its own words: 'less direct, as the underlying architectures "
+      "differ')"
+    )
   parts = []
   for n, rows in verdicts[2].items():
     won = sum(_sig(dh, seh) for _, _, dh, seh, _ in rows)
@@ -376,58 +497,85 @@ def _verdict_lines(verdicts: dict, results: dict) -> list[str]:
     gain = max(0.0, max(-g for *_, g in rows))
     gap = results[n]["lt_gap"]
     lost = sum(dh > 2 * seh for _, _, dh, seh, _ in rows)
-    why = "" if won == len(rows) else (
+    why = (
+      ""
+      if won == len(rows)
+      else (
         f"; the DP predicts at most {gain:.3f} {UNITS[n]} less than evenly spaced steps, so a sequence of this "
-        f"length leaves it little to gain")
+        f"length leaves it little to gain"
+      )
+    )
     if lost or lost_train:
-      why += (f"; it is worse than evenly spaced steps at {lost} (held-out L_t) and {lost_train} (training L_t) "
-              f"budgets: the per-step estimates it optimises are noisy (two halves of the test set give L_t that "
-              f"differ by {results[n]['lt_halves_rms_diff']:.3f} bits per step, RMS) and the training-split L_t is "
-              f"{-gap['first_half']:+.3f} / {-gap['second_half']:+.3f} bits below the test one for t < D/2 / "
-              "t >= D/2, errors as large as the gain, which the DP turns into misplaced steps")
-    parts.append(f"{n}: {yes(won == len(rows))} (DP on held-out L_t better by 2 standard errors at {won} of "
-                 f"{len(rows)} budgets below D; on training L_t at {won_train}{why})")
+      why += (
+        f"; it is worse than evenly spaced steps at {lost} (held-out L_t) and {lost_train} (training L_t) "
+        f"budgets: the per-step estimates it optimises are noisy (two halves of the test set give L_t that "
+        f"differ by {results[n]['lt_halves_rms_diff']:.3f} bits per step, RMS) and the training-split L_t is "
+        f"{-gap['first_half']:+.3f} / {-gap['second_half']:+.3f} bits below the test one for t < D/2 / "
+        "t >= D/2, errors as large as the gain, which the DP turns into misplaced steps"
+      )
+    parts.append(
+      f"{n}: {yes(won == len(rows))} (DP on held-out L_t better by 2 standard errors at {won} of "
+      f"{len(rows)} budgets below D; on training L_t at {won_train}{why})"
+    )
   lines.append("2. DP policies beat evenly spaced ones at equal budgets (" + PAPER[2] + "): " + "; ".join(parts))
   parts = []
   for n, ok in verdicts[3].items():
     if ok and n == "text":
-      parts.append(f"{n}: {yes(ok)}, unlike the paper on text8 at full scale; here, at "
-                   f"{results[n]['elbo']['oa']['bpd']:.2f} bits/char after {results[n]['train_steps']['oa']} steps, "
-                   "the coarse space/vowel/consonant stage helps")
+      parts.append(
+        f"{n}: {yes(ok)}, unlike the paper on text8 at full scale; here, at "
+        f"{results[n]['elbo']['oa']['bpd']:.2f} bits/char after {results[n]['train_steps']['oa']} steps, "
+        "the coarse space/vowel/consonant stage helps"
+      )
     elif ok:
       parts.append(f"{n}: {yes(ok)}")
     elif n == "text":
       parts.append(f"{n}: {yes(ok)}, as in the paper, which found no gain from upscaling text")
     else:
-      parts.append(f"{n}: {yes(ok)} (the paper's gain is on 8-bit CIFAR-10 values, where the most significant bits "
-                   "carry much of the structure; digits have 17 levels, and the S-stage model shares the same "
-                   "training steps among its stages)")
+      parts.append(
+        f"{n}: {yes(ok)} (the paper's gain is on 8-bit CIFAR-10 values, where the most significant bits "
+        "carry much of the structure; digits have 17 levels, and the S-stage model shares the same "
+        "training steps among its stages)"
+      )
   lines.append("3. Upscale ARDMs improve on OA-ARDMs at equal training steps (" + PAPER[3] + "): " + "; ".join(parts))
-  lines.append("4. ARDMs compress single items better than classical per-item codecs (" + PAPER[4] + "): " + "; ".join(
+  lines.append(
+    "4. ARDMs compress single items better than classical per-item codecs ("
+    + PAPER[4]
+    + "): "
+    + "; ".join(
       f"{n}: {yes(ok)} (ARDM file {results[n]['compression']['file_bits']:.3f} vs best per-item codec "
       f"{min(v for _, v, note in results[n]['compression']['codecs'] if note.startswith('per') and np.isfinite(v)):.3f})"
-      for n, ok in verdicts[4].items()))
-  lines.append("- Reference (paper): a single-order ARM is a little better than an OA-ARDM (text8 1.35 vs 1.43 bpc; "
-               "SC09 WaveNet 7.77 vs 7.93); here: " + "; ".join(
-                   f"{n} ARM {r['elbo']['arm']['bpd']:.3f} vs OA-ARDM {r['elbo']['oa']['bpd']:.3f}"
-                   for n, r in results.items())
-               + " (the same ordering; a fixed order is also learnt faster, so the gap is larger this early in "
-                 "training)")
+      for n, ok in verdicts[4].items()
+    )
+  )
+  lines.append(
+    "- Reference (paper): a single-order ARM is a little better than an OA-ARDM (text8 1.35 vs 1.43 bpc; "
+    "SC09 WaveNet 7.77 vs 7.93); here: "
+    + "; ".join(
+      f"{n} ARM {r['elbo']['arm']['bpd']:.3f} vs OA-ARDM {r['elbo']['oa']['bpd']:.3f}" for n, r in results.items()
+    )
+    + " (the same ordering; a fixed order is also learnt faster, so the gap is larger this early in "
+    "training)"
+  )
   return lines
 
 
 def _machine() -> str:
   import jax  # pylint: disable=import-outside-toplevel
-  return (f"{platform.machine()} {platform.processor() or ''} with {os.cpu_count()} CPU cores, "
-          f"jax {jax.__version__} on {jax.devices()[0].platform}").replace("  ", " ")
+
+  return (
+    f"{platform.machine()} {platform.processor() or ''} with {os.cpu_count()} CPU cores, "
+    f"jax {jax.__version__} on {jax.devices()[0].platform}"
+  ).replace("  ", " ")
 
 
 def _commit() -> str:
   try:
-    sha = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, check=True).stdout.strip()
+    sha = subprocess.run(
+      ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+      ["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     return sha + (" (with uncommitted changes)" if dirty else "")
   except (OSError, subprocess.CalledProcessError):
     return "unknown (not a git checkout)"
@@ -454,9 +602,12 @@ def main(argv=None) -> None:
   parser.add_argument("--results", default=os.path.join(REPO, "benchmarks", "RESULTS.md"))
   parser.add_argument("--png", default=os.path.join(REPO, "benchmarks", "reproduce_steps.png"))
   parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md and the PNG alone")
-  parser.add_argument("--smoke", action="store_true",
-                      help="tiny models, 4 steps, 16 test items: checks the pipeline in about a minute (implies "
-                           "--no-write unless --results/--png are given)")
+  parser.add_argument(
+    "--smoke",
+    action="store_true",
+    help="tiny models, 4 steps, 16 test items: checks the pipeline in about a minute (implies "
+    "--no-write unless --results/--png are given)",
+  )
   args = parser.parse_args(argv)
   names = [n for n in args.datasets.split(",") if n]
   unknown = sorted(set(names) - {"digits", "text"})
@@ -477,19 +628,29 @@ def main(argv=None) -> None:
   store.save()
   total = sum(i["minutes"] for i in invocations)
   body, verdicts = tables(results)
-  steps = "; ".join(f"{n}: {r['train_steps']['oa']} training steps per model, {r['num_test']} test items"
-                    for n, r in results.items())
+  steps = "; ".join(
+    f"{n}: {r['train_steps']['oa']} training steps per model, {r['num_test']} test items" for n, r in results.items()
+  )
   runs = "; ".join(f"{i['minutes']:.1f} min on {i['date']} at commit {i['commit']}" for i in invocations)
-  section = "\n".join([
-      "## Reproduction of the paper's claims at CPU scale (`benchmarks/reproduce.py`)", "",
+  section = "\n".join(
+    [
+      "## Reproduction of the paper's claims at CPU scale (`benchmarks/reproduce.py`)",
+      "",
       f"- Command: `python -P benchmarks/reproduce.py --root runs/reproduce --passes {args.passes}`",
       f"- Machine: {_machine()}",
       f"- Wall time: {total:.1f} min in all (stated budget: 60 min on 2 CPU cores)"
       f"{'' if total <= 60 else ' — OVER BUDGET'}; invocations on this root: {runs} (the first trains and "
       "measures; a rerun reuses finished workdirs and measurements)",
       f"- Scale: {steps}. ELBOs: {args.passes} random estimates per item (the ARM's NLL is exact).",
-      f"- Plot: `benchmarks/{os.path.basename(args.png)}` (bits against network calls per item).", "",
-      "**Verdicts at this scale**", "", *_verdict_lines(verdicts, results), "", body])
+      f"- Plot: `benchmarks/{os.path.basename(args.png)}` (bits against network calls per item).",
+      "",
+      "**Verdicts at this scale**",
+      "",
+      *_verdict_lines(verdicts, results),
+      "",
+      body,
+    ]
+  )
   print(section)
   if not args.no_write:
     plot(results, args.png)

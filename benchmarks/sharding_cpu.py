@@ -8,6 +8,7 @@ compile the train step, run `--warmup` steps, then time `--steps` steps of the r
 batch assembly, step) and report the median. Fake CPU devices share the same cores, so 8 devices measure the
 overhead of partitioning and collectives, not a speed-up; on GPUs or TPUs the same meshes split real work.
 """
+
 import argparse
 import datetime
 import json
@@ -20,8 +21,7 @@ import time
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 DEFAULT_CONFIGS = ("experiments/digits.py", "experiments/local_text.py:pydoc")
-LAYOUTS = (("1 device", 1, (1, 1, 1)), ("data", 8, (8, 1, 1)), ("fsdp", 8, (1, 8, 1)),
-           ("data x tensor", 8, (4, 1, 2)))
+LAYOUTS = (("1 device", 1, (1, 1, 1)), ("data", 8, (8, 1, 1)), ("fsdp", 8, (1, 8, 1)), ("data x tensor", 8, (4, 1, 2)))
 
 
 def worker(config_path: str, sizes, warmup: int, steps: int) -> dict:
@@ -60,11 +60,18 @@ def worker(config_path: str, sizes, warmup: int, steps: int) -> dict:
       jax.block_until_ready(metrics)
       times.append(time.perf_counter() - start)
   step_s = statistics.median(times)
-  return {"params": count_params(setup.abstract_state.params), "batch": batch_size, "dims": spec.num_steps,
-          "mesh": dict(setup.mesh.shape), "devices": len(jax.devices()), "first_step_s": compile_s,
-          "step_s": step_s, "examples_per_s": batch_size / step_s,
-          "param_mib_per_device": sharding.per_device_bytes(setup.state_shardings.params,
-                                                            setup.abstract_state.params) / 2**20}
+  return {
+    "params": count_params(setup.abstract_state.params),
+    "batch": batch_size,
+    "dims": spec.num_steps,
+    "mesh": dict(setup.mesh.shape),
+    "devices": len(jax.devices()),
+    "first_step_s": compile_s,
+    "step_s": step_s,
+    "examples_per_s": batch_size / step_s,
+    "param_mib_per_device": sharding.per_device_bytes(setup.state_shardings.params, setup.abstract_state.params)
+    / 2**20,
+  }
 
 
 def main():
@@ -81,26 +88,42 @@ def main():
     return
 
   cpu = platform.processor() or platform.machine()
-  print(f"# Train step on CPU: 1 device vs 8 fake devices ({datetime.date.today()}, {cpu}, {os.cpu_count()} "
-        f"cores, load average {os.getloadavg()[0]:.1f} at start)\n")
-  print("| config | layout | mesh (data, fsdp, tensor) | params | params MiB/device | first step (compile) s "
-        "| step ms (median) | examples/s |")
+  print(
+    f"# Train step on CPU: 1 device vs 8 fake devices ({datetime.date.today()}, {cpu}, {os.cpu_count()} "
+    f"cores, load average {os.getloadavg()[0]:.1f} at start)\n"
+  )
+  print(
+    "| config | layout | mesh (data, fsdp, tensor) | params | params MiB/device | first step (compile) s "
+    "| step ms (median) | examples/s |"
+  )
   print("|---|---|---|---|---|---|---|---|")
   for config_path in args.configs:
     for label, devices, sizes in LAYOUTS:
       env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-      env |= {"JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
-              "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-      cmd = [sys.executable, os.path.abspath(__file__), "--worker", config_path, ",".join(map(str, sizes)),
-             f"{args.warmup},{args.steps}"]
+      env |= {
+        "JAX_PLATFORMS": "cpu",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+      }
+      cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        config_path,
+        ",".join(map(str, sizes)),
+        f"{args.warmup},{args.steps}",
+      ]
       proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
       if proc.returncode:
         print(f"| {config_path} | {label} | failed: {proc.stderr.strip().splitlines()[-1]} |||||")
         continue
       r = json.loads(proc.stdout.strip().splitlines()[-1])
       mesh = ", ".join(str(r["mesh"][a]) for a in ("data", "fsdp", "tensor"))
-      print(f"| {config_path} | {label} | ({mesh}) | {r['params']:,} | {r['param_mib_per_device']:.2f} "
-            f"| {r['first_step_s']:.1f} | {1000 * r['step_s']:.0f} | {r['examples_per_s']:.1f} |", flush=True)
+      print(
+        f"| {config_path} | {label} | ({mesh}) | {r['params']:,} | {r['param_mib_per_device']:.2f} "
+        f"| {r['first_step_s']:.1f} | {1000 * r['step_s']:.0f} | {r['examples_per_s']:.1f} |",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ activations and the softmax are left out) and compares it with XLA's count of th
 batch). Prints one markdown row per config, or with `--json` one JSON line; record GPU/TPU rows in
 benchmarks/RESULTS.md with the device name.
 """
+
 import argparse
 import copy
 import datetime
@@ -64,7 +65,7 @@ def matmul_peak(n: int, dtype=jnp.bfloat16, reps: int = 10) -> float:
     start = time.perf_counter()
     f(a, a).block_until_ready()
     times.append(time.perf_counter() - start)
-  return 2.0 * n ** 3 / statistics.median(times)
+  return 2.0 * n**3 / statistics.median(times)
 
 
 # Model settings of the counting compile. They change how the same math is computed, never the math:
@@ -105,8 +106,10 @@ def xla_flops(fn, *args, context) -> tuple[float, str]:
     try:
       return _flops(lowered.compile().cost_analysis()), "compiled, 1 device, no remat/scan"
     except Exception as err:  # pylint: disable=broad-except  # e.g. out of memory on one chip at compile time
-      print(f"note: one-device compile for counting failed ({type(err).__name__}); counting the lowered HLO",
-            file=sys.stderr)
+      print(
+        f"note: one-device compile for counting failed ({type(err).__name__}); counting the lowered HLO",
+        file=sys.stderr,
+      )
       return _flops(lowered.cost_analysis()), "lowered, 1 device, no remat/scan"
 
 
@@ -121,8 +124,12 @@ def forward_flops_xla(setup1, spec, batch_size: int) -> float:
   """XLA's FLOPs of one network forward pass (inference mode) on the global batch, one device."""
   shape = (batch_size,) + spec.shape
   fwd = jax.jit(lambda p, x, known, t: setup1.apply_fn(p, x, known, t, False, None))
-  args = (setup1.abstract_state.params, jax.ShapeDtypeStruct(shape, jnp.int32), jax.ShapeDtypeStruct(shape, bool),
-          jax.ShapeDtypeStruct((batch_size,), jnp.int32))
+  args = (
+    setup1.abstract_state.params,
+    jax.ShapeDtypeStruct(shape, jnp.int32),
+    jax.ShapeDtypeStruct(shape, bool),
+    jax.ShapeDtypeStruct((batch_size,), jnp.int32),
+  )
   return xla_flops(fwd, *args, context=setup1.context)[0]
 
 
@@ -164,8 +171,11 @@ def main():
   ap.add_argument("--warmup", type=int, default=3)
   ap.add_argument("--matmul", type=int, default=8192, help="size of the bf16 matmul that measures the peak")
   ap.add_argument("--json", action="store_true", help="print one JSON line instead of the markdown table")
-  ap.add_argument("--check-analytic", action="store_true",
-                  help="U-Net: compare a hand count of one forward pass with XLA's (module docstring)")
+  ap.add_argument(
+    "--check-analytic",
+    action="store_true",
+    help="U-Net: compare a hand count of one forward pass with XLA's (module docstring)",
+  )
   args, overrides = ap.parse_known_args()  # the rest: --config.KEY=VALUE overrides
   args.overrides = overrides
   config = configs.apply_overrides(configs.load_config_file(args.config), args.overrides)
@@ -180,15 +190,18 @@ def main():
   if args.check_analytic:
     if config.model.name != "unet":
       raise SystemExit(f"--check-analytic counts U-Nets only; {args.config} has model.name={config.model.name!r}")
-    analytic = {"analytic_forward_flops": unet_forward_flops(setup1.net, batch_size),
-                "xla_forward_flops": forward_flops_xla(setup1, spec, batch_size)}
+    analytic = {
+      "analytic_forward_flops": unet_forward_flops(setup1.net, batch_size),
+      "xla_forward_flops": forward_flops_xla(setup1, spec, batch_size),
+    }
     analytic["analytic_over_xla"] = analytic["analytic_forward_flops"] / analytic["xla_forward_flops"]
 
   step_fn = train.compile_train_step(setup)
   key = jax.device_put(jax.random.PRNGKey(1), sharding.replicated(setup.mesh))
   rng = np.random.default_rng(0)
-  batch = sharding.global_batch(rng.integers(0, spec.num_classes, (batch_size,) + spec.shape, dtype=np.int32),
-                                setup.mesh)
+  batch = sharding.global_batch(
+    rng.integers(0, spec.num_classes, (batch_size,) + spec.shape, dtype=np.int32), setup.mesh
+  )
   with setup.context():
     state = setup.init_state(0)
     start = time.perf_counter()
@@ -212,24 +225,41 @@ def main():
   kind = jax.devices()[0].device_kind
   mfu = flops / step_s / peak
   if args.json:
-    row = {"flops_per_step": flops, "step_time_s": step_s, "examples_per_s": batch_size / step_s, "mfu": mfu,
-           "devices": devices, "device_kind": kind, "config": " ".join([args.config] + args.overrides),
-           "global_batch": batch_size, "flops_source": flops_source,
-           "per_device_flops_of_timed_step": per_device_flops, "peak_flops": peak}
+    row = {
+      "flops_per_step": flops,
+      "step_time_s": step_s,
+      "examples_per_s": batch_size / step_s,
+      "mfu": mfu,
+      "devices": devices,
+      "device_kind": kind,
+      "config": " ".join([args.config] + args.overrides),
+      "global_batch": batch_size,
+      "flops_source": flops_source,
+      "per_device_flops_of_timed_step": per_device_flops,
+      "peak_flops": peak,
+    }
     print(json.dumps(row | (analytic or {})))
     return
   print(f"# Train-step throughput ({datetime.date.today()}, {devices} x {kind}, jax {jax.__version__})\n")
-  print("| config | params | global batch | compile s | step ms (median) | examples/s | model TFLOP/step "
-        "| achieved TFLOP/s | bf16 matmul peak TFLOP/s | MFU |")
+  print(
+    "| config | params | global batch | compile s | step ms (median) | examples/s | model TFLOP/step "
+    "| achieved TFLOP/s | bf16 matmul peak TFLOP/s | MFU |"
+  )
   print("|---|---|---|---|---|---|---|---|---|---|")
-  print(f"| {args.config} {' '.join(args.overrides)} | {count_params(setup.abstract_state.params):,} | {batch_size} "
-        f"| {compile_s:.1f} | {1e3 * step_s:.1f} | {batch_size / step_s:.1f} | {flops / 1e12:.4g} "
-        f"| {flops / step_s / 1e12:.3g} | {peak / 1e12:.3g} | {100 * mfu:.2f} % |")
-  print(f"\nmodel FLOPs: global, {flops_source}; XLA's count of the timed step's per-device program "
-        f"(partitioned, remat as configured): {per_device_flops:.4g}")
+  print(
+    f"| {args.config} {' '.join(args.overrides)} | {count_params(setup.abstract_state.params):,} | {batch_size} "
+    f"| {compile_s:.1f} | {1e3 * step_s:.1f} | {batch_size / step_s:.1f} | {flops / 1e12:.4g} "
+    f"| {flops / step_s / 1e12:.3g} | {peak / 1e12:.3g} | {100 * mfu:.2f} % |"
+  )
+  print(
+    f"\nmodel FLOPs: global, {flops_source}; XLA's count of the timed step's per-device program "
+    f"(partitioned, remat as configured): {per_device_flops:.4g}"
+  )
   if analytic:
-    print(f"U-Net forward, global batch {batch_size}: hand count {analytic['analytic_forward_flops']:.4g} FLOPs, "
-          f"XLA {analytic['xla_forward_flops']:.4g} (ratio {analytic['analytic_over_xla']:.3f})")
+    print(
+      f"U-Net forward, global batch {batch_size}: hand count {analytic['analytic_forward_flops']:.4g} FLOPs, "
+      f"XLA {analytic['xla_forward_flops']:.4g} (ratio {analytic['analytic_over_xla']:.3f})"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ parameters on the 300 test images: the ELBO over all steps (`--passes` random st
 for each total budget B the exact likelihood under the naive policy (B calls; the upscale model splits B equally
 over its stages, as in the paper) for one random order per image and pass. Prints a markdown table.
 """
+
 import argparse
 import os
 import sys
@@ -42,25 +43,33 @@ def main():
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
   budgets = [int(b) for b in args.budgets.split(",") if b]
-  rows = ["| model | stages | train steps | test bpd (ELBO, all steps) | "
-          + " | ".join(f"exact bpd, naive {b} calls" for b in budgets) + " | train + eval s |",
-          "|---|---|---|---|" + "---|" * len(budgets) + "---|"]
+  rows = [
+    "| model | stages | train steps | test bpd (ELBO, all steps) | "
+    + " | ".join(f"exact bpd, naive {b} calls" for b in budgets)
+    + " | train + eval s |",
+    "|---|---|---|---|" + "---|" * len(budgets) + "---|",
+  ]
   for label, config_file in MODELS:
     model, seconds = _trained(config_file, os.path.join(args.root, os.path.splitext(config_file)[0]))
     test = data.load(model.config.data).eval_items("test")
     S, D = model.setup.objective.num_stages, model.spec.num_steps
     start = time.time()
     with model.setup.context():
-      elbo = evaluate.evaluate_params(model.setup, model.params, test, passes=args.passes, batch_size=len(test),
-                                      seed=args.seed)
+      elbo = evaluate.evaluate_params(
+        model.setup, model.params, test, passes=args.passes, batch_size=len(test), seed=args.seed
+      )
       cells = []
       for b in budgets:
         steps = policy.naive_global_policy(S, D, b)
-        r = evaluate.evaluate_params(model.setup, model.params, test, passes=2, batch_size=len(test),
-                                     seed=args.seed, policy=steps, exact=True)
+        r = evaluate.evaluate_params(
+          model.setup, model.params, test, passes=2, batch_size=len(test), seed=args.seed, policy=steps, exact=True
+        )
         cells.append(f"{r['bpd']:.3f} ± {r['stderr']:.3f}")
-    rows.append(f"| {label} | {S} | {model.step} | {elbo['bpd']:.4f} ± {elbo['stderr']:.4f} | " + " | ".join(cells)
-                + f" | {seconds + time.time() - start:.0f} |")
+    rows.append(
+      f"| {label} | {S} | {model.step} | {elbo['bpd']:.4f} ± {elbo['stderr']:.4f} | "
+      + " | ".join(cells)
+      + f" | {seconds + time.time() - start:.0f} |"
+    )
     print(f"  {label}: done", file=sys.stderr, flush=True)
   print("\n".join(rows))
 

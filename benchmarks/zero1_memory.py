@@ -12,6 +12,7 @@ parameters after the steps with zero1 off and on. Fake CPU devices share the hos
 the cost of the extra collectives, not what a GPU or TPU would see. `--shrink` applies configs.shrink_network
 (the paper-sized networks do not compile in reasonable time on a CPU).
 """
+
 import argparse
 import copy
 import datetime
@@ -40,8 +41,12 @@ def worker(config_path: str, shrink: bool, batch_size: int | None, warmup: int, 
   base = configs.load_config_file(os.path.join(REPO, config_path))  # read once: both runs get the same config
   for zero1 in (False, True):
     config = copy.deepcopy(base)
-    overrides = ["--config.mesh.data=-1", "--config.mesh.fsdp=1", "--config.mesh.tensor=1",
-                 f"--config.mesh.zero1={zero1}"]
+    overrides = [
+      "--config.mesh.data=-1",
+      "--config.mesh.fsdp=1",
+      "--config.mesh.tensor=1",
+      f"--config.mesh.zero1={zero1}",
+    ]
     if batch_size:
       overrides.append(f"--config.train.batch_size={batch_size}")
     config = configs.apply_overrides(config, overrides)
@@ -50,8 +55,9 @@ def worker(config_path: str, shrink: bool, batch_size: int | None, warmup: int, 
         configs.shrink_network(config)
     spec = spec_without_data(config) or DataSpec.of_dataset(data.load(config.data))
     setup = build_setup(config, spec)
-    batch_np = np.random.default_rng(0).integers(0, spec.num_classes, (int(config.train.batch_size),) + spec.shape,
-                                                 dtype=np.int32)
+    batch_np = np.random.default_rng(0).integers(
+      0, spec.num_classes, (int(config.train.batch_size),) + spec.shape, dtype=np.int32
+    )
     state = setup.init_state(0)
     step_fn = train.compile_train_step(setup)
     with setup.context():
@@ -78,17 +84,30 @@ def worker(config_path: str, shrink: bool, batch_size: int | None, warmup: int, 
       params_off, diff = params, 0.0
     abstract, shardings = setup.abstract_state, setup.state_shardings
     mib = lambda n: n / 2**20
-    results.append({
-        "config": config_path + (" (shrunk)" if shrink else ""), "zero1": zero1,
-        "params": count_params(abstract.params), "batch": int(config.train.batch_size),
+    results.append(
+      {
+        "config": config_path + (" (shrunk)" if shrink else ""),
+        "zero1": zero1,
+        "params": count_params(abstract.params),
+        "batch": int(config.train.batch_size),
         "mesh": dict(setup.mesh.shape),
         "state_mib": mib(sharding.per_device_bytes(shardings, abstract)),
-        "opt_ema_mib": mib(sharding.per_device_bytes((shardings.opt_state, shardings.ema_params),
-                                                     (abstract.opt_state, abstract.ema_params))),
-        "argument_mib": mib(mem.argument_size_in_bytes), "output_mib": mib(mem.output_size_in_bytes),
-        "alias_mib": mib(mem.alias_size_in_bytes), "temp_mib": mib(mem.temp_size_in_bytes),
-        "collectives": collectives, "compile_s": compile_s, "step_ms": 1000 * statistics.median(times),
-        "max_param_diff": diff, "loss": float(metrics["loss"])})
+        "opt_ema_mib": mib(
+          sharding.per_device_bytes(
+            (shardings.opt_state, shardings.ema_params), (abstract.opt_state, abstract.ema_params)
+          )
+        ),
+        "argument_mib": mib(mem.argument_size_in_bytes),
+        "output_mib": mib(mem.output_size_in_bytes),
+        "alias_mib": mib(mem.alias_size_in_bytes),
+        "temp_mib": mib(mem.temp_size_in_bytes),
+        "collectives": collectives,
+        "compile_s": compile_s,
+        "step_ms": 1000 * statistics.median(times),
+        "max_param_diff": diff,
+        "loss": float(metrics["loss"]),
+      }
+    )
   return results
 
 
@@ -107,19 +126,36 @@ def main():
     return
 
   cpu = platform.processor() or platform.machine()
-  print(f"# Train step with ZeRO-1 off and on, {args.devices} fake CPU devices, data parallel "
-        f"({datetime.date.today()}, {cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start)\n")
-  print("Per device, MiB. state: the whole train state's shard; opt+EMA: Adam mu, nu and the EMA parameters; "
-        "arguments / temp / output (aliased: donated): XLA's memory analysis of the compiled step.\n")
-  print("| config | zero1 | params | batch | state | opt+EMA | arguments | temp | output (aliased) | collectives "
-        "| compile s | step ms | max param diff |")
+  print(
+    f"# Train step with ZeRO-1 off and on, {args.devices} fake CPU devices, data parallel "
+    f"({datetime.date.today()}, {cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start)\n"
+  )
+  print(
+    "Per device, MiB. state: the whole train state's shard; opt+EMA: Adam mu, nu and the EMA parameters; "
+    "arguments / temp / output (aliased: donated): XLA's memory analysis of the compiled step.\n"
+  )
+  print(
+    "| config | zero1 | params | batch | state | opt+EMA | arguments | temp | output (aliased) | collectives "
+    "| compile s | step ms | max param diff |"
+  )
   print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for config_path in args.configs:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env |= {"JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={args.devices}"}
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", config_path, "--warmup", str(args.warmup),
-           "--steps", str(args.steps)] + (["--shrink"] if args.shrink else [])
+    env |= {
+      "JAX_PLATFORMS": "cpu",
+      "TF_CPP_MIN_LOG_LEVEL": "3",
+      "XLA_FLAGS": f"--xla_force_host_platform_device_count={args.devices}",
+    }
+    cmd = [
+      sys.executable,
+      os.path.abspath(__file__),
+      "--worker",
+      config_path,
+      "--warmup",
+      str(args.warmup),
+      "--steps",
+      str(args.steps),
+    ] + (["--shrink"] if args.shrink else [])
     if args.batch_size:
       cmd += ["--batch-size", str(args.batch_size)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
@@ -128,10 +164,13 @@ def main():
       continue
     for r in json.loads(proc.stdout.strip().splitlines()[-1]):
       coll = ", ".join(f"{n} {name}" for name, n in sorted(r["collectives"].items())) or "none"
-      print(f"| {r['config']} | {'on' if r['zero1'] else 'off'} | {r['params']:,} | {r['batch']} "
-            f"| {r['state_mib']:.2f} | {r['opt_ema_mib']:.2f} | {r['argument_mib']:.2f} | {r['temp_mib']:.2f} "
-            f"| {r['output_mib']:.2f} ({r['alias_mib']:.2f}) | {coll} | {r['compile_s']:.1f} | {r['step_ms']:.0f} "
-            f"| {r['max_param_diff']:.1e} |", flush=True)
+      print(
+        f"| {r['config']} | {'on' if r['zero1'] else 'off'} | {r['params']:,} | {r['batch']} "
+        f"| {r['state_mib']:.2f} | {r['opt_ema_mib']:.2f} | {r['argument_mib']:.2f} | {r['temp_mib']:.2f} "
+        f"| {r['output_mib']:.2f} ({r['alias_mib']:.2f}) | {coll} | {r['compile_s']:.1f} | {r['step_ms']:.0f} "
+        f"| {r['max_param_diff']:.1e} |",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Every value below names its source: "paper" is arXiv 2110.02037, "official" is t
 architectures/unet.py, model/architecture_components/input_embedding.py), used where the paper is silent.
 Departures from both are marked DEPARTURE with the reason.
 """
+
 import ml_collections
 
 from ardm_jax.configs import base_config, shrink_to_tiny

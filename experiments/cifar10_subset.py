@@ -7,6 +7,7 @@ e5caf60, 2 CPU cores): test 6.2566 ± 0.0253 bits/dim (EMA, 1 pass) after the 1,
 with the test evaluation at 0.7-0.8 steps/s; far above the paper's 2.69 (4,000 images and half an hour of CPU,
 not 3,000 TPU epochs). `:tiny` is a smoke variant.
 """
+
 from ardm_jax.configs import base_config, shrink_to_tiny
 
 DEFAULT_PATH = "../shared/data/cifar10_subset/cifar10_subset.npz"

@@ -13,6 +13,7 @@ App. B.4, Fig. 8a caption). Time: not measured with this code; the paper reports
 CIFAR-10 runs (App. D). `experiments/cifar10_upscale4.py:tiny` is a smoke variant.
 Sources of every other value: experiments/cifar10.py.
 """
+
 import os
 
 from ardm_jax.configs import experiment_config, shrink_to_tiny

@@ -6,6 +6,7 @@ Expected (measured, benchmarks/RESULTS.md "Digits default"): test bits/dim 1.856
 passes over the 300 test images) in 7 min 26 s on 2 CPU cores shared with one other job; xz on the whole set gives
 2.71, WebP 7.97 per image. `experiments/digits.py:tiny` is a seconds-long smoke variant for tests.
 """
+
 from ardm_jax.configs import base_config, shrink_to_tiny
 
 

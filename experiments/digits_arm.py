@@ -9,6 +9,7 @@ order-agnostic). This config as it stands: time and result not measured. Measure
 width 96; benchmarks/RESULTS.md "Reproduction", 2 CPU cores): 1.825 ± 0.014 against the OA-ARDM's 1.906 ± 0.016.
 `:tiny` is a seconds-long smoke variant.
 """
+
 import os
 
 from ardm_jax.configs import experiment_config, shrink_to_tiny
@@ -18,8 +19,9 @@ def get_config(variant: str = "default"):
   config = experiment_config(os.path.join(os.path.dirname(__file__), "digits.py"))
   config.ardm.objective = "arm"
   config.ardm.ce_weight = 0.0  # the ARM's loss is already the plain cross-entropy
-  config.model = config.model.__class__(dict(name="transformer", num_layers=4, emb_dim=128, mlp_dim=512,
-                                             num_heads=4, dropout=0.1, causal=True, rope=True))
+  config.model = config.model.__class__(
+    dict(name="transformer", num_layers=4, emb_dim=128, mlp_dim=512, num_heads=4, dropout=0.1, causal=True, rope=True)
+  )
   if variant == "tiny":
     shrink_to_tiny(config, batch_size=8, num_steps=4, eval_passes=1)
     config.train.eval_batch_size = 100

@@ -9,6 +9,7 @@ stands: time and result not measured; benchmarks/RESULTS.md "Reproduction" measu
 on 2 CPU cores (D3PM − OA-ARDM from +0.001 to +0.012 bits/dim over the budgets there).
 `:tiny` is a seconds-long smoke variant.
 """
+
 import os
 
 from ardm_jax.configs import experiment_config, shrink_to_tiny

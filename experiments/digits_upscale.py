@@ -11,6 +11,7 @@ Expected (measured, benchmarks/RESULTS.md "Digits OA-ARDM against the digits Ups
 bits/dim 1.8872 ± 0.0262 (ELBO, EMA parameters), against the OA-ARDM's 1.8556 ± 0.0158; time not measured.
 `:tiny` is a seconds-long smoke variant.
 """
+
 import os
 
 from ardm_jax.configs import experiment_config, shrink_to_tiny

@@ -11,6 +11,7 @@ Expected: no paper number (FSDD is not in the paper); train/eval/sample/compress
 Time and result of the default and upscale variants: not measured; `:tiny` (a plumbing check, 2 steps) is
 recorded in benchmarks/RESULTS.md "Audio: a tiny FSDD run end to end".
 """
+
 from ardm_jax.configs import base_config, shrink_to_tiny
 
 DEFAULT_PATH = "../shared/data/fsdd/fsdd_8khz.npz"

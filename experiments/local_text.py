@@ -9,6 +9,7 @@ Time (measured on Tiny Shakespeare, 2 CPU cores): 0.38 steps/s at batch 32 x 256
 a narrower variant (width 128, crops of 64, 1,500 steps, `:pydoc`; benchmarks/RESULTS.md "Reproduction"):
 2.698 ± 0.027 bits/char; text8-sized models reach 1.43 (paper). `:tiny` is a smoke variant.
 """
+
 from ardm_jax.configs import base_config, shrink_to_tiny
 
 

@@ -7,6 +7,7 @@ Expected: bits/char a little below the OA-ARDM's (the paper: a fixed order is ea
 time and result not measured; on local_text.py's narrower variant (benchmarks/RESULTS.md "Reproduction", 2 CPU
 cores) 1.779 ± 0.029 bits/char against the OA-ARDM's 2.698 ± 0.027. `:tiny` is a smoke variant.
 """
+
 import os
 
 from ardm_jax.configs import experiment_config

@@ -8,6 +8,7 @@ Expected: bits/char above the OA-ARDM's at equal generation steps (paper, text8)
 and result not measured; on local_text.py's narrower variant (benchmarks/RESULTS.md "Reproduction", 2 CPU cores)
 D3PM − OA-ARDM ranged from -0.010 to +0.008 bits/char over the budgets there. `:tiny` is a smoke variant.
 """
+
 import os
 
 from ardm_jax.configs import experiment_config

@@ -5,6 +5,7 @@ Command (prepare the data first with `tfds build mnist` on a machine with intern
 Expected: not reported in the paper; a sanity benchmark for image models. Time and result: not measured.
 `:tiny` is a smoke variant.
 """
+
 from ardm_jax.configs import base_config, shrink_to_tiny
 
 

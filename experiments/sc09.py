@@ -12,6 +12,7 @@ Every value below names its source: "paper" is arXiv 2110.02037, "official" is t
 (google-research/google-research autoregressive_diffusion/experiments/audio/: configs/sc09.py, train.py,
 arch/diff_wave.py), used where the paper is silent. Departures from both are marked DEPARTURE.
 """
+
 import ml_collections
 
 from ardm_jax.configs import base_config, shrink_to_tiny

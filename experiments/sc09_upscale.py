@@ -8,6 +8,7 @@ section 5 Table 4; Upscale 4, `--config.ardm.branch_factor=4`, also 6.29 with 8 
 8 x 50 steps, App. B.2 Table 7). Time: not measured with this code; the paper reports about 4 days of training
 (App. D). `:tiny` is a smoke variant. Sources of every other value: experiments/sc09.py.
 """
+
 import os
 
 from ardm_jax.configs import experiment_config, shrink_to_tiny

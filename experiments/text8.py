@@ -10,6 +10,7 @@ Every value below names its source: "paper" is arXiv 2110.02037, "official" is t
 (google-research/google-research autoregressive_diffusion/experiments/language/: configs/default.py, train.py,
 architectures/transformer.py), used where the paper is silent. Departures from both are marked DEPARTURE.
 """
+
 import ml_collections
 
 from ardm_jax.configs import base_config, shrink_to_tiny

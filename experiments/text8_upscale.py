@@ -9,6 +9,7 @@ variants for language did not beat the order-agnostic model (section 6), so abou
 at best, with 2 x 250 steps. Time: not measured with this code. `experiments/text8_upscale.py:tiny` is a smoke
 variant. Sources of every other value: experiments/text8.py.
 """
+
 import os
 
 from ardm_jax.configs import experiment_config, shrink_to_tiny

@@ -9,6 +9,7 @@ ahead of time on a machine without TPUs: the `--topology` half of `ardm prefligh
 Without libtpu it says so; with --cpu_estimate it compiles for as many fake CPU devices instead (XLA:CPU's buffer
 assignment: no TPU layouts, tiling or fusion; a rough guide only, labelled as such wherever it is printed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,12 +18,17 @@ import sys
 
 def main(argv=None) -> int:
   from ardm_jax import preflight  # pylint: disable=import-outside-toplevel  (light: JAX starts inside)
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                   epilog="Config overrides as --config.KEY=VALUE, e.g. --config.mesh.fsdp=-1")
+
+  parser = argparse.ArgumentParser(
+    description=__doc__.split("\n\n")[0], epilog="Config overrides as --config.KEY=VALUE, e.g. --config.mesh.fsdp=-1"
+  )
   parser.add_argument("--config", required=True, help="experiment file, e.g. experiments/cifar10.py[:variant]")
   parser.add_argument("--topology", required=True, help=f"one of {', '.join(preflight.TOPOLOGIES)}")
-  parser.add_argument("--cpu_estimate", action="store_true",
-                      help="without libtpu: compile for fake CPU devices instead (a rough, labelled estimate)")
+  parser.add_argument(
+    "--cpu_estimate",
+    action="store_true",
+    help="without libtpu: compile for fake CPU devices instead (a rough, labelled estimate)",
+  )
   args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
   try:
     return preflight.run_topology(args.config, overrides, args.topology, cpu_estimate=args.cpu_estimate)

@@ -1,5 +1,6 @@
 """Test-wide settings: strict rank promotion, CPU only, and a compile cache of the test session's own (commands the
 tests run would otherwise fill the user's ~/.cache/ardm_jax)."""
+
 import os
 import tempfile
 

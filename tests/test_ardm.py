@@ -1,4 +1,5 @@
 """Exact checks of the OA-ARDM math on problems small enough to enumerate every order and step."""
+
 import itertools
 
 import jax
@@ -24,8 +25,10 @@ def toy_net_apply(params, x_in, known, t, train, key):
 def toy_params(seed=0, width=16):
   rng = np.random.default_rng(seed)
   n_in = D * (K + 1) + D + 1
-  return {"w1": jnp.asarray(rng.normal(size=(n_in, width)), jnp.float32),
-          "w2": jnp.asarray(rng.normal(size=(width, D * K)), jnp.float32)}
+  return {
+    "w1": jnp.asarray(rng.normal(size=(n_in, width)), jnp.float32),
+    "w2": jnp.asarray(rng.normal(size=(width, D * K)), jnp.float32),
+  }
 
 
 def all_orders():
@@ -105,14 +108,16 @@ def test_estimator_expectation_equals_order_averaged_exact_likelihood():
   x_rep = np.repeat(xs, n_orders * D, axis=0)
   sigma_rep = np.tile(np.repeat(orders, D, axis=0), (len(xs), 1))
   t_rep = np.tile(np.arange(D, dtype=np.int32), len(xs) * n_orders)
-  est = ardm.elbo_terms_given(toy_net_apply, params, jnp.asarray(x_rep), jnp.asarray(sigma_rep),
-                              jnp.asarray(t_rep), num_classes=K)["nll"]
+  est = ardm.elbo_terms_given(
+    toy_net_apply, params, jnp.asarray(x_rep), jnp.asarray(sigma_rep), jnp.asarray(t_rep), num_classes=K
+  )["nll"]
   expected_estimator = np.asarray(est).reshape(len(xs), -1).mean(axis=1)
 
   x_ord = np.repeat(xs, n_orders, axis=0)
   sigma_ord = np.tile(orders, (len(xs), 1))
-  logp = ardm.policy_log_likelihood(toy_net_apply, params, jnp.asarray(x_ord), jnp.asarray(sigma_ord),
-                                    jnp.arange(D, dtype=jnp.int32), num_classes=K)
+  logp = ardm.policy_log_likelihood(
+    toy_net_apply, params, jnp.asarray(x_ord), jnp.asarray(sigma_ord), jnp.arange(D, dtype=jnp.int32), num_classes=K
+  )
   exact = -np.asarray(logp).reshape(len(xs), n_orders).mean(axis=1)
   np.testing.assert_allclose(expected_estimator, exact, rtol=1e-5)
 
@@ -131,8 +136,7 @@ def test_sequential_likelihood_matches_hand_chain_rule():
     for b in range(3):
       i = int(np.where(np.asarray(sigma)[b] == t)[0][0])
       total[b] += logp[b, i, int(x[b, i])]
-  got = ardm.policy_log_likelihood(toy_net_apply, params, x, sigma, jnp.arange(D, dtype=jnp.int32),
-                                   num_classes=K)
+  got = ardm.policy_log_likelihood(toy_net_apply, params, x, sigma, jnp.arange(D, dtype=jnp.int32), num_classes=K)
   np.testing.assert_allclose(got, total, rtol=1e-5)
 
 
@@ -146,10 +150,12 @@ def test_policy_estimator_expectation_equals_exact_policy_likelihood(policy):
   sigma_rep = np.repeat(orders, n_calls, axis=0)
   k_rep = np.tile(np.arange(n_calls), len(orders))
   x_rep = np.repeat(x[None], len(sigma_rep), axis=0)
-  est = ardm.policy_terms_given(toy_net_apply, params, jnp.asarray(x_rep), jnp.asarray(sigma_rep),
-                                jnp.asarray(k_rep), policy, num_classes=K)["nll"]
-  exact = -ardm.policy_log_likelihood(toy_net_apply, params, jnp.asarray(np.repeat(x[None], len(orders), 0)),
-                                      jnp.asarray(orders), policy, num_classes=K)
+  est = ardm.policy_terms_given(
+    toy_net_apply, params, jnp.asarray(x_rep), jnp.asarray(sigma_rep), jnp.asarray(k_rep), policy, num_classes=K
+  )["nll"]
+  exact = -ardm.policy_log_likelihood(
+    toy_net_apply, params, jnp.asarray(np.repeat(x[None], len(orders), 0)), jnp.asarray(orders), policy, num_classes=K
+  )
   np.testing.assert_allclose(np.mean(est), np.mean(exact), rtol=1e-5)
 
 
@@ -159,8 +165,7 @@ def test_one_step_policy_probabilities_sum_to_one_over_all_data():
   xs = jnp.asarray(all_data())
   sigma = jnp.asarray(np.repeat(all_orders()[7][None], len(xs), 0))
   for policy in ([0], [0, 2], [0, 1, 2, 3]):
-    logp = ardm.policy_log_likelihood(toy_net_apply, params, xs, sigma, jnp.asarray(policy, jnp.int32),
-                                      num_classes=K)
+    logp = ardm.policy_log_likelihood(toy_net_apply, params, xs, sigma, jnp.asarray(policy, jnp.int32), num_classes=K)
     assert float(jnp.sum(jnp.exp(logp))) == pytest.approx(1.0, rel=1e-5)
 
 
@@ -172,14 +177,18 @@ def test_unknown_values_are_invisible_to_the_loss_and_its_gradient():
   x1 = jnp.array([[0, 1, 2, 0], [2, 2, 1, 0]])
   known = np.asarray(ardm.known_mask(sigma, t))
   x2 = jnp.asarray(np.where(known, np.asarray(x1), (np.asarray(x1) + 1) % K))
+
   def logits_of(x):
     return toy_net_apply(params, ardm.corrupt(x, jnp.asarray(known), K), jnp.asarray(known), t, False, None)
+
   np.testing.assert_array_equal(logits_of(x1), logits_of(x2))
+
   # Through gradients: d loss / d (one-hot input) is zero at unknown positions.
   def loss_of_onehot(onehot):
     visible = jnp.where(jnp.asarray(known)[..., None], onehot, jax.nn.one_hot(K, K + 1))
     logits = toy_net_apply_onehot(params, visible, jnp.asarray(known), t)
     return jnp.sum(jax.nn.log_softmax(logits) * jax.nn.one_hot(x1, K))
+
   grad = jax.grad(loss_of_onehot)(jax.nn.one_hot(x1, K + 1))
   assert np.abs(np.asarray(grad)[~known]).max() == 0.0
   assert np.abs(np.asarray(grad)[known]).max() > 0.0
@@ -187,8 +196,9 @@ def test_unknown_values_are_invisible_to_the_loss_and_its_gradient():
 
 def toy_net_apply_onehot(params, onehot, known, t):
   batch = onehot.shape[0]
-  feats = jnp.concatenate([onehot.reshape(batch, -1), known.reshape(batch, -1).astype(jnp.float32),
-                           t[:, None] / D], axis=-1)
+  feats = jnp.concatenate(
+    [onehot.reshape(batch, -1), known.reshape(batch, -1).astype(jnp.float32), t[:, None] / D], axis=-1
+  )
   return (jnp.tanh(feats @ params["w1"]) @ params["w2"]).reshape(*onehot.shape[:-1], K)
 
 
@@ -198,8 +208,16 @@ def test_generate_respects_policy_and_observed_values():
   sigma = ardm.sample_orders(jax.random.PRNGKey(3), batch, D)
   observed = jnp.zeros((batch, D), bool).at[:, 0].set(True)
   x_init = jnp.full((batch, D), K).at[:, 0].set(1)
-  out = ardm.generate(toy_net_apply, params, jax.random.PRNGKey(4), x_init, sigma,
-                      jnp.asarray([0, 2], jnp.int32), num_classes=K, observed=observed)
+  out = ardm.generate(
+    toy_net_apply,
+    params,
+    jax.random.PRNGKey(4),
+    x_init,
+    sigma,
+    jnp.asarray([0, 2], jnp.int32),
+    num_classes=K,
+    observed=observed,
+  )
   out = np.asarray(out)
   assert (out[:, 0] == 1).all() and out.min() >= 0 and out.max() < K
 
@@ -218,12 +236,16 @@ def test_generate_single_step_policy_samples_the_model_marginals():
   params = toy_params(9)
   batch = 20000
   sigma = ardm.sample_orders(jax.random.PRNGKey(5), batch, D)
-  x = ardm.generate(toy_net_apply, params, jax.random.PRNGKey(6), jnp.full((batch, D), K), sigma,
-                    jnp.asarray([0], jnp.int32), num_classes=K)
-  logits = toy_net_apply(params, jnp.full((1, D), K), jnp.zeros((1, D), bool), jnp.zeros((1,), jnp.int32),
-                         False, None)
+  x = ardm.generate(
+    toy_net_apply,
+    params,
+    jax.random.PRNGKey(6),
+    jnp.full((batch, D), K),
+    sigma,
+    jnp.asarray([0], jnp.int32),
+    num_classes=K,
+  )
+  logits = toy_net_apply(params, jnp.full((1, D), K), jnp.zeros((1, D), bool), jnp.zeros((1,), jnp.int32), False, None)
   probs = np.asarray(jax.nn.softmax(logits))[0]
   freqs = np.stack([np.bincount(np.asarray(x)[:, i], minlength=K) / batch for i in range(D)])
   np.testing.assert_allclose(freqs, probs, atol=0.015)
-
-

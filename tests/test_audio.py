@@ -1,5 +1,6 @@
 """Audio: 16-bit samples <-> classes, WAV round trips, resampling, the three loaders (WAV folder, FSDD, SC09 built
 by tfds from a small fake archive), and the DiffWave network's interface, receptive field and annotations."""
+
 import io
 import os
 import tarfile
@@ -93,8 +94,10 @@ def test_fit_length_pads_and_crops():
 
 # ----------------------------------------------------------------------------------------------- loaders
 def test_wav_folder_loader_resamples_pads_and_splits(tmp_path):
-  clips = {f"c{i:02d}.wav": (_noise(n, i), rate) for i, (n, rate) in
-           enumerate([(4000, 8000), (7000, 16000), (20000, 16000)] * 4)}
+  clips = {
+    f"c{i:02d}.wav": (_noise(n, i), rate)
+    for i, (n, rate) in enumerate([(4000, 8000), (7000, 16000), (20000, 16000)] * 4)
+  }
   for name, (pcm, rate) in clips.items():
     (tmp_path / name).write_bytes(_wav_bytes(pcm, rate))
   ds = data.load({"name": "wav_folder", "path": str(tmp_path), "sample_rate": 16000, "length": 16000})
@@ -134,17 +137,24 @@ def test_fsdd_loader_uses_the_official_split():
   assert test.shape == (250, 8000)
   # At the native rate the first test clip is the first recording, centred bit-exactly.
   with np.load(path / "fsdd_8khz.npz") as npz:
-    first = npz["audio"][npz["offsets"][0]:npz["offsets"][1]]
+    first = npz["audio"][npz["offsets"][0] : npz["offsets"][1]]
     assert npz["index"][0] == 0
   np.testing.assert_array_equal(test[0], audio.pcm_to_classes(audio.fit_length(first, 8000, "centre")))
 
 
 def _fake_speech_commands(path):
-  files = {"zero/a_nohash_0.wav": _noise(16000, 0), "zero/b_nohash_0.wav": _noise(12000, 1),
-           "one/c_nohash_0.wav": _noise(16000, 2), "nine/d_nohash_0.wav": _noise(9000, 3),
-           "cat/e_nohash_0.wav": _noise(16000, 4), "_background_noise_/noise.wav": _noise(16000, 5)}
-  lists = {"validation_list.txt": b"one/c_nohash_0.wav\ncat/e_nohash_0.wav\n",
-           "testing_list.txt": b"nine/d_nohash_0.wav\n"}
+  files = {
+    "zero/a_nohash_0.wav": _noise(16000, 0),
+    "zero/b_nohash_0.wav": _noise(12000, 1),
+    "one/c_nohash_0.wav": _noise(16000, 2),
+    "nine/d_nohash_0.wav": _noise(9000, 3),
+    "cat/e_nohash_0.wav": _noise(16000, 4),
+    "_background_noise_/noise.wav": _noise(16000, 5),
+  }
+  lists = {
+    "validation_list.txt": b"one/c_nohash_0.wav\ncat/e_nohash_0.wav\n",
+    "testing_list.txt": b"nine/d_nohash_0.wav\n",
+  }
   with tarfile.open(path, "w:gz") as tar:
     for name, content in [(k, _wav_bytes(v)) for k, v in files.items()] + list(lists.items()):
       info = tarfile.TarInfo("./" + name)
@@ -156,11 +166,15 @@ def _fake_speech_commands(path):
 def test_sc09_split_and_examples_from_an_archive(tmp_path):
   files = _fake_speech_commands(tmp_path / audio.SC09_ARCHIVE)
   lists = audio.sc09_split_lists(audio.iter_tar(tmp_path / audio.SC09_ARCHIVE))
-  got = {split: dict(audio.sc09_examples(audio.iter_tar(tmp_path / audio.SC09_ARCHIVE), split, lists))
-         for split in ("train", "validation", "test")}
+  got = {
+    split: dict(audio.sc09_examples(audio.iter_tar(tmp_path / audio.SC09_ARCHIVE), split, lists))
+    for split in ("train", "validation", "test")
+  }
   assert {s: sorted(v) for s, v in got.items()} == {
-      "train": ["zero/a_nohash_0.wav", "zero/b_nohash_0.wav"], "validation": ["one/c_nohash_0.wav"],
-      "test": ["nine/d_nohash_0.wav"]}
+    "train": ["zero/a_nohash_0.wav", "zero/b_nohash_0.wav"],
+    "validation": ["one/c_nohash_0.wav"],
+    "test": ["nine/d_nohash_0.wav"],
+  }
   padded = got["train"]["zero/b_nohash_0.wav"]
   assert padded["label"] == "zero" and padded["audio"].shape == (16000,)
   np.testing.assert_array_equal(padded["audio"][:12000], files["zero/b_nohash_0.wav"])
@@ -180,8 +194,9 @@ def test_sc09_tfds_build_and_load(tmp_path):
   ds = data.load({"name": "sc09", "tfds_data_dir": str(tmp_path / "tfds")})
   assert (ds.kind, ds.shape, ds.num_classes) == ("audio", (16000,), 65536)
   assert {s: len(ds.eval_items(s)) for s in ds.splits} == {"train": 2, "validation": 1, "test": 1}
-  np.testing.assert_array_equal(ds.eval_items("test")[0],
-                                audio.pcm_to_classes(audio.fit_length(files["nine/d_nohash_0.wav"], 16000, "end")))
+  np.testing.assert_array_equal(
+    ds.eval_items("test")[0], audio.pcm_to_classes(audio.fit_length(files["nine/d_nohash_0.wav"], 16000, "end"))
+  )
 
 
 # ----------------------------------------------------------------------------------------------- DiffWave
@@ -194,8 +209,7 @@ def _random_params(abstract, seed=1):
   dependence structure probed here) and compiling its initialisers is slow."""
   leaves, treedef = jax.tree.flatten(nn.unbox(abstract)["params"])
   rng = np.random.default_rng(seed)
-  return {"params": treedef.unflatten([jnp.asarray(0.3 * rng.normal(size=leaf.shape), jnp.float32)
-                                       for leaf in leaves])}
+  return {"params": treedef.unflatten([jnp.asarray(0.3 * rng.normal(size=leaf.shape), jnp.float32) for leaf in leaves])}
 
 
 def _inputs(batch=2, seed=0):
@@ -208,8 +222,9 @@ def _inputs(batch=2, seed=0):
 def test_diffwave_interface_and_annotations():
   # Traced only (jax.eval_shape): compiling the real initialisers costs seconds and tells nothing more here.
   x_in, known, t = _inputs()
-  net = build_network(ml_collections.ConfigDict(DW_CFG), (L,), K, num_outputs=12, num_input_classes=K + 9,
-                      num_steps=3 * L)
+  net = build_network(
+    ml_collections.ConfigDict(DW_CFG), (L,), K, num_outputs=12, num_input_classes=K + 9, num_steps=3 * L
+  )
   out, variables = jax.eval_shape(lambda: net.init_with_output({"params": jax.random.key(0)}, x_in, known, t))
   assert out.shape == (2, L, 12) and out.dtype == jnp.float32
   boxed = jax.tree.leaves(variables["params"], is_leaf=lambda v: isinstance(v, nn.Partitioned))
@@ -242,7 +257,8 @@ def test_diffwave_bad_config_is_a_value_error():
   x_in, known, t = _inputs()
   with pytest.raises(ValueError, match="divisible by 4"):
     build_network(ml_collections.ConfigDict({**DW_CFG, "features": 18}), (L,), K).init(
-        {"params": jax.random.key(0)}, x_in, known, t)
+      {"params": jax.random.key(0)}, x_in, known, t
+    )
   with pytest.raises(ValueError, match="unknown network size option"):
     build_network(ml_collections.ConfigDict(DW_CFG), (L,), K, num_logits=3)
   with pytest.raises(ValueError, match="data_shape"):

@@ -1,5 +1,6 @@
 """The paper's baselines: D3PM-absorbing against its definition by enumeration, the ARM's normalisation and
 causality, both samplers against exact distributions, and their place in the trainer and the jobs."""
+
 import itertools
 import json
 import os
@@ -24,9 +25,18 @@ def _fake_denoiser(num_classes: int, seed: int = 0):
     del params, train, key
     x = x_in.reshape(x_in.shape[0], -1).astype(jnp.float32)
     pos = jnp.arange(x.shape[1], dtype=jnp.float32)
-    feats = jnp.stack([x, jnp.broadcast_to(x.sum(1, keepdims=True), x.shape), known.reshape(x.shape),
-                       jnp.broadcast_to(t[:, None].astype(jnp.float32), x.shape), pos[None] + 0 * x], -1)
+    feats = jnp.stack(
+      [
+        x,
+        jnp.broadcast_to(x.sum(1, keepdims=True), x.shape),
+        known.reshape(x.shape),
+        jnp.broadcast_to(t[:, None].astype(jnp.float32), x.shape),
+        pos[None] + 0 * x,
+      ],
+      -1,
+    )
     return jnp.sin(feats @ jnp.asarray(w, jnp.float32) * 1.7).reshape(x_in.shape + (num_classes,)) * 2.0
+
   return apply_fn
 
 
@@ -71,8 +81,9 @@ def _d3pm_estimator_mean(apply_fn, model, x0):
     for mask in itertools.product([False, True], repeat=D):
       mask = np.array(mask)
       prob = (1.0 / T) * (t / T) ** mask.sum() * (1 - t / T) ** (D - mask.sum())
-      terms = baselines.d3pm_terms_given(apply_fn, None, jnp.asarray(x0)[None], jnp.array([t]),
-                                         jnp.asarray(mask)[None], model=model)
+      terms = baselines.d3pm_terms_given(
+        apply_fn, None, jnp.asarray(x0)[None], jnp.array([t]), jnp.asarray(mask)[None], model=model
+      )
       total += prob * float(terms["nll"][0])
   return total
 
@@ -106,8 +117,9 @@ def test_d3pm_generative_process_is_normalised_and_the_sampler_draws_from_it():
   exact = {x: np.exp(-_d3pm_enumeration(fn, model, np.array(x))[1]) for x in itertools.product(range(2), repeat=2)}
   np.testing.assert_allclose(sum(exact.values()), 1.0, rtol=1e-5)
   n = 4000
-  draws = np.asarray(jax.jit(lambda k: baselines.d3pm_generate(fn, None, k, n, (2,), model=model))(
-      jax.random.PRNGKey(0)))
+  draws = np.asarray(
+    jax.jit(lambda k: baselines.d3pm_generate(fn, None, k, n, (2,), model=model))(jax.random.PRNGKey(0))
+  )
   assert draws.max() < 2  # nothing left masked after T steps
   for x, p in exact.items():
     freq = np.mean(np.all(draws == np.array(x), axis=1))
@@ -115,8 +127,9 @@ def test_d3pm_generative_process_is_normalised_and_the_sampler_draws_from_it():
 
 
 def _tiny_transformer(shape, causal, K=3):
-  cfg = ml_collections.ConfigDict(dict(name="transformer", num_layers=2, emb_dim=16, mlp_dim=32, num_heads=2,
-                                       causal=causal))
+  cfg = ml_collections.ConfigDict(
+    dict(name="transformer", num_layers=2, emb_dim=16, mlp_dim=32, num_heads=2, causal=causal)
+  )
   net = build_network(cfg, shape, K)
   x = jnp.zeros((1,) + shape, jnp.int32)
   params = net.init(jax.random.PRNGKey(0), x, jnp.ones(x.shape, bool), jnp.zeros((1,), jnp.int32))["params"]
@@ -147,7 +160,7 @@ def test_arm_conditional_i_depends_on_earlier_variables_only():
     changed = baselines.arm_log_probs(fn, params, x.at[0, j].set((x[0, j] + 1) % 3), model)[0]
     np.testing.assert_array_equal(changed[:j], base[:j])  # p(x_i | x_<i) for i < j never sees x_j
     if j < 3:
-      assert np.any(np.abs(changed[j + 1:] - base[j + 1:]) > 1e-4)
+      assert np.any(np.abs(changed[j + 1 :] - base[j + 1 :]) > 1e-4)
 
 
 def test_arm_sampler_draws_from_the_model():
@@ -156,8 +169,9 @@ def test_arm_sampler_draws_from_the_model():
   model = baselines.ARM(K)
   every_x = jnp.asarray(list(itertools.product(range(K), repeat=2)))
   exact = np.exp(np.asarray(baselines.arm_log_probs(fn, params, every_x, model).sum(axis=1)))
-  draws = np.asarray(jax.jit(lambda k: baselines.arm_generate(fn, params, k, n, shape, model=model))(
-      jax.random.PRNGKey(1)))
+  draws = np.asarray(
+    jax.jit(lambda k: baselines.arm_generate(fn, params, k, n, shape, model=model))(jax.random.PRNGKey(1))
+  )
   for x, p in zip(np.asarray(every_x), exact):
     freq = np.mean(np.all(draws == x, axis=1))
     assert abs(freq - p) < 4 * np.sqrt(p * (1 - p) / n) + 1e-3, (x, freq, p)
@@ -168,13 +182,17 @@ def test_objective_config_errors_name_the_fix():
   with pytest.raises(ValueError, match="causal=True"):
     objective.build(ardm_cfg, 17, ml_collections.ConfigDict(dict(name="unet")))
   with pytest.raises(ValueError, match="bidirectional"):
-    objective.build(ml_collections.ConfigDict(dict(objective="d3pm_absorbing")), 17,
-                    ml_collections.ConfigDict(dict(name="transformer", causal=True)))
+    objective.build(
+      ml_collections.ConfigDict(dict(objective="d3pm_absorbing")),
+      17,
+      ml_collections.ConfigDict(dict(name="transformer", causal=True)),
+    )
   with pytest.raises(ValueError, match="unknown ardm.objective"):
     objective.build(ml_collections.ConfigDict(dict(objective="md4")), 17, None)
   with pytest.raises(ValueError, match="upscale='none'"):
-    objective.build(ml_collections.ConfigDict(dict(objective="d3pm_absorbing", upscale="zero_least_significant")),
-                    17, None)
+    objective.build(
+      ml_collections.ConfigDict(dict(objective="d3pm_absorbing", upscale="zero_least_significant")), 17, None
+    )
   with pytest.raises(ValueError, match="--budget must be D = 64"):
     objective.with_generation_budget(baselines.ARM(17), 10, 64)
 
@@ -199,6 +217,7 @@ def test_baselines_train_and_evaluate_in_the_one_trainer(trained_baselines):
 @pytest.mark.xdist_group("test_baselines")
 def test_baseline_jobs_through_the_cli(trained_baselines, tmp_path, capsys):
   from ardm_jax import cli
+
   arm, _ = trained_baselines["digits_arm"]
   d3pm, _ = trained_baselines["digits_d3pm"]
   assert cli.main(["eval", "--workdir", d3pm, "--budget", "5", "--exact"]) == 0
@@ -209,9 +228,11 @@ def test_baseline_jobs_through_the_cli(trained_baselines, tmp_path, capsys):
   assert cli.main(["sample", "--workdir", arm, "--num", "4", "--out", str(tmp_path / "a.png")]) == 0
   assert (tmp_path / "d.png").exists() and (tmp_path / "a.png").exists()
   capsys.readouterr()
-  for argv in (["policy", "--workdir", arm, "--budgets", "5"],
-               ["eval", "--workdir", arm, "--budget", "5"],
-               ["compress", "--workdir", d3pm, "--out", str(tmp_path / "c.ardm"), str(tmp_path / "a.png")]):
+  for argv in (
+    ["policy", "--workdir", arm, "--budgets", "5"],
+    ["eval", "--workdir", arm, "--budget", "5"],
+    ["compress", "--workdir", d3pm, "--out", str(tmp_path / "c.ardm"), str(tmp_path / "a.png")],
+  ):
     with pytest.raises(SystemExit) as exit_info:
       cli.main(argv)
     assert exit_info.value.code == 2

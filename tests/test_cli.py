@@ -1,5 +1,6 @@
 """CLI smoke test: train tiny -> eval -> policy -> sample -> inpaint, the one-line errors, partial restores and
 the persistent compilation cache."""
+
 import json
 import os
 
@@ -83,15 +84,32 @@ def test_inpaint_keeps_given_pixels(digits_workdir, tmp_path):
 @pytest.mark.xdist_group("test_cli")
 def test_errors_are_one_line(digits_workdir, tmp_path, capsys):
   expect_error(capsys, "eval", "--workdir", tmp_path / "nothing", match="not a training workdir")
-  expect_error(capsys, "train", "--config", DIGITS_TINY, "--workdir", tmp_path / "x", "--config.train.nope=1",
-               match="unknown config key")
+  expect_error(
+    capsys,
+    "train",
+    "--config",
+    DIGITS_TINY,
+    "--workdir",
+    tmp_path / "x",
+    "--config.train.nope=1",
+    match="unknown config key",
+  )
   expect_error(capsys, "eval", "--workdir", digits_workdir, "--split", "valid", match="does not exist")
   expect_error(capsys, "sample", "--workdir", digits_workdir, "--budget", "65", "--naive", match="between 1 and")
   bad = tmp_path / "bad.npy"
   np.save(bad, np.full((8, 8), 40))
   expect_error(capsys, "inpaint", "--workdir", digits_workdir, "--input", bad, match="outside 0..16")
-  expect_error(capsys, "policy", "--loss-file", tmp_path / "missing.npy", "--budgets", "2", "--out",
-               tmp_path / "p.json", match="missing.npy")
+  expect_error(
+    capsys,
+    "policy",
+    "--loss-file",
+    tmp_path / "missing.npy",
+    "--budgets",
+    "2",
+    "--out",
+    tmp_path / "p.json",
+    match="missing.npy",
+  )
 
 
 def test_text_model_sample_and_infill(tmp_path):
@@ -111,6 +129,7 @@ def test_text_model_sample_and_infill(tmp_path):
 
 def test_compile_cache_location_env_then_config_then_user_cache(monkeypatch, tmp_path):
   import ml_collections  # pylint: disable=import-outside-toplevel
+
   config = ml_collections.ConfigDict({"compile_cache_dir": str(tmp_path / "from_config")})
   monkeypatch.setenv(compile_cache.ENV_VAR, str(tmp_path / "from_env"))
   assert compile_cache.resolve_dir(config) == str(tmp_path / "from_env")
@@ -131,6 +150,7 @@ def test_commands_fill_the_compile_cache(digits_workdir, compile_cache_dir):
   # The module fixture points ARDM_COMPILE_CACHE here; training and the jobs above wrote their programs into it.
   run("eval", "--workdir", digits_workdir, "--passes", "1")
   import jax  # pylint: disable=import-outside-toplevel
+
   assert jax.config.jax_compilation_cache_dir == str(compile_cache_dir)
   assert len(os.listdir(compile_cache_dir)) > 0
 
@@ -141,6 +161,7 @@ def test_jobs_restore_only_the_parameters_they_use(digits_workdir):
   raw = workdir_lib.open_workdir(str(digits_workdir), use_ema=False)
   state = workdir_lib.restore_state(model)
   import jax  # pylint: disable=import-outside-toplevel
+
   for restored, full in ((model.params, state.ema_params), (raw.params, state.params)):
     assert jax.tree.structure(restored) == jax.tree.structure(full)
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(full)):
@@ -151,8 +172,9 @@ def test_jobs_restore_only_the_parameters_they_use(digits_workdir):
   # A partial restore reads only the requested fields: no optimizer state, no second copy of the parameters.
   manager = checkpoint.make_manager(str(digits_workdir), async_save=False)
   try:
-    only = checkpoint.restore_fields(manager, model.step, model.setup.abstract_state, model.setup.state_shardings,
-                                     ("step",))
+    only = checkpoint.restore_fields(
+      manager, model.step, model.setup.abstract_state, model.setup.state_shardings, ("step",)
+    )
   finally:
     manager.close()
   assert set(only) == {"step"} and int(only["step"]) == model.step
@@ -176,8 +198,20 @@ def test_eval_orders_writes_the_bound_curve_beside_the_elbo(digits_workdir, caps
   """`ardm eval --orders K` (ardm_jax/order_bound.py, exact checks in test_order_bound.py) writes its own file."""
   eval_json = digits_workdir / "eval.json"
   before = eval_json.read_text() if eval_json.exists() else None
-  run("eval", "--workdir", digits_workdir, "--orders", "4", "--budget", "3", "--naive", "--passes", "2",
-      "--num-items", "60")
+  run(
+    "eval",
+    "--workdir",
+    digits_workdir,
+    "--orders",
+    "4",
+    "--budget",
+    "3",
+    "--naive",
+    "--passes",
+    "2",
+    "--num-items",
+    "60",
+  )
   out = capsys.readouterr().out
   result = json.load(open(digits_workdir / "eval_orders_4_b3_naive_items60.json"))
   assert (eval_json.read_text() if eval_json.exists() else None) == before
@@ -189,8 +223,9 @@ def test_eval_orders_writes_the_bound_curve_beside_the_elbo(digits_workdir, caps
   assert result["gain_over_elbo"]["bits"] == pytest.approx(result["elbo"]["bpd"] - result["curve"][-1]["bpd"])
   assert "| 4 |" in out and "below the ELBO" in out
   expect_error(capsys, "eval", "--workdir", digits_workdir, "--orders", "0", match="--orders must be an integer >= 1")
-  expect_error(capsys, "eval", "--workdir", digits_workdir, "--orders", "2", "--budget", "3", "--exact",
-               match="drop --exact")
+  expect_error(
+    capsys, "eval", "--workdir", digits_workdir, "--orders", "2", "--budget", "3", "--exact", match="drop --exact"
+  )
   expect_error(capsys, "eval", "--workdir", digits_workdir, "--orders", "2", "--naive", match="pass --budget")
   expect_error(capsys, "eval", "--workdir", digits_workdir, "--num-items", "301", match="between 1 and the 300 items")
   # The plain ELBO on a subset goes to its own file too: the split's eval.json keeps meaning every item.

@@ -1,4 +1,5 @@
 """Compression jobs with real (tiny) trained models: exact file round trips, rates, fuzzing and refusals."""
+
 import dataclasses
 import json
 import os
@@ -16,10 +17,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def make_workdir(path, config_spec, *overrides):
   """A tiny model trained 3 steps at a large learning rate (no EMA): far from uniform, in seconds."""
-  overrides = ["--config.train.num_steps=3", "--config.train.eval_passes=0", "--config.optim.ema_decay=0.0",
-               "--config.optim.learning_rate=0.05", "--config.optim.warmup_steps=1", *overrides]
-  config = configs.apply_overrides(configs.load_config_file(os.path.join(REPO, "experiments", config_spec)),
-                                   overrides)
+  overrides = [
+    "--config.train.num_steps=3",
+    "--config.train.eval_passes=0",
+    "--config.optim.ema_decay=0.0",
+    "--config.optim.learning_rate=0.05",
+    "--config.optim.warmup_steps=1",
+    *overrides,
+  ]
+  config = configs.apply_overrides(configs.load_config_file(os.path.join(REPO, "experiments", config_spec)), overrides)
   train.train_and_evaluate(config, str(path))
   return str(path)
 
@@ -27,14 +33,16 @@ def make_workdir(path, config_spec, *overrides):
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
   # No attention blocks: the coder's tests need a U-Net, and this one compiles in about 60% of the time.
-  return compress.open_coding_model(make_workdir(tmp_path_factory.mktemp("cz") / "digits", "digits.py:tiny",
-                                                 "--config.model.attention=False"))
+  return compress.open_coding_model(
+    make_workdir(tmp_path_factory.mktemp("cz") / "digits", "digits.py:tiny", "--config.model.attention=False")
+  )
 
 
 @pytest.fixture(scope="module")
 def text(tmp_path_factory):
-  return compress.open_coding_model(make_workdir(tmp_path_factory.mktemp("cz") / "text", "local_text.py:tiny",
-                                                 "--config.data.name=pydoc_text"))
+  return compress.open_coding_model(
+    make_workdir(tmp_path_factory.mktemp("cz") / "text", "local_text.py:tiny", "--config.data.name=pydoc_text")
+  )
 
 
 def levels(v):
@@ -51,15 +59,17 @@ def image_inputs(d):
   rng = np.random.default_rng(0)
   noise = rng.integers(0, 17, size=(8, 8))
   paths = [
-      save_png(d / "zeros.png", levels(np.zeros((8, 8), int))),
-      save_png(d / "max.png", levels(np.full((8, 8), 16))),
-      save_png(d / "noise.png", levels(noise)),
-      save_png(d / "grey_rgb.png", np.repeat(levels(noise.T)[..., None], 3, axis=-1)),
-      save_png(d / "wide.png", levels(rng.integers(0, 17, size=(5, 19)))),
+    save_png(d / "zeros.png", levels(np.zeros((8, 8), int))),
+    save_png(d / "max.png", levels(np.full((8, 8), 16))),
+    save_png(d / "noise.png", levels(noise)),
+    save_png(d / "grey_rgb.png", np.repeat(levels(noise.T)[..., None], 3, axis=-1)),
+    save_png(d / "wide.png", levels(rng.integers(0, 17, size=(5, 19)))),
   ]
-  arrays = {"tall.npy": rng.integers(0, 17, size=(17, 9)).astype(np.int64),
-            "chan.npy": np.full((8, 8, 1), 16, np.uint8),
-            "stack.npy": rng.integers(0, 17, size=(3, 9, 8, 1)).astype(np.int16)}
+  arrays = {
+    "tall.npy": rng.integers(0, 17, size=(17, 9)).astype(np.int64),
+    "chan.npy": np.full((8, 8, 1), 16, np.uint8),
+    "stack.npy": rng.integers(0, 17, size=(3, 9, 8, 1)).astype(np.int16),
+  }
   for name, a in arrays.items():
     np.save(d / name, a)
     paths.append(str(d / name))
@@ -69,9 +79,13 @@ def image_inputs(d):
 def text_inputs(d, L):
   rng = np.random.default_rng(1)
   alphabet = " abcdefghijklmnopqrstuvwxyz"
-  texts = {"spaces.txt": " " * L, "zzz.txt": "z" * (3 * L + 5) + "\n",
-           "noise.txt": "".join(rng.choice(list(alphabet), L)), "empty.txt": "",
-           "prose.txt": "the quick brown fox jumps over the lazy dog\n"}
+  texts = {
+    "spaces.txt": " " * L,
+    "zzz.txt": "z" * (3 * L + 5) + "\n",
+    "noise.txt": "".join(rng.choice(list(alphabet), L)),
+    "empty.txt": "",
+    "prose.txt": "the quick brown fox jumps over the lazy dog\n",
+  }
   for name, t in texts.items():
     (d / name).write_text(t, encoding="utf-8")
   return [str(d / n) for n in texts]
@@ -97,8 +111,9 @@ def test_round_trip_files_exactly(kind, mode, digits, text, tmp_path):
   src.mkdir()
   paths = image_inputs(src) if kind == "image" else text_inputs(src, cm.spec.shape[0])
   for budget, keep in ((None, True), (5, False)):
-    data, report = compress.compress_files(cm, paths, mode=mode, budget=budget, naive=budget is not None,
-                                           keep_names=keep, seed=3)
+    data, report = compress.compress_files(
+      cm, paths, mode=mode, budget=budget, naive=budget is not None, keep_names=keep, seed=3
+    )
     s = report["stats"]
     assert s.network_calls == (cm.spec.num_steps if budget is None else budget)  # all items in one batch
     out = tmp_path / f"out_{budget}"
@@ -127,6 +142,7 @@ def test_default_files_need_no_file_table(digits, tmp_path):
 def test_rate_matches_the_model_nll_and_the_network_agrees_with_the_ardm_math(digits):
   """Payload within 0.5 % + 64 bits per stream of sum -log2 p; the coded NLL is the model's policy NLL."""
   from ardm_jax import ardm, data
+
   items = data.load(digits.model.config.data).eval_items("test")[:24]
   D = digits.spec.num_steps
   for mode, steps in (("item", np.arange(D)), ("dataset", np.arange(0, D, 4))):
@@ -138,8 +154,11 @@ def test_rate_matches_the_model_nll_and_the_network_agrees_with_the_ardm_math(di
     assert len(blob) == s.header_bytes + s.record_bytes + s.payload_bytes
     sigma = np.broadcast_to(coding.order_from_seed(5, D), (len(items), D))
     with digits.model.setup.context():
-      nats = -np.asarray(ardm.policy_log_likelihood(digits.model.setup.apply_fn, digits.model.params, items,
-                                                    sigma, jnp.asarray(steps, jnp.int32), num_classes=17))
+      nats = -np.asarray(
+        ardm.policy_log_likelihood(
+          digits.model.setup.apply_fn, digits.model.params, items, sigma, jnp.asarray(steps, jnp.int32), num_classes=17
+        )
+      )
     np.testing.assert_allclose(s.model_nll_bits, nats.sum() / np.log(2), rtol=1e-4)
 
 
@@ -198,8 +217,11 @@ def test_fuzzed_truncated_and_foreign_files_never_decode_wrongly(digits, text, t
   # The other model: same data, wrong fingerprint; and the other numerics under a forged fingerprint.
   cm, data, _ = cases[0]
   params = jax.tree.map(lambda p: p * 1.1, cm.model.params)
-  other = compress.CodingModel(model=dataclasses.replace(cm.model, params=params), fingerprint="",
-                               predictor=compress.Predictor(dataclasses.replace(cm.model, params=params), 300))
+  other = compress.CodingModel(
+    model=dataclasses.replace(cm.model, params=params),
+    fingerprint="",
+    predictor=compress.Predictor(dataclasses.replace(cm.model, params=params), 300),
+  )
   other.fingerprint = compress.model_fingerprint(other.model)
   assert other.fingerprint != cm.fingerprint
   with pytest.raises(coding.ContainerError, match="fingerprint mismatch"):
@@ -217,9 +239,17 @@ def test_file_table_rejects_unsafe_names(digits):
   x = np.zeros((1, 64), np.int32)
   for name in (b"../evil.png", b"a/b.png", b".."):
     table = coding.varint_bytes(1) + bytes([0 | 4]) + coding.varint_bytes(8) * 2 + coding.varint_bytes(len(name)) + name
-    data = coding.compress(lambda *a: np.zeros((1, 64, 17), np.float32), x.reshape(1, 8, 8, 1), mode="item",
-                           fingerprint=digits.fingerprint, kind="image", policy=[0], order_seed=0, num_classes=17,
-                           file_table=table)
+    data = coding.compress(
+      lambda *a: np.zeros((1, 64, 17), np.float32),
+      x.reshape(1, 8, 8, 1),
+      mode="item",
+      fingerprint=digits.fingerprint,
+      kind="image",
+      policy=[0],
+      order_seed=0,
+      num_classes=17,
+      file_table=table,
+    )
     with pytest.raises(coding.ContainerError, match="unsafe"):
       compress.decode_file_table(coding.unpack_container(data, expected_fingerprint=None).file_table, spec, 1)
 
@@ -261,8 +291,9 @@ def test_cli_round_trip_policies_and_refusals(digits, text, tmp_path, capsys):
   entry = pf["stages"][0]["policies"]["6"]
   entry["steps"] = [0, 1, 2, 3, 4, 5] if entry["steps"] != [0, 1, 2, 3, 4, 5] else [0, 2, 3, 4, 5, 6]
   json.dump(pf, open(policy_path, "w"))
-  expect_error(capsys, "decompress", "--workdir", w, tmp_path / "dp.ardm", "-o", tmp_path / "dp2",
-               match="policy mismatch")
+  expect_error(
+    capsys, "decompress", "--workdir", w, tmp_path / "dp.ardm", "-o", tmp_path / "dp2", match="policy mismatch"
+  )
   # Inputs that cannot be coded losslessly are refused with one line naming the fix.
   bad = tmp_path / "bad"
   bad.mkdir()
@@ -273,14 +304,28 @@ def test_cli_round_trip_policies_and_refusals(digits, text, tmp_path, capsys):
   (bad / "t.txt").write_text("hello world\n")
   (bad / "T.txt").write_text("ok\nHello\n")
   np.save(bad / "f.npy", np.zeros((8, 8), np.float32))
-  for name, msg in (("lvl.png", "not one of the model's 17 levels"), ("rgba.png", "RGBA PNG"),
-                    ("rgb.png", "convert it to grayscale"), ("a.wav", "WAV audio needs an audio model"),
-                    ("t.txt", "model codes images"), ("f.npy", "integer class values")):
+  for name, msg in (
+    ("lvl.png", "not one of the model's 17 levels"),
+    ("rgba.png", "RGBA PNG"),
+    ("rgb.png", "convert it to grayscale"),
+    ("a.wav", "WAV audio needs an audio model"),
+    ("t.txt", "model codes images"),
+    ("f.npy", "integer class values"),
+  ):
     expect_error(capsys, "compress", "--workdir", w, bad / name, "-o", tmp_path / "r.ardm", match=msg)
-  expect_error(capsys, "compress", "--workdir", text.workdir, bad / "T.txt", "-o", tmp_path / "r.ardm",
-               match="'\\n' at line 1, column 3")
-  expect_error(capsys, "compress", "--workdir", text.workdir, paths[0], "-o", tmp_path / "r.ardm",
-               match="text models take .txt")
+  expect_error(
+    capsys,
+    "compress",
+    "--workdir",
+    text.workdir,
+    bad / "T.txt",
+    "-o",
+    tmp_path / "r.ardm",
+    match="'\\n' at line 1, column 3",
+  )
+  expect_error(
+    capsys, "compress", "--workdir", text.workdir, paths[0], "-o", tmp_path / "r.ardm", match="text models take .txt"
+  )
   expect_error(capsys, "decompress", "--workdir", text.workdir, out, "-o", tmp_path / "t", match="fingerprint mismatch")
   expect_error(capsys, "decompress", "--workdir", w, paths[0], "-o", tmp_path / "t", match="not an ARDM container")
 
@@ -293,6 +338,7 @@ def random_workdir(path, config, spec):
   """A workdir holding a host-drawn random model (fan-in scaled kernels, unit norms, zero biases) as its step-0
   checkpoint: opened like a trained one, without paying for training or for compiling the initialisers."""
   from ardm_jax import checkpoint, train_state
+
   os.makedirs(path)
   with open(os.path.join(path, train.CONFIG_FILE), "w") as f:
     json.dump(json.loads(config.to_json(sort_keys=True)), f)
@@ -319,9 +365,14 @@ def random_workdir(path, config, spec):
 
 
 def digits_upscale_config(parametrisation):
-  return configs.apply_overrides(configs.load_config_file(os.path.join(REPO, "experiments", "digits.py:tiny")), [
-      "--config.ardm.upscale=zero_least_significant", "--config.ardm.branch_factor=4",
-      f"--config.ardm.parametrisation={parametrisation}"])
+  return configs.apply_overrides(
+    configs.load_config_file(os.path.join(REPO, "experiments", "digits.py:tiny")),
+    [
+      "--config.ardm.upscale=zero_least_significant",
+      "--config.ardm.branch_factor=4",
+      f"--config.ardm.parametrisation={parametrisation}",
+    ],
+  )
 
 
 AUDIO_L, AUDIO_RATE = 64, 8000
@@ -329,8 +380,15 @@ AUDIO_L, AUDIO_RATE = 64, 8000
 
 def audio_config(bits=16):
   config = configs.base_config()
-  config.data.update(dict(name="fsdd", path=os.path.join(REPO, "..", "shared", "data", "fsdd", "fsdd_8khz.npz"),
-                          sample_rate=AUDIO_RATE, length=AUDIO_L, bits=bits))
+  config.data.update(
+    dict(
+      name="fsdd",
+      path=os.path.join(REPO, "..", "shared", "data", "fsdd", "fsdd_8khz.npz"),
+      sample_rate=AUDIO_RATE,
+      length=AUDIO_L,
+      bits=bits,
+    )
+  )
   config.model.update(dict(name="diffwave", num_blocks=2, features=16, dilation_cycle=2))
   config.ardm.update(dict(output="logistic_mixture", num_mixtures=3))
   config.train.eval_batch_size = 8
@@ -340,6 +398,7 @@ def audio_config(bits=16):
 @pytest.fixture(scope="module")
 def upscale_models(tmp_path_factory):
   from ardm_jax.train_state import DataSpec
+
   spec = DataSpec(name="digits", kind="image", shape=(8, 8, 1), num_classes=17)
   root = tmp_path_factory.mktemp("up")
   return {p: random_workdir(root / p, digits_upscale_config(p), spec) for p in ("data", "direct")}
@@ -348,6 +407,7 @@ def upscale_models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def audio(tmp_path_factory):
   from ardm_jax.train_state import DataSpec
+
   spec = DataSpec(name="fsdd", kind="audio", shape=(AUDIO_L,), num_classes=1 << 16, sample_rate=AUDIO_RATE, bits=16)
   return random_workdir(tmp_path_factory.mktemp("au") / "audio", audio_config(), spec)
 
@@ -360,20 +420,30 @@ def check_rate(s, lower=True):
   """
   slack = 64 * len(s.item_payload_bytes)
   for nll in (s.model_nll_bits, s.table_nll_bits):
-    assert (not lower or nll - slack <= 8 * s.payload_bytes) and 8 * s.payload_bytes <= 1.005 * nll + slack, \
-        (8 * s.payload_bytes, nll, slack)
+    assert (not lower or nll - slack <= 8 * s.payload_bytes) and 8 * s.payload_bytes <= 1.005 * nll + slack, (
+      8 * s.payload_bytes,
+      nll,
+      slack,
+    )
 
 
 def upscale_items():
   rng = np.random.default_rng(4)
-  return np.stack([np.zeros((8, 8, 1), np.int32), np.full((8, 8, 1), 16, np.int32),
-                   rng.integers(0, 17, size=(8, 8, 1)), rng.integers(0, 17, size=(8, 8, 1))]).astype(np.int32)
+  return np.stack(
+    [
+      np.zeros((8, 8, 1), np.int32),
+      np.full((8, 8, 1), 16, np.int32),
+      rng.integers(0, 17, size=(8, 8, 1)),
+      rng.integers(0, 17, size=(8, 8, 1)),
+    ]
+  ).astype(np.int32)
 
 
 @pytest.mark.parametrize("parametrisation", ["data", "direct"])
 @pytest.mark.xdist_group("test_compress")
 def test_upscale_round_trip_exactly(parametrisation, upscale_models):
   from ardm_jax import policy as policy_lib, upscale
+
   cm = upscale_models[parametrisation]
   S, D = cm.num_stages, cm.spec.num_steps
   assert S == 3 and cm.objective.parametrisation == parametrisation
@@ -394,6 +464,7 @@ def test_upscale_nll_is_the_model_policy_likelihood_and_files_round_trip(upscale
   """The coding walk feeds the network exactly what upscale.policy_log_likelihood does (states, mask, global step
   and the stage orders of the seed): the coded NLL is the model's."""
   from ardm_jax import upscale
+
   cm = upscale_models["data"]
   items = upscale_items()
   steps, label = compress.encoder_policy(cm, 9, naive=True)
@@ -402,16 +473,21 @@ def test_upscale_nll_is_the_model_policy_likelihood_and_files_round_trip(upscale
   S, D = cm.num_stages, cm.spec.num_steps
   sigma = np.broadcast_to(coding.stage_orders(2, D, S), (len(items), S, D))
   with cm.model.setup.context():
-    nats = -np.asarray(upscale.policy_log_likelihood(cm.model.setup.apply_fn, cm.model.params, items, sigma,
-                                                     jnp.asarray(steps, jnp.int32), spec=cm.objective))
+    nats = -np.asarray(
+      upscale.policy_log_likelihood(
+        cm.model.setup.apply_fn, cm.model.params, items, sigma, jnp.asarray(steps, jnp.int32), spec=cm.objective
+      )
+    )
   np.testing.assert_allclose(s.model_nll_bits, nats.sum() / np.log(2), rtol=1e-4)
   best, scores = compress.search_order(cm, steps, 2, num_items=4, base_seed=2)
   assert best in (2, 3) and np.all(np.isfinite(scores))
   # A DP policy from the workdir's policy file (its optimal split of the total over the stages) is found again.
   from ardm_jax import policy as policy_lib
+
   losses = [np.random.default_rng(s).random(D) * (3 - s) for s in range(S)]
-  policy_lib.save_policy_file(os.path.join(cm.workdir, "policy.json"),
-                              policy_lib.build_policy_file(losses, [], D, total_budgets=[7]))
+  policy_lib.save_policy_file(
+    os.path.join(cm.workdir, "policy.json"), policy_lib.build_policy_file(losses, [], D, total_budgets=[7])
+  )
   dp, label = compress.encoder_policy(cm, 7)
   assert label == "DP-optimal" and len(dp) == 7 and not np.array_equal(dp, policy_lib.naive_global_policy(S, D, 7))
   data, _ = compress.compress_items(cm, items, mode="dataset", steps=dp, order_seed=0)
@@ -449,6 +525,7 @@ def test_upscale_fuzzed_and_foreign_files_never_decode_wrongly(upscale_models, d
 
 def write_wav(path, pcm, rate=AUDIO_RATE, channels=1, width=2):
   import wave
+
   with wave.open(str(path), "wb") as w:
     w.setnchannels(channels)
     w.setsampwidth(width)
@@ -459,6 +536,7 @@ def write_wav(path, pcm, rate=AUDIO_RATE, channels=1, width=2):
 
 def wav_content(path):
   import wave
+
   with wave.open(str(path), "rb") as w:
     return w.getparams()[:4], w.readframes(w.getnframes())
 
@@ -468,20 +546,26 @@ def wav_inputs(d):
   t = np.arange(150)
   speech = np.clip(8000 * np.sin(t / 3.0) + rng.normal(0, 300, t.size), -32768, 32767)
   extremes = np.resize([-32768, 32767, 0, -1], AUDIO_L)
-  return [write_wav(d / "speech.wav", speech), write_wav(d / "exact.wav", rng.integers(-3000, 3000, AUDIO_L)),
-          write_wav(d / "extremes.wav", extremes), write_wav(d / "empty.wav", [])]
+  return [
+    write_wav(d / "speech.wav", speech),
+    write_wav(d / "exact.wav", rng.integers(-3000, 3000, AUDIO_L)),
+    write_wav(d / "extremes.wav", extremes),
+    write_wav(d / "empty.wav", []),
+  ]
 
 
 @pytest.mark.xdist_group("test_compress")
 def test_audio_wav_round_trip_exactly(audio, tmp_path, capsys):
-  assert audio.spec.num_classes == 1 << 16 and type(audio.objective.distribution).__name__ == \
-      "DiscretisedLogisticMixture"
+  assert (
+    audio.spec.num_classes == 1 << 16 and type(audio.objective.distribution).__name__ == "DiscretisedLogisticMixture"
+  )
   src = tmp_path / "in"
   src.mkdir()
   paths = wav_inputs(src)
   for mode, budget in (("item", None), ("dataset", 4)):
-    data, report = compress.compress_files(audio, paths, mode=mode, budget=budget, naive=budget is not None,
-                                           keep_names=mode == "item")
+    data, report = compress.compress_files(
+      audio, paths, mode=mode, budget=budget, naive=budget is not None, keep_names=mode == "item"
+    )
     s = report["stats"]
     assert s.num_items == 3 + 1 + 1 + 1 and s.network_calls == (budget or AUDIO_L)
     assert 10 < s.bpd(s.model_nll_bits) < 17
@@ -509,8 +593,16 @@ def test_audio_files_of_the_table_scheme_still_decode(audio):
   items = rng.integers(20000, 40000, (2,) + audio.spec.shape)
   steps = np.array([0, 3, 9], np.int64)
   legacy = audio.predictor.with_symbols("tables")
-  data = coding.compress(legacy, items, mode="item", fingerprint=audio.fingerprint, kind="audio", policy=steps,
-                         order_seed=0, num_classes=audio.spec.num_classes)
+  data = coding.compress(
+    legacy,
+    items,
+    mode="item",
+    fingerprint=audio.fingerprint,
+    kind="audio",
+    policy=steps,
+    order_seed=0,
+    num_classes=audio.spec.num_classes,
+  )
   assert coding.unpack_container(data, expected_fingerprint=None).symbols == "tables"  # a version 1 file
   new, _ = compress.compress_items(audio, items, mode="item", steps=steps, order_seed=0)
   assert coding.unpack_container(new, expected_fingerprint=None, expected_shape=audio.spec.shape).symbols == "splits"
@@ -525,19 +617,32 @@ def test_audio_files_of_the_table_scheme_still_decode(audio):
 @pytest.mark.xdist_group("test_compress")
 def test_wav_inputs_that_cannot_come_back_exactly_are_refused(tmp_path, capsys, audio):
   from ardm_jax.train_state import DataSpec
+
   spec = audio.spec
   pcm = np.arange(-40, 40) * 256
-  cases = {"stereo.wav": (write_wav(tmp_path / "stereo.wav", np.repeat(pcm, 2), channels=2),
-                          "2 channel(s) of 16-bit samples at 8000 Hz; this model codes 16-bit PCM mono WAV at 8000 Hz"),
-           "byte.wav": (write_wav(tmp_path / "byte.wav", pcm % 256, width=1), "8-bit samples"),
-           "fast.wav": (write_wav(tmp_path / "fast.wav", pcm, rate=16000), "at 16000 Hz; this model codes"),
-           "junk.wav": (str(tmp_path / "junk.wav"), "not a readable PCM WAV")}
+  cases = {
+    "stereo.wav": (
+      write_wav(tmp_path / "stereo.wav", np.repeat(pcm, 2), channels=2),
+      "2 channel(s) of 16-bit samples at 8000 Hz; this model codes 16-bit PCM mono WAV at 8000 Hz",
+    ),
+    "byte.wav": (write_wav(tmp_path / "byte.wav", pcm % 256, width=1), "8-bit samples"),
+    "fast.wav": (write_wav(tmp_path / "fast.wav", pcm, rate=16000), "at 16000 Hz; this model codes"),
+    "junk.wav": (str(tmp_path / "junk.wav"), "not a readable PCM WAV"),
+  }
   (tmp_path / "junk.wav").write_bytes(b"RIFF0000WAVEjunk")
   for path, msg in cases.values():
     with pytest.raises(ValueError, match=msg.replace("(", "\\(").replace(")", "\\)")):
       compress.read_input(spec, path)
-  expect_error(capsys, "compress", "--workdir", audio.workdir, cases["fast.wav"][0], "-o", tmp_path / "r.ardm",
-               match="this model codes 16-bit PCM mono WAV at 8000 Hz")
+  expect_error(
+    capsys,
+    "compress",
+    "--workdir",
+    audio.workdir,
+    cases["fast.wav"][0],
+    "-o",
+    tmp_path / "r.ardm",
+    match="this model codes 16-bit PCM mono WAV at 8000 Hz",
+  )
   save_png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
   with pytest.raises(ValueError, match="audio models take .wav"):
     compress.read_input(spec, str(tmp_path / "a.png"))

@@ -9,6 +9,7 @@ Through imports (the last tests): each `ardm` command imports only what it runs.
 --loss-file`) and `--help` import no JAX; the jobs on a trained workdir import no TensorFlow (only training's metric
 writers and the tfds data sources need it). Checked in fresh interpreters.
 """
+
 import json
 import os
 import subprocess
@@ -26,15 +27,30 @@ from ardm_jax.nets import build_network
 from ardm_jax.train_state import make_apply_fn
 
 NETS = {
-    "unet": (dict(name="unet", ch=16, num_res_blocks=1, input_embed_dim=4), (4, 4, 2), 5, "input_embed"),
-    "transformer": (dict(name="transformer", num_layers=1, emb_dim=32, mlp_dim=64, num_heads=2), (12,), 5,
-                    "token_embed"),
-    # The official input layers: the U-Net's numeric branch, the text8 Transformer's inputs (no mask, no time).
-    "unet_numeric": (dict(name="unet", ch=16, num_res_blocks=1, input_embed_dim=4, input_numeric=True), (4, 4, 2),
-                     5, "input_embed"),
-    "transformer_official": (dict(name="transformer", num_layers=1, emb_dim=32, mlp_dim=64, num_heads=2,
-                                  positions="sinusoidal", time_input=False, mask_input=False), (12,), 5,
-                             "token_embed"),
+  "unet": (dict(name="unet", ch=16, num_res_blocks=1, input_embed_dim=4), (4, 4, 2), 5, "input_embed"),
+  "transformer": (dict(name="transformer", num_layers=1, emb_dim=32, mlp_dim=64, num_heads=2), (12,), 5, "token_embed"),
+  # The official input layers: the U-Net's numeric branch, the text8 Transformer's inputs (no mask, no time).
+  "unet_numeric": (
+    dict(name="unet", ch=16, num_res_blocks=1, input_embed_dim=4, input_numeric=True),
+    (4, 4, 2),
+    5,
+    "input_embed",
+  ),
+  "transformer_official": (
+    dict(
+      name="transformer",
+      num_layers=1,
+      emb_dim=32,
+      mlp_dim=64,
+      num_heads=2,
+      positions="sinusoidal",
+      time_input=False,
+      mask_input=False,
+    ),
+    (12,),
+    5,
+    "token_embed",
+  ),
 }
 
 
@@ -53,8 +69,9 @@ def test_values_at_unknown_positions_get_no_gradient(name):
   # Known positions use values 0..K-2 only; the value K-1 appears only where the variable is unknown.
   x = np.where(known, rng.integers(0, num_classes - 1, (batch, d)), hidden_value).reshape((batch,) + shape)
   init = jax.jit(lambda key, *inputs: net.init({"params": key}, *inputs, train=False))
-  params = nn.unbox(init(jax.random.PRNGKey(1), jnp.asarray(x), jnp.asarray(known.reshape(x.shape)),
-                         jnp.asarray(t))["params"])
+  params = nn.unbox(
+    init(jax.random.PRNGKey(1), jnp.asarray(x), jnp.asarray(known.reshape(x.shape)), jnp.asarray(t))["params"]
+  )
   # Break the zero-initialised output layers so that every path carries gradient.
   params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
 
@@ -82,18 +99,22 @@ HEAVY = ("jax", "jaxlib", "flax", "optax", "orbax", "tensorflow", "tensorflow_da
 
 def _modules_after(code: str, tmp_path) -> set[str]:
   """Top-level packages of the HEAVY list that a fresh interpreter has imported after running `code`."""
-  probe = code + (f"\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & "
-                  f"{set(HEAVY)!r})))")
+  probe = code + (
+    f"\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})))"
+  )
   env = {k: v for k, v in os.environ.items() if k != "PYTHONSTARTUP"}
-  out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env,
-                       timeout=300, check=True).stdout
+  out = subprocess.run(
+    [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=True
+  ).stdout
   return set(json.loads(out.strip().splitlines()[-1]))
 
 
 def test_policy_from_a_loss_file_imports_no_jax(tmp_path):
   np.save(tmp_path / "lt.npy", np.linspace(3.0, 0.5, 256))
-  code = ("from ardm_jax import cli\n"
-          "assert cli.main(['policy', '--loss-file', 'lt.npy', '--budgets', '2,5,20', '--out', 'p.json']) == 0")
+  code = (
+    "from ardm_jax import cli\n"
+    "assert cli.main(['policy', '--loss-file', 'lt.npy', '--budgets', '2,5,20', '--out', 'p.json']) == 0"
+  )
   assert _modules_after(code, tmp_path) == set()
   assert (tmp_path / "p.json").is_file() and (tmp_path / "p.png").is_file()
 
@@ -103,8 +124,10 @@ def test_cli_parser_imports_no_jax(tmp_path):
 
 
 def test_jobs_on_a_workdir_import_no_tensorflow(tmp_path):
-  code = ("from ardm_jax import cli, compile_cache, evaluate, sample, workdir, checkpoint, data\n"
-          "from ardm_jax import compress\n"
-          "compress.Predictor, compress.open_coding_model")
+  code = (
+    "from ardm_jax import cli, compile_cache, evaluate, sample, workdir, checkpoint, data\n"
+    "from ardm_jax import compress\n"
+    "compress.Predictor, compress.open_coding_model"
+  )
   loaded = _modules_after(code, tmp_path)
   assert "jax" in loaded and not loaded & {"tensorflow", "tensorflow_datasets", "clu", "sklearn"}, loaded

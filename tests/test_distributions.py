@@ -1,5 +1,6 @@
 """Output distributions against float64 references: normalisation, range masses, sampling frequencies, coding
 tables that keep every class encodable, and finite gradients at the edge bins."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +14,7 @@ from ardm_jax.distributions import Categorical, DiscretisedLogisticMixture, buil
 def _logistic_reference(net_out, K, M):
   """float64 pmf [..., K] from the mixture's CDF at the bin edges (tails folded into the end bins)."""
   out = np.asarray(net_out, np.float64)
-  logits, means, log_scales = out[..., :M], out[..., M:2 * M], out[..., 2 * M:]
+  logits, means, log_scales = out[..., :M], out[..., M : 2 * M], out[..., 2 * M :]
   means = means + np.linspace(-1 + 1 / M, 1 - 1 / M, M)
   log_scales = np.clip(log_scales - np.log(M), -7.0, 7.0)
   pi = np.exp(logits - logits.max(-1, keepdims=True))
@@ -49,8 +50,8 @@ def test_logistic_sixteen_bit_bins_are_finite_and_normalised():
   K, M = 65536, 2
   dist = DiscretisedLogisticMixture(K, M)
   out = np.zeros((3, 3 * M), np.float32)
-  out[:, 2 * M:] = -50.0                     # log-scales clipped to the minimum
-  out[:, M:2 * M] = [[0.0, 0.3], [-1.5, 0.5], [40.0, -40.0]]  # the last row sits far outside [-1, 1]
+  out[:, 2 * M :] = -50.0  # log-scales clipped to the minimum
+  out[:, M : 2 * M] = [[0.0, 0.3], [-1.5, 0.5], [40.0, -40.0]]  # the last row sits far outside [-1, 1]
   logp = np.asarray(jax.jit(dist.log_pmf)(jnp.asarray(out)), np.float64)
   assert np.isfinite(logp).all()
   np.testing.assert_allclose(np.exp(logp).sum(-1), 1.0, atol=1e-4)
@@ -71,7 +72,7 @@ def test_logistic_range_mass_equals_summed_pmf():
   lo[0, :3], hi[0, :3] = 0, K - 1  # whole range: mass 1
   mass, logp = jax.jit(lambda: (dist.log_mass(net_out, jnp.asarray(lo), jnp.asarray(hi)), dist.log_pmf(net_out)))()
   p = np.exp(np.asarray(logp, np.float64))
-  want = np.array([[p[i, j, lo[i, j]:hi[i, j] + 1].sum() for j in range(7)] for i in range(6)])
+  want = np.array([[p[i, j, lo[i, j] : hi[i, j] + 1].sum() for j in range(7)] for i in range(6)])
   np.testing.assert_allclose(np.exp(np.asarray(mass, np.float64)), want, rtol=2e-5, atol=1e-7)
   np.testing.assert_allclose(np.asarray(mass)[0, :3], 0.0, atol=1e-6)
 
@@ -120,11 +121,13 @@ def test_categorical_matches_softmax_ranges_and_samples():
 def test_build_distribution_and_bad_input():
   assert build_distribution("logistic_mixture", 65536).num_outputs == 90  # 30 mixtures by default
   assert build_distribution("categorical", 17).num_outputs == 17
-  for bad in (lambda: build_distribution("gaussian", 4),
-              lambda: build_distribution("categorical", 4, num_mixtures=3),
-              lambda: build_distribution("logistic_mixture", 4, mixtures=3),
-              lambda: DiscretisedLogisticMixture(1, 3),
-              lambda: DiscretisedLogisticMixture(256, 0),
-              lambda: DiscretisedLogisticMixture(256, 2).log_prob(jnp.zeros((1, 5)), jnp.zeros((1,), jnp.int32))):
+  for bad in (
+    lambda: build_distribution("gaussian", 4),
+    lambda: build_distribution("categorical", 4, num_mixtures=3),
+    lambda: build_distribution("logistic_mixture", 4, mixtures=3),
+    lambda: DiscretisedLogisticMixture(1, 3),
+    lambda: DiscretisedLogisticMixture(256, 0),
+    lambda: DiscretisedLogisticMixture(256, 2).log_prob(jnp.zeros((1, 5)), jnp.zeros((1,), jnp.int32)),
+  ):
     with pytest.raises(ValueError):
       bad()

@@ -1,5 +1,6 @@
 """Exported model folders (`ardm export`, `--model DIR`): every job gives the same numbers and bytes from the folder
 as from the workdir, for image, text, upscale and audio models; damaged or foreign folders are refused in one line."""
+
 import json
 import os
 import shutil
@@ -13,8 +14,18 @@ import numpy as np
 import pytest
 
 from ardm_jax import coding_model, configs, model_dir, workdir as workdir_lib
-from test_compress import (AUDIO_L, audio_config, digits_upscale_config, expect_error, image_inputs, random_workdir,
-                           run, same_content, wav_content, wav_inputs)
+from test_compress import (
+  AUDIO_L,
+  audio_config,
+  digits_upscale_config,
+  expect_error,
+  image_inputs,
+  random_workdir,
+  run,
+  same_content,
+  wav_content,
+  wav_inputs,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FSDD = os.path.join(os.path.dirname(REPO), "shared", "data", "fsdd", "fsdd_8khz.npz")
@@ -26,14 +37,21 @@ def digits(tmp_path_factory):
   policy file and an eval.json; and its exported folder."""
   from ardm_jax import train
   from ardm_jax.train_state import DataSpec
+
   root = tmp_path_factory.mktemp("export")
   w = root / "digits"
   config = configs.load_config_file(os.path.join(REPO, "experiments", "digits.py:tiny"))
   random_workdir(w, config, DataSpec(name="digits", kind="image", shape=(8, 8, 1), num_classes=17))
   with pytest.MonkeyPatch.context() as mp:  # what `ardm train` writes beside the training it runs
     mp.setattr(train, "train_and_evaluate", lambda config, workdir: None)
-    run("train", "--config", os.path.join(REPO, "experiments", "digits.py:tiny"), "--workdir", w,
-        "--config.train.num_steps=3")
+    run(
+      "train",
+      "--config",
+      os.path.join(REPO, "experiments", "digits.py:tiny"),
+      "--workdir",
+      w,
+      "--config.train.num_steps=3",
+    )
   assert (w / configs.TRAIN_COMMANDS_FILE).read_text().endswith(" --config.train.num_steps=3\n")
   run("policy", "--workdir", w, "--budgets", "4", "--samples", "2")
   run("eval", "--workdir", w)
@@ -57,8 +75,9 @@ def test_digits_folder_reproduces_every_job(digits, tmp_path, capsys):
   # The fingerprint the compressor writes: the same from the folder and from the workdir.
   from_folder, from_workdir = model_dir.open_model_dir(str(m)), workdir_lib.open_workdir(str(w))
   assert meta["config_hash"] == from_workdir.config_hash == from_folder.config_hash
-  assert meta["fingerprint"] == coding_model.model_fingerprint(from_folder) == \
-      coding_model.model_fingerprint(from_workdir)
+  assert (
+    meta["fingerprint"] == coding_model.model_fingerprint(from_folder) == coding_model.model_fingerprint(from_workdir)
+  )
   # eval: the same result JSON (the workdir's eval.json was written before the export).
   run("eval", "--model", m, "--out", tmp_path / "eval.json")
   assert eval_result(tmp_path / "eval.json") == eval_result(w / "eval.json")
@@ -66,8 +85,20 @@ def test_digits_folder_reproduces_every_job(digits, tmp_path, capsys):
   for src, name in (("--workdir", w), ("--model", m)):
     run("sample", src, name, "--num", "3", "--budget", "4", "--out", tmp_path / f"s{src}.png")
     np.save(tmp_path / f"digit{src}.npy", np.arange(64).reshape(8, 8, 1) % 17)
-    run("inpaint", src, name, "--input", tmp_path / f"digit{src}.npy", "--num", "2", "--budget", "4", "--naive",
-        "--out", tmp_path / f"i{src}.png")
+    run(
+      "inpaint",
+      src,
+      name,
+      "--input",
+      tmp_path / f"digit{src}.npy",
+      "--num",
+      "2",
+      "--budget",
+      "4",
+      "--naive",
+      "--out",
+      tmp_path / f"i{src}.png",
+    )
   for stem in ("s", "i"):
     assert (tmp_path / f"{stem}--workdir.png").read_bytes() == (tmp_path / f"{stem}--model.png").read_bytes()
   # policy estimated with the folder: the same file.
@@ -116,15 +147,23 @@ def others(tmp_path_factory):
   folders."""
   from ardm_jax import data
   from ardm_jax.train_state import DataSpec
+
   root = tmp_path_factory.mktemp("export_others")
   workdirs = {"text": root / "text", "upscale": root / "upscale", "audio": root / "audio"}
-  text = configs.apply_overrides(configs.load_config_file(os.path.join(REPO, "experiments", "local_text.py:tiny")),
-                                 ["--config.data.name=pydoc_text"])
+  text = configs.apply_overrides(
+    configs.load_config_file(os.path.join(REPO, "experiments", "local_text.py:tiny")), ["--config.data.name=pydoc_text"]
+  )
   random_workdir(workdirs["text"], text, DataSpec.of_dataset(data.load(text.data)))
-  random_workdir(workdirs["upscale"], digits_upscale_config("data"),
-                 DataSpec(name="digits", kind="image", shape=(8, 8, 1), num_classes=17))
-  random_workdir(workdirs["audio"], audio_config(), DataSpec(name="fsdd", kind="audio", shape=(AUDIO_L,),
-                                                             num_classes=1 << 16, sample_rate=8000, bits=16))
+  random_workdir(
+    workdirs["upscale"],
+    digits_upscale_config("data"),
+    DataSpec(name="digits", kind="image", shape=(8, 8, 1), num_classes=17),
+  )
+  random_workdir(
+    workdirs["audio"],
+    audio_config(),
+    DataSpec(name="fsdd", kind="audio", shape=(AUDIO_L,), num_classes=1 << 16, sample_rate=8000, bits=16),
+  )
   for kind, w in workdirs.items():
     model_dir.export(str(w), str(root / f"{kind}_model"))
   return {kind: (w, root / f"{kind}_model") for kind, w in workdirs.items()}
@@ -182,6 +221,7 @@ def test_text_upscale_and_audio_folders_reproduce_the_jobs(kind, others, tmp_pat
 def test_export_writes_the_ema_parameters_or_with_raw_the_raw_ones(digits, tmp_path, capsys):
   from safetensors.numpy import load_file
   from ardm_jax import checkpoint
+
   w, _ = digits
   shutil.copytree(w, tmp_path / "w")
   model = workdir_lib.open_workdir(str(tmp_path / "w"))
@@ -204,16 +244,23 @@ def test_export_writes_the_ema_parameters_or_with_raw_the_raw_ones(digits, tmp_p
 
 def test_parameters_keep_their_dtypes_and_restore_onto_a_mesh(tmp_path):
   from safetensors.numpy import save_file
+
   rng = np.random.default_rng(0)
-  tree = {"a": {"kernel": rng.normal(size=(3, 4)).astype(jnp.bfloat16), "bias": np.arange(4, dtype=np.float16)},
-          "count": np.array([7, -2], np.int32), "scalar": np.array(1.5, np.float32)}
-  save_file({"a/kernel": tree["a"]["kernel"], "a/bias": tree["a"]["bias"], "count": tree["count"],
-             "scalar": tree["scalar"]}, str(tmp_path / "p.safetensors"))
+  tree = {
+    "a": {"kernel": rng.normal(size=(3, 4)).astype(jnp.bfloat16), "bias": np.arange(4, dtype=np.float16)},
+    "count": np.array([7, -2], np.int32),
+    "scalar": np.array(1.5, np.float32),
+  }
+  save_file(
+    {"a/kernel": tree["a"]["kernel"], "a/bias": tree["a"]["bias"], "count": tree["count"], "scalar": tree["scalar"]},
+    str(tmp_path / "p.safetensors"),
+  )
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
   shardings = jax.tree.map(lambda _: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()), tree)
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
-  loaded = model_dir.load_params(str(tmp_path / "p.safetensors"), abstract, shardings,
-                                 sha256=model_dir.file_sha256(str(tmp_path / "p.safetensors")))
+  loaded = model_dir.load_params(
+    str(tmp_path / "p.safetensors"), abstract, shardings, sha256=model_dir.file_sha256(str(tmp_path / "p.safetensors"))
+  )
   for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(tree)):
     assert got.dtype == want.dtype and got.shape == want.shape and got.sharding.mesh == mesh
     np.testing.assert_array_equal(np.asarray(got), want)
@@ -233,6 +280,7 @@ def test_a_folder_restores_onto_another_device_count(digits, tmp_path):
   for path, item in zip(inputs, items):
     np.save(path, item)
   from ardm_jax import cli  # pylint: disable=import-outside-toplevel
+
   assert cli.main(["compress", "--workdir", str(w), *inputs, "--keep-names", "-o", str(tmp_path / "two.ardm")]) == 0
   script = f"""
 import jax, json
@@ -270,13 +318,14 @@ def test_damaged_and_foreign_folders_are_refused_in_one_line(digits, tmp_path, c
 
   truncated = copy("truncated")
   data = (truncated / "model.safetensors").read_bytes()
-  (truncated / "model.safetensors").write_bytes(data[:len(data) // 2])
+  (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
   refused(truncated, "model.safetensors is damaged or truncated")
   no_hash = copy("no_hash", lambda meta: meta["params"].pop("sha256"))
-  (no_hash / "model.safetensors").write_bytes(data[:len(data) // 2])
+  (no_hash / "model.safetensors").write_bytes(data[: len(data) // 2])
   refused(no_hash, "model.safetensors is damaged or not a safetensors file")
   # A tensor of another shape than the config's network (the file otherwise intact, its hash updated).
   from safetensors.numpy import load_file, save_file
+
   reshaped = copy("reshaped")
   tensors = load_file(str(m / "model.safetensors"))
   tensors["conv_in/bias"] = tensors["conv_in/bias"][:-1]
@@ -296,17 +345,36 @@ def test_damaged_and_foreign_folders_are_refused_in_one_line(digits, tmp_path, c
   refused(foreign, "is not an ardm_jax model")
   refused(w, "is a training workdir, not a model folder")
   expect_error(capsys, "sample", "--workdir", m, "--out", tmp_path / "s.png", match="is an exported model folder")
-  expect_error(capsys, "compress", "--workdir", m, tmp_path / "x.png", "-o", tmp_path / "x.ardm",
-               match="is an exported model folder")
+  expect_error(
+    capsys,
+    "compress",
+    "--workdir",
+    m,
+    tmp_path / "x.png",
+    "-o",
+    tmp_path / "x.ardm",
+    match="is an exported model folder",
+  )
   # Options that belong to workdirs, and outputs a model folder cannot take.
   expect_error(capsys, "eval", "--model", m, "--step", "0", "--out", tmp_path / "e.json", match="--step and --raw")
   expect_error(capsys, "eval", "--model", m, match="--out is required with --model")
   expect_error(capsys, "sample", "--model", m, match="--out is required with --model")
   expect_error(capsys, "policy", "--model", m, "--budgets", "4", match="--out is required with --model")
-  expect_error(capsys, "policy", "--model", m, "--budgets", "4", "--use-tracker", "--out", tmp_path / "p.json",
-               match="--use-tracker needs --workdir")
-  expect_error(capsys, "eval", "--workdir", w, "--data-path", "x", "--out", tmp_path / "e.json",
-               match="--data-path is for --model")
+  expect_error(
+    capsys,
+    "policy",
+    "--model",
+    m,
+    "--budgets",
+    "4",
+    "--use-tracker",
+    "--out",
+    tmp_path / "p.json",
+    match="--use-tracker needs --workdir",
+  )
+  expect_error(
+    capsys, "eval", "--workdir", w, "--data-path", "x", "--out", tmp_path / "e.json", match="--data-path is for --model"
+  )
   # Export never writes into a non-empty folder.
   expect_error(capsys, "export", "--workdir", w, "-o", m, match="exists and is not an empty folder")
   expect_error(capsys, "export", "--workdir", m, "-o", tmp_path / "new", match="already a model folder")
@@ -316,8 +384,9 @@ def test_damaged_and_foreign_folders_are_refused_in_one_line(digits, tmp_path, c
 def test_push_uploads_the_folder_or_fails_in_one_line(digits, tmp_path, capsys, monkeypatch):
   w, _ = digits
   monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
-  expect_error(capsys, "export", "--workdir", w, "-o", tmp_path / "a", "--push", "me/digits",
-               match="pip install 'ardm_jax[hub]'")
+  expect_error(
+    capsys, "export", "--workdir", w, "-o", tmp_path / "a", "--push", "me/digits", match="pip install 'ardm_jax[hub]'"
+  )
   assert not os.path.exists(tmp_path / "a")  # refused before writing anything
   calls = []
 
@@ -333,8 +402,10 @@ def test_push_uploads_the_folder_or_fails_in_one_line(digits, tmp_path, capsys, 
   monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
   monkeypatch.setattr(model_dir, "_check_reachable", lambda endpoint: None)
   run("export", "--workdir", w, "-o", tmp_path / "b", "--push", "me/digits", "--private")
-  assert calls == [("create", "me/digits", True),
-                   ("upload", "me/digits", ["README.md", "config.json", "model.safetensors", "policy.json"])]
+  assert calls == [
+    ("create", "me/digits", True),
+    ("upload", "me/digits", ["README.md", "config.json", "model.safetensors", "policy.json"]),
+  ]
   assert "pushed to https://hub.example/me/digits" in capsys.readouterr().out
   assert "huggingface-cli download me/digits" in (tmp_path / "b" / "README.md").read_text()
 
@@ -343,8 +414,17 @@ def test_push_uploads_the_folder_or_fails_in_one_line(digits, tmp_path, capsys, 
       raise RuntimeError("401 Client Error: Unauthorized\nInvalid credentials in Authorization header")
 
   monkeypatch.setattr(fake, "HfApi", RefusingApi)
-  expect_error(capsys, "export", "--workdir", w, "-o", tmp_path / "d", "--push", "me/digits",
-               match="pushing " + str(tmp_path / "d") + " to me/digits failed: 401 Client Error: Unauthorized")
+  expect_error(
+    capsys,
+    "export",
+    "--workdir",
+    w,
+    "-o",
+    tmp_path / "d",
+    "--push",
+    "me/digits",
+    match="pushing " + str(tmp_path / "d") + " to me/digits failed: 401 Client Error: Unauthorized",
+  )
 
   def no_network(*args, **kwargs):
     raise OSError("Network is unreachable")
@@ -352,6 +432,15 @@ def test_push_uploads_the_folder_or_fails_in_one_line(digits, tmp_path, capsys, 
   monkeypatch.undo()
   monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
   monkeypatch.setattr("socket.create_connection", no_network)
-  expect_error(capsys, "export", "--workdir", w, "-o", tmp_path / "c", "--push", "me/digits",
-               match="cannot reach https://hub.example")
+  expect_error(
+    capsys,
+    "export",
+    "--workdir",
+    w,
+    "-o",
+    tmp_path / "c",
+    "--push",
+    "me/digits",
+    match="cannot reach https://hub.example",
+  )
   assert os.path.exists(tmp_path / "c" / "model.safetensors")  # the folder is written; only the push failed

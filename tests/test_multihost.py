@@ -3,6 +3,7 @@
 The 2-process run goes through the `ardm train` command with --coordinator_address/--num_processes/--process_id
 and must reproduce, step for step, a single process on a mesh of the same shape (2 fake CPU devices).
 """
+
 import glob
 import os
 import re
@@ -20,11 +21,17 @@ from ardm_jax import cli, data, distributed
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS_TINY = os.path.join(REPO, "experiments", "digits.py:tiny")
 TEXT_TINY = os.path.join(REPO, "experiments", "local_text.py:tiny")
-SLURM_STEP = {"SLURM_JOB_ID": "77", "SLURM_STEP_NODELIST": "node[1-2]", "SLURM_NTASKS": "16", "SLURM_PROCID": "3",
-              "SLURM_LOCALID": "3"}
+SLURM_STEP = {
+  "SLURM_JOB_ID": "77",
+  "SLURM_STEP_NODELIST": "node[1-2]",
+  "SLURM_NTASKS": "16",
+  "SLURM_PROCID": "3",
+  "SLURM_LOCALID": "3",
+}
 
 
 # ---- when to start jax.distributed ------------------------------------------------------------------------------
+
 
 def test_no_flags_and_no_cluster_means_single_process():
   decided = distributed.plan(environ={}, on_cloud_tpu=False)
@@ -34,27 +41,37 @@ def test_no_flags_and_no_cluster_means_single_process():
 def test_explicit_flags_win_over_detection():
   decided = distributed.plan("10.0.0.1:1234", 4, 2, environ=SLURM_STEP, on_cloud_tpu=True)
   assert (decided.mode, decided.coordinator_address, decided.num_processes, decided.process_id) == (
-      "explicit", "10.0.0.1:1234", 4, 2)
+    "explicit",
+    "10.0.0.1:1234",
+    4,
+    2,
+  )
 
 
-@pytest.mark.parametrize("flags, missing", [
+@pytest.mark.parametrize(
+  "flags, missing",
+  [
     (("h:1", None, None), "--num_processes, --process_id"),
     ((None, 2, None), "--coordinator_address, --process_id"),
     ((None, None, 0), "--coordinator_address, --num_processes"),
     (("h:1", 2, None), "--process_id"),
-])
+  ],
+)
 def test_partial_flags_are_an_error_naming_what_is_missing(flags, missing):
   with pytest.raises(ValueError, match=f"^{re.escape(missing)} missing"):
     distributed.plan(*flags, environ={}, on_cloud_tpu=False)
 
 
-@pytest.mark.parametrize("flags, match", [
+@pytest.mark.parametrize(
+  "flags, match",
+  [
     (("10.0.0.1", 2, 0), "HOST:PORT"),
     (("10.0.0.1:99999", 2, 0), "HOST:PORT"),
     (("10.0.0.1:1234", 2, 2), r"0\.\.1"),
     (("10.0.0.1:1234", 0, 0), "at least 1"),
     ((None, 1, 1), "out of range"),
-])
+  ],
+)
 def test_bad_flags_are_clear_errors(flags, match):
   with pytest.raises(ValueError, match=match):
     distributed.plan(*flags, environ={}, on_cloud_tpu=False)
@@ -94,6 +111,7 @@ def test_cli_rejects_partial_flags_before_touching_devices(tmp_path, capsys):
 
 # ---- each host reads its own slice ---------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def digits():
   return data.load(ml_collections.ConfigDict({"name": "digits"}))
@@ -126,6 +144,7 @@ def test_text_crops_split_the_global_batch_between_hosts():
 
 # ---- two real processes --------------------------------------------------------------------------------------
 
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -135,39 +154,80 @@ def _free_port() -> int:
 def _train_cmd(workdir, *extra):
   # `timeout` kills a process whose peer died: jax.distributed would otherwise wait minutes before aborting.
   # The embedded prose's 587 test crops leave the last eval batch of 100 padded, so the masking is exercised.
-  return ["timeout", "-s", "KILL", "240", sys.executable, "-m", "ardm_jax.cli", "train", "--config", TEXT_TINY,
-          "--workdir", str(workdir), "--config.data.name=pydoc_text", "--config.train.num_steps=3",
-          "--config.train.eval_passes=1", "--config.train.eval_batch_size=100", *extra]
+  return [
+    "timeout",
+    "-s",
+    "KILL",
+    "240",
+    sys.executable,
+    "-m",
+    "ardm_jax.cli",
+    "train",
+    "--config",
+    TEXT_TINY,
+    "--workdir",
+    str(workdir),
+    "--config.data.name=pydoc_text",
+    "--config.train.num_steps=3",
+    "--config.train.eval_passes=1",
+    "--config.train.eval_batch_size=100",
+    *extra,
+  ]
 
 
 def _env(num_devices: int) -> dict:
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
-  env |= {"JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
-          "XLA_FLAGS": f"--xla_force_host_platform_device_count={num_devices}"}
+  env |= {
+    "JAX_PLATFORMS": "cpu",
+    "PYTHONUNBUFFERED": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "XLA_FLAGS": f"--xla_force_host_platform_device_count={num_devices}",
+  }
   return env
 
 
 def _params(workdir):
   from ardm_jax import workdir as wd
+
   model = wd.open_workdir(str(workdir), use_ema=False)
   return jax.tree_util.tree_flatten_with_path(jax.device_get(model.params))[0], model.step
 
 
 def _progress(log: str) -> list[str]:
   """The step and test lines, without the rate, ETA or first step's time (which depend on timing)."""
-  lines = [re.sub(r"\s+([\d.]+ steps/s|compile \+ first step).*", "", line) for line in log.splitlines()
-           if line.startswith(("step ", "test "))]
+  lines = [
+    re.sub(r"\s+([\d.]+ steps/s|compile \+ first step).*", "", line)
+    for line in log.splitlines()
+    if line.startswith(("step ", "test "))
+  ]
   return lines
 
 
 def test_two_processes_match_one_process_on_the_same_mesh(tmp_path):
   port = _free_port()
-  procs = [subprocess.Popen(_train_cmd(tmp_path / "multi", "--coordinator_address", f"127.0.0.1:{port}",
-                                       "--num_processes", "2", "--process_id", str(i)),
-                            cwd=REPO, env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
-  procs.append(subprocess.Popen(_train_cmd(tmp_path / "single"), cwd=REPO, env=_env(2), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True))
+  procs = [
+    subprocess.Popen(
+      _train_cmd(
+        tmp_path / "multi", "--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2", "--process_id", str(i)
+      ),
+      cwd=REPO,
+      env=_env(1),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  procs.append(
+    subprocess.Popen(
+      _train_cmd(tmp_path / "single"),
+      cwd=REPO,
+      env=_env(2),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+  )
   logs = []
   try:
     for proc in procs:
@@ -176,8 +236,10 @@ def test_two_processes_match_one_process_on_the_same_mesh(tmp_path):
     for proc in procs:
       if proc.poll() is None:
         proc.kill()
-  report = "\n".join(f"--- {name} (exit {p.returncode}) ---\n{log[-3000:]}"
-                     for name, p, log in zip(("process 0", "process 1", "single"), procs, logs))
+  report = "\n".join(
+    f"--- {name} (exit {p.returncode}) ---\n{log[-3000:]}"
+    for name, p, log in zip(("process 0", "process 1", "single"), procs, logs)
+  )
   assert all(p.returncode == 0 for p in procs), report
   multi0, multi1, single = logs
   assert "over 2 cpu devices in 2 process(es)" in multi0 and "over 2 cpu devices in 1 process(es)" in single, report
@@ -198,8 +260,14 @@ def test_two_processes_match_one_process_on_the_same_mesh(tmp_path):
 
 LAUNCH = os.path.join(REPO, "launch")
 SCRIPTS = sorted(glob.glob(os.path.join(LAUNCH, "*", "*.sh")) + glob.glob(os.path.join(LAUNCH, "*", "*.sbatch")))
-TPU_VARS = {"PROJECT": "p", "ZONE": "us-central2-b", "TPU_NAME": "ardm-test", "ACCELERATOR_TYPE": "v4-32",
-            "RUNTIME_VERSION": "tpu-ubuntu2204-base", "RUN_NAME": "r1"}
+TPU_VARS = {
+  "PROJECT": "p",
+  "ZONE": "us-central2-b",
+  "TPU_NAME": "ardm-test",
+  "ACCELERATOR_TYPE": "v4-32",
+  "RUNTIME_VERSION": "tpu-ubuntu2204-base",
+  "RUN_NAME": "r1",
+}
 
 
 def _bash(script, env_extra, *args):
@@ -227,20 +295,44 @@ def test_tpu_scripts_name_missing_variables_and_print_their_commands(name):
 def test_queued_tpu_request_and_manual_gpu_flags():
   queued = _bash(os.path.join(LAUNCH, "tpu", "create.sh"), TPU_VARS | {"DRY_RUN": "1", "QUEUED": "1", "SPOT": "1"})
   assert "queued-resources create ardm-test" in queued.stdout and "--spot" in queued.stdout
-  manual = _bash(os.path.join(LAUNCH, "gpu", "multinode_manual.sh"),
-                 {"DRY_RUN": "1", "COORDINATOR_ADDRESS": "10.0.0.1:1234", "NUM_PROCESSES": "2", "PROCESS_ID": "1"},
-                 "--config", "c.py", "--workdir", "w")
+  manual = _bash(
+    os.path.join(LAUNCH, "gpu", "multinode_manual.sh"),
+    {"DRY_RUN": "1", "COORDINATOR_ADDRESS": "10.0.0.1:1234", "NUM_PROCESSES": "2", "PROCESS_ID": "1"},
+    "--config",
+    "c.py",
+    "--workdir",
+    "w",
+  )
   assert manual.returncode == 0, manual.stderr
-  assert ("--coordinator_address 10.0.0.1:1234 --num_processes 2 --process_id 1 --config c.py --workdir w"
-          in manual.stdout)
+  assert (
+    "--coordinator_address 10.0.0.1:1234 --num_processes 2 --process_id 1 --config c.py --workdir w" in manual.stdout
+  )
 
 
 def test_aot_memory_script_reports_per_device_memory():
   """Compiles the tiny Transformer for a 4-device slice: on the TPU compiler if libtpu is installed, else the
   labelled CPU estimate."""
-  proc = subprocess.run(["timeout", "-s", "KILL", "200", sys.executable, os.path.join(LAUNCH, "aot_memory.py"),
-                         "--config", TEXT_TINY, "--config.data.name=pydoc_text", "--topology", "v5e-4",
-                         "--cpu_estimate"], cwd=REPO, env=_env(1), capture_output=True, text=True, timeout=230)
+  proc = subprocess.run(
+    [
+      "timeout",
+      "-s",
+      "KILL",
+      "200",
+      sys.executable,
+      os.path.join(LAUNCH, "aot_memory.py"),
+      "--config",
+      TEXT_TINY,
+      "--config.data.name=pydoc_text",
+      "--topology",
+      "v5e-4",
+      "--cpu_estimate",
+    ],
+    cwd=REPO,
+    env=_env(1),
+    capture_output=True,
+    text=True,
+    timeout=230,
+  )
   assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
   assert "over 4 " in proc.stdout and "| train step, batch 4 |" in proc.stdout, proc.stdout
   assert "| eval step, batch" in proc.stdout and "whole run at roofline speed: 2 steps" in proc.stdout

@@ -2,6 +2,7 @@
 order: it reaches the exact log p(x) when the orders cover every permutation, its expectation is the ELBO at K = 1
 and grows with K, K = 1 is the per-order likelihood, and upscale models take orders per stage. `ardm eval --orders`
 is tested in test_cli.py (on its trained workdir)."""
+
 import itertools
 import types
 
@@ -44,8 +45,7 @@ def test_all_orders_give_the_exact_log_likelihood(policy):
   a normalised distribution over all K^D items, which no single order's bound at K < D! needs to be."""
   spec, apply_fn, params, items = oa_problem()
   orders = all_orders(D)
-  ll = order_bound.order_log_likelihoods(apply_fn, spec, params, items, orders=orders, policy=policy,
-                                         batch_size=50)
+  ll = order_bound.order_log_likelihoods(apply_fn, spec, params, items, orders=orders, policy=policy, batch_size=50)
   assert ll.shape == (len(items), len(orders), 1)
   bits = order_bound.bound_bits(ll, D)
   steps = np.arange(D) if policy is None else np.asarray(policy)
@@ -67,10 +67,13 @@ def test_bound_expectation_is_the_elbo_at_k1_and_grows_with_k():
 
   combos = np.array(list(itertools.product(range(len(orders)), range(D))))  # every (sigma, t)
   rep = np.repeat(items, len(combos), axis=0)
-  terms = jax.jit(lambda x, sig, t: upscale.elbo_terms_given(apply_fn, params, x, jnp.zeros_like(t), sig, t,
-                                                             spec=spec))(
-      jnp.asarray(rep), jnp.asarray(np.tile(orders[combos[:, 0]], (len(items), 1))),
-      jnp.asarray(np.tile(combos[:, 1], len(items)), jnp.int32))
+  terms = jax.jit(
+    lambda x, sig, t: upscale.elbo_terms_given(apply_fn, params, x, jnp.zeros_like(t), sig, t, spec=spec)
+  )(
+    jnp.asarray(rep),
+    jnp.asarray(np.tile(orders[combos[:, 0]], (len(items), 1))),
+    jnp.asarray(np.tile(combos[:, 1], len(items)), jnp.int32),
+  )
   elbo_bits = np.asarray(terms["nll"], np.float64).reshape(len(items), -1).mean(1) / (D * np.log(2.0))
 
   def expected_bound(k):  # exact expectation over k independent uniform orders
@@ -93,8 +96,14 @@ def test_k1_is_the_per_order_likelihood_and_orders_do_not_depend_on_the_batch():
   sigma = order_bound.random_orders(7, np.repeat(np.arange(5), 3), np.tile(np.arange(3), 5), 1, D)[:, 0]
   assert len({tuple(s) for s in sigma}) > 1  # the draws differ between orders and items
   # The plain OA-ARDM reference code (tests/test_ardm.py checks it by hand and against the ELBO).
-  ref = ardm.policy_log_likelihood(apply_fn, params, jnp.asarray(np.repeat(items, 3, axis=0)), jnp.asarray(sigma),
-                                   jnp.arange(D, dtype=jnp.int32), num_classes=spec.num_classes)
+  ref = ardm.policy_log_likelihood(
+    apply_fn,
+    params,
+    jnp.asarray(np.repeat(items, 3, axis=0)),
+    jnp.asarray(sigma),
+    jnp.arange(D, dtype=jnp.int32),
+    num_classes=spec.num_classes,
+  )
   np.testing.assert_allclose(ll[:, :, 0], np.asarray(ref).reshape(5, 3), rtol=1e-5)
   result = order_bound.summarise(ll, D, elbo_per_item=np.full(5, 10.0))
   assert [row["k"] for row in result["curve"]] == [1, 2, 3]
@@ -121,9 +130,11 @@ def test_upscale_orders_per_stage_give_the_exact_log_likelihood():
   assert ll.shape == (3, 6, S)
   combos = np.array(list(itertools.product(range(len(orders)), repeat=S)))  # [216, S]
   sigma = orders[combos]  # [216, S, D]
-  total = jax.jit(lambda x, sig: upscale.policy_log_likelihood(
-      apply_fn, params, x, sig, jnp.asarray(upscale.sequential_policy(S, D)), spec=spec))(
-      jnp.asarray(np.repeat(items, len(combos), axis=0)), jnp.asarray(np.tile(sigma, (3, 1, 1))))
+  total = jax.jit(
+    lambda x, sig: upscale.policy_log_likelihood(
+      apply_fn, params, x, sig, jnp.asarray(upscale.sequential_policy(S, D)), spec=spec
+    )
+  )(jnp.asarray(np.repeat(items, len(combos), axis=0)), jnp.asarray(np.tile(sigma, (3, 1, 1))))
   total = np.asarray(total, np.float64).reshape(3, -1)
   exact = logsumexp(total, axis=1) - np.log(len(combos))
   np.testing.assert_allclose(order_bound.bound_bits(ll, D), -exact / (D * np.log(2.0)), rtol=1e-5)

@@ -1,6 +1,7 @@
 """`ardm preflight --devices N`: the whole life of a run on fake CPU devices passes for a good config and stops
 with one line naming the key for a bad one. Each call runs in its own process (the device count is fixed before
 JAX starts)."""
+
 import os
 import subprocess
 import sys
@@ -12,9 +13,26 @@ DIGITS_TINY = os.path.join(REPO, "experiments", "digits.py:tiny")
 def preflight(*args, timeout=400):
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
   env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-  return subprocess.run(["timeout", "-s", "KILL", str(timeout), sys.executable, "-m", "ardm_jax.cli", "preflight",
-                         "--config", DIGITS_TINY, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=timeout + 30)
+  return subprocess.run(
+    [
+      "timeout",
+      "-s",
+      "KILL",
+      str(timeout),
+      sys.executable,
+      "-m",
+      "ardm_jax.cli",
+      "preflight",
+      "--config",
+      DIGITS_TINY,
+      *args,
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout + 30,
+  )
 
 
 def test_preflight_runs_every_job_on_other_meshes_with_batches_that_do_not_divide_them(tmp_path):

@@ -1,5 +1,6 @@
 """benchmarks/reproduce.py end to end in its --smoke mode (tiny models, 4 steps): the tables, the verdicts, the
 RESULTS.md section (replaced, never duplicated, on a rerun) and the PNG."""
+
 import os
 import subprocess
 import sys
@@ -11,13 +12,30 @@ def test_reproduce_smoke_writes_its_section_and_plot(tmp_path):
   results = tmp_path / "RESULTS.md"
   results.write_text("# Measured results\n\n## Earlier section\n\nkept\n")
   png = tmp_path / "steps.png"
-  cmd = [sys.executable, "-P", os.path.join(REPO, "benchmarks", "reproduce.py"), "--root", str(tmp_path / "runs"),
-         "--smoke", "--datasets", "digits", "--results", str(results), "--png", str(png)]
+  cmd = [
+    sys.executable,
+    "-P",
+    os.path.join(REPO, "benchmarks", "reproduce.py"),
+    "--root",
+    str(tmp_path / "runs"),
+    "--smoke",
+    "--datasets",
+    "digits",
+    "--results",
+    str(results),
+    "--png",
+    str(png),
+  ]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, check=False)
   assert out.returncode == 0, out.stderr[-3000:]
-  for heading in ("### 1. OA-ARDM against D3PM", "### 2. DP-optimal", "### 3. Upscale", "### 4. Per-item",
-                  "### Reference: single-order ARM"):
+  for heading in (
+    "### 1. OA-ARDM against D3PM",
+    "### 2. DP-optimal",
+    "### 3. Upscale",
+    "### 4. Per-item",
+    "### Reference: single-order ARM",
+  ):
     assert heading in out.stdout
   assert out.stdout.count("reproduced**") >= 4  # one verdict per claim
   for b in (5, 20, 64):  # reproduce.SMOKE_BUDGETS and D
@@ -32,7 +50,19 @@ def test_reproduce_smoke_writes_its_section_and_plot(tmp_path):
 
 
 def test_reproduce_rejects_unknown_datasets(tmp_path):
-  out = subprocess.run([sys.executable, "-P", os.path.join(REPO, "benchmarks", "reproduce.py"), "--root",
-                        str(tmp_path), "--datasets", "cifar"], capture_output=True, text=True, timeout=300,
-                       check=False)
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-P",
+      os.path.join(REPO, "benchmarks", "reproduce.py"),
+      "--root",
+      str(tmp_path),
+      "--datasets",
+      "cifar",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert out.returncode == 2 and "--datasets takes digits and/or text" in out.stderr

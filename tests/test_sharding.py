@@ -7,6 +7,7 @@ The device count must be fixed before JAX starts, so the 8-device work runs once
 run as a script; `zero1` as its argument for the ZeRO-1 part) that prints its measurements as JSON; the tests
 assert on them.
 """
+
 import json
 import os
 import subprocess
@@ -26,10 +27,19 @@ LEAF_FLOOR = 1e-3
 def _run_worker(what: str, timeout: int, *args) -> dict:
   """This file as an 8-device script (the module docstring); its JSON."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env |= {"JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
-          "XLA_FLAGS": f"--xla_force_host_platform_device_count={NUM_DEVICES}"}
-  proc = subprocess.run(["timeout", "-s", "KILL", str(timeout), sys.executable, os.path.abspath(__file__), *args],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout + 30)
+  env |= {
+    "JAX_PLATFORMS": "cpu",
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "XLA_FLAGS": f"--xla_force_host_platform_device_count={NUM_DEVICES}",
+  }
+  proc = subprocess.run(
+    ["timeout", "-s", "KILL", str(timeout), sys.executable, os.path.abspath(__file__), *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout + 30,
+  )
   assert proc.returncode == 0, f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -92,6 +102,7 @@ def test_layout_checks(measured):
 
 # ---- the 8-device worker -------------------------------------------------------------------------------------
 
+
 def _worker() -> dict:
   import tempfile
   import warnings
@@ -136,9 +147,14 @@ def _worker() -> dict:
       key = jax.device_put(jax.random.PRNGKey(7), sharding.replicated(setup.mesh))
       state, metrics = step_fn(state, batch, key)
     grads = jax.tree.map(lambda b, a: (b - a) / SGD_LR, before, host(state.params))
-    return {"setup": setup, "before": before, "grads": grads, "loss": float(metrics["loss"]),
-            "lt": host(state.lt_mean),
-            "param_bytes": sharding.per_device_bytes(setup.state_shardings.params, setup.abstract_state.params)}
+    return {
+      "setup": setup,
+      "before": before,
+      "grads": grads,
+      "loss": float(metrics["loss"]),
+      "lt": host(state.lt_mean),
+      "param_bytes": sharding.per_device_bytes(setup.state_shardings.params, setup.abstract_state.params),
+    }
 
   ref = one_step((1, 1, 1), jax.devices()[:1])
   ref_leaves = jax.tree.leaves(ref["grads"])
@@ -148,14 +164,18 @@ def _worker() -> dict:
     got = one_step(sizes)
     diffs = [np.linalg.norm((a - b).astype(np.float64)) for a, b in zip(ref_leaves, jax.tree.leaves(got["grads"]))]
     out["meshes"][name] = {
-        "mesh": dict(got["setup"].mesh.shape),
-        "init_params_equal": all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(ref["before"]),
-                                                                      jax.tree.leaves(got["before"]))),
-        "grad_rel_err": float(np.sqrt(sum(d ** 2 for d in diffs)) / total_norm),
-        "worst_leaf_rel_err": float(max(d / max(np.linalg.norm(a), LEAF_FLOOR * total_norm)
-                                        for d, a in zip(diffs, ref_leaves))),
-        "loss": got["loss"], "lt_tracker_equal": bool(np.allclose(got["lt"], ref["lt"], rtol=1e-6)),
-        "param_bytes_per_device": got["param_bytes"]}
+      "mesh": dict(got["setup"].mesh.shape),
+      "init_params_equal": all(
+        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(ref["before"]), jax.tree.leaves(got["before"]))
+      ),
+      "grad_rel_err": float(np.sqrt(sum(d**2 for d in diffs)) / total_norm),
+      "worst_leaf_rel_err": float(
+        max(d / max(np.linalg.norm(a), LEAF_FLOOR * total_norm) for d, a in zip(diffs, ref_leaves))
+      ),
+      "loss": got["loss"],
+      "lt_tracker_equal": bool(np.allclose(got["lt"], ref["lt"], rtol=1e-6)),
+      "param_bytes_per_device": got["param_bytes"],
+    }
   train_state.make_optimizer = adam
 
   # Checkpoint: a full Adam state with non-trivial values in every leaf, saved on data=4 x fsdp=2. The values are
@@ -166,9 +186,15 @@ def _worker() -> dict:
 
   def random_state(key):
     keys = jax.random.split(key, len(abstract_leaves))
-    return jax.tree.unflatten(treedef, [
-        jax.random.normal(k, x.shape, x.dtype) if jnp.issubdtype(x.dtype, jnp.floating)
-        else jax.random.randint(k, x.shape, 1, 1000, x.dtype) for k, x in zip(keys, abstract_leaves)])
+    return jax.tree.unflatten(
+      treedef,
+      [
+        jax.random.normal(k, x.shape, x.dtype)
+        if jnp.issubdtype(x.dtype, jnp.floating)
+        else jax.random.randint(k, x.shape, 1, 1000, x.dtype)
+        for k, x in zip(keys, abstract_leaves)
+      ],
+    )
 
   state = jax.jit(random_state, out_shardings=src.state_shardings)(jax.random.PRNGKey(2))
   saved = host(state)
@@ -181,12 +207,18 @@ def _worker() -> dict:
       dst = build_setup(text_config(sizes), text_spec, devices)
       restored, meta = checkpoint.restore(manager, 5, dst.abstract_state, dst.state_shardings)
       paths = jax.tree_util.tree_flatten_with_path(saved)[0]
-      mismatched = [jax.tree_util.keystr(p) for (p, a), b in zip(paths, jax.tree.leaves(host(restored)))
-                    if not np.array_equal(a, b)]
-      placed = all(r.sharding.is_equivalent_to(s, r.ndim) for r, s in
-                   zip(jax.tree.leaves(restored), jax.tree.leaves(dst.state_shardings)))
-      ckpt[label] = {"leaves": len(jax.tree.leaves(restored)), "mismatched": mismatched,
-                     "on_target_shardings": bool(placed and meta["step"] == 5)}
+      mismatched = [
+        jax.tree_util.keystr(p) for (p, a), b in zip(paths, jax.tree.leaves(host(restored))) if not np.array_equal(a, b)
+      ]
+      placed = all(
+        r.sharding.is_equivalent_to(s, r.ndim)
+        for r, s in zip(jax.tree.leaves(restored), jax.tree.leaves(dst.state_shardings))
+      )
+      ckpt[label] = {
+        "leaves": len(jax.tree.leaves(restored)),
+        "mismatched": mismatched,
+        "on_target_shardings": bool(placed and meta["step"] == 5),
+      }
     manager.close()
   out["checkpoint"] = ckpt
 
@@ -198,9 +230,10 @@ def _worker() -> dict:
     init = jax.jit(lambda k: nn.unbox(create(k)), out_shardings=fsdp.state_shardings)
     mem = init.lower(jax.random.PRNGKey(0)).compile().memory_analysis()
   out["init_memory"] = {
-      "whole_state_bytes": int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(fsdp.abstract_state))),
-      "per_device_bytes": int(mem.output_size_in_bytes + mem.temp_size_in_bytes),
-      "expected_shard_bytes": sharding.per_device_bytes(fsdp.state_shardings, fsdp.abstract_state)}
+    "whole_state_bytes": int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(fsdp.abstract_state))),
+    "per_device_bytes": int(mem.output_size_in_bytes + mem.temp_size_in_bytes),
+    "expected_shard_bytes": sharding.per_device_bytes(fsdp.state_shardings, fsdp.abstract_state),
+  }
 
   # Layout checks, before any allocation.
   def check(setup):
@@ -220,8 +253,9 @@ def _worker() -> dict:
   fsdp_setup = build_setup(text_config((1, 8, 1)), text_spec)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    sharding.check_param_shardings(fsdp_setup.abstract_state.params, fsdp_setup.state_shardings.params,
-                                   fsdp_setup.mesh, warn_fraction=0.0)
+    sharding.check_param_shardings(
+      fsdp_setup.abstract_state.params, fsdp_setup.state_shardings.params, fsdp_setup.mesh, warn_fraction=0.0
+    )
   checks["warning"] = next((str(w.message) for w in caught if "FSDP" in str(w.message)), None)
   unet = configs.load_config_file(os.path.join(REPO, "experiments", "digits.py:tiny"))
   unet = configs.apply_overrides(unet, ["--config.mesh.data=1", "--config.mesh.fsdp=8"])
@@ -272,9 +306,15 @@ def test_zero1_splits_optimizer_state_and_ema_over_data(zero1_measured):
   assert "ZeRO-1" in layout["log_on"] and "ZeRO-1" not in layout["log_off"]
   # The rule: the dimension with the largest per-device extent that `data` divides, after any split it has.
   assert zero1_measured["rules"] == {
-      "(3, 16) on 8": [None, "data"], "(16, 16) on 8": ["data", None], "(5,) on 8": [], "() on 8": [],
-      "(16, 64) fsdp on dim 1, 4x2": [None, ["data", "fsdp"]], "(8, 6) fsdp on dim 0, 4x2": [["data", "fsdp"], None],
-      "(6,) on 4x2": [], "already on data": ["data"]}
+    "(3, 16) on 8": [None, "data"],
+    "(16, 16) on 8": ["data", None],
+    "(5,) on 8": [],
+    "() on 8": [],
+    "(16, 64) fsdp on dim 1, 4x2": [None, ["data", "fsdp"]],
+    "(8, 6) fsdp on dim 0, 4x2": [["data", "fsdp"], None],
+    "(6,) on 4x2": [],
+    "already on data": ["data"],
+  }
 
 
 @pytest.mark.xdist_group("test_sharding_zero1")
@@ -335,22 +375,28 @@ def _zero1_worker() -> dict:
       for batch in batches:
         state, metrics = compiled(state, sharding.global_batch(batch, setup.mesh), key)
     mem = compiled.memory_analysis()
-    memory = {"argument_bytes": int(mem.argument_size_in_bytes), "temp_bytes": int(mem.temp_size_in_bytes),
-              "state_bytes_per_device": int(sum(leaf.addressable_shards[0].data.nbytes
-                                                for leaf in jax.tree.leaves(state)))}
+    memory = {
+      "argument_bytes": int(mem.argument_size_in_bytes),
+      "temp_bytes": int(mem.temp_size_in_bytes),
+      "state_bytes_per_device": int(sum(leaf.addressable_shards[0].data.nbytes for leaf in jax.tree.leaves(state))),
+    }
     return state, {k: float(v) for k, v in metrics.items()}, memory, init_params
 
   def rel_err(a, b):
-    errs = [float(np.max(np.abs(x.astype(np.float64) - y)) / max(float(np.max(np.abs(x))), 1e-30))
-            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)) if x.size]
+    errs = [
+      float(np.max(np.abs(x.astype(np.float64) - y)) / max(float(np.max(np.abs(x))), 1e-30))
+      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+      if x.size
+    ]
     return max(errs)
 
   def allclose(a, b):
     return all(np.allclose(y, x, rtol=1e-5, atol=1e-6) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
   def max_abs_err(a, b):
-    return max(float(np.max(np.abs(x.astype(np.float64) - y))) for x, y in zip(jax.tree.leaves(a),
-                                                                                  jax.tree.leaves(b)) if x.size)
+    return max(
+      float(np.max(np.abs(x.astype(np.float64) - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)) if x.size
+    )
 
   groups = ("params", "ema_params", "opt_state", "lt_mean")
   out = {"meshes": {}}
@@ -363,12 +409,13 @@ def _zero1_worker() -> dict:
       runs[zero1] = {"setup": setup, "state": state, "host": host(state), "metrics": metrics, "memory": memory}
     off, on = runs[False]["host"], runs[True]["host"]
     out["meshes"][name] = {
-        "rel_err": {group: rel_err(getattr(off, group), getattr(on, group)) for group in groups},
-        "max_abs_err": {group: max_abs_err(getattr(off, group), getattr(on, group)) for group in groups},
-        "allclose": {group: allclose(getattr(off, group), getattr(on, group)) for group in groups},
-        "params_moved": rel_err(init, off.params) > 1e-4,
-        "metrics": {k: (runs[False]["metrics"][k], runs[True]["metrics"][k]) for k in runs[False]["metrics"]},
-        "memory": {"off": runs[False]["memory"], "on": runs[True]["memory"]}}
+      "rel_err": {group: rel_err(getattr(off, group), getattr(on, group)) for group in groups},
+      "max_abs_err": {group: max_abs_err(getattr(off, group), getattr(on, group)) for group in groups},
+      "allclose": {group: allclose(getattr(off, group), getattr(on, group)) for group in groups},
+      "params_moved": rel_err(init, off.params) > 1e-4,
+      "metrics": {k: (runs[False]["metrics"][k], runs[True]["metrics"][k]) for k in runs[False]["metrics"]},
+      "memory": {"off": runs[False]["memory"], "on": runs[True]["memory"]},
+    }
     if name == "data":
       kept = runs
 
@@ -386,24 +433,34 @@ def _zero1_worker() -> dict:
     split_bytes += leaf.nbytes if divisible else 0
     whole_bytes += leaf.nbytes
   out["layout"] = {
-      "split": split, "wrong": wrong, "split_fraction_of_bytes": split_bytes / whole_bytes,
-      "params_whole": all(leaf.addressable_shards[0].data.shape == leaf.shape
-                          for leaf in jax.tree.leaves(on_state.params)),
-      "log_on": sharding.describe_layout(on_setup.mesh, on_setup.abstract_state, on_setup.state_shardings),
-      "log_off": sharding.describe_layout(kept[False]["setup"].mesh, kept[False]["setup"].abstract_state,
-                                          kept[False]["setup"].state_shardings)}
+    "split": split,
+    "wrong": wrong,
+    "split_fraction_of_bytes": split_bytes / whole_bytes,
+    "params_whole": all(
+      leaf.addressable_shards[0].data.shape == leaf.shape for leaf in jax.tree.leaves(on_state.params)
+    ),
+    "log_on": sharding.describe_layout(on_setup.mesh, on_setup.abstract_state, on_setup.state_shardings),
+    "log_off": sharding.describe_layout(
+      kept[False]["setup"].mesh, kept[False]["setup"].abstract_state, kept[False]["setup"].state_shardings
+    ),
+  }
 
   # The placement rule itself.
   mesh8 = on_setup.mesh
   mesh42 = setup_for((4, 2, 1), True).mesh
-  rule = lambda mesh, spec, shape: [list(e) if isinstance(e, tuple) else e for e in
-                                    sharding.split_over_axis(NamedSharding(mesh, spec), shape).spec]
+  rule = lambda mesh, spec, shape: [
+    list(e) if isinstance(e, tuple) else e for e in sharding.split_over_axis(NamedSharding(mesh, spec), shape).spec
+  ]
   out["rules"] = {
-      "(3, 16) on 8": rule(mesh8, P(), (3, 16)), "(16, 16) on 8": rule(mesh8, P(), (16, 16)),
-      "(5,) on 8": rule(mesh8, P(), (5,)), "() on 8": rule(mesh8, P(), ()),
-      "(16, 64) fsdp on dim 1, 4x2": rule(mesh42, P(None, "fsdp"), (16, 64)),
-      "(8, 6) fsdp on dim 0, 4x2": rule(mesh42, P("fsdp", None), (8, 6)),
-      "(6,) on 4x2": rule(mesh42, P(), (6,)), "already on data": rule(mesh8, P("data"), (16,))}
+    "(3, 16) on 8": rule(mesh8, P(), (3, 16)),
+    "(16, 16) on 8": rule(mesh8, P(), (16, 16)),
+    "(5,) on 8": rule(mesh8, P(), (5,)),
+    "() on 8": rule(mesh8, P(), ()),
+    "(16, 64) fsdp on dim 1, 4x2": rule(mesh42, P(None, "fsdp"), (16, 64)),
+    "(8, 6) fsdp on dim 0, 4x2": rule(mesh42, P("fsdp", None), (8, 6)),
+    "(6,) on 4x2": rule(mesh42, P(), (6,)),
+    "already on data": rule(mesh8, P("data"), (16,)),
+  }
 
   # Checkpoints cross the switch both ways, onto the target layout (8 devices, one device, data x fsdp).
   ckpt = {}
@@ -412,19 +469,29 @@ def _zero1_worker() -> dict:
     for step, zero1 in ((1, True), (2, False)):
       checkpoint.save(manager, step, kept[zero1]["state"], {"step": step})
     manager.wait_until_finished()
-    targets = (("on -> off 8x1", 1, (8, 1, 1), False, None), ("on -> off 1", 1, (1, 1, 1), False, jax.devices()[:1]),
-               ("off -> on 8x1", 2, (8, 1, 1), True, None), ("off -> on 4x2", 2, (4, 2, 1), True, None))
+    targets = (
+      ("on -> off 8x1", 1, (8, 1, 1), False, None),
+      ("on -> off 1", 1, (1, 1, 1), False, jax.devices()[:1]),
+      ("off -> on 8x1", 2, (8, 1, 1), True, None),
+      ("off -> on 4x2", 2, (4, 2, 1), True, None),
+    )
     for label, step, sizes, zero1, devices in targets:
       dst = setup_for(sizes, zero1, devices)
       restored, meta = checkpoint.restore(manager, step, dst.abstract_state, dst.state_shardings)
       saved = kept[step == 1]["host"]
       paths = jax.tree_util.tree_flatten_with_path(saved)[0]
-      mismatched = [jax.tree_util.keystr(p) for (p, a), b in zip(paths, jax.tree.leaves(host(restored)))
-                    if not np.array_equal(a, b)]
-      placed = all(r.sharding.is_equivalent_to(s, r.ndim) for r, s in
-                   zip(jax.tree.leaves(restored), jax.tree.leaves(dst.state_shardings)))
-      ckpt[label] = {"leaves": len(jax.tree.leaves(restored)), "mismatched": mismatched,
-                     "on_target_shardings": bool(placed and meta["step"] == step)}
+      mismatched = [
+        jax.tree_util.keystr(p) for (p, a), b in zip(paths, jax.tree.leaves(host(restored))) if not np.array_equal(a, b)
+      ]
+      placed = all(
+        r.sharding.is_equivalent_to(s, r.ndim)
+        for r, s in zip(jax.tree.leaves(restored), jax.tree.leaves(dst.state_shardings))
+      )
+      ckpt[label] = {
+        "leaves": len(jax.tree.leaves(restored)),
+        "mismatched": mismatched,
+        "on_target_shardings": bool(placed and meta["step"] == step),
+      }
     manager.close()
   out["checkpoint"] = ckpt
 
@@ -433,8 +500,9 @@ def _zero1_worker() -> dict:
   bpd = {}
   for zero1 in (False, True):
     with kept[zero1]["setup"].context():
-      bpd[zero1] = evaluate.evaluate_params(kept[zero1]["setup"], kept[zero1]["state"].ema_params, items, passes=1,
-                                            batch_size=6, seed=0)["bpd"]
+      bpd[zero1] = evaluate.evaluate_params(
+        kept[zero1]["setup"], kept[zero1]["state"].ema_params, items, passes=1, batch_size=6, seed=0
+      )["bpd"]
   ema_specs = [leaf.sharding.spec for leaf in jax.tree.leaves(on_state.ema_params)]
   out["eval"] = {"off": bpd[False], "on": bpd[True], "ema_split": any("data" in str(s) for s in ema_specs)}
   return out
@@ -446,15 +514,24 @@ if __name__ == "__main__":
 
 # ---- any batch on any mesh: a run on 16 devices, its checkpoint on 3 and on 1 ---------------------------------
 
+
 def _cli_on(num_devices, *commands):
   """Runs `ardm` commands (lists of arguments) one after another in one process with that many CPU devices."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env |= {"JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
-          "XLA_FLAGS": f"--xla_force_host_platform_device_count={num_devices}"}
+  env |= {
+    "JAX_PLATFORMS": "cpu",
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "XLA_FLAGS": f"--xla_force_host_platform_device_count={num_devices}",
+  }
   script = "import json, sys; from ardm_jax import cli\nfor argv in json.loads(sys.argv[1]): assert cli.main(argv) == 0"
-  proc = subprocess.run(["timeout", "-s", "KILL", "300", sys.executable, "-c", script,
-                         json.dumps([[str(a) for a in c] for c in commands])],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=330)
+  proc = subprocess.run(
+    ["timeout", "-s", "KILL", "300", sys.executable, "-c", script, json.dumps([[str(a) for a in c] for c in commands])],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=330,
+  )
   assert proc.returncode == 0, f"ardm on {num_devices} devices failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
   return proc.stdout
 
@@ -464,17 +541,32 @@ def test_eval_batch_that_divides_no_mesh_trains_on_16_and_evaluates_on_3_and_1_d
   the 3-device evaluation equals the 1-device one (same seed: same orders and steps per item)."""
   import math
   from ardm_jax import cli
+
   w = tmp_path / "digits"
   # The U-Net without its attention blocks: they have nothing to do with meshes or padding, and cost compile time
   # in each of the three processes.
-  out = _cli_on(16, ["train", "--config", os.path.join(REPO, "experiments", "digits.py:tiny"), "--workdir", w,
-                     "--config.train.batch_size=16", "--config.train.eval_batch_size=200",
-                     "--config.model.attention=False"])
+  out = _cli_on(
+    16,
+    [
+      "train",
+      "--config",
+      os.path.join(REPO, "experiments", "digits.py:tiny"),
+      "--workdir",
+      w,
+      "--config.train.batch_size=16",
+      "--config.train.eval_batch_size=200",
+      "--config.model.attention=False",
+    ],
+  )
   assert "padded to 208 rows" in out and "test bits/dim" in out, out
   test_bpd = float(out.split("test bits/dim")[1].split(":")[1].split()[0])
   assert math.isfinite(test_bpd)
-  on3 = _cli_on(3, ["eval", "--workdir", w], ["policy", "--workdir", w, "--budgets", "4", "--samples", "2"],
-                ["sample", "--workdir", w, "--num", "5", "--budget", "4", "--out", tmp_path / "s3.png"])
+  on3 = _cli_on(
+    3,
+    ["eval", "--workdir", w],
+    ["policy", "--workdir", w, "--budgets", "4", "--samples", "2"],
+    ["sample", "--workdir", w, "--num", "5", "--budget", "4", "--out", tmp_path / "s3.png"],
+  )
   assert "wrote 5 samples (4 network calls" in on3, on3
   bpd3 = json.load(open(w / "eval.json"))["bpd"]
   cli.main(["eval", "--workdir", str(w)])  # this process: one device

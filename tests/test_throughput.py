@@ -1,5 +1,6 @@
 """benchmarks/throughput.py's FLOP accounting: the counting program drops remat (and scans / attention kernels),
 and the hand count of a U-Net forward pass agrees with XLA's."""
+
 import importlib.util
 import os
 

@@ -1,4 +1,5 @@
 """The trainer: every config builds and steps, resume is exact (also after SIGTERM), divergence stops cleanly."""
+
 import glob
 import json
 import os
@@ -31,8 +32,9 @@ def test_every_config_builds_and_steps_abstractly(path):
     config = configs.load_config_file(f"{path}:{variant}")
     assert "Expected" in open(path).read() and "ardm train" in open(path).read(), "docstring must hold command+result"
     image = config.model.name == "unet" or config.data.name == "digits"
-    spec = spec_without_data(config) or DataSpec("x", "image" if image else "text",
-                                                 (8, 8, 1) if image else (int(config.data.seq_len),), 17)
+    spec = spec_without_data(config) or DataSpec(
+      "x", "image" if image else "text", (8, 8, 1) if image else (int(config.data.seq_len),), 17
+    )
     setup = build_setup(config, spec)
     step_fn = train.compile_train_step(setup)
     batch = jax.ShapeDtypeStruct((int(config.train.batch_size),) + spec.shape, np.int32)
@@ -41,8 +43,9 @@ def test_every_config_builds_and_steps_abstractly(path):
     assert jax.tree.structure(out_state) == jax.tree.structure(setup.abstract_state)
 
 
-@pytest.mark.parametrize("name", ["digits.py:tiny", "local_text.py:pydoc_tiny", "local_text.py:tiny",
-                                  "cifar10_subset.py:tiny"])
+@pytest.mark.parametrize(
+  "name", ["digits.py:tiny", "local_text.py:pydoc_tiny", "local_text.py:tiny", "cifar10_subset.py:tiny"]
+)
 def test_tiny_configs_run_real_steps(name, tmp_path):
   overrides = {}
   if name == "local_text.py:pydoc_tiny":
@@ -65,6 +68,7 @@ def test_tiny_configs_run_real_steps(name, tmp_path):
 
 def _params_at(workdir, step=None):
   from ardm_jax import workdir as wd
+
   model = wd.open_workdir(str(workdir), use_ema=False, step=step)
   return [np.asarray(x) for x in jax.tree.leaves(model.params)], model.step
 
@@ -101,10 +105,24 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 def test_sigterm_saves_and_resume_matches(tmp_path):
   """SIGTERM mid-run saves a checkpoint and exits 0; resuming gives exactly the uninterrupted run's params."""
   common = {"train.num_steps": 400, "train.checkpoint_every": 1000, "train.log_every": 1, **TRAINER_ONLY}
-  args = [sys.executable, "-m", "ardm_jax.cli", "train", "--config", DIGITS_TINY, "--workdir",
-          str(tmp_path / "pre")] + [f"--config.{k}={v}" for k, v in common.items()]
-  proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+  args = [
+    sys.executable,
+    "-m",
+    "ardm_jax.cli",
+    "train",
+    "--config",
+    DIGITS_TINY,
+    "--workdir",
+    str(tmp_path / "pre"),
+  ] + [f"--config.{k}={v}" for k, v in common.items()]
+  proc = subprocess.Popen(
+    args,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    cwd=REPO,
+    env=dict(os.environ, PYTHONUNBUFFERED="1"),
+  )
   lines = []
   for line in proc.stdout:
     lines.append(line)
@@ -128,15 +146,24 @@ def test_sigterm_saves_and_resume_matches(tmp_path):
 
 def test_divergence_stops_with_clear_message(tmp_path):
   with pytest.raises(FloatingPointError, match="diverged at step .* not finite"):
-    _run(DIGITS_TINY, tmp_path / "nan", **{"model.attention": False, "optim.learning_rate": 1e30,
-                                           "optim.clip_norm": 1e30, "train.num_steps": 6,
-                                    "optim.warmup_steps": 1})
+    _run(
+      DIGITS_TINY,
+      tmp_path / "nan",
+      **{
+        "model.attention": False,
+        "optim.learning_rate": 1e30,
+        "optim.clip_norm": 1e30,
+        "train.num_steps": 6,
+        "optim.warmup_steps": 1,
+      },
+    )
 
 
 def test_divergence_between_progress_lines_is_caught_before_the_next_checkpoint(tmp_path, monkeypatch):
   """Metrics are fetched only for progress lines, so the step that goes non-finite (3, poisoned here) is seen on
   device; the next checkpoint (4) is refused, the message names step 3, and checkpoint 2 stays intact."""
   import optax  # pylint: disable=import-outside-toplevel
+
   real = train.train_step
 
   def poisoned(state, batch, key, **kwargs):
@@ -154,8 +181,11 @@ def test_divergence_between_progress_lines_is_caught_before_the_next_checkpoint(
   monkeypatch.setattr(train, "train_step", poisoned)
   monkeypatch.setattr(train._ProgressLog, "__call__", spy)
   w = tmp_path / "w"
-  with pytest.raises(FloatingPointError, match=r"diverged at step 3: \{'param_norm': nan\} is not finite; stopped "
-                                               r"without saving this state \(checkpoint step 2 is intact\)"):
+  with pytest.raises(
+    FloatingPointError,
+    match=r"diverged at step 3: \{'param_norm': nan\} is not finite; stopped "
+    r"without saving this state \(checkpoint step 2 is intact\)",
+  ):
     _run(DIGITS_TINY, w, **TRAINER_ONLY, **{"train.num_steps": 6, "train.log_every": 100, "train.checkpoint_every": 2})
   assert fetched == [1]  # only the first step's line; steps 2-4 were never fetched one by one
   assert checkpoint.latest_step(str(w)) == 2
@@ -172,8 +202,8 @@ def test_workdir_with_other_config_is_refused(tmp_path):
   # Where the compile cache lives is not part of the run (nor of the config hash).
   _run(DIGITS_TINY, tmp_path / "w", **TRAINER_ONLY, compile_cache_dir=str(tmp_path / "cache"))
   from ardm_jax import workdir as wd  # pylint: disable=import-outside-toplevel
-  with pytest.raises(ValueError, match="no held-out evaluation was recorded; train with "
-                                       "--config.train.eval_every=N"):
+
+  with pytest.raises(ValueError, match="no held-out evaluation was recorded; train with --config.train.eval_every=N"):
     wd.open_workdir(str(tmp_path / "w"), step="best")
 
 
@@ -186,8 +216,9 @@ def test_unknown_override_is_rejected():
 
 
 def _tracker(mean, count, batch_sum, batch_count, window):
-  out = jax.jit(train.update_lt_tracker)(np.float32(mean), np.float32(count), np.float32(batch_sum),
-                                         np.float32(batch_count), float(window))
+  out = jax.jit(train.update_lt_tracker)(
+    np.float32(mean), np.float32(count), np.float32(batch_sum), np.float32(batch_count), float(window)
+  )
   return [np.asarray(x) for x in out]
 
 
@@ -195,6 +226,7 @@ def _tracker(mean, count, batch_sum, batch_count, window):
 def test_learning_rate_warms_up_linearly_or_starts_at_the_full_rate(schedule):
   import ml_collections
   from ardm_jax.train_state import learning_rate_schedule
+
   cfg = ml_collections.ConfigDict(dict(learning_rate=1e-3, schedule=schedule, warmup_steps=10))
   lr = learning_rate_schedule(cfg, 100)
   assert float(lr(0)) == 0.0 and float(lr(5)) == pytest.approx(5e-4) and float(lr(10)) == pytest.approx(1e-3)
@@ -237,7 +269,8 @@ def test_lt_tracker_stays_accurate_where_float32_sums_drift_and_follows_a_level_
       mean, count, old_sum, old_count = carry
       mean, count = train.update_lt_tracker(mean, count, x + 3.0 - level_shift, jnp.float32(1.0), window)
       return (mean, count, old_sum + x + 3.0 - level_shift, old_count + 1.0), None
-    start = (jnp.float32(3.0), jnp.float32(2.0 ** 24), jnp.float32(3.0 * 2.0 ** 24), jnp.float32(2.0 ** 24))
+
+    start = (jnp.float32(3.0), jnp.float32(2.0**24), jnp.float32(3.0 * 2.0**24), jnp.float32(2.0**24))
     (mean, _, old_sum, old_count), _ = jax.lax.scan(body, start, jnp.asarray(noise))
     return float(mean), float(old_sum / old_count)
 
@@ -254,8 +287,9 @@ def test_progress_lines_first_step_then_every_log_every_or_time(monkeypatch):
   writer = type("Writer", (), {"write_scalars": lambda self, step, values: scalars.append(step)})()
   clock = [100.0]
   monkeypatch.setattr(train.time, "time", lambda: clock[0])
-  progress = train._ProgressLog(writer, lambda text, flush: lines.append(text), num_steps=1000, log_every=500,
-                                every_s=30.0)
+  progress = train._ProgressLog(
+    writer, lambda text, flush: lines.append(text), num_steps=1000, log_every=500, every_s=30.0
+  )
   metrics = {"loss": 1.0, "bpd": 1.0, "grad_norm": 1.0}
   clock[0] += 12.0
   progress(1, metrics, None)  # compile + first step: printed at once, whatever log_every is
@@ -274,6 +308,7 @@ def test_progress_lines_first_step_then_every_log_every_or_time(monkeypatch):
 def _tensorboard_scalars(workdir, tag):
   from tensorflow.python.summary.summary_iterator import summary_iterator  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   out = {}
   for path in glob.glob(os.path.join(str(workdir), "events.out.tfevents.*")):
     for event in summary_iterator(path):
@@ -289,6 +324,7 @@ def test_held_out_progress_keeps_the_best_checkpoint_through_rotation(tmp_path, 
   Batch 32 gives the L_t tracker 3 samples per step, so `ardm policy --use-tracker` runs on the same workdir."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   from ardm_jax import cli, evaluate, workdir as wd
+
   real = evaluate.evaluate_params
   forced = {2: 5.0, 4: 1.0, 6: 4.0}
   calls = []
@@ -300,9 +336,20 @@ def test_held_out_progress_keeps_the_best_checkpoint_through_rotation(tmp_path, 
 
   monkeypatch.setattr(evaluate, "evaluate_params", evaluate_params)
   w = tmp_path / "w"
-  _run(DIGITS_TINY, w, **TRAINER_ONLY, **{"train.num_steps": 6, "train.eval_every": 2, "train.eval_items": 40,
-                                     "train.keep_checkpoints": 1, "train.checkpoint_every": 5,
-                                     "train.log_every": 100, "train.batch_size": 32})
+  _run(
+    DIGITS_TINY,
+    w,
+    **TRAINER_ONLY,
+    **{
+      "train.num_steps": 6,
+      "train.eval_every": 2,
+      "train.eval_items": 40,
+      "train.keep_checkpoints": 1,
+      "train.checkpoint_every": 5,
+      "train.log_every": 100,
+      "train.batch_size": 32,
+    },
+  )
   out = capsys.readouterr().out
   assert "compile + first step" in out and "step 1/6" in out
   for step, value in forced.items():
@@ -331,5 +378,3 @@ def test_held_out_progress_keeps_the_best_checkpoint_through_rotation(tmp_path, 
   assert cli.main(["policy", "--workdir", str(w), "--budgets", "4", "--use-tracker"]) == 0
   fingerprint = json.load(open(w / "policy.json"))["fingerprint"]
   assert fingerprint["lt_source"] == "tracker (running mean, window 1000 samples per step)"
-
-

@@ -1,5 +1,6 @@
 """Exact checks of the upscale ARDM: transition tables, renormalised conditionals, the stage-wise ELBO estimator
 against enumerated likelihoods, normalisation over every item, and samples against the model's own probabilities."""
+
 import itertools
 
 import jax
@@ -11,18 +12,27 @@ from ardm_jax import ardm, upscale
 from ardm_jax.distributions import Categorical, DiscretisedLogisticMixture
 
 TRANSITIONS = {
-    "zero_256_b2": lambda: upscale.zero_least_significant(256, 2),
-    "zero_256_b4": lambda: upscale.zero_least_significant(256, 4),
-    "zero_256_b16": lambda: upscale.zero_least_significant(256, 16),
-    "zero_17_b2": lambda: upscale.zero_least_significant(17, 2),
-    "zero_17_b4": lambda: upscale.zero_least_significant(17, 4),
-    "augment_256_b4": lambda: upscale.augment_least_significant(256, 4),
-    "augment_17_b2": lambda: upscale.augment_least_significant(17, 2),
-    "text8": upscale.text8_two_stage,
-    "single_17": lambda: upscale.single_stage(17),
+  "zero_256_b2": lambda: upscale.zero_least_significant(256, 2),
+  "zero_256_b4": lambda: upscale.zero_least_significant(256, 4),
+  "zero_256_b16": lambda: upscale.zero_least_significant(256, 16),
+  "zero_17_b2": lambda: upscale.zero_least_significant(17, 2),
+  "zero_17_b4": lambda: upscale.zero_least_significant(17, 4),
+  "augment_256_b4": lambda: upscale.augment_least_significant(256, 4),
+  "augment_17_b2": lambda: upscale.augment_least_significant(17, 2),
+  "text8": upscale.text8_two_stage,
+  "single_17": lambda: upscale.single_stage(17),
 }
-EXPECTED_STAGES = {"zero_256_b2": 8, "zero_256_b4": 4, "zero_256_b16": 2, "zero_17_b2": 5, "zero_17_b4": 3,
-                   "augment_256_b4": 4, "augment_17_b2": 5, "text8": 2, "single_17": 1}
+EXPECTED_STAGES = {
+  "zero_256_b2": 8,
+  "zero_256_b4": 4,
+  "zero_256_b16": 2,
+  "zero_17_b2": 5,
+  "zero_17_b4": 3,
+  "augment_256_b4": 4,
+  "augment_17_b2": 5,
+  "text8": 2,
+  "single_17": 1,
+}
 
 
 # ----------------------------------------------------------------------------------------------- transitions
@@ -88,7 +98,9 @@ def test_text8_first_stage_is_space_vowel_consonant():
   assert coarse["y"] == coarse["b"] and tr.num_states == 30 and tr.range_lo is None
 
 
-@pytest.mark.parametrize("bad", [
+@pytest.mark.parametrize(
+  "bad",
+  [
     lambda: upscale.zero_least_significant(256, 1),
     lambda: upscale.zero_least_significant(1, 2),
     lambda: upscale.make_transitions("zero_least_significant", 256),
@@ -98,7 +110,8 @@ def test_text8_first_stage_is_space_vowel_consonant():
     lambda: upscale.Transitions("bad", np.array([[0, 0, 1], [0, 1, 1], [0, 1, 2]]), np.zeros((2, 3), int)),
     lambda: upscale.Upscale(upscale.zero_least_significant(8, 2), "direct", Categorical(8)),
     lambda: upscale.Upscale(upscale.zero_least_significant(8, 2), "data", Categorical(9)),
-])
+  ],
+)
 def test_bad_configuration_is_a_value_error(bad):
   with pytest.raises(ValueError):
     bad()
@@ -110,8 +123,16 @@ def _spec(tr_name, parametrisation, dist=None):
   return upscale.Upscale(tr, parametrisation, dist)
 
 
-@pytest.mark.parametrize("tr_name,dist", [("zero_17_b2", "cat"), ("augment_17_b2", "cat"), ("text8", "cat"),
-                                          ("zero_17_b4", "logistic"), ("text8", "logistic")])
+@pytest.mark.parametrize(
+  "tr_name,dist",
+  [
+    ("zero_17_b2", "cat"),
+    ("augment_17_b2", "cat"),
+    ("text8", "cat"),
+    ("zero_17_b4", "logistic"),
+    ("text8", "logistic"),
+  ],
+)
 def test_data_conditional_is_renormalised_push_forward(tr_name, dist):
   """p(child v | coarse u) = sum_{k -> v} p(k) / sum_{k -> u} p(k): sums to 1, zero outside u's children."""
   tr = TRANSITIONS[tr_name]()
@@ -128,8 +149,12 @@ def test_data_conditional_is_renormalised_push_forward(tr_name, dist):
   @jax.jit
   def run():
     coarse = upscale.states_at(spec, x, stage_B)
-    return (coarse, upscale.slot_log_probs(spec, net_out, coarse, stage_B), d.log_pmf(net_out),
-            upscale.log_probs_of_data(spec, net_out, x, stage_B))
+    return (
+      coarse,
+      upscale.slot_log_probs(spec, net_out, coarse, stage_B),
+      d.log_pmf(net_out),
+      upscale.log_probs_of_data(spec, net_out, x, stage_B),
+    )
 
   coarse, logp_C, logp_K, lp = (np.asarray(v) for v in run())
   logp_C, p_K = logp_C.astype(np.float64), np.exp(logp_K.astype(np.float64))
@@ -167,8 +192,7 @@ def test_direct_conditional_is_masked_softmax_of_this_stage(tr_name):
   stage_B = jnp.arange(S, dtype=jnp.int32)
   x = jnp.asarray(rng.integers(0, tr.num_classes, size=(S, D)), jnp.int32)
   coarse = np.asarray(upscale.states_at(spec, x, stage_B))
-  logp = np.asarray(jax.jit(lambda: upscale.slot_log_probs(spec, jnp.asarray(net_out), jnp.asarray(coarse),
-                                                           stage_B))())
+  logp = np.asarray(jax.jit(lambda: upscale.slot_log_probs(spec, jnp.asarray(net_out), jnp.asarray(coarse), stage_B))())
   for s in range(S):
     for i in range(D):
       valid = tr.children_of(s, coarse[s, i]) >= 0
@@ -177,16 +201,21 @@ def test_direct_conditional_is_masked_softmax_of_this_stage(tr_name):
       np.testing.assert_allclose(np.exp(logp[s, i]), want / want.sum(), atol=1e-6)
 
 
-@pytest.mark.parametrize("tr_name,dist", [("zero_17_b2", Categorical(17)), ("text8", Categorical(27)),
-                                          ("augment_17_b2", DiscretisedLogisticMixture(17, 2))])
+@pytest.mark.parametrize(
+  "tr_name,dist",
+  [("zero_17_b2", Categorical(17)), ("text8", Categorical(27)), ("augment_17_b2", DiscretisedLogisticMixture(17, 2))],
+)
 def test_data_conditionals_telescope_to_the_data_distribution(tr_name, dist):
   """With one K-way prediction for every stage, the product of the stage conditionals is p(x) itself."""
   spec = upscale.Upscale(TRANSITIONS[tr_name](), "data", dist)
   rng = np.random.default_rng(2)
   net_out = jnp.asarray(rng.normal(size=(3, 4, dist.num_outputs)), jnp.float32)
   x = jnp.asarray(rng.integers(0, dist.num_classes, size=(3, 4)), jnp.int32)
-  total = jax.jit(lambda: sum(upscale.log_probs_of_data(spec, net_out, x, jnp.full((3,), s, jnp.int32))
-                              for s in range(spec.num_stages)))()
+  total = jax.jit(
+    lambda: sum(
+      upscale.log_probs_of_data(spec, net_out, x, jnp.full((3,), s, jnp.int32)) for s in range(spec.num_stages)
+    )
+  )()
   np.testing.assert_allclose(total.reshape(3, 4), dist.log_prob(net_out, x), atol=2e-5)
 
 
@@ -230,8 +259,10 @@ def toy_apply_and_params(spec, data_shape, seed=0, width=24):
   D = int(np.prod(data_shape))
   N, O, T = spec.num_input_classes, spec.num_outputs, spec.num_net_steps(D)
   rng = np.random.default_rng(seed)
-  params = {"w1": jnp.asarray(rng.normal(size=(D * N + D + 1, width)), jnp.float32),
-            "w2": jnp.asarray(rng.normal(size=(width, D * O)) * 0.7, jnp.float32)}
+  params = {
+    "w1": jnp.asarray(rng.normal(size=(D * N + D + 1, width)), jnp.float32),
+    "w2": jnp.asarray(rng.normal(size=(width, D * O)) * 0.7, jnp.float32),
+  }
 
   def apply_fn(params, x_in, known, t, train, key):
     del train, key
@@ -248,12 +279,13 @@ def all_orders(D):
 
 
 SPECS = {
-    "zero8_data": lambda: upscale.Upscale(upscale.zero_least_significant(8, 2), "data"),
-    "zero8_direct": lambda: upscale.Upscale(upscale.zero_least_significant(8, 2), "direct"),
-    "zero6_direct": lambda: upscale.Upscale(upscale.zero_least_significant(6, 2), "direct"),
-    "augment8_logistic": lambda: upscale.Upscale(upscale.augment_least_significant(8, 2), "data",
-                                                 DiscretisedLogisticMixture(8, 2)),
-    "single8_logistic": lambda: upscale.Upscale(upscale.single_stage(8), "data", DiscretisedLogisticMixture(8, 3)),
+  "zero8_data": lambda: upscale.Upscale(upscale.zero_least_significant(8, 2), "data"),
+  "zero8_direct": lambda: upscale.Upscale(upscale.zero_least_significant(8, 2), "direct"),
+  "zero6_direct": lambda: upscale.Upscale(upscale.zero_least_significant(6, 2), "direct"),
+  "augment8_logistic": lambda: upscale.Upscale(
+    upscale.augment_least_significant(8, 2), "data", DiscretisedLogisticMixture(8, 2)
+  ),
+  "single8_logistic": lambda: upscale.Upscale(upscale.single_stage(8), "data", DiscretisedLogisticMixture(8, 3)),
 }
 
 
@@ -272,17 +304,22 @@ def test_elbo_estimator_expectation_equals_enumerated_stage_likelihoods(name):
   items = rng.integers(0, spec.num_classes, size=(3, D)).astype(np.int32)
   combos = np.array(list(itertools.product(range(len(items)), range(S), range(len(orders)), range(D))))
   out = jax.jit(lambda x, s, sig, t: upscale.elbo_terms_given(apply_fn, params, x, s, sig, t, spec=spec))(
-      jnp.asarray(items[combos[:, 0]]), jnp.asarray(combos[:, 1], jnp.int32), jnp.asarray(orders[combos[:, 2]]),
-      jnp.asarray(combos[:, 3], jnp.int32))
+    jnp.asarray(items[combos[:, 0]]),
+    jnp.asarray(combos[:, 1], jnp.int32),
+    jnp.asarray(orders[combos[:, 2]]),
+    jnp.asarray(combos[:, 3], jnp.int32),
+  )
   estimate = np.asarray(out["nll"], np.float64).reshape(len(items), -1).mean(1)
   np.testing.assert_array_equal(np.asarray(out["t"]), combos[:, 1] * D + combos[:, 3])
 
   # Right side: sequential likelihood under each order, the same order in every stage, averaged over orders.
   pairs = np.array(list(itertools.product(range(len(items)), range(len(orders)))))
   sigma_BxSxD = np.repeat(orders[pairs[:, 1]][:, None, :], S, axis=1)
-  ll = jax.jit(lambda x, sig: upscale.policy_log_likelihood(
-      apply_fn, params, x, sig, jnp.asarray(upscale.sequential_policy(S, D)), spec=spec))(
-      jnp.asarray(items[pairs[:, 0]]), jnp.asarray(sigma_BxSxD))
+  ll = jax.jit(
+    lambda x, sig: upscale.policy_log_likelihood(
+      apply_fn, params, x, sig, jnp.asarray(upscale.sequential_policy(S, D)), spec=spec
+    )
+  )(jnp.asarray(items[pairs[:, 0]]), jnp.asarray(sigma_BxSxD))
   exact = -np.asarray(ll, np.float64).reshape(len(items), -1).mean(1)
   np.testing.assert_allclose(estimate, exact, rtol=2e-5)
 
@@ -313,9 +350,12 @@ def test_policy_estimator_expectation_equals_policy_likelihood():
   x = jnp.asarray([[1, 6, 3]] * P, jnp.int32)
   rng = np.random.default_rng(6)
   sigma = jnp.asarray(np.broadcast_to(np.stack([rng.permutation(D) for _ in range(S)]), (P, S, D)), jnp.int32)
-  terms, exact = jax.jit(lambda: (
+  terms, exact = jax.jit(
+    lambda: (
       upscale.policy_terms_given(apply_fn, params, x, sigma, jnp.arange(P), policy, spec=spec),
-      upscale.policy_log_likelihood(apply_fn, params, x[:1], sigma[:1], policy, spec=spec)))()
+      upscale.policy_log_likelihood(apply_fn, params, x[:1], sigma[:1], policy, spec=spec),
+    )
+  )()
   assert float(jnp.mean(terms["nll"])) == pytest.approx(-float(exact[0]), rel=1e-5)
   np.testing.assert_array_equal(terms["stage"], np.asarray(policy) // D)
 
@@ -325,7 +365,8 @@ def test_stochastic_elbo_terms_cover_stages_and_steps():
   apply_fn, params = toy_apply_and_params(spec, (3,))
   x = jnp.zeros((48, 3), jnp.int32)
   out = jax.jit(lambda k: upscale.elbo_terms(apply_fn, params, x, k, spec=spec, t_sampling="stratified"))(
-      jax.random.PRNGKey(0))
+    jax.random.PRNGKey(0)
+  )
   t, stage, t_in = (np.asarray(out[k]) for k in ("t", "stage", "t_in_stage"))
   np.testing.assert_array_equal(t, stage * 3 + t_in)
   assert np.bincount(t, minlength=9).min() >= 5  # stratified: 48 draws spread over the 9 (stage, step) pairs
@@ -345,6 +386,7 @@ def test_training_gradients_are_finite_with_empty_slots():
 
 def test_total_budget_split_beats_equal_split_and_matches_brute_force():
   from ardm_jax import policy
+
   D = 6
   rng = np.random.default_rng(11)
   # A coarse stage that is cheap and a fine stage that is expensive: an equal split wastes calls on stage 0.
@@ -354,8 +396,10 @@ def test_total_budget_split_beats_equal_split_and_matches_brute_force():
     assert len(pol) == total == sum(budgets)
     per_stage = upscale.split_policy(pol, D, 2)
     assert cost == pytest.approx(sum(policy.policy_cost(L, p) for L, p in zip(losses, per_stage)))
-    brute = min(policy.plain_dp(losses[0], b)[1] + policy.plain_dp(losses[1], total - b)[1]
-                for b in range(max(1, total - D), min(D, total - 1) + 1))
+    brute = min(
+      policy.plain_dp(losses[0], b)[1] + policy.plain_dp(losses[1], total - b)[1]
+      for b in range(max(1, total - D), min(D, total - 1) + 1)
+    )
     assert cost == pytest.approx(brute)
     _, equal_budgets, equal_cost = upscale.policy_for_total_budget(losses, total, split="equal")
     assert equal_budgets == [total - total // 2, total // 2] and cost <= equal_cost + 1e-12
@@ -384,8 +428,11 @@ def test_samples_refine_consistently_and_follow_the_model(name):
   sigma_SxD = np.array([[1, 0], [0, 1], [1, 0]][:S], np.int32)
   sigma = jnp.asarray(np.broadcast_to(sigma_SxD, (n, S, D)))
   policy = jnp.asarray(upscale.flatten_policies([[0], [0, 1], [0]][:S], D))  # stage 0 in one call
-  x, chain = jax.jit(lambda k: upscale.generate(apply_fn, params, k, jnp.zeros((n, D), jnp.int32), sigma, policy,
-                                                spec=spec, return_chain=True))(jax.random.PRNGKey(7))
+  x, chain = jax.jit(
+    lambda k: upscale.generate(
+      apply_fn, params, k, jnp.zeros((n, D), jnp.int32), sigma, policy, spec=spec, return_chain=True
+    )
+  )(jax.random.PRNGKey(7))
   x, chain = np.asarray(x), np.asarray(chain)
   assert x.min() >= 0 and x.max() < K
   # Every call refines only its own variables, from their level-s state to their level-(s+1) state.
@@ -398,9 +445,16 @@ def test_samples_refine_consistently_and_follow_the_model(name):
     np.testing.assert_array_equal(chain[k], want)
   # Empirical frequencies against exp(log-likelihood) under the same orders and policy.
   items = np.array(list(itertools.product(range(K), repeat=D)), np.int32)
-  ll = jax.jit(lambda: upscale.policy_log_likelihood(
-      apply_fn, params, jnp.asarray(items), jnp.asarray(np.broadcast_to(sigma_SxD, (len(items), S, D))), policy,
-      spec=spec))()
+  ll = jax.jit(
+    lambda: upscale.policy_log_likelihood(
+      apply_fn,
+      params,
+      jnp.asarray(items),
+      jnp.asarray(np.broadcast_to(sigma_SxD, (len(items), S, D))),
+      policy,
+      spec=spec,
+    )
+  )()
   p = np.exp(np.asarray(ll, np.float64))
   assert p.sum() == pytest.approx(1.0, abs=5e-5)
   freq = np.bincount(x[:, 0] * K + x[:, 1], minlength=K * K) / n
@@ -421,12 +475,16 @@ def test_single_stage_is_the_plain_oa_ardm():
 
   @jax.jit
   def run(key):
-    ours = (upscale.elbo_terms_given(apply_fn, params, x, jnp.zeros(B, jnp.int32), sigma, t, spec=spec)["nll"],
-            upscale.policy_log_likelihood(apply_fn, params, x, sigma[:, None], policy, spec=spec),
-            upscale.generate(apply_fn, params, key, x, sigma[:, None], policy, spec=spec))
-    theirs = (ardm.elbo_terms_given(apply_fn, params, x, sigma, t, num_classes=5)["nll"],
-              ardm.policy_log_likelihood(apply_fn, params, x, sigma, policy, num_classes=5),
-              ardm.generate(apply_fn, params, key, x, sigma, policy, num_classes=5))
+    ours = (
+      upscale.elbo_terms_given(apply_fn, params, x, jnp.zeros(B, jnp.int32), sigma, t, spec=spec)["nll"],
+      upscale.policy_log_likelihood(apply_fn, params, x, sigma[:, None], policy, spec=spec),
+      upscale.generate(apply_fn, params, key, x, sigma[:, None], policy, spec=spec),
+    )
+    theirs = (
+      ardm.elbo_terms_given(apply_fn, params, x, sigma, t, num_classes=5)["nll"],
+      ardm.policy_log_likelihood(apply_fn, params, x, sigma, policy, num_classes=5),
+      ardm.generate(apply_fn, params, key, x, sigma, policy, num_classes=5),
+    )
     return ours, theirs
 
   ours, theirs = run(jax.random.PRNGKey(3))
@@ -446,8 +504,9 @@ def test_generate_keeps_observed_values():
   def run(key):
     key_o, key_s = jax.random.split(key)
     sigma = jax.vmap(lambda k: ardm.orders_observed_first(k, observed), out_axes=1)(jax.random.split(key_o, 2))
-    return upscale.generate(apply_fn, params, key_s, x_init, sigma, jnp.asarray(upscale.sequential_policy(2, D)),
-                            spec=spec, observed=observed)
+    return upscale.generate(
+      apply_fn, params, key_s, x_init, sigma, jnp.asarray(upscale.sequential_policy(2, D)), spec=spec, observed=observed
+    )
 
   x = np.asarray(run(jax.random.PRNGKey(8)))
   assert (x[:, [0, 2]] == [3, 26]).all() and x.max() < 27

@@ -1,5 +1,6 @@
 """Upscale and audio models through the jobs (train -> policy -> eval -> sample -> inpaint), and the global
 policies over stages that those jobs use."""
+
 import json
 import os
 
@@ -45,8 +46,14 @@ def test_global_policy_from_file_is_the_optimal_split():
 @pytest.fixture(scope="module")
 def upscale_workdir(tmp_path_factory):
   w = tmp_path_factory.mktemp("upscale") / "digits_upscale"
-  run("train", "--config", os.path.join(REPO, "experiments", "digits_upscale.py:tiny"), "--workdir", w,
-      "--config.train.eval_passes=0")
+  run(
+    "train",
+    "--config",
+    os.path.join(REPO, "experiments", "digits_upscale.py:tiny"),
+    "--workdir",
+    w,
+    "--config.train.eval_passes=0",
+  )
   return w
 
 
@@ -90,19 +97,21 @@ def test_lt_estimate_with_a_stride_measures_every_kth_step_per_stage_and_interpo
   """`ardm policy --stride k`: per stage, steps 0, k, 2k, ... and D - 1 are measured (the same draws as measuring
   those steps alone), the rest lie on the line between their measured neighbours, never across a stage boundary."""
   from ardm_jax import evaluate
+
   model = workdir.open_workdir(str(upscale_workdir))
   S, D, k = 3, 64, 5
   items = data.load(model.config.data).eval_items("test")
   with model.setup.context():
-    mean, stderr = evaluate.estimate_lt(model.setup, model.params, items, samples_per_step=2, batch_size=32, seed=3,
-                                        stride=k)
+    mean, stderr = evaluate.estimate_lt(
+      model.setup, model.params, items, samples_per_step=2, batch_size=32, seed=3, stride=k
+    )
     t_measured = np.r_[np.arange(0, D, k), D - 1]
     steps = (np.arange(S)[:, None] * D + t_measured).ravel().astype(np.int32)
     direct, _ = evaluate._estimate_steps(model.setup, model.params, items, steps, 2, 32, 3, 30.0)
   assert mean.shape == stderr.shape == (S * D,)
   np.testing.assert_array_equal(mean[steps], direct)
   for s in range(S):
-    np.testing.assert_allclose(mean[s * D:(s + 1) * D], np.interp(np.arange(D), t_measured, direct.reshape(S, -1)[s]))
+    np.testing.assert_allclose(mean[s * D : (s + 1) * D], np.interp(np.arange(D), t_measured, direct.reshape(S, -1)[s]))
   with pytest.raises(ValueError, match="--stride must be at least 1"):
     evaluate.estimate_lt(model.setup, model.params, items, samples_per_step=2, batch_size=32, seed=3, stride=0)
 
@@ -111,6 +120,7 @@ def test_lt_estimate_with_a_stride_measures_every_kth_step_per_stage_and_interpo
 def test_equal_budget_split_reaches_policy_eval_sample_and_compress(upscale_workdir, tmp_path, capsys):
   """--budget-split equal (the paper's Table 7) gives every stage the same budget in every job; optimal differs."""
   from ardm_jax import compress
+
   w, out, D = upscale_workdir, tmp_path / "policy.json", 64
   run("policy", "--workdir", w, "--budgets", "9", "--samples", "2", "--budget-split", "equal", "--out", out)
   assert "split equally" in capsys.readouterr().out
@@ -125,8 +135,21 @@ def test_equal_budget_split_reaches_policy_eval_sample_and_compress(upscale_work
 
   run("eval", "--workdir", w, "--budget", "9", "--policy", out, "--budget-split", "equal")
   assert json.load(open(w / "eval_budget9_equal.json"))["budget_split"] == "equal"
-  run("sample", "--workdir", w, "--num", "2", "--budget", "9", "--policy", out, "--budget-split", "equal",
-      "--out", tmp_path / "equal.png")
+  run(
+    "sample",
+    "--workdir",
+    w,
+    "--num",
+    "2",
+    "--budget",
+    "9",
+    "--policy",
+    out,
+    "--budget-split",
+    "equal",
+    "--out",
+    tmp_path / "equal.png",
+  )
   assert "(9 network calls" in capsys.readouterr().out and os.path.getsize(tmp_path / "equal.png") > 0
   cm = compress.open_coding_model(str(w))
   steps, label = compress.encoder_policy(cm, 9, policy_file=str(out), split="equal")
@@ -143,8 +166,14 @@ def test_fsdd_tiny_trains_evaluates_and_samples_wav(tmp_path, capsys):
       pytest.fail(f"{FSDD} is missing in CI: the shared data folder must sit beside the repository")
     pytest.skip("shared data not present")
   w = tmp_path / "fsdd"
-  run("train", "--config", os.path.join(REPO, "experiments", "fsdd.py:tiny"), "--workdir", w,
-      f"--config.data.path={FSDD!r}")
+  run(
+    "train",
+    "--config",
+    os.path.join(REPO, "experiments", "fsdd.py:tiny"),
+    "--workdir",
+    w,
+    f"--config.data.path={FSDD!r}",
+  )
   assert "bits/sample" in capsys.readouterr().out
   run("eval", "--workdir", w)
   result = json.load(open(w / "eval.json"))

@@ -41,87 +41,99 @@ from ardm_jax.data.text import TEXT8_ALPHABET, normalise_text
 
 
 def _digits(cfg):
-    from ardm_jax.data.embedded import load_digits
-    return load_digits(cfg)
+  from ardm_jax.data.embedded import load_digits
+
+  return load_digits(cfg)
 
 
 def _pydoc_text(cfg):
-    from ardm_jax.data.embedded import load_pydoc_text
-    return load_pydoc_text(cfg)
+  from ardm_jax.data.embedded import load_pydoc_text
+
+  return load_pydoc_text(cfg)
 
 
 def _text8(cfg):
-    from ardm_jax.data.text import load_text8
-    return load_text8(cfg)
+  from ardm_jax.data.text import load_text8
+
+  return load_text8(cfg)
 
 
 def _text_file(cfg):
-    from ardm_jax.data.text import load_text_file
-    return load_text_file(cfg)
+  from ardm_jax.data.text import load_text_file
+
+  return load_text_file(cfg)
 
 
 def _npz(cfg):
-    from ardm_jax.data.images import load_npz
-    return load_npz(cfg)
+  from ardm_jax.data.images import load_npz
+
+  return load_npz(cfg)
 
 
 def _png_folder(cfg):
-    from ardm_jax.data.images import load_png_folder
-    return load_png_folder(cfg)
+  from ardm_jax.data.images import load_png_folder
+
+  return load_png_folder(cfg)
 
 
 def _cifar10(cfg):
-    from ardm_jax.data.images import load_tfds_images
-    return load_tfds_images(cfg, "cifar10")
+  from ardm_jax.data.images import load_tfds_images
+
+  return load_tfds_images(cfg, "cifar10")
 
 
 def _mnist(cfg):
-    from ardm_jax.data.images import load_tfds_images
-    return load_tfds_images(cfg, "mnist")
+  from ardm_jax.data.images import load_tfds_images
+
+  return load_tfds_images(cfg, "mnist")
 
 
 def _sc09(cfg):
-    from ardm_jax.data.audio import load_sc09
-    return load_sc09(cfg)
+  from ardm_jax.data.audio import load_sc09
+
+  return load_sc09(cfg)
 
 
 def _wav_folder(cfg):
-    from ardm_jax.data.audio import load_wav_folder
-    return load_wav_folder(cfg)
+  from ardm_jax.data.audio import load_wav_folder
+
+  return load_wav_folder(cfg)
 
 
 def _fsdd(cfg):
-    from ardm_jax.data.audio import load_fsdd
-    return load_fsdd(cfg)
+  from ardm_jax.data.audio import load_fsdd
+
+  return load_fsdd(cfg)
 
 
 def _random(cfg):
-    from ardm_jax.data.synthetic import load_random
-    return load_random(cfg)
+  from ardm_jax.data.synthetic import load_random
+
+  return load_random(cfg)
 
 
 SOURCES = {
-    "digits": _digits,
-    "pydoc_text": _pydoc_text,
-    "text8": _text8,
-    "text_file": _text_file,
-    "npz": _npz,
-    "png_folder": _png_folder,
-    "cifar10": _cifar10,
-    "mnist": _mnist,
-    "sc09": _sc09,
-    "wav_folder": _wav_folder,
-    "fsdd": _fsdd,
-    "random": _random,
+  "digits": _digits,
+  "pydoc_text": _pydoc_text,
+  "text8": _text8,
+  "text_file": _text_file,
+  "npz": _npz,
+  "png_folder": _png_folder,
+  "cifar10": _cifar10,
+  "mnist": _mnist,
+  "sc09": _sc09,
+  "wav_folder": _wav_folder,
+  "fsdd": _fsdd,
+  "random": _random,
 }
 
 
 def load(data_cfg) -> Dataset:
-    """The dataset selected by `data_cfg.name` (an ml_collections.ConfigDict or a dict)."""
-    name = cfg_get(data_cfg, "name")
-    if name not in SOURCES:
-        raise ValueError(f"unknown data.name {name!r}; choose one of {sorted(SOURCES)}")
-    return SOURCES[name](data_cfg)
+  """The dataset selected by `data_cfg.name` (an ml_collections.ConfigDict or a dict)."""
+  name = cfg_get(data_cfg, "name")
+  if name not in SOURCES:
+    raise ValueError(f"unknown data.name {name!r}; choose one of {sorted(SOURCES)}")
+  return SOURCES[name](data_cfg)
 
 
 __all__ = ["ArrayDataset", "Dataset", "SequenceDataset", "SOURCES", "TEXT8_ALPHABET", "load", "normalise_text"]

@@ -94,7 +94,7 @@ def fit_length(pcm, length: int, mode: str = "centre") -> np.ndarray:
   n = len(pcm)
   if n >= length:
     start = 0 if mode == "end" else (n - length) // 2
-    return pcm[start:start + length]
+    return pcm[start : start + length]
   before = 0 if mode == "end" else (length - n) // 2
   return np.pad(pcm, (before, length - n - before))
 
@@ -110,8 +110,10 @@ def read_wav(source) -> tuple[np.ndarray, int]:
   except (wave.Error, EOFError) as e:
     raise ValueError(f"{name!r} is not a readable PCM WAV file ({e}); convert it to 16-bit PCM mono") from None
   if width != 2 or channels != 1:
-    raise ValueError(f"{name!r} has {channels} channel(s) of {8 * width}-bit samples; convert it to 16-bit PCM "
-                     f"mono (e.g. sox in.wav -b 16 -c 1 out.wav)")
+    raise ValueError(
+      f"{name!r} has {channels} channel(s) of {8 * width}-bit samples; convert it to 16-bit PCM "
+      f"mono (e.g. sox in.wav -b 16 -c 1 out.wav)"
+    )
   return np.frombuffer(raw, dtype="<i2").astype(np.int16), rate
 
 
@@ -195,8 +197,10 @@ def load_fsdd(data_cfg) -> AudioDataset:
     raise ValueError(f"{path!r}: expected int16 audio and len(offsets) == len(index) + 1")
   clips = [audio[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
   test = take < FSDD_TEST_TAKES
-  split_clips = {"train": ([c for c, t in zip(clips, test) if not t], rate),
-                 "test": ([c for c, t in zip(clips, test) if t], rate)}
+  split_clips = {
+    "train": ([c for c, t in zip(clips, test) if not t], rate),
+    "test": ([c for c, t in zip(clips, test) if t], rate),
+  }
   return _dataset("fsdd", split_clips, data_cfg, pad="centre")
 
 
@@ -218,8 +222,9 @@ def load_wav_folder(data_cfg) -> AudioDataset:
   path = require_path(data_cfg, "WAV folder", "set --config.data.path=/path/to/folder_of_wavs")
   if not os.path.isdir(path):
     raise ValueError(f"data.path {path!r} is not a folder; wav_folder needs a folder of .wav files")
-  split_dirs = {s: os.path.join(path, s) for s in ("train", "validation", "test")
-                if os.path.isdir(os.path.join(path, s))}
+  split_dirs = {
+    s: os.path.join(path, s) for s in ("train", "validation", "test") if os.path.isdir(os.path.join(path, s))
+  }
   if split_dirs:
     if not {"train", "test"} <= set(split_dirs):
       raise ValueError(f"{path!r} has split folders {sorted(split_dirs)}; it needs both train/ and test/")
@@ -234,8 +239,10 @@ def load_wav_folder(data_cfg) -> AudioDataset:
     if len(files) < 2:
       raise ValueError(f"{path!r} holds {len(files)} .wav files; need at least 2 (train and test)")
     train_idx, test_idx = fixed_split(len(files), max(1, len(files) // 10), HOLDOUT_SEED)
-    split_clips = {"train": _read_clips([files[i] for i in train_idx]),
-                   "test": _read_clips([files[i] for i in test_idx])}
+    split_clips = {
+      "train": _read_clips([files[i] for i in train_idx]),
+      "test": _read_clips([files[i] for i in test_idx]),
+    }
   return _dataset("wav_folder", split_clips, data_cfg, pad="centre")
 
 
@@ -258,8 +265,9 @@ def sc09_split_lists(archive: Iterable[tuple[str, object]]) -> dict[str, set[str
   return lists
 
 
-def sc09_examples(archive: Iterable[tuple[str, object]], split: str,
-                  lists: dict[str, set[str]]) -> Iterator[tuple[str, dict]]:
+def sc09_examples(
+  archive: Iterable[tuple[str, object]], split: str, lists: dict[str, set[str]]
+) -> Iterator[tuple[str, dict]]:
   """(key, {'audio': int16 [16000], 'label': word}) for the digit words of `split`; other words are skipped.
 
   A clip belongs to 'test' or 'validation' if its path is on that list, otherwise to 'train'.
@@ -269,7 +277,7 @@ def sc09_examples(archive: Iterable[tuple[str, object]], split: str,
     word, base = os.path.split(rel)
     if word not in SC09_WORDS or not base.endswith(".wav"):
       continue
-    in_split = ("test" if rel in lists["test"] else "validation" if rel in lists["validation"] else "train")
+    in_split = "test" if rel in lists["test"] else "validation" if rel in lists["validation"] else "train"
     if in_split != split:
       continue
     pcm, rate = read_wav(io.BytesIO(fobj.read()))
@@ -302,19 +310,23 @@ def sc09_builder_class():
     name = "sc09"
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Digits of speech_commands_v0.02 with its validation/testing lists; end-padded."}
-    MANUAL_DOWNLOAD_INSTRUCTIONS = (f"Optional: without internet, place {SC09_ARCHIVE} (from {SC09_URL}) in the "
-                                    f"manual folder; otherwise it is downloaded.")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      f"Optional: without internet, place {SC09_ARCHIVE} (from {SC09_URL}) in the "
+      f"manual folder; otherwise it is downloaded."
+    )
 
     def _info(self):
       return tfds.core.DatasetInfo(
-          builder=self,
-          description="The ten digit words of Speech Commands v0.02 (Warden, 2018), 16 kHz mono, padded to 1 s.",
-          features=tfds.features.FeaturesDict({
-              "audio": tfds.features.Audio(shape=(SAMPLE_RATE,), dtype=np.int16, sample_rate=SAMPLE_RATE),
-              "label": tfds.features.ClassLabel(names=list(SC09_WORDS)),
-          }),
-          supervised_keys=("audio", "label"),
-          homepage="https://arxiv.org/abs/1804.03209",
+        builder=self,
+        description="The ten digit words of Speech Commands v0.02 (Warden, 2018), 16 kHz mono, padded to 1 s.",
+        features=tfds.features.FeaturesDict(
+          {
+            "audio": tfds.features.Audio(shape=(SAMPLE_RATE,), dtype=np.int16, sample_rate=SAMPLE_RATE),
+            "label": tfds.features.ClassLabel(names=list(SC09_WORDS)),
+          }
+        ),
+        supervised_keys=("audio", "label"),
+        homepage="https://arxiv.org/abs/1804.03209",
       )
 
     def _split_generators(self, dl_manager):

@@ -22,25 +22,26 @@ DIGITS_SPLIT_SEED = 0  # a property of the split, not of the run: changing it br
 
 
 def load_digits(data_cfg=None) -> ArrayDataset:
-    """scikit-learn digits as uint8 (N, 8, 8, 1); takes no config keys."""
-    from sklearn.datasets import load_digits as sk_load_digits  # lazy: sklearn costs ~1 s to import
+  """scikit-learn digits as uint8 (N, 8, 8, 1); takes no config keys."""
+  from sklearn.datasets import load_digits as sk_load_digits  # lazy: sklearn costs ~1 s to import
 
-    x_Nx8x8 = sk_load_digits().images
-    x_Nx8x8x1 = np.rint(x_Nx8x8).astype(np.uint8)[..., None]
-    train_idx, test_idx = fixed_split(len(x_Nx8x8x1), DIGITS_TEST_ITEMS, DIGITS_SPLIT_SEED)
-    return ArrayDataset("digits", "image", {"train": x_Nx8x8x1[train_idx], "test": x_Nx8x8x1[test_idx]},
-                        num_classes=DIGITS_CLASSES)
+  x_Nx8x8 = sk_load_digits().images
+  x_Nx8x8x1 = np.rint(x_Nx8x8).astype(np.uint8)[..., None]
+  train_idx, test_idx = fixed_split(len(x_Nx8x8x1), DIGITS_TEST_ITEMS, DIGITS_SPLIT_SEED)
+  return ArrayDataset(
+    "digits", "image", {"train": x_Nx8x8x1[train_idx], "test": x_Nx8x8x1[test_idx]}, num_classes=DIGITS_CLASSES
+  )
 
 
 def pydoc_prose() -> str:
-    """The raw prose: `pydoc_data.topics.topics` values joined by newlines in sorted key order."""
-    from pydoc_data import topics
+  """The raw prose: `pydoc_data.topics.topics` values joined by newlines in sorted key order."""
+  from pydoc_data import topics
 
-    return "\n".join(topics.topics[k] for k in sorted(topics.topics))
+  return "\n".join(topics.topics[k] for k in sorted(topics.topics))
 
 
 def load_pydoc_text(data_cfg=None) -> SequenceDataset:
-    """`data.seq_len` (default 256)."""
-    seq_len = positive_int(data_cfg if data_cfg is not None else {}, "seq_len", TEXT_SEQ_LEN)
-    ids = text_to_ids(normalise_text(pydoc_prose()), hint="normalisation left a stray character")
-    return SequenceDataset("pydoc_text", split_contiguous(ids), seq_len, TEXT8_ALPHABET)
+  """`data.seq_len` (default 256)."""
+  seq_len = positive_int(data_cfg if data_cfg is not None else {}, "seq_len", TEXT_SEQ_LEN)
+  ids = text_to_ids(normalise_text(pydoc_prose()), hint="normalisation left a stray character")
+  return SequenceDataset("pydoc_text", split_contiguous(ids), seq_len, TEXT8_ALPHABET)

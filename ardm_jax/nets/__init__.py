@@ -43,67 +43,95 @@ from ardm_jax.nets.diffwave import DiffWave
 from ardm_jax.nets.transformer import Transformer
 from ardm_jax.nets.unet import UNet
 
-__all__ = ['build_network', 'scan_params', 'UNet', 'Transformer', 'DiffWave', 'layers']
+__all__ = ["build_network", "scan_params", "UNet", "Transformer", "DiffWave", "layers"]
 
 _SPECS = {
-    'unet': dict(
-        required=('ch', 'num_res_blocks', 'input_embed_dim'),
-        optional=dict(num_heads=1, attention=True, dropout=0.0, dtype='float32', remat=False, attention_impl='plain',
-                      scan_layers=False, input_numeric=False),
-        rank=3, shape_doc='(H, W, C)'),
-    'transformer': dict(
-        required=('num_layers', 'emb_dim', 'mlp_dim', 'num_heads'),
-        optional=dict(dropout=0.0, dtype='float32', remat=False, attention_impl='plain', scan_layers=False,
-                      causal=False, rope=False, positions='learned', time_input=True, mask_input=True),
-        rank=None, shape_doc='(L,) or any item shape (raster order)'),
-    'diffwave': dict(
-        required=('num_blocks', 'features'),
-        optional=dict(dilation_cycle=12, kernel_size=3, skip_features=None, dropout=0.0, dtype='float32',
-                      remat=False, scan_layers=False),
-        rank=1, shape_doc='(L,)'),
+  "unet": dict(
+    required=("ch", "num_res_blocks", "input_embed_dim"),
+    optional=dict(
+      num_heads=1,
+      attention=True,
+      dropout=0.0,
+      dtype="float32",
+      remat=False,
+      attention_impl="plain",
+      scan_layers=False,
+      input_numeric=False,
+    ),
+    rank=3,
+    shape_doc="(H, W, C)",
+  ),
+  "transformer": dict(
+    required=("num_layers", "emb_dim", "mlp_dim", "num_heads"),
+    optional=dict(
+      dropout=0.0,
+      dtype="float32",
+      remat=False,
+      attention_impl="plain",
+      scan_layers=False,
+      causal=False,
+      rope=False,
+      positions="learned",
+      time_input=True,
+      mask_input=True,
+    ),
+    rank=None,
+    shape_doc="(L,) or any item shape (raster order)",
+  ),
+  "diffwave": dict(
+    required=("num_blocks", "features"),
+    optional=dict(
+      dilation_cycle=12, kernel_size=3, skip_features=None, dropout=0.0, dtype="float32", remat=False, scan_layers=False
+    ),
+    rank=1,
+    shape_doc="(L,)",
+  ),
 }
-_CLASSES = {'unet': UNet, 'transformer': Transformer, 'diffwave': DiffWave}
+_CLASSES = {"unet": UNet, "transformer": Transformer, "diffwave": DiffWave}
 # Output/input/step sizes that differ from the OA-ARDM defaults (K logits, K+1 input ids, D steps).
-_SIZE_OPTIONS = ('num_outputs', 'num_input_classes', 'num_steps')
+_SIZE_OPTIONS = ("num_outputs", "num_input_classes", "num_steps")
 
 
-def build_network(model_cfg: Mapping[str, Any], data_shape: tuple[int, ...],
-                  num_classes: int, **sizes) -> nn.Module:
+def build_network(model_cfg: Mapping[str, Any], data_shape: tuple[int, ...], num_classes: int, **sizes) -> nn.Module:
   """Builds the network named by model_cfg.name for items of `data_shape` with K classes.
 
   `sizes` (num_outputs, num_input_classes, num_steps; None = default) serve other output distributions and
   upscale ARDMs; see the diffwave module.
   """
   cfg = dict(model_cfg.items())
-  name = cfg.pop('name', None)
+  name = cfg.pop("name", None)
   if name not in _SPECS:
-    raise ValueError(f'unknown model.name {name!r}; set model.name to one of {sorted(_SPECS)}')
+    raise ValueError(f"unknown model.name {name!r}; set model.name to one of {sorted(_SPECS)}")
   spec = _SPECS[name]
 
   data_shape = tuple(int(s) for s in data_shape)
-  if (spec['rank'] is not None and len(data_shape) != spec['rank']) or min(data_shape, default=0) < 1:
-    raise ValueError(f"model {name!r} needs data_shape {spec['shape_doc']}, got {data_shape}; "
-                     f"use {'transformer' if name == 'unet' else 'unet'} for this data or reshape it")
+  if (spec["rank"] is not None and len(data_shape) != spec["rank"]) or min(data_shape, default=0) < 1:
+    raise ValueError(
+      f"model {name!r} needs data_shape {spec['shape_doc']}, got {data_shape}; "
+      f"use {'transformer' if name == 'unet' else 'unet'} for this data or reshape it"
+    )
   if int(num_classes) < 2:
-    raise ValueError(f'num_classes must be >= 2, got {num_classes}; pass the data set\'s K')
+    raise ValueError(f"num_classes must be >= 2, got {num_classes}; pass the data set's K")
 
-  unknown = sorted(set(cfg) - set(spec['required']) - set(spec['optional']))
+  unknown = sorted(set(cfg) - set(spec["required"]) - set(spec["optional"]))
   if unknown:
-    raise ValueError(f"unknown model config key(s) {unknown} for {name!r}; allowed: "
-                     f"{sorted(spec['required']) + sorted(spec['optional'])}")
-  missing = [k for k in spec['required'] if k not in cfg]
+    raise ValueError(
+      f"unknown model config key(s) {unknown} for {name!r}; allowed: "
+      f"{sorted(spec['required']) + sorted(spec['optional'])}"
+    )
+  missing = [k for k in spec["required"] if k not in cfg]
   if missing:
-    raise ValueError(f'model config for {name!r} is missing {missing}; add them to config.model')
-  kwargs = {**spec['optional'], **cfg}
-  kwargs['dtype'] = layers.compute_dtype(kwargs['dtype'])
-  kwargs['remat'] = layers.remat_choice(kwargs['remat'])
-  if 'attention_impl' in kwargs:
-    layers.check_attention_impl(kwargs['attention_impl'])
-  kwargs['scan_layers'] = bool(kwargs['scan_layers'])
+    raise ValueError(f"model config for {name!r} is missing {missing}; add them to config.model")
+  kwargs = {**spec["optional"], **cfg}
+  kwargs["dtype"] = layers.compute_dtype(kwargs["dtype"])
+  kwargs["remat"] = layers.remat_choice(kwargs["remat"])
+  if "attention_impl" in kwargs:
+    layers.check_attention_impl(kwargs["attention_impl"])
+  kwargs["scan_layers"] = bool(kwargs["scan_layers"])
 
   unknown_sizes = sorted(set(sizes) - set(_SIZE_OPTIONS))
   if unknown_sizes:
-    raise ValueError(f'unknown network size option(s) {unknown_sizes}; allowed: {list(_SIZE_OPTIONS)}')
+    raise ValueError(f"unknown network size option(s) {unknown_sizes}; allowed: {list(_SIZE_OPTIONS)}")
   sizes = {k: int(v) for k, v in sizes.items() if v is not None}
   return _CLASSES[name](num_classes=int(num_classes), data_shape=data_shape, **kwargs, **sizes)
 
@@ -120,18 +148,18 @@ def scan_params(params: Mapping[str, Any], net: nn.Module) -> dict:
   block_{c * dilation_cycle + j} -> cycles/block_j (DiffWave). Other entries are kept as they are."""
   params = dict(params)
   if isinstance(net, Transformer):
-    params['blocks'] = _stack([params.pop(f'block_{i}') for i in range(net.num_layers)])
+    params["blocks"] = _stack([params.pop(f"block_{i}") for i in range(net.num_layers)])
   elif isinstance(net, UNet):
-    for half, count in (('down', net.num_res_blocks), ('up', net.num_res_blocks + 1)):
+    for half, count in (("down", net.num_res_blocks), ("up", net.num_res_blocks + 1)):
       if not count:
         continue
-      unit = {'res': _stack([params.pop(f'{half}_res_{i}') for i in range(count)])}
+      unit = {"res": _stack([params.pop(f"{half}_res_{i}") for i in range(count)])}
       if net.attention:
-        unit['attn'] = _stack([params.pop(f'{half}_attn_{i}') for i in range(count)])
+        unit["attn"] = _stack([params.pop(f"{half}_attn_{i}") for i in range(count)])
       params[half] = unit
   elif isinstance(net, DiffWave):
-    cycle, blocks = net.dilation_cycle, [params.pop(f'block_{i}') for i in range(net.num_blocks)]
-    params['cycles'] = {f'block_{j}': _stack(blocks[j::cycle]) for j in range(cycle)}
+    cycle, blocks = net.dilation_cycle, [params.pop(f"block_{i}") for i in range(net.num_blocks)]
+    params["cycles"] = {f"block_{j}": _stack(blocks[j::cycle]) for j in range(cycle)}
   else:
-    raise ValueError(f'scan_params does not know {type(net).__name__}')
+    raise ValueError(f"scan_params does not know {type(net).__name__}")
   return params

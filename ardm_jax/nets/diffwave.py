@@ -27,21 +27,37 @@ import numpy as np
 
 from ardm_jax.nets import layers
 
-_ACT_3D = ('batch', 'act_length', 'act_embed')
+_ACT_3D = ("batch", "act_length", "act_embed")
 
 
-def conv1d(features: int, kernel: int, *, dtype: Any, dilation: int = 1, out_axis: str = 'embed',
-           zero_init: bool = False, name: str | None = None) -> nn.Conv:
+def conv1d(
+  features: int,
+  kernel: int,
+  *,
+  dtype: Any,
+  dilation: int = 1,
+  out_axis: str = "embed",
+  zero_init: bool = False,
+  name: str | None = None,
+) -> nn.Conv:
   """'SAME'-padded 1-D convolution whose kernel is annotated ('conv_w', 'conv_in', out_axis)."""
   kernel_init = nn.initializers.zeros if zero_init else nn.initializers.lecun_normal()
-  return nn.Conv(features, (kernel,), kernel_dilation=(dilation,), padding='SAME', dtype=dtype,
-                 param_dtype=jnp.float32,
-                 kernel_init=layers.partitioned(kernel_init, ('conv_w', 'conv_in', out_axis)),
-                 bias_init=layers.partitioned(nn.initializers.zeros, (out_axis,)), name=name)
+  return nn.Conv(
+    features,
+    (kernel,),
+    kernel_dilation=(dilation,),
+    padding="SAME",
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=layers.partitioned(kernel_init, ("conv_w", "conv_in", out_axis)),
+    bias_init=layers.partitioned(nn.initializers.zeros, (out_axis,)),
+    name=name,
+  )
 
 
 class ResidualBlock(nn.Module):
   """x + step projection -> dilated conv to 2F -> tanh * sigmoid -> (residual 1x1, skip 1x1)."""
+
   features: int
   skip_features: int
   kernel_size: int
@@ -52,17 +68,17 @@ class ResidualBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxLxF: jax.Array, temb_BxT: jax.Array) -> tuple[jax.Array, jax.Array]:
-    step_BxF = layers.dense(self.features, ('mlp', 'embed'), dtype=self.dtype, name='step_proj')(
-        nn.swish(temb_BxT))
+    step_BxF = layers.dense(self.features, ("mlp", "embed"), dtype=self.dtype, name="step_proj")(nn.swish(temb_BxT))
     h = x_BxLxF + step_BxF[:, None, :]
     # One convolution for both gate halves: the same as two convolutions of F outputs each.
-    g = conv1d(2 * self.features, self.kernel_size, dilation=self.dilation, out_axis='mlp', dtype=self.dtype,
-               name='dilated_conv')(h)
-    g = layers.constrain(g, ('batch', 'act_length', 'act_mlp'))
-    y = jnp.tanh(g[..., :self.features]) * nn.sigmoid(g[..., self.features:])
+    g = conv1d(
+      2 * self.features, self.kernel_size, dilation=self.dilation, out_axis="mlp", dtype=self.dtype, name="dilated_conv"
+    )(h)
+    g = layers.constrain(g, ("batch", "act_length", "act_mlp"))
+    y = jnp.tanh(g[..., : self.features]) * nn.sigmoid(g[..., self.features :])
     y = nn.Dropout(self.dropout)(y, deterministic=self.deterministic)
-    residual = conv1d(self.features, 1, dtype=self.dtype, name='residual')(y)
-    skip = conv1d(self.skip_features, 1, dtype=self.dtype, name='skip')(y)
+    residual = conv1d(self.features, 1, dtype=self.dtype, name="residual")(y)
+    skip = conv1d(self.skip_features, 1, dtype=self.dtype, name="skip")(y)
     # The residual stream stays float32 whatever the compute dtype: 36 bf16 roundings of the running sum would
     # cost likelihood. Scaling by 1/sqrt(2) keeps its variance from growing with depth.
     out = (x_BxLxF.astype(jnp.float32) + residual.astype(jnp.float32)) * np.float32(1 / np.sqrt(2.0))
@@ -72,6 +88,7 @@ class ResidualBlock(nn.Module):
 class DilationCycle(nn.Module):
   """`cycle` residual blocks with dilations 1, 2, ..., 2^(cycle-1): the unit that model.scan_layers repeats (the
   dilations differ from block to block, so single blocks cannot share one scanned program)."""
+
   features: int
   skip_features: int
   kernel_size: int
@@ -85,18 +102,27 @@ class DilationCycle(nn.Module):
   @nn.compact
   def __call__(self, carry, temb_BxT: jax.Array):
     h, skip_sum = carry
-    block_cls = layers.maybe_remat(ResidualBlock, self.remat, 'block', in_scan=self.in_scan)
+    block_cls = layers.maybe_remat(ResidualBlock, self.remat, "block", in_scan=self.in_scan)
     for j in range(self.cycle):
-      h, skip = block_cls(self.features, self.skip_features, self.kernel_size, 2 ** j, self.dropout,
-                          deterministic=self.deterministic, dtype=self.dtype, name=f'block_{j}')(h, temb_BxT)
+      h, skip = block_cls(
+        self.features,
+        self.skip_features,
+        self.kernel_size,
+        2**j,
+        self.dropout,
+        deterministic=self.deterministic,
+        dtype=self.dtype,
+        name=f"block_{j}",
+      )(h, temb_BxT)
       skip_sum = skip_sum + skip.astype(jnp.float32)
     return h, skip_sum
 
 
 class DiffWave(nn.Module):
   """x_in [B, L] in 0..num_input_classes-1, known [B, L], t [B] -> float32 [B, L, num_outputs]."""
-  num_classes: int            # K data classes: values below K are numbers on [-1, 1]
-  data_shape: tuple[int]      # (L,)
+
+  num_classes: int  # K data classes: values below K are numbers on [-1, 1]
+  data_shape: tuple[int]  # (L,)
   num_blocks: int
   features: int
   dilation_cycle: int = 12
@@ -115,8 +141,10 @@ class DiffWave(nn.Module):
   def _sizes(self) -> tuple[int, int, int]:
     (length,) = self.data_shape
     if self.features % 4:
-      raise ValueError(f'diffwave features must be divisible by 4 (3/4 value channels, 1/4 embedding), got '
-                       f'{self.features}; use e.g. 64 or 256')
+      raise ValueError(
+        f"diffwave features must be divisible by 4 (3/4 value channels, 1/4 embedding), got "
+        f"{self.features}; use e.g. 64 or 256"
+      )
     return layers.output_input_step_sizes(self)
 
   @nn.compact
@@ -126,16 +154,17 @@ class DiffWave(nn.Module):
     feats = self.features
 
     # As the official DiffWave port: sinusoid of width F, then two Dense layers of 4F (256 -> 1024 -> 1024).
-    temb_BxT = layers.TimeEmbedding(num_steps, sin_dim=feats, hidden_dim=4 * feats, out_dim=4 * feats,
-                                    dtype=self.dtype, name='time_embed')(t)
+    temb_BxT = layers.TimeEmbedding(
+      num_steps, sin_dim=feats, hidden_dim=4 * feats, out_dim=4 * feats, dtype=self.dtype, name="time_embed"
+    )(t)
 
     # Ids >= K (the absorbing value, augmented states) have no place on the number line: value channel 0.
     value_BxL = layers.numeric_value(x_in, self.num_classes)
     numeric_BxLx2 = jnp.stack([value_BxL, known.astype(jnp.float32)], axis=-1).astype(self.dtype)
-    h_num = conv1d(3 * feats // 4, 3, dtype=self.dtype, name='conv_in')(numeric_BxLx2)
+    h_num = conv1d(3 * feats // 4, 3, dtype=self.dtype, name="conv_in")(numeric_BxLx2)
     # The official input layer projects the id embedding once more (Embed -> Dense, both F/4 wide).
-    h_emb = layers.embed(num_input_classes, feats // 4, dtype=self.dtype, name='input_embed')(x_in)
-    h_emb = layers.dense(feats // 4, ('conv_in', 'embed'), dtype=self.dtype, name='input_embed_proj')(h_emb)
+    h_emb = layers.embed(num_input_classes, feats // 4, dtype=self.dtype, name="input_embed")(x_in)
+    h_emb = layers.dense(feats // 4, ("conv_in", "embed"), dtype=self.dtype, name="input_embed_proj")(h_emb)
     h = nn.relu(jnp.concatenate([h_num, h_emb.astype(self.dtype)], axis=-1)).astype(jnp.float32)
     h = layers.constrain(h, _ACT_3D)
 
@@ -144,21 +173,44 @@ class DiffWave(nn.Module):
     skip_sum = jnp.zeros(h.shape[:-1] + (skip_features,), jnp.float32)  # float32, like the residual stream
     if self.scan_layers:
       if self.num_blocks % self.dilation_cycle:
-        raise ValueError(f'model.scan_layers repeats whole dilation cycles: num_blocks={self.num_blocks} must be a '
-                         f'multiple of dilation_cycle={self.dilation_cycle}; or set model.scan_layers=False')
-      cycle = DilationCycle(feats, skip_features, self.kernel_size, self.dilation_cycle, self.dropout,
-                            deterministic=not train, dtype=self.dtype, remat=remat, in_scan=True, name='cycles')
-      stack = layers.scan_blocks(lambda mdl, carry, temb: (mdl(carry, temb), None),
-                                 self.num_blocks // self.dilation_cycle, in_axes=(nn.broadcast,))
+        raise ValueError(
+          f"model.scan_layers repeats whole dilation cycles: num_blocks={self.num_blocks} must be a "
+          f"multiple of dilation_cycle={self.dilation_cycle}; or set model.scan_layers=False"
+        )
+      cycle = DilationCycle(
+        feats,
+        skip_features,
+        self.kernel_size,
+        self.dilation_cycle,
+        self.dropout,
+        deterministic=not train,
+        dtype=self.dtype,
+        remat=remat,
+        in_scan=True,
+        name="cycles",
+      )
+      stack = layers.scan_blocks(
+        lambda mdl, carry, temb: (mdl(carry, temb), None),
+        self.num_blocks // self.dilation_cycle,
+        in_axes=(nn.broadcast,),
+      )
       (h, skip_sum), _ = stack(cycle, (h, skip_sum), temb_BxT)
     else:
-      block_cls = layers.maybe_remat(ResidualBlock, remat, 'block')
+      block_cls = layers.maybe_remat(ResidualBlock, remat, "block")
       for i in range(self.num_blocks):
-        h, skip = block_cls(feats, skip_features, self.kernel_size, 2 ** (i % self.dilation_cycle), self.dropout,
-                            deterministic=not train, dtype=self.dtype, name=f'block_{i}')(h, temb_BxT)
+        h, skip = block_cls(
+          feats,
+          skip_features,
+          self.kernel_size,
+          2 ** (i % self.dilation_cycle),
+          self.dropout,
+          deterministic=not train,
+          dtype=self.dtype,
+          name=f"block_{i}",
+        )(h, temb_BxT)
         skip_sum = skip_sum + skip.astype(jnp.float32)
     h = skip_sum * np.float32(1 / np.sqrt(self.num_blocks))
     # The output head runs in float32: bf16 logits would cost likelihood directly.
-    h = nn.relu(conv1d(skip_features, 1, dtype=jnp.float32, name='skip_out')(h))
-    out = conv1d(num_outputs, 1, dtype=jnp.float32, out_axis='vocab', zero_init=True, name='out')(h)
-    return layers.constrain(out, ('batch', 'act_length', 'act_classes'))
+    h = nn.relu(conv1d(skip_features, 1, dtype=jnp.float32, name="skip_out")(h))
+    out = conv1d(num_outputs, 1, dtype=jnp.float32, out_axis="vocab", zero_init=True, name="out")(h)
+    return layers.constrain(out, ("batch", "act_length", "act_classes"))

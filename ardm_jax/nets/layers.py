@@ -21,11 +21,22 @@ Dtype = Any
 
 # Logical names a parameter may carry; sharding rules are written against these.
 # 'layers' is the stacking axis of scanned blocks (model.scan_layers); rules that do not name it leave it unsharded.
-PARAM_AXIS_NAMES = ('embed', 'mlp', 'heads', 'kv', 'vocab', 'conv_h', 'conv_w',
-                    'conv_in', 'length_pos', 'time', 'layers')
-SCAN_AXIS = 'layers'
+PARAM_AXIS_NAMES = (
+  "embed",
+  "mlp",
+  "heads",
+  "kv",
+  "vocab",
+  "conv_h",
+  "conv_w",
+  "conv_in",
+  "length_pos",
+  "time",
+  "layers",
+)
+SCAN_AXIS = "layers"
 
-_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def compute_dtype(name: str) -> Dtype:
@@ -42,20 +53,27 @@ def compute_dtype(name: str) -> Dtype:
 #   a jax.checkpoint_policies name (e.g. 'dots_with_no_batch_dims_saveable'): every block, saving what the policy
 #                names (here: the weight matmuls' outputs) and recomputing the rest.
 # True / False (older configs and workdirs) read as 'full' / 'none'.
-_JAX_REMAT_POLICIES = ('nothing_saveable', 'everything_saveable', 'dots_saveable', 'dots_with_no_batch_dims_saveable',
-                       'checkpoint_dots', 'checkpoint_dots_with_no_batch_dims')
-REMAT_CHOICES = ('none', 'attention', 'full') + tuple(
-    n for n in _JAX_REMAT_POLICIES if hasattr(jax.checkpoint_policies, n))
+_JAX_REMAT_POLICIES = (
+  "nothing_saveable",
+  "everything_saveable",
+  "dots_saveable",
+  "dots_with_no_batch_dims_saveable",
+  "checkpoint_dots",
+  "checkpoint_dots_with_no_batch_dims",
+)
+REMAT_CHOICES = ("none", "attention", "full") + tuple(
+  n for n in _JAX_REMAT_POLICIES if hasattr(jax.checkpoint_policies, n)
+)
 
 
 def remat_choice(value) -> str:
   """model.remat as one of REMAT_CHOICES (bools from older configs map to 'full' / 'none')."""
   if isinstance(value, (bool, np.bool_)):
-    return 'full' if value else 'none'
+    return "full" if value else "none"
   if value is None:
-    return 'none'
+    return "none"
   if not isinstance(value, str) or value not in REMAT_CHOICES:
-    raise ValueError(f'unknown model.remat {value!r}; set it to one of {list(REMAT_CHOICES)} (or True / False)')
+    raise ValueError(f"unknown model.remat {value!r}; set it to one of {list(REMAT_CHOICES)} (or True / False)")
   return value
 
 
@@ -65,9 +83,9 @@ def maybe_remat(module_cls, remat, kind: str, *, in_scan: bool = False):
   Inside nn.scan the loop already keeps recomputation from being merged away, so prevent_cse is off there
   (as the JAX docs recommend for checkpoint inside scan)."""
   choice = remat_choice(remat)
-  if choice == 'none' or (choice == 'attention' and kind != 'attention'):
+  if choice == "none" or (choice == "attention" and kind != "attention"):
     return module_cls
-  policy = None if choice in ('full', 'attention') else getattr(jax.checkpoint_policies, choice)
+  policy = None if choice in ("full", "attention") else getattr(jax.checkpoint_policies, choice)
   return nn.remat(module_cls, policy=policy, prevent_cse=not in_scan)
 
 
@@ -76,9 +94,15 @@ def scan_blocks(body, length: int, *, in_axes=(), out_axes=0):
 
   Parameters gain a leading axis of size `length`, named SCAN_AXIS for the sharding rules; params and dropout
   draw a different key per layer, as separate unrolled layers do."""
-  return nn.scan(body, variable_axes={'params': 0, 'intermediates': 0}, split_rngs={'params': True, 'dropout': True},
-                 in_axes=in_axes, out_axes=out_axes, length=length,
-                 metadata_params={nn.PARTITION_NAME: SCAN_AXIS})
+  return nn.scan(
+    body,
+    variable_axes={"params": 0, "intermediates": 0},
+    split_rngs={"params": True, "dropout": True},
+    in_axes=in_axes,
+    out_axes=out_axes,
+    length=length,
+    metadata_params={nn.PARTITION_NAME: SCAN_AXIS},
+  )
 
 
 def partitioned(init_fn, names: Sequence[str]):
@@ -89,80 +113,110 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
   return nn.with_logical_constraint(x, tuple(names))
 
 
-def dense(features: int, names: tuple[str, str], *, dtype: Dtype,
-          zero_init: bool = False, name: str | None = None) -> nn.Dense:
+def dense(
+  features: int, names: tuple[str, str], *, dtype: Dtype, zero_init: bool = False, name: str | None = None
+) -> nn.Dense:
   """Dense layer whose kernel is annotated `names` (in, out) and bias `names[1:]`."""
   kernel_init = nn.initializers.zeros if zero_init else nn.initializers.lecun_normal()
-  return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32,
-                  kernel_init=partitioned(kernel_init, names),
-                  bias_init=partitioned(nn.initializers.zeros, names[1:]),
-                  name=name)
+  return nn.Dense(
+    features,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=partitioned(kernel_init, names),
+    bias_init=partitioned(nn.initializers.zeros, names[1:]),
+    name=name,
+  )
 
 
-def conv3x3(features: int, *, dtype: Dtype, out_axis: str = 'embed',
-            zero_init: bool = False, name: str | None = None) -> nn.Conv:
+def conv3x3(
+  features: int, *, dtype: Dtype, out_axis: str = "embed", zero_init: bool = False, name: str | None = None
+) -> nn.Conv:
   return conv(features, (3, 3), dtype=dtype, out_axis=out_axis, zero_init=zero_init, name=name)
 
 
-def conv(features: int, kernel_size: tuple[int, int], *, dtype: Dtype,
-         out_axis: str = 'embed', zero_init: bool = False, name: str | None = None) -> nn.Conv:
+def conv(
+  features: int,
+  kernel_size: tuple[int, int],
+  *,
+  dtype: Dtype,
+  out_axis: str = "embed",
+  zero_init: bool = False,
+  name: str | None = None,
+) -> nn.Conv:
   kernel_init = nn.initializers.zeros if zero_init else nn.initializers.lecun_normal()
-  return nn.Conv(features, kernel_size, padding='SAME', dtype=dtype, param_dtype=jnp.float32,
-                 kernel_init=partitioned(kernel_init, ('conv_h', 'conv_w', 'conv_in', out_axis)),
-                 bias_init=partitioned(nn.initializers.zeros, (out_axis,)),
-                 name=name)
+  return nn.Conv(
+    features,
+    kernel_size,
+    padding="SAME",
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=partitioned(kernel_init, ("conv_h", "conv_w", "conv_in", out_axis)),
+    bias_init=partitioned(nn.initializers.zeros, (out_axis,)),
+    name=name,
+  )
 
 
-def group_norm(num_channels: int, *, dtype: Dtype, max_groups: int = 32,
-               name: str | None = None) -> nn.GroupNorm:
+def group_norm(num_channels: int, *, dtype: Dtype, max_groups: int = 32, name: str | None = None) -> nn.GroupNorm:
   # At least 4 channels per group: with one channel per group the norm would remove
   # any per-channel constant, such as the time embedding a ResBlock adds. Paper
   # widths (256, 512) still get the usual 32 groups.
   limit = max(1, min(max_groups, num_channels // 4))
   groups = max(g for g in range(1, limit + 1) if num_channels % g == 0)
-  return nn.GroupNorm(num_groups=groups, dtype=dtype,
-                      param_dtype=jnp.float32,
-                      scale_init=partitioned(nn.initializers.ones, ('embed',)),
-                      bias_init=partitioned(nn.initializers.zeros, ('embed',)),
-                      name=name)
+  return nn.GroupNorm(
+    num_groups=groups,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    scale_init=partitioned(nn.initializers.ones, ("embed",)),
+    bias_init=partitioned(nn.initializers.zeros, ("embed",)),
+    name=name,
+  )
 
 
 def layer_norm(*, dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
-  return nn.LayerNorm(dtype=dtype, param_dtype=jnp.float32,
-                      scale_init=partitioned(nn.initializers.ones, ('embed',)),
-                      bias_init=partitioned(nn.initializers.zeros, ('embed',)),
-                      name=name)
+  return nn.LayerNorm(
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    scale_init=partitioned(nn.initializers.ones, ("embed",)),
+    bias_init=partitioned(nn.initializers.zeros, ("embed",)),
+    name=name,
+  )
 
 
-def embed(num_rows: int, features: int, *, dtype: Dtype, stddev: float = 1.0,
-          name: str | None = None) -> nn.Embed:
-  return nn.Embed(num_rows, features, dtype=dtype, param_dtype=jnp.float32,
-                  embedding_init=partitioned(nn.initializers.normal(stddev), ('vocab', 'embed')),
-                  name=name)
+def embed(num_rows: int, features: int, *, dtype: Dtype, stddev: float = 1.0, name: str | None = None) -> nn.Embed:
+  return nn.Embed(
+    num_rows,
+    features,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    embedding_init=partitioned(nn.initializers.normal(stddev), ("vocab", "embed")),
+    name=name,
+  )
 
 
 def check_inputs(x_in, known, t, data_shape) -> None:
   """Shape checks at trace time, so a wrong batch layout fails with a readable message."""
   want = tuple(data_shape)
   if x_in.ndim != len(want) + 1 or tuple(x_in.shape[1:]) != want:
-    raise ValueError(f'x_in has shape {x_in.shape}, expected [B, *{want}]; pass one batch of items')
+    raise ValueError(f"x_in has shape {x_in.shape}, expected [B, *{want}]; pass one batch of items")
   if known.shape != x_in.shape:
-    raise ValueError(f'known has shape {known.shape} but x_in has {x_in.shape}; they must match')
+    raise ValueError(f"known has shape {known.shape} but x_in has {x_in.shape}; they must match")
   if t.shape != x_in.shape[:1]:
-    raise ValueError(f't has shape {t.shape}, expected [{x_in.shape[0]}] (one step per item)')
+    raise ValueError(f"t has shape {t.shape}, expected [{x_in.shape[0]}] (one step per item)")
   if not jnp.issubdtype(x_in.dtype, jnp.integer):
-    raise ValueError(f'x_in has dtype {x_in.dtype}; pass integer class ids (int32)')
+    raise ValueError(f"x_in has dtype {x_in.dtype}; pass integer class ids (int32)")
 
 
 def output_input_step_sizes(net) -> tuple[int, int, int]:
   """(outputs per variable, input ids, time steps) of a network module: K, K + 1 (K is the absorbing value) and
   D unless the module sets num_outputs / num_input_classes / num_steps (other output distributions, upscale)."""
-  return (net.num_outputs or net.num_classes, net.num_input_classes or net.num_classes + 1,
-          net.num_steps or int(np.prod(net.data_shape)))
+  return (
+    net.num_outputs or net.num_classes,
+    net.num_input_classes or net.num_classes + 1,
+    net.num_steps or int(np.prod(net.data_shape)),
+  )
 
 
-def sinusoidal_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0,
-                         endpoint: bool = False) -> jax.Array:
+def sinusoidal_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0, endpoint: bool = False) -> jax.Array:
   """Transformer-style sin/cos features of a float [B] -> float32 [B, dim] ([sin | cos] halves).
 
   Frequencies run geometrically from 1 towards 1 / max_period; `endpoint=True` includes 1 / max_period itself
@@ -170,7 +224,7 @@ def sinusoidal_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0,
   DDPM time embedding).
   """
   if dim % 2:
-    raise ValueError(f'sinusoidal embedding width must be even, got {dim}; use an even width')
+    raise ValueError(f"sinusoidal embedding width must be even, got {dim}; use an even width")
   half = dim // 2
   steps = max(half - 1, 1) if endpoint else half
   freqs_F = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / steps)
@@ -196,6 +250,7 @@ class TimeEmbedding(nn.Module):
   t is rescaled to t / num_steps * 1000 so that the sinusoid frequencies see the same
   range whatever the number of variables (64 digits sub-pixels or 3072 CIFAR ones).
   """
+
   num_steps: int
   sin_dim: int
   hidden_dim: int
@@ -206,9 +261,9 @@ class TimeEmbedding(nn.Module):
   def __call__(self, t_B: jax.Array) -> jax.Array:
     t_scaled_B = t_B.astype(jnp.float32) * (1000.0 / self.num_steps)
     h_BxT = sinusoidal_embedding(t_scaled_B, self.sin_dim)
-    h_BxM = dense(self.hidden_dim, ('time', 'mlp'), dtype=self.dtype, name='dense_0')(h_BxT)
+    h_BxM = dense(self.hidden_dim, ("time", "mlp"), dtype=self.dtype, name="dense_0")(h_BxT)
     h_BxM = nn.swish(h_BxM)
-    return dense(self.out_dim, ('mlp', 'embed'), dtype=self.dtype, name='dense_1')(h_BxM)
+    return dense(self.out_dim, ("mlp", "embed"), dtype=self.dtype, name="dense_1")(h_BxM)
 
 
 class HeadSplit(nn.Module):
@@ -218,6 +273,7 @@ class HeadSplit(nn.Module):
   a flattened 2-D kernel, which breaks the 3-name logical annotation as soon as a mesh
   and axis rules are active (sharded init/apply would fail).
   """
+
   num_heads: int
   head_dim: int
   dtype: Dtype = jnp.float32
@@ -225,30 +281,35 @@ class HeadSplit(nn.Module):
   @nn.compact
   def __call__(self, x_BxNxE: jax.Array) -> jax.Array:
     init = nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
-    kernel_ExHxK = self.param('kernel', partitioned(init, ('embed', 'heads', 'kv')),
-                              (x_BxNxE.shape[-1], self.num_heads, self.head_dim), jnp.float32)
-    bias_HxK = self.param('bias', partitioned(nn.initializers.zeros, ('heads', 'kv')),
-                          (self.num_heads, self.head_dim), jnp.float32)
-    y = jnp.einsum('bne,ehk->bnhk', x_BxNxE.astype(self.dtype), kernel_ExHxK.astype(self.dtype))
+    kernel_ExHxK = self.param(
+      "kernel",
+      partitioned(init, ("embed", "heads", "kv")),
+      (x_BxNxE.shape[-1], self.num_heads, self.head_dim),
+      jnp.float32,
+    )
+    bias_HxK = self.param(
+      "bias", partitioned(nn.initializers.zeros, ("heads", "kv")), (self.num_heads, self.head_dim), jnp.float32
+    )
+    y = jnp.einsum("bne,ehk->bnhk", x_BxNxE.astype(self.dtype), kernel_ExHxK.astype(self.dtype))
     return y + bias_HxK.astype(self.dtype)[None, None, :, :]
 
 
 class HeadMerge(nn.Module):
   """[..., H, Dh] -> [..., E]; the attention output projection (see HeadSplit for why)."""
+
   features: int
   dtype: Dtype = jnp.float32
   zero_init: bool = False
 
   @nn.compact
   def __call__(self, x_BxNxHxK: jax.Array) -> jax.Array:
-    init = (nn.initializers.zeros if self.zero_init
-            else nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2))
+    init = nn.initializers.zeros if self.zero_init else nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)
     _, _, num_heads, head_dim = x_BxNxHxK.shape
-    kernel_HxKxE = self.param('kernel', partitioned(init, ('heads', 'kv', 'embed')),
-                              (num_heads, head_dim, self.features), jnp.float32)
-    bias_E = self.param('bias', partitioned(nn.initializers.zeros, ('embed',)),
-                        (self.features,), jnp.float32)
-    y = jnp.einsum('bnhk,hke->bne', x_BxNxHxK.astype(self.dtype), kernel_HxKxE.astype(self.dtype))
+    kernel_HxKxE = self.param(
+      "kernel", partitioned(init, ("heads", "kv", "embed")), (num_heads, head_dim, self.features), jnp.float32
+    )
+    bias_E = self.param("bias", partitioned(nn.initializers.zeros, ("embed",)), (self.features,), jnp.float32)
+    y = jnp.einsum("bnhk,hke->bne", x_BxNxHxK.astype(self.dtype), kernel_HxKxE.astype(self.dtype))
     return y + bias_E.astype(self.dtype)[None, None, :]
 
 
@@ -257,7 +318,7 @@ def rotary(x_BxNxHxK: jax.Array, max_period: float = 10_000.0) -> jax.Array:
   depends on the positions' difference."""
   length, head_dim = x_BxNxHxK.shape[1], x_BxNxHxK.shape[-1]
   if head_dim % 2:
-    raise ValueError(f'rotary position embedding needs an even head width, got {head_dim}; change model.num_heads')
+    raise ValueError(f"rotary position embedding needs an even head width, got {head_dim}; change model.num_heads")
   half = head_dim // 2
   freqs_F = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
   angles_NxF = jnp.arange(length, dtype=jnp.float32)[:, None] * freqs_F[None, :]
@@ -274,68 +335,77 @@ def rotary(x_BxNxHxK: jax.Array, max_period: float = 10_000.0) -> jax.Array:
 #   'auto'   'cudnn' where it applies (GPU backend, bf16/fp16, head width a multiple of 8 up to 128), else 'xla'
 # All keep the logits and the softmax in float32. This JAX has no TPU Pallas (splash) kernel behind
 # jax.nn.dot_product_attention; on TPU 'xla' and 'auto' are XLA's fused attention.
-ATTENTION_IMPLS = ('plain', 'xla', 'cudnn', 'auto')
+ATTENTION_IMPLS = ("plain", "xla", "cudnn", "auto")
 
 
 def check_attention_impl(impl: str) -> str:
   if impl not in ATTENTION_IMPLS:
-    raise ValueError(f'unknown model.attention_impl {impl!r}; set it to one of {list(ATTENTION_IMPLS)}')
+    raise ValueError(f"unknown model.attention_impl {impl!r}; set it to one of {list(ATTENTION_IMPLS)}")
   return impl
 
 
 def _cudnn_applies(q_BxNxHxK: jax.Array) -> bool:
   head_dim = q_BxNxHxK.shape[-1]
-  return (jax.default_backend() == 'gpu' and q_BxNxHxK.dtype in (jnp.bfloat16, jnp.float16)
-          and head_dim % 8 == 0 and head_dim <= 128)
+  return (
+    jax.default_backend() == "gpu"
+    and q_BxNxHxK.dtype in (jnp.bfloat16, jnp.float16)
+    and head_dim % 8 == 0
+    and head_dim <= 128
+  )
 
 
-def dot_product_attention(q_BxNxHxK: jax.Array, k_BxNxHxK: jax.Array, v_BxNxHxK: jax.Array, *,
-                          causal: bool = False, impl: str = 'plain') -> jax.Array:
+def dot_product_attention(
+  q_BxNxHxK: jax.Array, k_BxNxHxK: jax.Array, v_BxNxHxK: jax.Array, *, causal: bool = False, impl: str = "plain"
+) -> jax.Array:
   """Multi-head attention [B, N, H, K] x 3 -> [B, N, H, K] in v's dtype; `causal`: query q sees keys n <= q."""
   check_attention_impl(impl)
-  if impl == 'auto':
-    impl = 'cudnn' if _cudnn_applies(q_BxNxHxK) else 'xla'
-  if impl != 'plain':
-    return jax.nn.dot_product_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, is_causal=causal,
-                                        implementation=impl).astype(v_BxNxHxK.dtype)
+  if impl == "auto":
+    impl = "cudnn" if _cudnn_applies(q_BxNxHxK) else "xla"
+  if impl != "plain":
+    return jax.nn.dot_product_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, is_causal=causal, implementation=impl).astype(
+      v_BxNxHxK.dtype
+    )
   head_dim = q_BxNxHxK.shape[-1]
   # Softmax in float32: bf16 logits over ~1000 image positions lose too much precision.
-  logits_BxHxNxN = jnp.einsum('bqhk,bnhk->bhqn', q_BxNxHxK, k_BxNxHxK,
-                              preferred_element_type=jnp.float32) / math.sqrt(head_dim)
+  logits_BxHxNxN = jnp.einsum("bqhk,bnhk->bhqn", q_BxNxHxK, k_BxNxHxK, preferred_element_type=jnp.float32) / math.sqrt(
+    head_dim
+  )
   if causal:
     length = logits_BxHxNxN.shape[-1]
     allowed_NxN = jnp.arange(length)[None, :] <= jnp.arange(length)[:, None]
     logits_BxHxNxN = jnp.where(allowed_NxN, logits_BxHxNxN, -jnp.inf)
   weights_BxHxNxN = jax.nn.softmax(logits_BxHxNxN, axis=-1).astype(v_BxNxHxK.dtype)
-  return jnp.einsum('bhqn,bnhk->bqhk', weights_BxHxNxN, v_BxNxHxK)
+  return jnp.einsum("bhqn,bnhk->bqhk", weights_BxHxNxN, v_BxNxHxK)
 
 
 class SelfAttention(nn.Module):
   """Multi-head self-attention over [B, N, E]: bidirectional (every position sees all, the ARDM networks), or
   `causal` (position q sees positions n <= q only, the single-order ARM baseline)."""
+
   num_heads: int
   dtype: Dtype = jnp.float32
   zero_init_out: bool = False
   causal: bool = False
   rope: bool = False  # rotary position embedding of queries and keys (relative positions in every layer)
-  impl: str = 'plain'  # one of ATTENTION_IMPLS
+  impl: str = "plain"  # one of ATTENTION_IMPLS
 
   @nn.compact
   def __call__(self, x_BxNxE: jax.Array) -> jax.Array:
     emb_dim = x_BxNxE.shape[-1]
     if emb_dim % self.num_heads:
-      raise ValueError(f'attention width {emb_dim} is not divisible by num_heads={self.num_heads}; '
-                       'change the width or model.num_heads')
+      raise ValueError(
+        f"attention width {emb_dim} is not divisible by num_heads={self.num_heads}; change the width or model.num_heads"
+      )
     head_dim = emb_dim // self.num_heads
-    act_names = ('batch', 'act_length', 'act_heads', 'act_kv')
+    act_names = ("batch", "act_length", "act_heads", "act_kv")
 
     def qkv(name):
       y = HeadSplit(self.num_heads, head_dim, dtype=self.dtype, name=name)(x_BxNxE)
       return constrain(y, act_names)
 
-    q_BxNxHxK, k_BxNxHxK, v_BxNxHxK = qkv('query'), qkv('key'), qkv('value')
+    q_BxNxHxK, k_BxNxHxK, v_BxNxHxK = qkv("query"), qkv("key"), qkv("value")
     if self.rope:
       q_BxNxHxK, k_BxNxHxK = rotary(q_BxNxHxK), rotary(k_BxNxHxK)
     out_BxNxHxK = dot_product_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, causal=self.causal, impl=self.impl)
     out_BxNxHxK = constrain(out_BxNxHxK, act_names)
-    return HeadMerge(emb_dim, dtype=self.dtype, zero_init=self.zero_init_out, name='out')(out_BxNxHxK)
+    return HeadMerge(emb_dim, dtype=self.dtype, zero_init=self.zero_init_out, name="out")(out_BxNxHxK)

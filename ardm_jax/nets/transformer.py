@@ -30,8 +30,8 @@ import numpy as np
 
 from ardm_jax.nets import layers
 
-POSITIONS = ('learned', 'sinusoidal', 'none')
-_ACT_3D = ('batch', 'act_length', 'act_embed')
+POSITIONS = ("learned", "sinusoidal", "none")
+_ACT_3D = ("batch", "act_length", "act_embed")
 
 
 class MlpBlock(nn.Module):
@@ -43,10 +43,10 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxE: jax.Array) -> jax.Array:
     emb_dim = x_BxLxE.shape[-1]
-    h = layers.dense(self.mlp_dim, ('embed', 'mlp'), dtype=self.dtype, name='wi')(x_BxLxE)
-    h = layers.constrain(nn.gelu(h), ('batch', 'act_length', 'act_mlp'))
+    h = layers.dense(self.mlp_dim, ("embed", "mlp"), dtype=self.dtype, name="wi")(x_BxLxE)
+    h = layers.constrain(nn.gelu(h), ("batch", "act_length", "act_mlp"))
     h = nn.Dropout(self.dropout)(h, deterministic=self.deterministic)
-    return layers.dense(emb_dim, ('mlp', 'embed'), dtype=self.dtype, name='wo')(h)
+    return layers.dense(emb_dim, ("mlp", "embed"), dtype=self.dtype, name="wo")(h)
 
 
 class TransformerBlock(nn.Module):
@@ -57,22 +57,24 @@ class TransformerBlock(nn.Module):
   dtype: Any = jnp.float32
   causal: bool = False
   rope: bool = False
-  attention_impl: str = 'plain'
+  attention_impl: str = "plain"
   remat_attention: bool = False  # recompute the attention layer in the backward pass (model.remat='attention')
   in_scan: bool = False  # the block is the body of nn.scan (prevent_cse can be off, see layers.maybe_remat)
 
   @nn.compact
   def __call__(self, x_BxLxE: jax.Array) -> jax.Array:
-    h = layers.layer_norm(dtype=self.dtype, name='norm_attn')(x_BxLxE)
-    attn_cls = layers.maybe_remat(layers.SelfAttention, 'attention' if self.remat_attention else 'none', 'attention',
-                                  in_scan=self.in_scan)
-    h = attn_cls(self.num_heads, dtype=self.dtype, causal=self.causal, rope=self.rope, impl=self.attention_impl,
-                 name='attn')(h)
+    h = layers.layer_norm(dtype=self.dtype, name="norm_attn")(x_BxLxE)
+    attn_cls = layers.maybe_remat(
+      layers.SelfAttention, "attention" if self.remat_attention else "none", "attention", in_scan=self.in_scan
+    )
+    h = attn_cls(
+      self.num_heads, dtype=self.dtype, causal=self.causal, rope=self.rope, impl=self.attention_impl, name="attn"
+    )(h)
     h = nn.Dropout(self.dropout)(h, deterministic=self.deterministic)
     # The stream x is float32 (see the module docstring); each branch computes in self.dtype and is added in float32.
     x_BxLxE = layers.constrain(x_BxLxE + h.astype(jnp.float32), _ACT_3D)
-    h = layers.layer_norm(dtype=self.dtype, name='norm_mlp')(x_BxLxE)
-    h = MlpBlock(self.mlp_dim, self.dropout, self.deterministic, dtype=self.dtype, name='mlp')(h)
+    h = layers.layer_norm(dtype=self.dtype, name="norm_mlp")(x_BxLxE)
+    h = MlpBlock(self.mlp_dim, self.dropout, self.deterministic, dtype=self.dtype, name="mlp")(h)
     h = nn.Dropout(self.dropout)(h, deterministic=self.deterministic)
     return layers.constrain(x_BxLxE + h.astype(jnp.float32), _ACT_3D)
 
@@ -80,7 +82,8 @@ class TransformerBlock(nn.Module):
 class Transformer(nn.Module):
   """x_in [B,*shape] in 0..K (K absorbing), known [B,*shape], t [B] -> logits f32 [B,*shape,K] (sizes as in
   UNet); L = prod(shape) positions in raster order."""
-  num_classes: int          # K data classes; the token table has K+1 rows
+
+  num_classes: int  # K data classes; the token table has K+1 rows
   data_shape: tuple[int, ...]  # (L,) for sequences; (H, W, C) etc. for raster order
   num_layers: int
   emb_dim: int
@@ -89,11 +92,11 @@ class Transformer(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   remat: bool | str = False  # one of layers.REMAT_CHOICES; True / False read as 'full' / 'none'
-  attention_impl: str = 'plain'  # one of layers.ATTENTION_IMPLS
+  attention_impl: str = "plain"  # one of layers.ATTENTION_IMPLS
   scan_layers: bool = False  # one nn.scan over the layers (params stacked under 'blocks') instead of block_0...
   causal: bool = False
   rope: bool = False
-  positions: str = 'learned'  # one of POSITIONS
+  positions: str = "learned"  # one of POSITIONS
   time_input: bool = True
   mask_input: bool = True
   num_outputs: int | None = None
@@ -104,45 +107,60 @@ class Transformer(nn.Module):
   def __call__(self, x_in: jax.Array, known: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
     layers.check_inputs(x_in, known, t, self.data_shape)
     if self.positions not in POSITIONS:
-      raise ValueError(f'unknown model.positions {self.positions!r}; set it to one of {list(POSITIONS)}')
+      raise ValueError(f"unknown model.positions {self.positions!r}; set it to one of {list(POSITIONS)}")
     num_outputs, num_inputs, num_steps = layers.output_input_step_sizes(self)
     batch, length = x_in.shape[0], int(np.prod(self.data_shape))
     x_in, known = x_in.reshape(batch, length), known.reshape(batch, length)
 
     # Row K is the absorbing value; sizing the table by the input ids keeps lookups in range
     # (an out-of-range jnp.take silently yields NaN). The input sum starts the float32 residual stream.
-    h = layers.embed(num_inputs, self.emb_dim, dtype=jnp.float32, name='token_embed')(x_in)
-    if self.positions == 'learned':
-      pos_LxE = self.param('pos_embed',
-                           layers.partitioned(nn.initializers.normal(0.02), ('length_pos', 'embed')),
-                           (length, self.emb_dim), jnp.float32)
+    h = layers.embed(num_inputs, self.emb_dim, dtype=jnp.float32, name="token_embed")(x_in)
+    if self.positions == "learned":
+      pos_LxE = self.param(
+        "pos_embed",
+        layers.partitioned(nn.initializers.normal(0.02), ("length_pos", "embed")),
+        (length, self.emb_dim),
+        jnp.float32,
+      )
       h = h + pos_LxE[None, :, :]
-    elif self.positions == 'sinusoidal':
+    elif self.positions == "sinusoidal":
       h = h + layers.sinusoidal_embedding(jnp.arange(length), self.emb_dim, endpoint=True)[None, :, :]
     if self.mask_input:
-      h = h + layers.embed(2, self.emb_dim, dtype=jnp.float32, name='known_embed')(known.astype(jnp.int32))
+      h = h + layers.embed(2, self.emb_dim, dtype=jnp.float32, name="known_embed")(known.astype(jnp.int32))
     if self.time_input:
-      temb_BxE = layers.TimeEmbedding(num_steps, sin_dim=self.emb_dim, hidden_dim=self.mlp_dim,
-                                      out_dim=self.emb_dim, dtype=self.dtype, name='time_embed')(t)
+      temb_BxE = layers.TimeEmbedding(
+        num_steps,
+        sin_dim=self.emb_dim,
+        hidden_dim=self.mlp_dim,
+        out_dim=self.emb_dim,
+        dtype=self.dtype,
+        name="time_embed",
+      )(t)
       h = h + temb_BxE.astype(jnp.float32)[:, None, :]
     h = layers.constrain(h, _ACT_3D)
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
 
     remat = layers.remat_choice(self.remat)
     layers.check_attention_impl(self.attention_impl)
-    block_cls = layers.maybe_remat(TransformerBlock, remat, 'block', in_scan=self.scan_layers)
-    block_kwargs = dict(deterministic=not train, dtype=self.dtype, causal=self.causal, rope=self.rope,
-                        attention_impl=self.attention_impl, remat_attention=remat == 'attention',
-                        in_scan=self.scan_layers)
+    block_cls = layers.maybe_remat(TransformerBlock, remat, "block", in_scan=self.scan_layers)
+    block_kwargs = dict(
+      deterministic=not train,
+      dtype=self.dtype,
+      causal=self.causal,
+      rope=self.rope,
+      attention_impl=self.attention_impl,
+      remat_attention=remat == "attention",
+      in_scan=self.scan_layers,
+    )
     if self.scan_layers:
       body = lambda block, carry: (block(carry), None)
       stack = layers.scan_blocks(body, self.num_layers)
-      h, _ = stack(block_cls(self.num_heads, self.mlp_dim, self.dropout, name='blocks', **block_kwargs), h)
+      h, _ = stack(block_cls(self.num_heads, self.mlp_dim, self.dropout, name="blocks", **block_kwargs), h)
     else:
       for i in range(self.num_layers):
-        h = block_cls(self.num_heads, self.mlp_dim, self.dropout, name=f'block_{i}', **block_kwargs)(h)
+        h = block_cls(self.num_heads, self.mlp_dim, self.dropout, name=f"block_{i}", **block_kwargs)(h)
 
-    h = layers.layer_norm(dtype=jnp.float32, name='norm_out')(h)
-    logits_BxLxK = layers.dense(num_outputs, ('embed', 'vocab'), dtype=jnp.float32, name='logits')(h)
-    logits_BxLxK = layers.constrain(logits_BxLxK, ('batch', 'act_length', 'act_classes'))
+    h = layers.layer_norm(dtype=jnp.float32, name="norm_out")(h)
+    logits_BxLxK = layers.dense(num_outputs, ("embed", "vocab"), dtype=jnp.float32, name="logits")(h)
+    logits_BxLxK = layers.constrain(logits_BxLxK, ("batch", "act_length", "act_classes"))
     return logits_BxLxK.reshape((batch,) + tuple(self.data_shape) + (num_outputs,))

@@ -25,11 +25,12 @@ import jax.numpy as jnp
 
 from ardm_jax.nets import layers
 
-_ACT_4D = ('batch', 'act_height', 'act_width', 'act_embed')
+_ACT_4D = ("batch", "act_height", "act_width", "act_embed")
 
 
 class ResBlock(nn.Module):
   """GroupNorm-swish-conv, + time projection, GroupNorm-swish-dropout-conv(zero init), + skip."""
+
   out_ch: int
   dropout: float
   deterministic: bool  # an attribute, not a call argument, so nn.remat needs no static args
@@ -38,35 +39,36 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array, temb_BxT: jax.Array) -> jax.Array:
     in_ch = x_BxHxWxC.shape[-1]
-    h = nn.swish(layers.group_norm(in_ch, dtype=self.dtype, name='norm_0')(x_BxHxWxC))
-    h = layers.conv3x3(self.out_ch, dtype=self.dtype, name='conv_0')(h)
-    t_BxO = layers.dense(self.out_ch, ('mlp', 'embed'), dtype=self.dtype,
-                         name='time_proj')(nn.swish(temb_BxT))
+    h = nn.swish(layers.group_norm(in_ch, dtype=self.dtype, name="norm_0")(x_BxHxWxC))
+    h = layers.conv3x3(self.out_ch, dtype=self.dtype, name="conv_0")(h)
+    t_BxO = layers.dense(self.out_ch, ("mlp", "embed"), dtype=self.dtype, name="time_proj")(nn.swish(temb_BxT))
     h = h + t_BxO[:, None, None, :]
-    h = nn.swish(layers.group_norm(self.out_ch, dtype=self.dtype, name='norm_1')(h))
+    h = nn.swish(layers.group_norm(self.out_ch, dtype=self.dtype, name="norm_1")(h))
     h = nn.Dropout(self.dropout)(h, deterministic=self.deterministic)
     # Zero init makes every block start as the identity, so depth does not blow up
     # the initial activations.
-    h = layers.conv3x3(self.out_ch, dtype=self.dtype, zero_init=True, name='conv_1')(h)
+    h = layers.conv3x3(self.out_ch, dtype=self.dtype, zero_init=True, name="conv_1")(h)
     if in_ch != self.out_ch:
       # This projection replaces the (float32) stream, so it runs in float32 too.
-      x_BxHxWxC = layers.conv(self.out_ch, (1, 1), dtype=jnp.float32, name='skip')(x_BxHxWxC)
+      x_BxHxWxC = layers.conv(self.out_ch, (1, 1), dtype=jnp.float32, name="skip")(x_BxHxWxC)
     return layers.constrain(x_BxHxWxC.astype(jnp.float32) + h.astype(jnp.float32), _ACT_4D)
 
 
 class AttnBlock(nn.Module):
   """GroupNorm -> self-attention over all H*W positions -> zero-init projection, + residual."""
+
   num_heads: int
   dtype: Any = jnp.float32
-  attention_impl: str = 'plain'
+  attention_impl: str = "plain"
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
     b, hh, ww, c = x_BxHxWxC.shape
-    h = layers.group_norm(c, dtype=self.dtype, name='norm')(x_BxHxWxC)
-    h_BxNxC = layers.constrain(h.reshape(b, hh * ww, c), ('batch', 'act_length', 'act_embed'))
-    h_BxNxC = layers.SelfAttention(self.num_heads, dtype=self.dtype, zero_init_out=True,
-                                   impl=self.attention_impl, name='attn')(h_BxNxC)
+    h = layers.group_norm(c, dtype=self.dtype, name="norm")(x_BxHxWxC)
+    h_BxNxC = layers.constrain(h.reshape(b, hh * ww, c), ("batch", "act_length", "act_embed"))
+    h_BxNxC = layers.SelfAttention(
+      self.num_heads, dtype=self.dtype, zero_init_out=True, impl=self.attention_impl, name="attn"
+    )(h_BxNxC)
     h = h_BxNxC.reshape(b, hh, ww, c).astype(jnp.float32)
     return layers.constrain(x_BxHxWxC.astype(jnp.float32) + h, _ACT_4D)
 
@@ -74,6 +76,7 @@ class AttnBlock(nn.Module):
 class ResAttn(nn.Module):
   """ResBlock then (with attention) AttnBlock: the unit that repeats through each half of the U-Net, and that
   model.scan_layers scans (parameters stacked under 'down/res', 'down/attn', 'up/res', 'up/attn')."""
+
   ch: int
   num_heads: int
   attention: bool
@@ -81,17 +84,18 @@ class ResAttn(nn.Module):
   deterministic: bool
   dtype: Any = jnp.float32
   remat: bool | str = False
-  attention_impl: str = 'plain'
+  attention_impl: str = "plain"
   in_scan: bool = False
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array, temb_BxT: jax.Array) -> jax.Array:
-    res_cls = layers.maybe_remat(ResBlock, self.remat, 'block', in_scan=self.in_scan)
-    h = res_cls(self.ch, self.dropout, deterministic=self.deterministic, dtype=self.dtype,
-                name='res')(x_BxHxWxC, temb_BxT)
+    res_cls = layers.maybe_remat(ResBlock, self.remat, "block", in_scan=self.in_scan)
+    h = res_cls(self.ch, self.dropout, deterministic=self.deterministic, dtype=self.dtype, name="res")(
+      x_BxHxWxC, temb_BxT
+    )
     if self.attention:
-      attn_cls = layers.maybe_remat(AttnBlock, self.remat, 'attention', in_scan=self.in_scan)
-      h = attn_cls(self.num_heads, dtype=self.dtype, attention_impl=self.attention_impl, name='attn')(h)
+      attn_cls = layers.maybe_remat(AttnBlock, self.remat, "attention", in_scan=self.in_scan)
+      h = attn_cls(self.num_heads, dtype=self.dtype, attention_impl=self.attention_impl, name="attn")(h)
     return h
 
 
@@ -101,7 +105,8 @@ class UNet(nn.Module):
   num_outputs (default K), num_input_classes (default K + 1) and num_steps (default D) serve other output
   distributions and upscale ARDMs (which see S * D steps and every coarse state as an input id).
   """
-  num_classes: int                  # K data classes; the input table has K+1 rows
+
+  num_classes: int  # K data classes; the input table has K+1 rows
   data_shape: tuple[int, int, int]  # (H, W, C)
   ch: int
   num_res_blocks: int
@@ -111,7 +116,7 @@ class UNet(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   remat: bool | str = False  # one of layers.REMAT_CHOICES; True / False read as 'full' / 'none'
-  attention_impl: str = 'plain'  # one of layers.ATTENTION_IMPLS
+  attention_impl: str = "plain"  # one of layers.ATTENTION_IMPLS
   # nn.scan over the N down and the N + 1 up ResBlock(+Attn) units, whose shapes repeat; False keeps the unrolled
   # layout (down_res_i, down_attn_i, up_res_i, up_attn_i) of older checkpoints. The middle blocks stay unrolled.
   scan_layers: bool = False
@@ -127,40 +132,47 @@ class UNet(nn.Module):
     layers.check_inputs(x_in, known, t, self.data_shape)
     b = x_in.shape[0]
 
-    temb_BxT = layers.TimeEmbedding(num_steps, sin_dim=self.ch, hidden_dim=4 * self.ch,
-                                    out_dim=4 * self.ch, dtype=self.dtype, name='time_embed')(t)
+    temb_BxT = layers.TimeEmbedding(
+      num_steps, sin_dim=self.ch, hidden_dim=4 * self.ch, out_dim=4 * self.ch, dtype=self.dtype, name="time_embed"
+    )(t)
 
     # Each sub-pixel gets its own learned vector (absorbing value K / coarse states included), and the
     # known-mask is fed explicitly so the net never has to infer it from the values.
-    e_BxHxWxCxE = layers.embed(num_inputs, self.input_embed_dim, dtype=self.dtype,
-                               name='input_embed')(x_in)
+    e_BxHxWxCxE = layers.embed(num_inputs, self.input_embed_dim, dtype=self.dtype, name="input_embed")(x_in)
     e_BxHxWxCE = e_BxHxWxCxE.reshape(b, hh, ww, cc * self.input_embed_dim)
     if self.input_numeric:
       if self.ch % 4:
-        raise ValueError(f'model.input_numeric needs model.ch divisible by 4 (3/4 numeric channels, 1/4 '
-                         f'embedding), got {self.ch}; use e.g. 64 or 256')
-      numeric_BxHxWx2C = jnp.concatenate([layers.numeric_value(x_in, self.num_classes),
-                                          known.astype(jnp.float32)], axis=-1).astype(self.dtype)
-      h_num = layers.conv3x3(3 * self.ch // 4, dtype=self.dtype, name='conv_in')(numeric_BxHxWx2C)
-      h_emb = layers.dense(self.ch // 4, ('conv_in', 'embed'), dtype=self.dtype,
-                           name='input_embed_proj')(e_BxHxWxCE)
+        raise ValueError(
+          f"model.input_numeric needs model.ch divisible by 4 (3/4 numeric channels, 1/4 "
+          f"embedding), got {self.ch}; use e.g. 64 or 256"
+        )
+      numeric_BxHxWx2C = jnp.concatenate(
+        [layers.numeric_value(x_in, self.num_classes), known.astype(jnp.float32)], axis=-1
+      ).astype(self.dtype)
+      h_num = layers.conv3x3(3 * self.ch // 4, dtype=self.dtype, name="conv_in")(numeric_BxHxWx2C)
+      h_emb = layers.dense(self.ch // 4, ("conv_in", "embed"), dtype=self.dtype, name="input_embed_proj")(e_BxHxWxCE)
       h = jnp.concatenate([h_num, h_emb], axis=-1)
     else:
       h = jnp.concatenate([e_BxHxWxCE, known.astype(self.dtype)], axis=-1)
-      h = layers.conv3x3(self.ch, dtype=self.dtype, name='conv_in')(h)
+      h = layers.conv3x3(self.ch, dtype=self.dtype, name="conv_in")(h)
     h = layers.constrain(h.astype(jnp.float32), _ACT_4D)
 
     remat = layers.remat_choice(self.remat)
     layers.check_attention_impl(self.attention_impl)
-    unit_kwargs = dict(num_heads=self.num_heads, attention=self.attention, dropout=self.dropout,
-                       deterministic=not train, dtype=self.dtype, remat=remat,
-                       attention_impl=self.attention_impl)
-    res_cls = layers.maybe_remat(ResBlock, remat, 'block')
-    attn_cls = layers.maybe_remat(AttnBlock, remat, 'attention')
+    unit_kwargs = dict(
+      num_heads=self.num_heads,
+      attention=self.attention,
+      dropout=self.dropout,
+      deterministic=not train,
+      dtype=self.dtype,
+      remat=remat,
+      attention_impl=self.attention_impl,
+    )
+    res_cls = layers.maybe_remat(ResBlock, remat, "block")
+    attn_cls = layers.maybe_remat(AttnBlock, remat, "attention")
 
     def res(x, name):
-      return res_cls(self.ch, self.dropout, deterministic=not train, dtype=self.dtype,
-                     name=name)(x, temb_BxT)
+      return res_cls(self.ch, self.dropout, deterministic=not train, dtype=self.dtype, name=name)(x, temb_BxT)
 
     def attn(x, name):
       if not self.attention:
@@ -173,34 +185,33 @@ class UNet(nn.Module):
       skips_SxBxHxWxC = h[None]
       if n:
         down = layers.scan_blocks(lambda mdl, x, temb: (mdl(x, temb),) * 2, n, in_axes=(nn.broadcast,))
-        h, outs_NxBxHxWxC = down(ResAttn(self.ch, in_scan=True, name='down', **unit_kwargs), h, temb_BxT)
+        h, outs_NxBxHxWxC = down(ResAttn(self.ch, in_scan=True, name="down", **unit_kwargs), h, temb_BxT)
         skips_SxBxHxWxC = jnp.concatenate([skips_SxBxHxWxC, outs_NxBxHxWxC], axis=0)
     else:
       skips = [h]
       for i in range(n):
-        h = attn(res(h, f'down_res_{i}'), f'down_attn_{i}')
+        h = attn(res(h, f"down_res_{i}"), f"down_attn_{i}")
         skips.append(h)
 
-    h = res(h, 'mid_res_0')
-    h = attn(h, 'mid_attn')
-    h = res(h, 'mid_res_1')
+    h = res(h, "mid_res_0")
+    h = attn(h, "mid_attn")
+    h = res(h, "mid_res_1")
 
     if self.scan_layers:
+
       def up_body(mdl, x, skip, temb):
         return mdl(jnp.concatenate([x, skip], axis=-1), temb), None
+
       up = layers.scan_blocks(up_body, n + 1, in_axes=(0, nn.broadcast))
-      h, _ = up(ResAttn(self.ch, in_scan=True, name='up', **unit_kwargs), h, skips_SxBxHxWxC[::-1], temb_BxT)
+      h, _ = up(ResAttn(self.ch, in_scan=True, name="up", **unit_kwargs), h, skips_SxBxHxWxC[::-1], temb_BxT)
     else:
       for i in range(n + 1):
         h = jnp.concatenate([h, skips.pop()], axis=-1)
-        h = attn(res(h, f'up_res_{i}'), f'up_attn_{i}')
+        h = attn(res(h, f"up_res_{i}"), f"up_attn_{i}")
 
     # The output head runs in float32: bf16 logits would cost likelihood directly.
-    h = nn.swish(layers.group_norm(self.ch, dtype=jnp.float32, name='norm_out')(h))
+    h = nn.swish(layers.group_norm(self.ch, dtype=jnp.float32, name="norm_out")(h))
     # Zero init: the untrained net predicts uniform distributions (loss log K per variable).
-    logits = layers.conv3x3(cc * k, dtype=jnp.float32, out_axis='vocab', zero_init=True,
-                            name='conv_out')(h)
+    logits = layers.conv3x3(cc * k, dtype=jnp.float32, out_axis="vocab", zero_init=True, name="conv_out")(h)
     logits_BxHxWxCxK = logits.reshape(b, hh, ww, cc, k)
-    return layers.constrain(logits_BxHxWxCxK,
-                            ('batch', 'act_height', 'act_width', None, 'act_classes'))
-
+    return layers.constrain(logits_BxHxWxCxK, ("batch", "act_height", "act_width", None, "act_classes"))
