@@ -5,7 +5,7 @@ import setuptools
 CORE = [
   "jax>=0.4.30",
   "flax>=0.10",
-  "optax",
+  "optax>=0.2.5",  # optax.tree.norm
   "orbax-checkpoint",
   "ml-collections",
   "clu",
@@ -33,10 +33,16 @@ setuptools.setup(
   long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
   long_description_content_type="text/markdown",
   packages=setuptools.find_packages(include=["ardm_jax", "ardm_jax.*"]),
+  license="Apache-2.0",
+  url="https://arxiv.org/abs/2110.02037",
+  project_urls={
+    "Paper": "https://arxiv.org/abs/2110.02037",
+    "Official implementation": "https://github.com/google-research/google-research/tree/master/autoregressive_diffusion",
+  },
   python_requires=">=3.10",
   install_requires=CORE,
   extras_require={
-    "test": ["pytest", "pytest-xdist"],
+    "test": ["pytest", "pytest-xdist", "ruff==0.17.6"],  # ruff pinned: its format is part of the tests
     "hub": ["huggingface_hub"],  # ardm export --push
     "tpu": ["jax[tpu]"],
     "gpu": ["jax[cuda12]"],

@@ -22,7 +22,8 @@ Conventions (shape suffixes: B batch, D variables, K classes, P policy steps):
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -147,7 +147,7 @@ class D3PMAbsorbing(_OneStageBaseline):
     del num_steps
     return self.num_diffusion_steps
 
-  def with_steps(self, num_diffusion_steps: int) -> "D3PMAbsorbing":
+  def with_steps(self, num_diffusion_steps: int) -> D3PMAbsorbing:
     """The same denoiser as a model with another number of generation steps T'."""
     return dataclasses.replace(self, num_diffusion_steps=num_diffusion_steps)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import jax
 from etils import epath
+import jax
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = "checkpoints"

@@ -222,6 +222,7 @@ def _enable_compile_cache(workdir_path: str | None = None, config=None) -> None:
 
 def cmd_policy(args) -> None:
   import numpy as np
+
   from ardm_jax import policy  # NumPy only: --loss-file needs nothing else (no JAX)
 
   budgets = _parse_budgets(args.budgets)
@@ -328,7 +329,9 @@ def _record_train_command(args, overrides) -> None:
   """Appends the command to WORKDIR/train_commands.txt (the model card of `ardm export` quotes it); the process
   flags of a multi-host launch are left out, they say where it ran."""
   import shlex
+
   import jax
+
   from ardm_jax import configs
 
   if jax.process_index() != 0:
@@ -342,6 +345,7 @@ def _record_train_command(args, overrides) -> None:
 
 def cmd_eval(args) -> None:
   import dataclasses
+
   from ardm_jax import data, evaluate, objective, sample
 
   _enable_compile_cache(args.workdir)
@@ -475,6 +479,7 @@ def cmd_sample(args) -> None:
 
 def cmd_inpaint(args) -> None:
   import numpy as np
+
   from ardm_jax import sample
 
   _enable_compile_cache(args.workdir)

@@ -122,10 +122,10 @@ an upscale model's file adds 1 byte (the stage count), and a budget of 128..1638
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import dataclasses
 import hashlib
 import zlib
-from typing import Callable, Sequence, Union
 
 import constriction
 import numpy as np
@@ -157,7 +157,7 @@ MAX_STAGES = 64  # digit transitions of K <= 2**24 with b = 2 need 24; anything 
 MAX_SYMBOLS = 1 << 31  # N * S * D above this is rejected before anything is allocated
 
 Predict = Callable[..., np.ndarray]
-PolicySource = Union[Sequence[int], np.ndarray, Callable[[int, int], Sequence[int]]]
+PolicySource = Sequence[int] | np.ndarray | Callable[[int, int], Sequence[int]]
 
 
 class ContainerError(ValueError):

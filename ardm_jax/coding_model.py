@@ -91,6 +91,7 @@ class Predictor:
   def __init__(self, model, max_batch: int):
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
     from ardm_jax import upscale  # pylint: disable=import-outside-toplevel
     from ardm_jax.distributions import Categorical  # pylint: disable=import-outside-toplevel
 
@@ -120,7 +121,7 @@ class Predictor:
 
     self._tables = jax.jit(tables, static_argnums=4)
 
-  def with_symbols(self, name: str) -> "Predictor":
+  def with_symbols(self, name: str) -> Predictor:
     """This predictor (sharing its compiled functions) for the scheme `name` a file names."""
     if name == self.symbols.name:
       return self
@@ -273,7 +274,8 @@ def encoder_policy(
 def decoder_policy(cm: CodingModel, container: coding.Container, policy_file: str | None = None) -> np.ndarray:
   """The global policy a container was coded with, found among the ones this workdir can make (checked by hash):
   one call per step (budget S * D), the naive policy, or the policy file's (either budget split)."""
-  from ardm_jax import policy as policy_lib, upscale  # pylint: disable=import-outside-toplevel
+  from ardm_jax import policy as policy_lib  # pylint: disable=import-outside-toplevel
+  from ardm_jax import upscale
 
   S, D, budget = container.num_stages, container.D, container.budget
   path = policy_file or os.path.join(cm.workdir, "policy.json")
@@ -319,6 +321,7 @@ def search_order(
   """
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
   from ardm_jax import data, sharding, upscale  # pylint: disable=import-outside-toplevel
 
   if num_orders < 1 or num_items < 1:

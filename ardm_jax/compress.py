@@ -25,13 +25,9 @@ from ardm_jax.coding_model import (
   coding_devices,
   coding_model_for,
   compress_items,
-  decoder_policy,
   decompress_items,
   encoder_policy,
-  model_fingerprint,
-  open_coding_model,
   search_order,
-  symbols_for,
 )
 from ardm_jax.file_items import (
   FileEntry,
@@ -41,7 +37,6 @@ from ardm_jax.file_items import (
   decode_file_table,
   encode_file_table,
   output_names,
-  read_input,
   read_inputs,
 )
 from ardm_jax.model_dir import add_model_source, open_trained, trained_spec

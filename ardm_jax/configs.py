@@ -6,11 +6,11 @@ Configs are locked after loading, so a misspelt key is an error rather than a si
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 import hashlib
 import importlib.util
 import json
 import os
-from typing import Sequence
 
 import ml_collections
 

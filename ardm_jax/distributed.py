@@ -16,11 +16,11 @@ the `ardm train` command calls it first thing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import dataclasses
 import glob
 import importlib.util
 import os
-from typing import Mapping
 
 import jax
 

@@ -33,7 +33,7 @@ order.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import constriction
 import numpy as np
@@ -195,7 +195,7 @@ class CategoricalTables:
 class _SplitWalk:
   """The binary-split state of a group of variables: candidate range [lo, hi) and the CDF at both ends."""
 
-  def __init__(self, model: "MixtureSplits", params_rxW: np.ndarray):
+  def __init__(self, model: MixtureSplits, params_rxW: np.ndarray):
     K, M = model.num_classes, model.num_mixtures
     p = params_rxW.astype(np.float64)
     log_pi = p[:, :M] - p[:, :M].max(axis=1, keepdims=True)

@@ -7,8 +7,8 @@ import json
 import os
 import time
 
-import jax
 from etils import epath
+import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -169,6 +169,7 @@ def model_config(meta: dict, data_path: str | None = None):
   """The ConfigDict the jobs build from: the defaults, with the folder's model, ardm and data sections (and
   eval batch). The mesh and sharding rules are the defaults (parameters replicated over all devices)."""
   import ml_collections  # pylint: disable=import-outside-toplevel
+
   from ardm_jax import configs  # pylint: disable=import-outside-toplevel
 
   saved = meta["config"]
@@ -367,6 +368,7 @@ def export(
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+
   from ardm_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from ardm_jax.coding_model import model_fingerprint  # pylint: disable=import-outside-toplevel
 

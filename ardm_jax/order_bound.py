@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import logsumexp
 
-from ardm_jax import ardm, evaluate, objective as objective_lib, sharding, upscale
+from ardm_jax import ardm, evaluate, sharding, upscale
+from ardm_jax import objective as objective_lib
 
 
 def curve_ks(num_orders: int) -> list[int]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
 import shutil
@@ -132,6 +131,7 @@ def small_run_config(config, spec, workdir_items: int | None = None):
   """The config as preflight trains it: the network shrunk, random items of the data's shape, 2 steps with a
   checkpoint and a held-out evaluation after each; mesh, sharding rules, batch sizes, dtype and remat unchanged."""
   import ml_collections  # pylint: disable=import-outside-toplevel
+
   from ardm_jax import configs  # pylint: disable=import-outside-toplevel
   from ardm_jax.data.synthetic import random_config  # pylint: disable=import-outside-toplevel
 
@@ -214,6 +214,7 @@ def run_devices(config_path: str, overrides, num_devices: int, jobs_devices: int
 
 def _run_devices(config, config_path, num_devices, jobs_devices, root, stages) -> None:
   import jax  # pylint: disable=import-outside-toplevel
+
   from ardm_jax import objective, sharding, train  # pylint: disable=import-outside-toplevel
   from ardm_jax.train_state import build_setup, count_params  # pylint: disable=import-outside-toplevel
 
@@ -315,6 +316,7 @@ def jobs_main(argv=None) -> int:
 
 def _jobs(run_dir: str, budget: int, is_baseline: bool, stages: _Stages) -> None:
   import jax  # pylint: disable=import-outside-toplevel
+
   from ardm_jax import coding_model, data, sample, workdir  # pylint: disable=import-outside-toplevel
 
   out = os.path.join(run_dir, "preflight_jobs")
@@ -439,6 +441,7 @@ def tpu_devices(topology: str):
 def on_devices(setup, devices):
   """The same setup with its mesh and shardings moved onto `devices` (same count, same mesh shape)."""
   import dataclasses  # pylint: disable=import-outside-toplevel
+
   import jax  # pylint: disable=import-outside-toplevel
   from jax.sharding import Mesh, NamedSharding  # pylint: disable=import-outside-toplevel
 
@@ -505,6 +508,7 @@ def _peak_memory(compiled) -> tuple[dict, int]:
 def compile_for_topology(config, topology: str, have_libtpu: bool) -> dict:
   """Compiles the train step and the evaluation step of `config` for the slice; returns the report's numbers."""
   import jax  # pylint: disable=import-outside-toplevel
+
   from ardm_jax import checkpoint, evaluate, sharding, train  # pylint: disable=import-outside-toplevel
   from ardm_jax.train_state import build_setup, count_params  # pylint: disable=import-outside-toplevel
 

@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from ardm_jax import ardm, baselines, objective as objective_lib, policy as policy_lib, sharding, upscale
+from ardm_jax import ardm, baselines, sharding, upscale
+from ardm_jax import objective as objective_lib
+from ardm_jax import policy as policy_lib
 
 POLICY_FILE = "policy.json"
 UNKNOWN_CHAR = "_"  # marks the characters to fill in a text input

@@ -7,15 +7,17 @@ or on a TPU pod: only `config.mesh` and `config.sharding_rules` change.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import math
+from typing import Any
 import warnings
-from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
-import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")

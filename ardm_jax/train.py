@@ -13,13 +13,13 @@ import signal
 import time
 from typing import Any
 
+from clu import metric_writers, periodic_actions
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
-from etils import epath
 import numpy as np
 import optax
-from clu import metric_writers, periodic_actions
 
 from ardm_jax import ardm, checkpoint, configs, data, evaluate, objective, sharding
 from ardm_jax.configs import CONFIG_FILE, DATA_SPEC_FILE, config_hash, lt_window  # noqa: F401  (re-exported)
@@ -91,8 +91,8 @@ def train_step(
     "loss": loss,
     "bpd": bpd,
     "ce_bpd": ce,
-    "grad_norm": optax.global_norm(grads),
-    "param_norm": optax.global_norm(params),
+    "grad_norm": optax.tree.norm(grads),
+    "param_norm": optax.tree.norm(params),
   }
   return new_state, metrics
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import contextlib
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 import numpy as np
 import optax
-from jax.sharding import Mesh
 
 from ardm_jax import objective, sharding
 from ardm_jax.nets import build_network
@@ -52,7 +53,7 @@ class DataSpec:
     return dataclasses.asdict(self)
 
   @classmethod
-  def from_json(cls, d: dict) -> "DataSpec":
+  def from_json(cls, d: dict) -> DataSpec:
     return cls(
       name=d["name"],
       kind=d["kind"],
@@ -64,7 +65,7 @@ class DataSpec:
     )
 
   @classmethod
-  def of_dataset(cls, dataset) -> "DataSpec":
+  def of_dataset(cls, dataset) -> DataSpec:
     return cls(
       name=dataset.name,
       kind=dataset.kind,

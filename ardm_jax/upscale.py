@@ -36,14 +36,16 @@ one `lax.scan` walks all stages and a policy step never spans two stages. Losses
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ardm_jax import ardm, policy as policy_lib
+from ardm_jax import ardm
+from ardm_jax import policy as policy_lib
 from ardm_jax.distributions import Categorical
 
 ApplyFn = ardm.ApplyFn

@@ -11,9 +11,9 @@ import dataclasses
 import json
 from typing import Any
 
+from etils import epath
 import jax
 import numpy as np
-from etils import epath
 
 from ardm_jax import checkpoint, configs
 from ardm_jax.configs import CONFIG_FILE, DATA_SPEC_FILE, config_hash

@@ -97,6 +97,7 @@ def step_times(config, spec, steps: int) -> tuple[float, float]:
   """(compile seconds, median step seconds) of the train step on one CPU device."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   from ardm_jax import sharding, train  # pylint: disable=import-outside-toplevel
   from ardm_jax.train_state import build_setup  # pylint: disable=import-outside-toplevel
 
@@ -126,6 +127,7 @@ def aot_compile(config, topology: str, have_libtpu: bool) -> tuple[float, float,
   """(trace + lower seconds, compile seconds, peak bytes per device) of the real-size train step for `topology`."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   from ardm_jax import checkpoint, sharding, train  # pylint: disable=import-outside-toplevel
   from ardm_jax.train_state import build_setup  # pylint: disable=import-outside-toplevel
 
@@ -205,6 +207,7 @@ def main(argv=None) -> int:
     have_libtpu = have_libtpu and not args.cpu_estimate
 
   import jax  # pylint: disable=import-outside-toplevel
+
   from ardm_jax import configs  # pylint: disable=import-outside-toplevel
 
   print(

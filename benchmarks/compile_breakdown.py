@@ -49,6 +49,7 @@ def _seconds(text: str) -> float:
 
 def _child(path: str, topology: str, variant: str) -> None:
   import compile_and_step as cs  # pylint: disable=import-outside-toplevel
+
   from ardm_jax import preflight  # pylint: disable=import-outside-toplevel
 
   have_libtpu = preflight._prepare_compiler(topology, False)  # pylint: disable=protected-access
@@ -139,7 +140,7 @@ def _report(log: str, dump_dir: str, top: int) -> None:
   )
   for name, sec in groups.most_common():
     print(f"| {name} | {sec:.1f} | {100 * sec / max(total, 1e-9):.0f}% |")
-  print(f"\n| kernel | LLO instructions | thread seconds | op_name |\n|---|---|---|---|")
+  print("\n| kernel | LLO instructions | thread seconds | op_name |\n|---|---|---|---|")
   for kernel, sec in kernel_s.most_common(top):
     print(f"| {kernel} | {size.get(kernel, 0):,} | {sec:.2f} | {names.get(kernel, '')[:100]} |")
 

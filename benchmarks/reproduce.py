@@ -42,8 +42,9 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from ardm_jax import compress, configs, data, evaluate, objective, policy, train, workdir  # noqa: E402
 import compression_codecs  # noqa: E402  (benchmarks/: the image codec baselines)
+
+from ardm_jax import compress, configs, data, evaluate, objective, policy, train, workdir  # noqa: E402
 
 BUDGETS = (5, 10, 20, 50)  # plus D
 COMPRESSION_BUDGET = 20

@@ -27,6 +27,7 @@ LAYOUTS = (("1 device", 1, (1, 1, 1)), ("data", 8, (8, 1, 1)), ("fsdp", 8, (1, 8
 def worker(config_path: str, sizes, warmup: int, steps: int) -> dict:
   sys.path.insert(0, REPO)
   import jax
+
   from ardm_jax import configs, data, sharding, train
   from ardm_jax.train_state import DataSpec, build_setup, count_params
 

@@ -34,6 +34,7 @@ def worker(config_path: str, shrink: bool, batch_size: int | None, warmup: int, 
   sys.path.insert(0, REPO)
   import jax
   import numpy as np
+
   from ardm_jax import configs, data, sharding, train
   from ardm_jax.train_state import DataSpec, build_setup, count_params, spec_without_data
 

@@ -3,9 +3,9 @@ by tfds from a small fake archive), and the DiffWave network's interface, recept
 
 import io
 import os
+from pathlib import Path
 import tarfile
 import wave
-from pathlib import Path
 
 import flax.linen as nn
 import jax

@@ -5,10 +5,11 @@ import json
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
-from ardm_jax import checkpoint, cli, compile_cache, evaluate, workdir as workdir_lib
+from ardm_jax import checkpoint, cli, compile_cache, evaluate
+from ardm_jax import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS_TINY = os.path.join(REPO, "experiments", "digits.py:tiny")

@@ -318,7 +318,7 @@ def test_container_rejects_bad_files_with_clear_errors():
     coding.decompress(data, predict, expected_fingerprint=FP, policy=[0, 3, 7, 13], num_classes=K)
   with pytest.raises(coding.ContainerError, match="item shape"):
     coding.unpack_container(data, expected_fingerprint=FP, expected_shape=(16,))
-  for mode, data in files.items():
+  for data in files.values():
     for n in range(len(data)):
       with pytest.raises(coding.ContainerError):
         decode(data[:n], predict, policy, K)
@@ -681,6 +681,7 @@ def test_mixture_splits_are_the_discretised_mixture(K):
   """Enumerating every value: the split probabilities multiply to the mixture's own bin masses (float32 reference
   from distributions.py), and the quantised splits form a complete code (Kraft sum exactly 1)."""
   import jax.numpy as jnp
+
   from ardm_jax.distributions import DiscretisedLogisticMixture
 
   rng = np.random.default_rng(K)
@@ -910,7 +911,7 @@ def test_compact_files_refuse_wrong_models_and_damage_with_one_line():
     coding.unpack_container(data, expected_fingerprint=FP)
   with pytest.raises(coding.ContainerError, match="corrupt"):  # the last payload runs to the end of the file
     decode_compact(data + b"\x07", predict, policy, K)
-  for mode, blob in files.items():
+  for blob in files.values():
     for n in range(len(blob)):
       with pytest.raises(coding.ContainerError):
         decode_compact(blob[:n], predict, policy, K)

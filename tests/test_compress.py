@@ -7,8 +7,8 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from ardm_jax import cli, coding, coding_model, compress, configs, train
 
@@ -442,7 +442,8 @@ def upscale_items():
 @pytest.mark.parametrize("parametrisation", ["data", "direct"])
 @pytest.mark.xdist_group("test_compress")
 def test_upscale_round_trip_exactly(parametrisation, upscale_models):
-  from ardm_jax import policy as policy_lib, upscale
+  from ardm_jax import policy as policy_lib
+  from ardm_jax import upscale
 
   cm = upscale_models[parametrisation]
   S, D = cm.num_stages, cm.spec.num_steps

@@ -2,8 +2,8 @@
 
 import hashlib
 import os
-import zipfile
 from pathlib import Path
+import zipfile
 
 import ml_collections
 import numpy as np

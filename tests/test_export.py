@@ -12,8 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from ardm_jax import coding_model, configs, model_dir, workdir as workdir_lib
 from test_compress import (
   AUDIO_L,
   audio_config,
@@ -26,6 +24,9 @@ from test_compress import (
   wav_content,
   wav_inputs,
 )
+
+from ardm_jax import coding_model, configs, model_dir
+from ardm_jax import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FSDD = os.path.join(os.path.dirname(REPO), "shared", "data", "fsdd", "fsdd_8khz.npz")
@@ -220,6 +221,7 @@ def test_text_upscale_and_audio_folders_reproduce_the_jobs(kind, others, tmp_pat
 @pytest.mark.xdist_group("test_export")
 def test_export_writes_the_ema_parameters_or_with_raw_the_raw_ones(digits, tmp_path, capsys):
   from safetensors.numpy import load_file
+
   from ardm_jax import checkpoint
 
   w, _ = digits

@@ -8,8 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ardm_jax.nets import build_network
-from ardm_jax.nets import layers
+from ardm_jax.nets import build_network, layers
 
 UNET_CFG = dict(name="unet", ch=16, num_res_blocks=1, input_embed_dim=4, num_heads=2)
 UNET_SHAPE, UNET_K = (8, 8, 1), 17

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.special import logsumexp
+from test_upscale import SPECS, all_orders, toy_apply_and_params
 
 from ardm_jax import ardm, baselines, order_bound, upscale
-from test_upscale import SPECS, all_orders, toy_apply_and_params
 
 D = 3  # 3! = 6 orders
 

@@ -347,8 +347,9 @@ def _zero1_worker() -> dict:
   import tempfile
 
   import jax
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
   import numpy as np
-  from jax.sharding import NamedSharding, PartitionSpec as P
 
   from ardm_jax import checkpoint, configs, evaluate, sharding, train
   from ardm_jax.train_state import DataSpec, build_setup
@@ -540,6 +541,7 @@ def test_eval_batch_that_divides_no_mesh_trains_on_16_and_evaluates_on_3_and_1_d
   """eval_batch_size 200 on 16 devices (200 % 16 = 8) and on 3: batches are padded and the padding ignored, so
   the 3-device evaluation equals the 1-device one (same seed: same orders and steps per item)."""
   import math
+
   from ardm_jax import cli
 
   w = tmp_path / "digits"

@@ -23,12 +23,12 @@ length [sample_rate] and bits [16]):
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 import io
 import math
 import os
 import tarfile
 import wave
-from typing import Iterable, Iterator
 
 import numpy as np
 

@@ -23,9 +23,10 @@ so example j = step * B + position gets the same transform on every process and 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import operator
 import os
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -32,7 +32,8 @@ Unknown keys are rejected so a misspelt option cannot be silently ignored.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -9,8 +9,9 @@ are no-ops unless logical-axis rules are active and a mesh is set with `jax.set_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
