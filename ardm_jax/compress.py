@@ -16,19 +16,10 @@ import os
 
 import numpy as np
 
-from ardm_jax import coding
-from ardm_jax.coding_model import (
-  MAX_DECODE_SYMBOLS,
-  CodingModel,
-  CodingStats,
-  Predictor,  # noqa: F401
-  coding_devices,
-  coding_model_for,
-  compress_items,
-  decompress_items,
-  encoder_policy,
-  search_order,
-)
+from ardm_jax.coding import checks, container, packing
+from ardm_jax.coding_items import MAX_DECODE_SYMBOLS, CodingStats, compress_items, decompress_items
+from ardm_jax.coding_model import CodingModel, Predictor, coding_devices, coding_model_for  # noqa: F401
+from ardm_jax.coding_policy import encoder_policy, search_order
 from ardm_jax.file_items import (
   FileEntry,
   _from_items,
@@ -66,8 +57,8 @@ def compress_files(
 ) -> tuple[bytes, dict]:
   """Reads the inputs (paths, or entries from `read_inputs`), picks policy and order, and codes them into one
   container. Returns (bytes, report)."""
-  if mode not in coding.MODES:
-    raise ValueError(f"--mode must be one of {coding.MODES}, got {mode!r}")
+  if mode not in container.MODES:
+    raise ValueError(f"--mode must be one of {container.MODES}, got {mode!r}")
   spec = cm.spec
   entries = paths_or_entries
   if not entries or not isinstance(entries[0], FileEntry):
@@ -135,7 +126,7 @@ def add_parsers(sub) -> None:
   p.add_argument("-o", "--out", required=True, help="output container file")
   p.add_argument(
     "--mode",
-    choices=coding.MODES,
+    choices=container.MODES,
     default="item",
     help="item: one ANS stream per item (the paper's per-image setting); dataset: one stream for all",
   )
@@ -239,12 +230,12 @@ def cmd_decompress(args) -> None:
     data = f.read()
   spec = trained_spec(args.workdir, args.model)
   # A damaged file or a non-container fails here, before the model is loaded (parsing only: any stage count).
-  coding.unpack_container(
+  packing.unpack_container(
     data,
     expected_fingerprint=None,
     expected_shape=spec.shape,
     max_symbols=MAX_DECODE_SYMBOLS,
-    num_stages=coding.MAX_STAGES,
+    num_stages=checks.MAX_STAGES,
   )
   cm = coding_model_for(open_trained(args.workdir, args.model, step=args.step, devices=coding_devices()))
   paths, s = decompress_file(cm, data, args.out, policy_file=args.policy, overwrite=args.overwrite)

@@ -44,7 +44,7 @@ import wave
 import numpy as np
 from PIL import Image
 
-from ardm_jax import coding
+from ardm_jax.coding import container
 
 FORMATS = ("png", "npy", "txt", "wav")
 KIND_FORMATS = {"image": ("png", "npy"), "text": ("txt",), "audio": ("wav",)}
@@ -297,16 +297,16 @@ def encode_file_table(entries: list[FileEntry], shape: tuple) -> bytes:
   """The compact file table (see the module docstring), or b"" when every file is a default one."""
   if all(e.is_default(shape) for e in entries):
     return b""
-  out = [coding.varint_bytes(len(entries))]
+  out = [container.varint_bytes(len(entries))]
   for e in entries:
     tag = FORMATS.index(e.fmt) | (4 if e.name is not None else 0) | (8 if e.newline else 0)
     out.append(bytes([tag]))
     if e.fmt == "npy":
-      out.append(bytes([NPY_DTYPES.index(e.dtype)]) + coding.varint_bytes(len(e.size)))
-    out.extend(coding.varint_bytes(d) for d in e.size)
+      out.append(bytes([NPY_DTYPES.index(e.dtype)]) + container.varint_bytes(len(e.size)))
+    out.extend(container.varint_bytes(d) for d in e.size)
     if e.name is not None:
       name = e.name.encode("utf-8")
-      out.append(coding.varint_bytes(len(name)) + name)
+      out.append(container.varint_bytes(len(name)) + name)
   return b"".join(out)
 
 
@@ -321,55 +321,55 @@ def decode_file_table(table: bytes, spec, num_items: int) -> list[FileEntry]:
   shape = spec.shape
   if not table:
     if spec.kind == "image" and shape[-1] not in (1, 3):
-      raise coding.ContainerError("corrupt file: no file table, but this model's items cannot be PNGs")
+      raise container.ContainerError("corrupt file: no file table, but this model's items cannot be PNGs")
     fmt = KIND_FORMATS[spec.kind][0]
     return [FileEntry(fmt, tuple(shape[:2]) if fmt == "png" else tuple(shape)) for _ in range(num_items)]
-  r = coding._Reader(bytes(table))  # pylint: disable=protected-access
+  r = container.Reader(bytes(table))
   num_files = r.varint("number of files")
   if not 1 <= num_files <= num_items:
-    raise coding.ContainerError(f"corrupt file table: {num_files} files for {num_items} items")
+    raise container.ContainerError(f"corrupt file table: {num_files} files for {num_items} items")
   entries, total, names = [], 0, set()
   for j in range(num_files):
     tag = r.take(1, f"tag of file {j}")[0]
     fmt_i = tag & 3
     if tag >> 4 or fmt_i >= len(FORMATS) or (tag & 8 and fmt_i != 2):
-      raise coding.ContainerError(f"corrupt file table: bad tag 0x{tag:02x} for file {j}")
+      raise container.ContainerError(f"corrupt file table: bad tag 0x{tag:02x} for file {j}")
     fmt = FORMATS[fmt_i]
     if fmt not in KIND_FORMATS.get(spec.kind, ()):
-      raise coding.ContainerError(f"corrupt file table: a {fmt} file cannot come from a {spec.kind} model")
+      raise container.ContainerError(f"corrupt file table: a {fmt} file cannot come from a {spec.kind} model")
     dtype = None
     if fmt == "npy":
       code = r.take(1, f"dtype of file {j}")[0]
       if code >= len(NPY_DTYPES):
-        raise coding.ContainerError(f"corrupt file table: unknown dtype code {code}")
+        raise container.ContainerError(f"corrupt file table: unknown dtype code {code}")
       dtype = NPY_DTYPES[code]
       ndim = r.varint(f"ndim of file {j}")
       if not 2 <= ndim <= 4:
-        raise coding.ContainerError(f"corrupt file table: a .npy with {ndim} dimensions")
+        raise container.ContainerError(f"corrupt file table: a .npy with {ndim} dimensions")
       size = tuple(r.varint(f"size of file {j}") for _ in range(ndim))
       C = shape[-1]
       if not ((ndim == 2 and C == 1) or (ndim in (3, 4) and size[-1] == C)):
-        raise coding.ContainerError(f"corrupt file table: .npy shape {size} does not fit the model")
+        raise container.ContainerError(f"corrupt file table: .npy shape {size} does not fit the model")
     else:
       size = tuple(r.varint(f"size of file {j}") for _ in range(2 if fmt == "png" else 1))
     if (fmt not in ("txt", "wav") and min(size) < 1) or (fmt == "png" and shape[-1] not in (1, 3)):
-      raise coding.ContainerError(f"corrupt file table: implausible size {size} for file {j}")
+      raise container.ContainerError(f"corrupt file table: implausible size {size} for file {j}")
     entry = FileEntry(fmt, size, dtype=dtype, newline=bool(tag & 8))
     total += entry.num_items(shape)
     if total > num_items:
-      raise coding.ContainerError(f"corrupt file table: its files need more than the {num_items} items stored")
+      raise container.ContainerError(f"corrupt file table: its files need more than the {num_items} items stored")
     if tag & 4:
       raw = r.take(r.varint(f"name length of file {j}"), f"name of file {j}")
       try:
         entry.name = _check_name(raw.decode("utf-8"))
       except (UnicodeDecodeError, ValueError):
-        raise coding.ContainerError(f"corrupt file table: file {j} has an unsafe or invalid name") from None
+        raise container.ContainerError(f"corrupt file table: file {j} has an unsafe or invalid name") from None
       if entry.name in names:
-        raise coding.ContainerError(f"corrupt file table: the name {entry.name!r} appears twice")
+        raise container.ContainerError(f"corrupt file table: the name {entry.name!r} appears twice")
       names.add(entry.name)
     entries.append(entry)
   if total != num_items or r.pos != len(r.data):
-    raise coding.ContainerError(
+    raise container.ContainerError(
       f"corrupt file table: its files need {total} items, the container holds {num_items}"
       if total != num_items
       else "corrupt file table: trailing bytes"

@@ -24,17 +24,18 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import constriction  # noqa: E402
+import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ardm_jax import coding, compress, configs, entropy_models, train  # noqa: E402
+from ardm_jax import coding_model, compress, configs, train  # noqa: E402
+from ardm_jax.coding import entropy_models, orders, walk  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FSDD = os.path.join(REPO, "..", "shared", "data", "fsdd", "fsdd_8khz.npz")
 
 
 def build_model(rate: int, workdir: str) -> compress.CodingModel:
-  import ml_collections  # pylint: disable=import-outside-toplevel
-
   config = configs.load_config_file(os.path.join(REPO, "experiments", "fsdd.py"))
   config.data = ml_collections.ConfigDict(
     dict(
@@ -60,7 +61,7 @@ def build_model(rate: int, workdir: str) -> compress.CodingModel:
     ],
   )
   train.train_and_evaluate(config, workdir, stop_at_step=1)
-  return compress.open_coding_model(workdir)
+  return coding_model.open_coding_model(workdir)
 
 
 def clips(rate: int, n: int) -> np.ndarray:
@@ -90,15 +91,15 @@ def host_coding_seconds(cm, items, steps, symbols, reps: int) -> float:
   """Median seconds of encode + decode (per-item streams) with the network outputs replayed."""
   replay, sigma, K = (
     Replay(cm.predictor.with_symbols(symbols.name)),
-    coding.stage_orders(0, items.shape[1], 1),
+    orders.stage_orders(0, items.shape[1], 1),
     cm.spec.num_classes,
   )
-  coding.encode_items(replay, items, sigma, steps, K, symbols=symbols)  # records
+  walk.encode_items(replay, items, sigma, steps, K, symbols=symbols)  # records
   times = []
   for _ in range(reps):
     start = time.perf_counter()
-    payloads = coding.encode_items(replay, items, sigma, steps, K, symbols=symbols)
-    x = coding.decode_items(replay, payloads, sigma, steps, len(items), items.shape[1], K, symbols=symbols)
+    payloads = walk.encode_items(replay, items, sigma, steps, K, symbols=symbols)
+    x = walk.decode_items(replay, payloads, sigma, steps, len(items), items.shape[1], K, symbols=symbols)
     times.append(time.perf_counter() - start)
     assert np.array_equal(x, items)
   return statistics.median(times)
@@ -106,10 +107,9 @@ def host_coding_seconds(cm, items, steps, symbols, reps: int) -> float:
 
 def first_step_seconds(cm, x, n: int, symbols, reps: int) -> float:
   """Median seconds to push and pop the first n variables of the order at step 0 with `symbols` (network excluded)."""
-  import constriction  # pylint: disable=import-outside-toplevel
 
   K, D = cm.spec.num_classes, x.shape[1]
-  pos = np.argsort(coding.order_from_seed(0, D), kind="stable")[:n]
+  pos = np.argsort(orders.order_from_seed(0, D), kind="stable")[:n]
   params = cm.predictor.with_symbols(symbols.name)(np.full_like(x, K), np.zeros(x.shape, bool), 0, pos)
   sym = x[:, pos]
   times = []

@@ -5,7 +5,8 @@
 
 1. Per-row overhead: per-item streams of B items over D one-call steps with a network-free predict (a fixed table),
    so only the coder's Python and NumPy work is timed; the baseline is `ardm_jax/coding.py` as of --baseline
-   (default: the last commit before tables were quantised once per step for all items), loaded from git.
+   (default: the last commit before tables were quantised once per step for all items), loaded from git, and
+   the row 'now' is `ardm_jax/coding/walk.py`.
 2. Overlap (with --workdir): `compress.compress_items` of N test items of a trained model with the Predictor as is
    (step k + 1 dispatched to the device before step k is coded) against the same Predictor hidden behind a plain
    call (device and host strictly in turn). Exact round trips are checked.
@@ -25,7 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from ardm_jax import coding  # noqa: E402
+from ardm_jax import coding_model, compress, data  # noqa: E402
+from ardm_jax.coding import orders, walk  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,9 +60,9 @@ def per_row_rows(baseline, B: int, D: int, K: int, reps: int) -> list[tuple]:
     return np.broadcast_to(table, (len(x), D, K)).copy()
 
   x = rng.integers(0, K, (B, D)).astype(np.int32)
-  sigma, policy = coding.order_from_seed(0, D), np.arange(D)
+  sigma, policy = orders.order_from_seed(0, D), np.arange(D)
   rows = []
-  for name, module in (("baseline", baseline), ("now", coding)):
+  for name, module in (("baseline", baseline), ("now", walk)):
 
     def run(module=module):
       payloads = module.encode_items(predict, x, sigma, policy, K)
@@ -90,9 +92,7 @@ class PlainCall:
 
 
 def overlap_rows(workdir: str, num_items: int, reps: int) -> list[tuple]:
-  from ardm_jax import compress, data  # pylint: disable=import-outside-toplevel
-
-  cm = compress.open_coding_model(workdir)
+  cm = coding_model.open_coding_model(workdir)
   items = data.load(cm.model.config.data).eval_items("test")[:num_items]
   steps, _ = compress.encoder_policy(cm, None)
   compress.compress_items(cm, items, mode="item", steps=steps, order_seed=0)  # compiles

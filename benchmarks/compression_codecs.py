@@ -31,7 +31,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ardm_jax import coding, compress, data  # noqa: E402  (the repository root must be importable first)
+from ardm_jax import coding_model, compress, data  # noqa: E402  (the repository root must be importable first)
+from ardm_jax.coding import packing  # noqa: E402
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -118,7 +119,7 @@ def _per_image_streams_batched(cm, items, steps, seed):
     raise AssertionError("round trip of the per-image streams is not exact")
   files = [
     len(
-      coding.pack_container(
+      packing.pack_container(
         [payload],
         items[i].reshape(1, -1),
         mode="item",
@@ -251,7 +252,7 @@ def main(argv=None) -> None:
   for name, workdir, step, budget, naive, search_items, limit, stream, batched in datasets:
     if workdir is None:
       continue
-    cm = compress.open_coding_model(workdir, step)
+    cm = coding_model.open_coding_model(workdir, step)
     items = data.load(cm.model.config.data).eval_items("test")[:limit]
     name = name if limit is None or limit >= 500 else f"{name}, first {len(items)}"
     start = time.time()

@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from ardm_jax import cli, coding, coding_model, compress, configs, train
+from ardm_jax import cli, coding_model, compress, configs, file_items, train
+from ardm_jax.coding import codec, container, orders, packing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,14 +34,14 @@ def make_workdir(path, config_spec, *overrides):
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
   # No attention blocks: the coder's tests need a U-Net, and this one compiles in about 60% of the time.
-  return compress.open_coding_model(
+  return coding_model.open_coding_model(
     make_workdir(tmp_path_factory.mktemp("cz") / "digits", "digits.py:tiny", "--config.model.attention=False")
   )
 
 
 @pytest.fixture(scope="module")
 def text(tmp_path_factory):
-  return compress.open_coding_model(
+  return coding_model.open_coding_model(
     make_workdir(tmp_path_factory.mktemp("cz") / "text", "local_text.py:tiny", "--config.data.name=pydoc_text")
   )
 
@@ -102,7 +103,7 @@ def same_content(a, b):
   return open(a, "rb").read() == open(b, "rb").read()
 
 
-@pytest.mark.parametrize("mode", coding.MODES)
+@pytest.mark.parametrize("mode", container.MODES)
 @pytest.mark.parametrize("kind", ["image", "text"])
 @pytest.mark.xdist_group("test_compress")
 def test_round_trip_files_exactly(kind, mode, digits, text, tmp_path):
@@ -130,7 +131,7 @@ def test_round_trip_files_exactly(kind, mode, digits, text, tmp_path):
 def test_default_files_need_no_file_table(digits, tmp_path):
   paths = [save_png(tmp_path / f"{i}.png", levels(np.full((8, 8), i))) for i in range(3)]
   data, report = compress.compress_files(digits, paths)
-  c = coding.unpack_container(data, expected_fingerprint=digits.fingerprint, expected_shape=digits.spec.shape)
+  c = packing.unpack_container(data, expected_fingerprint=digits.fingerprint, expected_shape=digits.spec.shape)
   # Compact: magic, flags, 2 fingerprint bytes, then only the seed varint and the item count (3 items).
   assert c.version == 3 and c.file_table == b"" and len(c.header) == 6 and report["stats"].header_bytes == 6
   written, _ = compress.decompress_file(digits, data, str(tmp_path / "out"))
@@ -152,7 +153,7 @@ def test_rate_matches_the_model_nll_and_the_network_agrees_with_the_ardm_math(di
     assert abs(s.table_nll_bits - s.model_nll_bits) < 1e-3 * s.model_nll_bits + 0.01
     assert s.model_nll_bits - 64 * streams <= 8 * s.payload_bytes <= 1.005 * s.model_nll_bits + 64 * streams
     assert len(blob) == s.header_bytes + s.record_bytes + s.payload_bytes
-    sigma = np.broadcast_to(coding.order_from_seed(5, D), (len(items), D))
+    sigma = np.broadcast_to(orders.order_from_seed(5, D), (len(items), D))
     with digits.model.setup.context():
       nats = -np.asarray(
         ardm.policy_log_likelihood(
@@ -189,7 +190,7 @@ def fuzz(cases, rng, flips, truncation_stride=1):
       trials += 1
       try:
         _, out, _ = compress.decompress_items(cm, bad)
-      except coding.ContainerError as e:
+      except container.ContainerError as e:
         outcome["error"] += 1
         outcome["crc"] += "CRC" in str(e)
         continue
@@ -206,7 +207,7 @@ def test_fuzzed_truncated_and_foreign_files_never_decode_wrongly(digits, text, t
   src.mkdir()
   cases = []
   for cm, paths in ((digits, image_inputs(src)[:3] + image_inputs(src)[5:7]), (text, text_inputs(src, 32)[:3])):
-    for mode in coding.MODES:
+    for mode in container.MODES:
       for keep in (False, True):
         data, _ = compress.compress_files(cm, paths, mode=mode, budget=3, naive=True, keep_names=keep)
         _, x, _ = compress.decompress_items(cm, data)
@@ -222,14 +223,14 @@ def test_fuzzed_truncated_and_foreign_files_never_decode_wrongly(digits, text, t
     fingerprint="",
     predictor=compress.Predictor(dataclasses.replace(cm.model, params=params), 300),
   )
-  other.fingerprint = compress.model_fingerprint(other.model)
+  other.fingerprint = coding_model.model_fingerprint(other.model)
   assert other.fingerprint != cm.fingerprint
-  with pytest.raises(coding.ContainerError, match="fingerprint mismatch"):
+  with pytest.raises(container.ContainerError, match="fingerprint mismatch"):
     compress.decompress_items(other, data)
   other.fingerprint = cm.fingerprint
-  with pytest.raises(coding.ContainerError):
+  with pytest.raises(container.ContainerError):
     compress.decompress_items(other, data)
-  with pytest.raises(coding.ContainerError, match="fingerprint mismatch"):
+  with pytest.raises(container.ContainerError, match="fingerprint mismatch"):
     compress.decompress_items(text, data)
 
 
@@ -238,8 +239,14 @@ def test_file_table_rejects_unsafe_names(digits):
   spec = digits.spec
   x = np.zeros((1, 64), np.int32)
   for name in (b"../evil.png", b"a/b.png", b".."):
-    table = coding.varint_bytes(1) + bytes([0 | 4]) + coding.varint_bytes(8) * 2 + coding.varint_bytes(len(name)) + name
-    data = coding.compress(
+    table = (
+      container.varint_bytes(1)
+      + bytes([0 | 4])
+      + container.varint_bytes(8) * 2
+      + container.varint_bytes(len(name))
+      + name
+    )
+    data = codec.compress(
       lambda *a: np.zeros((1, 64, 17), np.float32),
       x.reshape(1, 8, 8, 1),
       mode="item",
@@ -250,8 +257,8 @@ def test_file_table_rejects_unsafe_names(digits):
       num_classes=17,
       file_table=table,
     )
-    with pytest.raises(coding.ContainerError, match="unsafe"):
-      compress.decode_file_table(coding.unpack_container(data, expected_fingerprint=None).file_table, spec, 1)
+    with pytest.raises(container.ContainerError, match="unsafe"):
+      compress.decode_file_table(packing.unpack_container(data, expected_fingerprint=None).file_table, spec, 1)
 
 
 def run(*argv):
@@ -361,7 +368,7 @@ def random_workdir(path, config, spec):
   manager = checkpoint.make_manager(str(path), async_save=False)
   checkpoint.save(manager, 0, jax.device_put(state, setup.state_shardings), {"step": 0})
   manager.close()
-  return compress.open_coding_model(str(path))
+  return coding_model.open_coding_model(str(path))
 
 
 def digits_upscale_config(parametrisation):
@@ -452,7 +459,7 @@ def test_upscale_round_trip_exactly(parametrisation, upscale_models):
   policies = {"item": upscale.sequential_policy(S, D), "dataset": policy_lib.naive_global_policy(S, D, 7)}
   for mode, steps in policies.items():
     data, s = compress.compress_items(cm, items, mode=mode, steps=steps, order_seed=9)
-    c = coding.unpack_container(data, expected_fingerprint=None, expected_shape=cm.spec.shape, num_stages=S)
+    c = packing.unpack_container(data, expected_fingerprint=None, expected_shape=cm.spec.shape, num_stages=S)
     assert s.network_calls == len(steps) and (c.version, c.num_stages) == (3, S)
     check_rate(s, lower=mode == "dataset")
     c, out, ds = compress.decompress_items(cm, data)
@@ -472,7 +479,7 @@ def test_upscale_nll_is_the_model_policy_likelihood_and_files_round_trip(upscale
   assert label == "naive" and len(steps) == 9
   _, s = compress.compress_items(cm, items, mode="item", steps=steps, order_seed=2)
   S, D = cm.num_stages, cm.spec.num_steps
-  sigma = np.broadcast_to(coding.stage_orders(2, D, S), (len(items), S, D))
+  sigma = np.broadcast_to(orders.stage_orders(2, D, S), (len(items), S, D))
   with cm.model.setup.context():
     nats = -np.asarray(
       upscale.policy_log_likelihood(
@@ -510,17 +517,17 @@ def test_upscale_fuzzed_and_foreign_files_never_decode_wrongly(upscale_models, d
   cm = upscale_models["direct"]
   items = upscale_items()[:3]
   steps = compress.encoder_policy(cm, 3, naive=True)[0]
-  cases = [compress.compress_items(cm, items, mode=mode, steps=steps, order_seed=1)[0] for mode in coding.MODES]
+  cases = [compress.compress_items(cm, items, mode=mode, steps=steps, order_seed=1)[0] for mode in container.MODES]
   outcome, trials = fuzz([(cm, data, items) for data in cases], rng, flips=120, truncation_stride=2)
   print(f"\nfuzzed {trials} damaged upscale files: {outcome} (silent wrong outputs: 0)")
   assert trials >= 300 and outcome["error"] > 0
   # Another model: refused by its fingerprint; under a forged fingerprint, by the policy (a compact file's stage
   # count is the model's, so another stage count cannot match the stored policy hash) or the CRC.
-  with pytest.raises(coding.ContainerError, match="fingerprint mismatch"):
+  with pytest.raises(container.ContainerError, match="fingerprint mismatch"):
     compress.decompress_items(upscale_models["data"], cases[0])
   for other, match in ((upscale_models["data"], None), (digits, "policy mismatch")):
     forged = compress.CodingModel(model=other.model, fingerprint=cm.fingerprint, predictor=other.predictor)
-    with pytest.raises(coding.ContainerError, match=match):
+    with pytest.raises(container.ContainerError, match=match):
       compress.decompress_items(forged, cases[1])
 
 
@@ -594,7 +601,7 @@ def test_audio_files_of_the_table_scheme_still_decode(audio):
   items = rng.integers(20000, 40000, (2,) + audio.spec.shape)
   steps = np.array([0, 3, 9], np.int64)
   legacy = audio.predictor.with_symbols("tables")
-  data = coding.compress(
+  data = codec.compress(
     legacy,
     items,
     mode="item",
@@ -604,9 +611,9 @@ def test_audio_files_of_the_table_scheme_still_decode(audio):
     order_seed=0,
     num_classes=audio.spec.num_classes,
   )
-  assert coding.unpack_container(data, expected_fingerprint=None).symbols == "tables"  # a version 1 file
+  assert packing.unpack_container(data, expected_fingerprint=None).symbols == "tables"  # a version 1 file
   new, _ = compress.compress_items(audio, items, mode="item", steps=steps, order_seed=0)
-  assert coding.unpack_container(new, expected_fingerprint=None, expected_shape=audio.spec.shape).symbols == "splits"
+  assert packing.unpack_container(new, expected_fingerprint=None, expected_shape=audio.spec.shape).symbols == "splits"
   assert abs(len(new) - len(data)) <= 0.01 * len(data) + 8
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(coding_model, "decoder_policy", lambda cm, c, policy_file=None: steps)
@@ -633,7 +640,7 @@ def test_wav_inputs_that_cannot_come_back_exactly_are_refused(tmp_path, capsys, 
   (tmp_path / "junk.wav").write_bytes(b"RIFF0000WAVEjunk")
   for path, msg in cases.values():
     with pytest.raises(ValueError, match=msg.replace("(", "\\(").replace(")", "\\)")):
-      compress.read_input(spec, path)
+      file_items.read_input(spec, path)
   expect_error(
     capsys,
     "compress",
@@ -646,12 +653,12 @@ def test_wav_inputs_that_cannot_come_back_exactly_are_refused(tmp_path, capsys, 
   )
   save_png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
   with pytest.raises(ValueError, match="audio models take .wav"):
-    compress.read_input(spec, str(tmp_path / "a.png"))
+    file_items.read_input(spec, str(tmp_path / "a.png"))
   # An 8-bit model keeps the 8 most significant bits: exact only for clips whose low 8 bits are zero.
   spec8 = DataSpec(name="fsdd", kind="audio", shape=(AUDIO_L,), num_classes=256, sample_rate=AUDIO_RATE, bits=8)
-  ok = compress.read_input(spec8, write_wav(tmp_path / "ok8.wav", pcm))
+  ok = file_items.read_input(spec8, write_wav(tmp_path / "ok8.wav", pcm))
   np.testing.assert_array_equal(ok.data, pcm // 256 + 128)
   compress._write_entry(spec8, ok, ok.data, str(tmp_path / "back8.wav"), overwrite=False)
   assert wav_content(tmp_path / "back8.wav") == wav_content(tmp_path / "ok8.wav")
   with pytest.raises(ValueError, match="sample 1 \\(-9983\\) is not a multiple of 256"):
-    compress.read_input(spec8, write_wav(tmp_path / "odd8.wav", pcm + np.arange(pcm.size) % 2))
+    file_items.read_input(spec8, write_wav(tmp_path / "odd8.wav", pcm + np.arange(pcm.size) % 2))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from ardm_jax import coding
+from ardm_jax.coding import entropy_models
 from ardm_jax.distributions import Categorical, DiscretisedLogisticMixture, build_distribution
 
 
@@ -58,8 +58,8 @@ def test_logistic_sixteen_bit_bins_are_finite_and_normalised():
   ref = _logistic_reference(out, K, M)
   mask = ref > 1e-12
   np.testing.assert_allclose(logp[mask], np.log(ref[mask]), rtol=1e-3, atol=1e-3)
-  counts = coding.quantise_counts(np.asarray(dist.coding_logits(jnp.asarray(out))))
-  assert counts.min() >= 1 and (counts.sum(-1) == 1 << coding.PRECISION).all()
+  counts = entropy_models.quantise_counts(np.asarray(dist.coding_logits(jnp.asarray(out))))
+  assert counts.min() >= 1 and (counts.sum(-1) == 1 << entropy_models.PRECISION).all()
 
 
 def test_logistic_range_mass_equals_summed_pmf():
@@ -83,8 +83,8 @@ def test_logistic_extreme_outputs_stay_finite_and_codable():
   net_out = _random_out((2, 50), M, scale=1e4, seed=3)
   logp = np.asarray(jax.jit(dist.coding_logits)(net_out))
   assert np.isfinite(logp).all()
-  counts = coding.quantise_counts(logp)
-  assert counts.min() >= 1 and (counts.sum(-1) == 1 << coding.PRECISION).all()
+  counts = entropy_models.quantise_counts(logp)
+  assert counts.min() >= 1 and (counts.sum(-1) == 1 << entropy_models.PRECISION).all()
   # Edge bins and saturated components: gradients are finite (no NaN leaking from an unselected branch).
   x = jnp.asarray(np.random.default_rng(4).choice([0, 1, K - 2, K - 1], size=(2, 50)), jnp.int32)
   grads = jax.jit(jax.grad(lambda o: dist.log_prob(o, x).sum()))(net_out)
@@ -114,7 +114,7 @@ def test_categorical_matches_softmax_ranges_and_samples():
   draws = jax.jit(lambda k: dist.sample(k, jnp.broadcast_to(logits, (n, K))))(jax.random.PRNGKey(1))
   freq = np.bincount(np.asarray(draws), minlength=K) / n
   np.testing.assert_array_less(np.abs(freq - p), 5 * np.sqrt(p * (1 - p) / n) + 1e-3)
-  counts = coding.quantise_counts(np.asarray(dist.coding_logits(logits)))
+  counts = entropy_models.quantise_counts(np.asarray(dist.coding_logits(logits)))
   assert counts.min() >= 1
 
 

@@ -1,6 +1,6 @@
 """How the coded variables of one policy step become ANS symbols: bit-identical on both sides, NumPy only.
 
-The coding walk (`ardm_jax.coding`) hands a symbol model, per policy step, the network's parameters of the
+The coding walk (`walk`) hands a symbol model, per policy step, the network's parameters of the
 variables it codes, `params` float [B, n, W], and (encoding) their symbols int [B, n]; the model pushes them to,
 or pops them from, constriction ANS coders. `coders` is a list of B coders (one stream per item) or of one coder
 (one stream for all: the caller flattens the items into one row, [1, B*n, W]). Encoder and decoder run the same
@@ -46,7 +46,7 @@ _FAMILY = constriction.stream.model.Categorical(perfect=False)
 
 
 class CorruptPayload(ValueError):
-  """Garbage in an ANS payload (the coding module turns it into its ContainerError)."""
+  """Garbage in an ANS payload (the walk turns it into a `container.ContainerError`)."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -54,12 +54,23 @@ class CorruptPayload(ValueError):
 
 
 def quantise_counts(logits_or_probs, precision: int = PRECISION, *, from_probs: bool = False) -> np.ndarray:
-  """Integer counts [..., K] (int64), each >= 1, summing to exactly 2**precision along the last axis.
+  """Quantises a table deterministically: integer counts, each >= 1, summing to exactly 2**precision.
 
-  Input: float logits (default) or non-negative probabilities (`from_probs=True`, need not be normalised).
-  Logits may hold -inf/+inf (clipped to +-1e300, so an all -inf row is uniform); NaN is an error.
   Softmax in float64 with a fixed formula and a sequential sum; every class gets 1 + floor(p_k * (2**24 - K))
-  and the rounding residual goes to the first most probable class.
+  and the rounding residual goes to the first most probable class. Rows are independent, so a row's counts do
+  not depend on the rows quantised with it.
+
+  Args:
+    logits_or_probs: float [..., K] logits (may hold -inf/+inf, clipped to +-1e300, so an all -inf row is
+      uniform), or with `from_probs` non-negative finite probabilities (need not be normalised).
+    precision: bits of the total; 1..30 and at least log2(K).
+    from_probs: the input holds probabilities, not logits.
+
+  Returns:
+    int64 counts [..., K].
+
+  Raises:
+    ValueError: NaN, a non-float dtype, fewer than 2 classes, or a row without mass.
   """
   a = np.asarray(logits_or_probs)
   if not np.issubdtype(a.dtype, np.floating):
@@ -98,12 +109,25 @@ def quantise_counts(logits_or_probs, precision: int = PRECISION, *, from_probs: 
 
 
 def quantise_probs(logits_or_probs, precision: int = PRECISION, *, from_probs: bool = False) -> np.ndarray:
-  """Float64 probabilities count / 2**precision (exact dyadic values), see `quantise_counts`."""
+  """The quantised probabilities count / 2**precision, float64 [..., K] (exact dyadic values).
+
+  Args: as `quantise_counts`.
+  """
   return quantise_counts(logits_or_probs, precision, from_probs=from_probs) / float(1 << precision)
 
 
 def coder_weights(counts: np.ndarray) -> np.ndarray:
-  """Integers summing to 2**24 - K: constriction's lazy quantiser then reproduces `counts` exactly."""
+  """constriction's weights for a table: counts - 1, integers summing to 2**24 - K.
+
+  Its lazy quantiser (left cumulative = floor(cumsum * scale) + index, scale exactly 1.0) then reproduces `counts`
+  bit for bit, whatever float width it computes in.
+
+  Args:
+    counts: int [..., K] from `quantise_counts`.
+
+  Returns:
+    float64 [rows, K], contiguous.
+  """
   return np.ascontiguousarray((counts - 1).reshape(-1, counts.shape[-1]), dtype=np.float64)
 
 
@@ -131,7 +155,16 @@ def _stream_rows(coders: Sequence, B: int) -> None:
 
 
 class CategoricalTables:
-  """One quantised table of C counts per variable, from its C logits."""
+  """One quantised table of C counts per variable, from its C logits (W = C).
+
+  Tables are quantised and coded in chunks of at most CHUNK_ENTRIES entries (32 rows for C = 65,536), so the
+  float64 work arrays stay small; rows are independent, so chunking changes no bit.
+
+  Attributes:
+    name: 'tables', the container's name of the scheme.
+    num_classes: C.
+    width: W = C parameters per variable.
+  """
 
   name = "tables"
 
@@ -143,7 +176,13 @@ class CategoricalTables:
     return [slice(lo, min(lo + step, num_rows)) for lo in range(0, num_rows, step)]
 
   def push(self, coders: Sequence, sym_Bxn: np.ndarray, params: np.ndarray) -> None:
-    """Pushes so that `pop` returns the symbols in order (ANS is a stack: last chunk first)."""
+    """Pushes the symbols so that `pop` returns them in order (ANS is a stack: last chunk first).
+
+    Args:
+      coders: B constriction AnsCoders, one per row.
+      sym_Bxn: the symbols, int [B, n] in 0..C-1.
+      params: the logits, float32 [B, n, C].
+    """
     p = _check_params(params, self.width, "CategoricalTables")
     B, n, C = p.shape
     _stream_rows(coders, B)
@@ -155,6 +194,7 @@ class CategoricalTables:
         coders[b].encode_reverse(np.ascontiguousarray(sym[lo:hi]), _FAMILY, weights[lo - sl.start : hi - sl.start])
 
   def pop(self, coders: Sequence, params: np.ndarray) -> np.ndarray:
+    """Pops the symbols `push` pushed with the same parameters: int64 [B, n] (CorruptPayload on garbage)."""
     p = _check_params(params, self.width, "CategoricalTables")
     B, n, C = p.shape
     _stream_rows(coders, B)
@@ -248,7 +288,16 @@ def _split_counts(weights: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 class MixtureSplits:
-  """The discretised logistic mixture of K classes coded by binary splits of the class range (module doc)."""
+  """The discretised logistic mixture of K classes coded by binary splits of the class range (module doc).
+
+  Variables of one stream are split in groups of SPLIT_GROUP_ROWS, so the float64 work arrays stay small.
+
+  Attributes:
+    name: 'splits', the container's name of the scheme.
+    num_classes: K.
+    num_mixtures: M.
+    width: W = 3 M parameters per variable (log weights, means, log-scales).
+  """
 
   name = "splits"
 
@@ -276,6 +325,13 @@ class MixtureSplits:
     return rounds
 
   def push(self, coders: Sequence, sym_Bxn: np.ndarray, params: np.ndarray) -> None:
+    """Pushes the values' split decisions so that `pop` returns them in order.
+
+    Args:
+      coders: B constriction AnsCoders, one per row.
+      sym_Bxn: the values, int [B, n] in 0..K-1.
+      params: the unpacked mixture parameters, float32 [B, n, 3M].
+    """
     p = _check_params(params, self.width, "MixtureSplits")
     B, n, _ = p.shape
     _stream_rows(coders, B)
@@ -291,6 +347,7 @@ class MixtureSplits:
             coders[b].encode_reverse(right[lo:hi].astype(np.int32), _FAMILY, weights[lo:hi])
 
   def pop(self, coders: Sequence, params: np.ndarray) -> np.ndarray:
+    """Pops the values `push` pushed with the same parameters: int64 [B, n] (CorruptPayload on garbage)."""
     p = _check_params(params, self.width, "MixtureSplits")
     B, n, _ = p.shape
     _stream_rows(coders, B)
