@@ -28,6 +28,8 @@ MAX_DECODE_SYMBOLS = 1 << 27
 
 @dataclasses.dataclass
 class CodingStats:
+  """What one compress or decompress run cost (bytes, calls, seconds) and, encoder only, the model's NLL."""
+
   mode: str
   num_items: int
   item_shape: tuple
@@ -85,8 +87,19 @@ class _NllMeter:
 def compress_items(
   cm: CodingModel, items: np.ndarray, *, mode: str, steps, order_seed: int, file_table: bytes = b""
 ) -> tuple[bytes, CodingStats]:
-  """Codes items [N, *model shape] into one container with len(steps) network calls (global policy); also
-  measures the model's NLL for the same orders and policy."""
+  """Codes items into one compact container with len(steps) network calls, measuring the model's NLL too.
+
+  Args:
+    cm: the coding model.
+    items: int [N, *model shape].
+    mode: 'item' or 'dataset'.
+    steps: the global policy, int [P].
+    order_seed: the seed of the orders.
+    file_table: opaque bytes stored in the header (see ardm_jax/file_items.py).
+
+  Returns:
+    (the container's bytes, its `CodingStats` with the model's and the quantised tables' NLL in bits).
+  """
   spec, transitions = cm.spec, cm.objective.transitions
   items = np.asarray(items)
   if items.shape[1:] != spec.shape or len(items) < 1:
@@ -130,7 +143,20 @@ def compress_items(
 def decompress_items(
   cm: CodingModel, data: bytes, *, policy_file: str | None = None, max_symbols: int = MAX_DECODE_SYMBOLS
 ) -> tuple[Container, np.ndarray, CodingStats]:
-  """Inverse of `compress_items`: (container, items [N, *shape], stats); any problem is a ContainerError."""
+  """Decodes a container made by `compress_items` (inverse of it).
+
+  Args:
+    cm: the coding model that made it.
+    data: the container's bytes.
+    policy_file: the policy file used for compression (default: the workdir's policy.json).
+    max_symbols: a cap on the coded symbols N * S * D, checked before decoding.
+
+  Returns:
+    (the parsed `Container`, items int32 [N, *shape], `CodingStats`).
+
+  Raises:
+    ContainerError: any problem with the file (another model, corrupt, truncated, unknown policy).
+  """
   spec, transitions = cm.spec, cm.objective.transitions
   c = unpack_container(
     data,

@@ -36,7 +36,14 @@ from ardm_jax.file_items import KIND_FORMATS, PCM_BITS
 
 
 def model_fingerprint(model) -> str:
-  """Hex SHA-256 over the config hash and every parameter leaf (path, dtype, shape, bytes) in tree order."""
+  """The model fingerprint a container stores (truncated) and checks.
+
+  Args:
+    model: a trained model with `config_hash` and `params`.
+
+  Returns:
+    Hex SHA-256 over the config hash and every parameter leaf (path, dtype, shape, bytes) in tree order.
+  """
 
   h = hashlib.sha256(b"ardm-model")
   h.update(model.config_hash.encode())
@@ -53,8 +60,14 @@ def _bucket(n: int, D: int) -> int:
 
 
 def symbols_for(objective):
-  """The symbol model a model codes new files with (`objective`: its upscale.Upscale spec): binary splits for a
-  logistic mixture over the data classes, tables of the slots otherwise."""
+  """The symbol model a model codes new files with.
+
+  Args:
+    objective: the model's `upscale.Upscale` spec.
+
+  Returns:
+    `MixtureSplits` for a logistic mixture over the data classes, else `CategoricalTables` over the slots.
+  """
 
   if _slots_are_classes(objective) and isinstance(objective.distribution, DiscretisedLogisticMixture):
     return MixtureSplits(objective.num_slots, objective.distribution.num_mixtures)
@@ -113,7 +126,11 @@ class Predictor:
     self._tables = jax.jit(tables, static_argnums=4)
 
   def with_symbols(self, name: str) -> Predictor:
-    """This predictor (sharing its compiled functions) for the scheme `name` a file names."""
+    """This predictor (sharing its compiled functions) for the scheme `name` a file names.
+
+    Raises:
+      ContainerError: the model cannot code with that scheme.
+    """
     if name == self.symbols.name:
       return self
     if name != "tables" or self.symbols.name != "splits":
@@ -129,8 +146,17 @@ class Predictor:
     return self.dispatch(x_NxD, known_NxD, t, pos_n)()
 
   def dispatch(self, x_NxD: np.ndarray, known_NxD: np.ndarray, t: int, pos_n: np.ndarray):
-    """Starts the device work of one policy step and returns a function that waits for its parameters [N, n, W]:
-    the encoder starts step k + 1 before it codes step k, so the host codes while the device computes."""
+    """Starts the device work of one policy step; the encoder starts step k + 1 before it codes step k.
+
+    Args:
+      x_NxD: the walk's input states, int32 [N, D].
+      known_NxD: the known mask, bool [N, D].
+      t: the global policy step.
+      pos_n: the positions this step codes, int [n].
+
+    Returns:
+      A function that waits for the parameters, float32 [N, n, W].
+    """
 
     spec, mesh = self.model.spec, self.model.setup.mesh
     N, D = x_NxD.shape
@@ -166,7 +192,13 @@ class Predictor:
 
 @dataclasses.dataclass
 class CodingModel:
-  """A trained model (EMA parameters) ready to code: fingerprint and network call computed once."""
+  """A trained model (EMA parameters) ready to code: fingerprint and network call computed once.
+
+  Attributes:
+    model: the opened model (`workdir.open_workdir` or a model folder).
+    fingerprint: its `model_fingerprint`.
+    predictor: its `Predictor`.
+  """
 
   model: object
   fingerprint: str
@@ -197,13 +229,24 @@ def coding_devices() -> list:
 
 
 def open_coding_model(workdir: str, step: int | None = None) -> CodingModel:
+  """Opens a workdir's EMA parameters (the last checkpoint, or `step`) on `coding_devices()`, ready to code."""
 
   return coding_model_for(workdir_lib.open_workdir(workdir, use_ema=True, step=step, devices=coding_devices()))
 
 
 def coding_model_for(model) -> CodingModel:
-  """A trained model (of a workdir or a model folder, see ardm_jax/model_dir.py) opened on `coding_devices()`,
-  ready to code."""
+  """Wraps a trained model for coding.
+
+  Args:
+    model: a trained model (of a workdir or a model folder, see ardm_jax/model_dir.py) opened on
+      `coding_devices()`.
+
+  Returns:
+    The `CodingModel`.
+
+  Raises:
+    ValueError: the model is on more than one device, is not an ARDM, or codes data compression does not support.
+  """
 
   if model.setup.mesh.size != 1:
     raise ValueError(

@@ -26,9 +26,21 @@ SEARCH_DATA_SEED = 20220201  # training items for the order search: a fixed draw
 def encoder_policy(
   cm: CodingModel, budget: int | None, naive: bool = False, policy_file: str | None = None, split: str = "optimal"
 ) -> tuple[np.ndarray, str]:
-  """(global steps, label): one call per variable (and stage) without a budget or with budget S * D, else the
-  DP policy (the policy file's, the total divided over the stages by `split`: 'optimal' or 'equal') or the
-  naive one (equal split, evenly spaced)."""
+  """The global policy the encoder codes with.
+
+  Args:
+    cm: the coding model.
+    budget: the total network calls; None or S * D for one call per variable (and stage).
+    naive: use the naive policy (equal split over the stages, evenly spaced steps) instead of the DP policy.
+    policy_file: the policy file (default: the workdir's policy.json).
+    split: how the DP total is divided over the stages: 'optimal' or 'equal'.
+
+  Returns:
+    (global steps int64 [P], a label for the report).
+
+  Raises:
+    ValueError: no policy of that budget can be made.
+  """
 
   S, D = cm.num_stages, cm.spec.num_steps
   if budget is None or budget == S * D:
@@ -46,8 +58,20 @@ def encoder_policy(
 
 
 def decoder_policy(cm: CodingModel, container: Container, policy_file: str | None = None) -> np.ndarray:
-  """The global policy a container was coded with, found among the ones this workdir can make (checked by hash):
-  one call per step (budget S * D), the naive policy, or the policy file's (either budget split)."""
+  """Finds the global policy a container was coded with among those this model can make, by its hash.
+
+  Args:
+    cm: the coding model.
+    container: the parsed file.
+    policy_file: the policy file used for compression (default: the workdir's policy.json).
+
+  Returns:
+    The global steps, int64 [P]: one call per step (budget S * D), the naive policy, or the policy file's (either
+    budget split).
+
+  Raises:
+    ContainerError: none of them has the stored hash.
+  """
 
   S, D, budget = container.num_stages, container.D, container.budget
   path = policy_file or os.path.join(cm.workdir, "policy.json")
@@ -87,9 +111,19 @@ def search_order(
 ) -> tuple[int, list[float]]:
   """Tries the orders of seeds base_seed .. base_seed + num_orders - 1 on training items; returns the best.
 
-  Each order (all stages' orders, `stage_orders`) is scored by the exact policy log-likelihood (one
-  network call per policy step) of `num_items` training items, in bits/dim; the seed with the lowest mean wins
-  (the paper tries 5 orders).
+  Each order (all stages' orders, `orders.stage_orders`) is scored by the exact policy log-likelihood (one
+  network call per policy step) of `num_items` training items (a fixed draw, SEARCH_DATA_SEED), in bits/dim; the
+  seed with the lowest mean wins (the paper tries 5 orders).
+
+  Args:
+    cm: the coding model.
+    steps: the global policy, int [P].
+    num_orders: how many seeds to try, >= 1.
+    num_items: training items to score them on, >= 1.
+    base_seed: the first seed.
+
+  Returns:
+    (the best seed, the bits/dim of every seed tried).
   """
 
   if num_orders < 1 or num_items < 1:
