@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from ardm_jax import cli, coding_model, compress, configs, file_items, train
+from ardm_jax import cli, coding_items, coding_model, compress, configs, file_items, train
 from ardm_jax.coding import codec, container, orders, packing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -616,7 +616,7 @@ def test_audio_files_of_the_table_scheme_still_decode(audio):
   assert packing.unpack_container(new, expected_fingerprint=None, expected_shape=audio.spec.shape).symbols == "splits"
   assert abs(len(new) - len(data)) <= 0.01 * len(data) + 8
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(coding_model, "decoder_policy", lambda cm, c, policy_file=None: steps)
+    mp.setattr(coding_items, "decoder_policy", lambda cm, c, policy_file=None: steps)
     for blob in (data, new):
       _, x, _ = compress.decompress_items(audio, blob)
       np.testing.assert_array_equal(x, items)
