@@ -245,7 +245,19 @@ def test_plot_writes_png(tmp_path):
   naive = [P.policy_cost(L, P.naive_policy(64, b)) / 64 for b in budgets]
   out = tmp_path / "policy.png"
   policy_file.plot_policy(out, L, 0.05 * L, budgets, dp, naive, num_dims=64)
-  assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
+  from PIL import Image
+
+  img = np.asarray(Image.open(out).convert("RGB")).astype(int)
+  assert img.shape == (400, 1100, 3)  # figsize (11, 4) at 100 dpi
+  left, right = img[:, :550], img[:, 550:]
+
+  def has(panel, rgb, tol=40):  # pixels close to a matplotlib default colour
+    return int((np.abs(panel - np.array(rgb)).sum(-1) < tol).sum())
+
+  blue, orange = (31, 119, 180), (255, 127, 14)  # matplotlib's C0 (L_t, the DP curve) and C1 (the naive curve)
+  assert has(left, blue) > 100 and has(right, blue) > 100 and has(right, orange) > 100
+  # The +-2 stderr band: a translucent fill, light blue pixels in the L_t panel.
+  assert has(left, (187, 213, 232), tol=20) > 1000
 
 
 def test_check_policy_steps_errors():
