@@ -5,8 +5,8 @@ model is a small static dataclass answering what the trainer asks of an `upscale
 outputs per variable, one stage, the range of the network's step input), and each objective takes the network
 as the plain `apply_fn(params, x_in, known, t, train, key)` of `ardm.py` and returns the per-example terms of
 `upscale.elbo_terms` (`nll`, `ce` in nats; `lt_bits`, `t` for the per-step tracker). `objective.py` picks the
-model from `config.ardm.objective` and dispatches on its type; `train.py`, `evaluate.py` and `sample.py` need
-nothing else.
+model from `config.ardm.objective` and dispatches the training terms on its type, so `train.py` serves the
+baselines unchanged; evaluation and sampling call `d3pm_terms_every_step`, `arm_generate` and `d3pm_generate`.
 
 Single-order ARM: raster order for images, left to right for text. Its network must be causal
 (`model.name='transformer'`, `model.causal=True`): it reads x shifted right by one, with the absorbing id K as
