@@ -34,14 +34,34 @@ T_SAMPLING_MODES = ("uniform", "stratified")
 
 
 def check_int(name: str, v, low: int) -> int:
-  """v as an int if it is an integer >= low (bools excluded), else a one-line ValueError naming `name`."""
+  """Checks a configuration integer.
+
+  Args:
+    name: what v is, for the message.
+    v: the value.
+    low: the smallest allowed value.
+
+  Returns:
+    v as an int.
+
+  Raises:
+    ValueError: in one line naming `name`, unless v is an integer >= low (bools excluded).
+  """
   if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < low:
     raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
   return int(v)
 
 
 def bits_per_dim(nats: jax.Array | np.ndarray | float, num_dims: int):
-  """Converts a per-example negative log-likelihood in nats to bits per data dimension."""
+  """Converts a per-example negative log-likelihood in nats to bits per data dimension.
+
+  Args:
+    nats: NLL per example (any shape).
+    num_dims: d, the data dimensions per example (may differ from D).
+
+  Returns:
+    nats / (d ln 2), same shape.
+  """
   return nats / (num_dims * np.log(2.0))
 
 
@@ -52,6 +72,14 @@ def sample_orders(key: jax.Array, batch_size: int, num_steps: int) -> jax.Array:
   Ranks of float32 uniforms would tie (at D = 16,000 a tie is likely) and ties would be broken by position.
   Row b's key is fold_in(key, b), so a row's order does not depend on the batch size: a batch padded to divide
   the devices draws the same orders for its real rows.
+
+  Args:
+    key: PRNG key.
+    batch_size: B.
+    num_steps: D.
+
+  Returns:
+    int32 [B, D]; row b is a permutation of 0..D-1 (sigma[b, i] = the step that generates variable i).
   """
   keys_B = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(batch_size, dtype=jnp.uint32))
   return jax.vmap(lambda k: jax.random.permutation(k, num_steps))(keys_B).astype(jnp.int32)
@@ -63,6 +91,18 @@ def sample_steps(key: jax.Array, batch_size: int, num_steps: int, mode: str = "u
   'stratified' (the official code's 'antithetic') spreads the batch evenly over the steps with one shared
   random offset: t_b = floor(D * ((u + b / B) mod 1)). Every t_b is still exactly uniform, so the weighted
   loss stays unbiased per example, but the batch mean has lower variance.
+
+  Args:
+    key: PRNG key.
+    batch_size: B.
+    num_steps: D.
+    mode: 'uniform' or 'stratified'.
+
+  Returns:
+    int32 [B] steps in 0..D-1.
+
+  Raises:
+    ValueError: for an unknown mode.
   """
   if mode == "uniform":
     return jax.random.randint(key, (batch_size,), 0, num_steps, dtype=jnp.int32)
@@ -74,17 +114,42 @@ def sample_steps(key: jax.Array, batch_size: int, num_steps: int, mode: str = "u
 
 
 def known_mask(sigma_BxD: jax.Array, t_B: jax.Array) -> jax.Array:
-  """Variables already generated before step t."""
+  """The variables already generated before step t.
+
+  Args:
+    sigma_BxD: int [B, D] orders.
+    t_B: int [B] steps.
+
+  Returns:
+    bool [B, D], sigma < t.
+  """
   return sigma_BxD < t_B[:, None]
 
 
 def corrupt(x: jax.Array, known: jax.Array, absorbing: int) -> jax.Array:
-  """Replaces unknown values by the absorbing class, so the net cannot see them."""
+  """Replaces unknown values by the absorbing class, so the network cannot see them.
+
+  Args:
+    x: int [B, ...] data values.
+    known: bool [B, ...].
+    absorbing: the absorbing class (K for the plain OA-ARDM).
+
+  Returns:
+    int32 [B, ...].
+  """
   return jnp.where(known, x, absorbing).astype(jnp.int32)
 
 
 def log_probs_of_data(logits: jax.Array, x: jax.Array) -> jax.Array:
-  """log p(x_i | .) for every position, flattened to [B, D]."""
+  """The log-probability of every variable's value under categorical logits.
+
+  Args:
+    logits: float [B, ..., K].
+    x: int [B, ...] data values.
+
+  Returns:
+    float32 [B, D], log p(x_i | .) flattened.
+  """
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   logp_x = jnp.take_along_axis(logp, x[..., None].astype(jnp.int32), axis=-1)[..., 0]
   return logp_x.reshape(x.shape[0], -1)
@@ -100,7 +165,21 @@ def network_log_probs(
   train: bool = False,
   key: jax.Array | None = None,
 ):
-  """One network call on the partially known x; returns (logits, log p(x_i | x_known) as [B, D])."""
+  """One network call on the partially known x.
+
+  Args:
+    apply_fn: the network, `apply_fn(params, x_in, known, t, train, key) -> logits [B, ..., K]`.
+    params: its parameters.
+    x: int [B, ...] data values (unknown ones are hidden before the call).
+    known_BxD: bool [B, D].
+    t_B: int [B], the network's step input.
+    num_classes: K (also the absorbing class).
+    train: passed to the network.
+    key: dropout key, or None.
+
+  Returns:
+    (logits [B, ..., K], float32 [B, D] log p(x_i | x_known)).
+  """
   known = known_BxD.reshape(x.shape)
   logits = apply_fn(params, corrupt(x, known, num_classes), known, t_B, train, key)
   return logits, log_probs_of_data(logits, x)
@@ -116,7 +195,20 @@ def elbo_terms(
   t_sampling: str = "uniform",
   train: bool = False,
 ) -> dict[str, jax.Array]:
-  """Stochastic OA-ARDM terms per example: draws sigma and t, then one network call for the whole batch."""
+  """Stochastic OA-ARDM terms per example: draws sigma and t, then one network call for the whole batch.
+
+  Args:
+    apply_fn: the network (see `network_log_probs`).
+    params: its parameters.
+    x: int [B, ...] data values.
+    key: PRNG key for the order, the step and dropout.
+    num_classes: K.
+    t_sampling: 'uniform' or 'stratified' (see `sample_steps`).
+    train: passed to the network.
+
+  Returns:
+    The dict of `elbo_terms_given`.
+  """
   batch_size = x.shape[0]
   num_steps = int(np.prod(x.shape[1:]))
   key_order, key_t, key_net = jax.random.split(key, 3)
@@ -138,12 +230,23 @@ def elbo_terms_given(
 ) -> dict[str, jax.Array]:
   """OA-ARDM terms per example for given orders and steps.
 
-  Returns, per example:
-    nll: -(D / (D - t)) * sum_{sigma >= t} log p(x_i | x_{sigma < t}) in nats; its expectation over uniform t
-      and sigma is the negative ELBO of the order-agnostic model (an upper bound on -log p(x)).
-    ce: the same sum without the D / (D - t) weight (the official code's auxiliary cross-entropy term).
-    lt_bits: the per-step loss (1 / (D - t)) * sum -log2 p, the quantity averaged into L_t.
-    t: the step.
+  Args:
+    apply_fn: the network (see `network_log_probs`).
+    params: its parameters.
+    x: int [B, ...] data values.
+    sigma_BxD: int [B, D] orders.
+    t_B: int [B] steps in 0..D-1.
+    num_classes: K.
+    train: passed to the network.
+    key: dropout key, or None.
+
+  Returns:
+    A dict of [B] arrays:
+      nll: -(D / (D - t)) * sum_{sigma >= t} log p(x_i | x_{sigma < t}) in nats; its expectation over uniform t
+        and sigma is the negative ELBO of the order-agnostic model (an upper bound on -log p(x)).
+      ce: the same sum without the D / (D - t) weight (the official code's auxiliary cross-entropy term).
+      lt_bits: the per-step loss (1 / (D - t)) * sum -log2 p, the quantity averaged into L_t.
+      t: the step.
   """
   num_steps = int(np.prod(x.shape[1:]))
   known_BxD = known_mask(sigma_BxD, t_B)
@@ -159,6 +262,7 @@ def elbo_terms_given(
 
 
 def _segment_ends(policy_P: jax.Array, num_steps: int) -> jax.Array:
+  """[P] ends s_{k+1} of the policy's segments (s_P = D)."""
   return jnp.concatenate([policy_P[1:], jnp.array([num_steps], policy_P.dtype)])
 
 
@@ -169,6 +273,17 @@ def policy_elbo_terms(
 
   Draws sigma and one policy step k uniformly per example: P * sum_{sigma in [s_k, s_{k+1})} -log p(x_i |
   x_{sigma < s_k}) has expectation sum_k E_sigma[...] = E_sigma[-log p_policy(x | sigma)].
+
+  Args:
+    apply_fn: the network (see `network_log_probs`).
+    params: its parameters.
+    x: int [B, ...] data values.
+    key: PRNG key.
+    policy_P: int [P] policy.
+    num_classes: K.
+
+  Returns:
+    The dict of `policy_terms_given`.
   """
   batch_size = x.shape[0]
   num_steps = int(np.prod(x.shape[1:]))
@@ -188,7 +303,20 @@ def policy_terms_given(
   *,
   num_classes: int,
 ) -> dict[str, jax.Array]:
-  """P times the nats of policy step k_B under order sigma (see policy_elbo_terms)."""
+  """P times the nats of one policy step per example under order sigma (see `policy_elbo_terms`).
+
+  Args:
+    apply_fn: the network (see `network_log_probs`).
+    params: its parameters.
+    x: int [B, ...] data values.
+    sigma_BxD: int [B, D] orders.
+    k_B: int [B], the policy step per example.
+    policy_P: int [P] policy.
+    num_classes: K.
+
+  Returns:
+    A dict of [B] arrays: nll (nats) and t (the step's start s_k).
+  """
   num_steps = int(np.prod(x.shape[1:]))
   start_B = policy_P[k_B]
   end_B = _segment_ends(policy_P, num_steps)[k_B]
@@ -201,7 +329,19 @@ def policy_terms_given(
 def policy_log_likelihood(
   apply_fn: ApplyFn, params: Any, x: jax.Array, sigma_BxD: jax.Array, policy_P: jax.Array, *, num_classes: int
 ) -> jax.Array:
-  """Exact log p(x | sigma, policy) in nats per example, with one network call per policy step."""
+  """Exact log p(x | sigma, policy) in nats per example, with one network call per policy step.
+
+  Args:
+    apply_fn: the network (see `network_log_probs`).
+    params: its parameters.
+    x: int [B, ...] data values.
+    sigma_BxD: int [B, D] orders.
+    policy_P: int [P] policy.
+    num_classes: K.
+
+  Returns:
+    float32 [B].
+  """
   num_steps = int(np.prod(x.shape[1:]))
   ends_P = _segment_ends(policy_P, num_steps)
   t_shape = (x.shape[0],)
@@ -233,6 +373,19 @@ def generate(
   x_init holds the values of variables that are already known (sigma < policy[0]) and of `observed`
   positions, which are never overwritten. Sequential sampling is the policy arange(D). Sampling uses
   jax.random.categorical in float32 (Gumbel-argmax): classes below ~1e-8 are effectively never drawn.
+
+  Args:
+    apply_fn: the network (see `network_log_probs`).
+    params: its parameters.
+    key: PRNG key; call k uses `fold_in(key, k)`.
+    x_init: int [B, ...] initial values (K where unknown).
+    sigma_BxD: int [B, D] orders.
+    policy_P: int [P] policy.
+    num_classes: K.
+    observed: bool [B, ...] or None; positions kept from x_init.
+
+  Returns:
+    int32 [B, ...] samples.
   """
   batch_size = x_init.shape[0]
   num_steps = int(np.prod(x_init.shape[1:]))
@@ -260,6 +413,13 @@ def orders_observed_first(key: jax.Array, observed_BxD: jax.Array) -> jax.Array:
 
   Used for completion (inpainting / infilling): the observed variables are "generated" first, in a random
   order, then the rest in a random order, so the model conditions on all observations.
+
+  Args:
+    key: PRNG key.
+    observed_BxD: bool [B, D].
+
+  Returns:
+    int32 [B, D] orders (ranks) with every observed variable ranked below every unobserved one.
   """
   batch_size, num_steps = observed_BxD.shape
   # Distinct integer sort keys (a random rank, shifted by D when unobserved): no ties, as in sample_orders.

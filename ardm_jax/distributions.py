@@ -1,26 +1,31 @@
 """Output distributions of an ARDM network: what its per-variable outputs mean.
 
 A network emits `num_outputs` floats per variable; a distribution turns them into probabilities over the K
-classes {0, ..., K-1} of that variable. Two are provided:
+classes {0, ..., K-1} of that variable. Kept apart from the networks so that one network class serves every
+output, and duck-typed (no base class) so that the upscale math (`upscale_spec`), sampling and the entropy coder
+(`coding_model`) call the same few methods whatever the output is. Two are provided:
 
-  Categorical(K)                       num_outputs = K: logits, softmax.
-  DiscretisedLogisticMixture(K, M)     num_outputs = 3 M: a mixture of M logistics on [-1, 1], discretised to K
-                                       equal bins (PixelCNN++ style, one channel); the audio model's output, where
-                                       K = 65,536 makes K logits per sample too large.
+  Categorical(K)                    num_outputs = K: softmax over K logits.
+  DiscretisedLogisticMixture(K, M)  num_outputs = 3 M: a mixture of M logistics on [-1, 1], discretised to K
+                                    equal bins (PixelCNN++ style, one channel); the audio models' output, where
+                                    K = 65,536 would make K logits per sample too large.
 
-Every distribution offers (net_out has shape [..., num_outputs], x and lo/hi are int [...]):
-  log_prob(net_out, x)        log p(x) in nats, [...]
-  log_mass(net_out, lo, hi)   log p(lo <= x <= hi) for integer ranges, [...] (the upscale ARDM's data
-                              parametrisation renormalises over such ranges)
-  log_pmf(net_out)            log p(k) for every class, [..., K]
+Every distribution offers (net_out float [..., num_outputs]; x, lo, hi int [...]):
+  num_outputs                 floats per variable the network must emit
+  log_prob(net_out, x)        float32 [...], log p(x) in nats
+  log_mass(net_out, lo, hi)   float32 [...], log p(lo <= x <= hi) (the upscale ARDM's data parametrisation
+                              renormalises over such ranges)
+  log_pmf(net_out)            float32 [..., K], log p(k) for every class
   sample(key, net_out)        int32 [...]
-  coding_logits(net_out)      float32 [..., K], finite everywhere and normalised: the table the entropy coder
-                              quantises (coding.quantise_counts floors every class to a count >= 1)
+  coding_logits(net_out)      float32 [..., K], normalised log-probabilities: the table the entropy coder
+                              quantises (`entropy_models.quantise_counts` floors every class to a count >= 1)
 
 The discretised logistic's bin k is centred at c_k = 2 k / (K-1) - 1 with half width h = 1 / (K-1); the first
-and last bins absorb the tails (-inf and +inf). Mass is computed from the logistic CDF in a form that never
-subtracts two nearly equal numbers: for a > b,
+and last bins absorb the tails (-inf and +inf). Mass comes from the logistic CDF in a form that never subtracts
+two nearly equal numbers: for a > b,
+
     log(sigmoid(a) - sigmoid(b)) = -softplus(-a) - softplus(b) + log(-expm1(b - a)),
+
 with a - b = (bin width) / scale known analytically, so even 16-bit bins far in a tail keep a finite log mass.
 """
 
@@ -53,7 +58,14 @@ def _check_net_out(net_out: jax.Array, num_outputs: int, what: str) -> jax.Array
 
 @dataclasses.dataclass(frozen=True)
 class Categorical:
-  """Softmax over K logits."""
+  """Softmax over K logits: the network's outputs are the classes' logits.
+
+  Attributes:
+    num_classes: K >= 2.
+
+  Raises:
+    ValueError: if num_classes is not an integer >= 2.
+  """
 
   num_classes: int
 
@@ -62,26 +74,74 @@ class Categorical:
 
   @property
   def num_outputs(self) -> int:
+    """K: one logit per class."""
     return self.num_classes
 
   def log_pmf(self, net_out: jax.Array) -> jax.Array:
+    """log p(k) for every class.
+
+    Args:
+      net_out: float [..., K] logits.
+
+    Returns:
+      float32 [..., K], log_softmax of the logits.
+
+    Raises:
+      ValueError: if the last axis is not K.
+    """
     return jax.nn.log_softmax(_check_net_out(net_out, self.num_outputs, "Categorical"), axis=-1)
 
   def log_prob(self, net_out: jax.Array, x: jax.Array) -> jax.Array:
+    """log p(x) in nats.
+
+    Args:
+      net_out: float [..., K] logits.
+      x: int [...] classes in 0..K-1.
+
+    Returns:
+      float32 [...].
+    """
     logp = self.log_pmf(net_out)
     return jnp.take_along_axis(logp, x[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
   def log_mass(self, net_out: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
+    """log p(lo <= x <= hi), a logsumexp over the classes in the range.
+
+    Args:
+      net_out: float [..., K] logits.
+      lo: int [...] first class of the range.
+      hi: int [...] last class of the range (inclusive).
+
+    Returns:
+      float32 [...]; -inf for an empty range (hi < lo).
+    """
     logp = self.log_pmf(net_out)
     k = jnp.arange(self.num_classes).reshape((1,) * lo.ndim + (-1,))
     inside = (k >= lo[..., None]) & (k <= hi[..., None])
     return jax.nn.logsumexp(jnp.where(inside, logp, -jnp.inf), axis=-1)
 
   def sample(self, key: jax.Array, net_out: jax.Array) -> jax.Array:
+    """Draws one class per variable.
+
+    Args:
+      key: PRNG key.
+      net_out: float [..., K] logits.
+
+    Returns:
+      int32 [...] in 0..K-1.
+    """
     # Gumbel-argmax in float32: classes below ~1e-8 are effectively never drawn.
     return jax.random.categorical(key, self.log_pmf(net_out), axis=-1).astype(jnp.int32)
 
   def coding_logits(self, net_out: jax.Array) -> jax.Array:
+    """The table the entropy coder quantises: `log_pmf`.
+
+    Args:
+      net_out: float [..., K] logits.
+
+    Returns:
+      float32 [..., K] normalised log-probabilities.
+    """
     # A -inf logit (possible after masking upstream) is clipped by the quantiser to a count of 1.
     return self.log_pmf(net_out)
 
@@ -108,6 +168,15 @@ class DiscretisedLogisticMixture:
   network starts as a broad mixture covering the whole range. Log-scales are clipped to
   [min_log_scale, max_log_scale]: the lower clip bounds how sharp a component can be (the official audio model
   uses -7); the upper keeps the bin mass of a very flat component above float32's range of -expm1.
+
+  Attributes:
+    num_classes: K >= 2 bins (65,536 for 16-bit audio).
+    num_mixtures: M >= 1 components.
+    min_log_scale: lower clip of the log-scales.
+    max_log_scale: upper clip of the log-scales.
+
+  Raises:
+    ValueError: if K < 2, M < 1 (or either is not an integer), or min_log_scale >= max_log_scale.
   """
 
   num_classes: int
@@ -128,14 +197,26 @@ class DiscretisedLogisticMixture:
 
   @property
   def num_outputs(self) -> int:
+    """3 M: a mixture logit, a mean and a log-scale per component."""
     return 3 * self.num_mixtures
 
   @property
   def half_width(self) -> float:
+    """h = 1 / (K - 1), half a bin's width on [-1, 1]."""
     return 1.0 / (self.num_classes - 1)
 
   def unpack(self, net_out: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """net_out [..., 3M] -> (log mixture weights, means, log-scales), each [..., M]."""
+    """The mixture's parameters, with the fixed offsets and the clip applied.
+
+    Args:
+      net_out: float [..., 3M], [mixture logits | means | log-scales].
+
+    Returns:
+      (log mixture weights, means, log-scales), each float32 [..., M]; the weights are normalised.
+
+    Raises:
+      ValueError: if the last axis is not 3M.
+    """
     out = _check_net_out(net_out, self.num_outputs, "DiscretisedLogisticMixture")
     m = self.num_mixtures
     log_pi = jax.nn.log_softmax(out[..., :m], axis=-1)
@@ -160,15 +241,41 @@ class DiscretisedLogisticMixture:
     return _log_sigmoid_diff(a, b, log_width_term, lo <= 0, hi >= k_last)
 
   def log_mass(self, net_out: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
+    """log p(lo <= x <= hi) from the CDF at the range's outer bin edges (no sum over K bins).
+
+    Args:
+      net_out: float [..., 3M].
+      lo: int [...] first bin of the range, lo <= hi.
+      hi: int [...] last bin of the range (inclusive).
+
+    Returns:
+      float32 [...].
+    """
     log_pi, means, log_scales = self.unpack(net_out)
     comp = self._component_log_mass(means, log_scales, lo[..., None], hi[..., None])
     return jax.nn.logsumexp(log_pi + comp, axis=-1)
 
   def log_prob(self, net_out: jax.Array, x: jax.Array) -> jax.Array:
+    """log p(x) in nats, the mass of bin x.
+
+    Args:
+      net_out: float [..., 3M].
+      x: int [...] bins in 0..K-1.
+
+    Returns:
+      float32 [...].
+    """
     return self.log_mass(net_out, x, x)
 
   def log_pmf(self, net_out: jax.Array) -> jax.Array:
-    """[..., K]; one component at a time so the peak memory is [..., K], not [..., M, K]."""
+    """log p(k) for every bin, one component at a time so the peak memory is [..., K], not [..., M, K].
+
+    Args:
+      net_out: float [..., 3M].
+
+    Returns:
+      float32 [..., K].
+    """
     log_pi, means, log_scales = self.unpack(net_out)
     k = jnp.arange(self.num_classes, dtype=jnp.int32).reshape((1,) * (means.ndim - 1) + (-1,))
 
@@ -183,9 +290,17 @@ class DiscretisedLogisticMixture:
     return out
 
   def sample(self, key: jax.Array, net_out: jax.Array) -> jax.Array:
-    """Exact up to float32: pick a component, draw a continuous logistic, and take the bin it falls in.
+    """Draws one bin per variable: a component, then a continuous logistic, then the bin it falls in.
 
-    Uniforms are drawn on (tiny, 1): the logistic tails beyond ~17 scales (probability ~1e-7) are never drawn.
+    Exact up to float32. Uniforms are drawn on (tiny, 1): the logistic tails beyond ~17 scales (probability ~1e-7)
+    are never drawn. No [..., K] table is built, so this is cheap for K = 65,536.
+
+    Args:
+      key: PRNG key.
+      net_out: float [..., 3M].
+
+    Returns:
+      int32 [...] in 0..K-1.
     """
     log_pi, means, log_scales = self.unpack(net_out)
     key_mix, key_u = jax.random.split(key)
@@ -199,6 +314,14 @@ class DiscretisedLogisticMixture:
     return jnp.clip(k, 0, self.num_classes - 1).astype(jnp.int32)
 
   def coding_logits(self, net_out: jax.Array) -> jax.Array:
+    """The table the entropy coder quantises: `log_pmf`.
+
+    Args:
+      net_out: float [..., 3M].
+
+    Returns:
+      float32 [..., K] normalised log-probabilities.
+    """
     return self.log_pmf(net_out)
 
 
@@ -206,7 +329,20 @@ Distribution = Any  # Categorical | DiscretisedLogisticMixture (duck-typed: the 
 
 
 def build_distribution(name: str, num_classes: int, **kwargs) -> Distribution:
-  """'categorical' (no options) or 'logistic_mixture' (num_mixtures [30], min_log_scale [-7], max_log_scale [7])."""
+  """The output distribution named by `config.ardm.output`.
+
+  Args:
+    name: 'categorical' or 'logistic_mixture'.
+    num_classes: K.
+    **kwargs: options; 'categorical' takes none, 'logistic_mixture' takes num_mixtures (default 30),
+      min_log_scale (default -7) and max_log_scale (default 7).
+
+  Returns:
+    A `Categorical` or `DiscretisedLogisticMixture`.
+
+  Raises:
+    ValueError: for an unknown name or option, or invalid sizes.
+  """
   if name == "categorical":
     if kwargs:
       raise ValueError(f"the categorical output takes no options, got {sorted(kwargs)}; remove them")

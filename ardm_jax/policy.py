@@ -8,14 +8,13 @@ Finding the cheapest policy with exactly B steps is a shortest path with B edges
     F_k(j) = min_{k-1 <= i < j} F_{k-1}(i) + L[i] * (j - i),     F_1(j) = L[0] * j,
 is the cheapest cover of steps [0, j) by k segments starting at 0; the answer for budget B is F_B(D), and one pass up
 to the largest budget serves every smaller budget.
-"""
 
-import json
-import os
+This module is the algorithm only (losses in, steps and costs out); the policy file that stores its results, and
+its plot, live in `policy_file`. NumPy only (scipy for the isotonic fit), so `ardm policy` never imports JAX.
+"""
 
 import numpy as np
 
-SCHEMA_VERSION = 1
 MONOTONE_METHODS = ("sort", "isotonic")
 # How a total budget is divided over the stages of an upscale model: 'optimal' minimises the summed DP cost,
 # 'equal' gives every stage the same budget (the paper's Table 7). Policy-file key of each split's entries:
@@ -24,7 +23,17 @@ BUDGET_SPLIT_KEYS = {"optimal": "total_budget_split", "equal": "total_budget_spl
 
 # ----------------------------------------------------------------------------------------------- losses
 def validate_losses(L):
-  """Returns L as float64 after checking it is a non-empty, finite, non-negative 1-D array."""
+  """Checks per-step losses.
+
+  Args:
+    L: [D] per-step losses in bits per variable.
+
+  Returns:
+    L as float64 [D].
+
+  Raises:
+    ValueError: unless L is a non-empty, finite, non-negative 1-D array.
+  """
   L = np.asarray(L, dtype=np.float64)
   if L.ndim != 1:
     raise ValueError(f"losses must be a 1-D array of per-step losses, got shape {L.shape}; pass one stage's L_t")
@@ -46,7 +55,19 @@ def validate_losses(L):
 
 
 def monotone_losses(L, method="sort"):
-  """Makes L non-increasing in t: 'sort' (descending, as in the paper) or 'isotonic' (least-squares PAV fit)."""
+  """Makes per-step losses non-increasing in t, which the fast DP needs.
+
+  Args:
+    L: [D] per-step losses in bits per variable.
+    method: 'sort' (descending, as in the paper) or 'isotonic' (the least-squares non-increasing fit, by
+      pool-adjacent-violators).
+
+  Returns:
+    float64 [D], non-increasing and non-negative.
+
+  Raises:
+    ValueError: for invalid losses or an unknown method.
+  """
   L = validate_losses(L)
   if method == "sort":
     return np.sort(L)[::-1].copy()
@@ -58,15 +79,28 @@ def monotone_losses(L, method="sort"):
   raise ValueError(f"unknown monotone method {method!r}; use one of {MONOTONE_METHODS} or None")
 
 
-def _prepare(L, monotone):
-  """Returns (losses the DP optimises, whether they are non-increasing)."""
+def prepare_losses(L, monotone):
+  """The losses the DP optimises.
+
+  Args:
+    L: [D] per-step losses.
+    monotone: a `MONOTONE_METHODS` name, or None to keep L as given.
+
+  Returns:
+    (float64 [D] losses, whether they are non-increasing).
+  """
   if monotone is None:
     L = validate_losses(L)
     return L, bool(np.all(np.diff(L) <= 0))
   return monotone_losses(L, monotone), True
 
 
-def _check_budgets(budgets, D):
+def check_budgets(budgets, D):
+  """Checks budgets (an int or a list of ints) against D and returns them sorted without repeats.
+
+  Raises:
+    ValueError: if none is given, or one is not an integer in 1..D.
+  """
   budgets = [budgets] if np.ndim(budgets) == 0 else list(budgets)
   if not budgets:
     raise ValueError("no budgets given; pass at least one budget between 1 and D")
@@ -80,13 +114,33 @@ def _check_budgets(budgets, D):
 
 # ----------------------------------------------------------------------------------------------- policies
 def naive_policy(num_steps, budget):
-  """Evenly spaced policy: s_k = floor(k * D / B); strictly increasing because D / B >= 1."""
-  (budget,) = _check_budgets(budget, num_steps)
+  """The evenly spaced policy, the paper's baseline.
+
+  Args:
+    num_steps: D.
+    budget: B in 1..D.
+
+  Returns:
+    int64 [B], s_k = floor(k * D / B) (strictly increasing because D / B >= 1).
+  """
+  (budget,) = check_budgets(budget, num_steps)
   return (np.arange(budget, dtype=np.int64) * num_steps) // budget
 
 
 def check_policy_steps(steps, D):
-  """Returns a valid policy as int64, or raises a one-line error (used by every module that takes policies)."""
+  """Checks one stage's policy (every module that takes policies calls this).
+
+  Args:
+    steps: [B] step starts.
+    D: the number of steps.
+
+  Returns:
+    steps as int64 [B].
+
+  Raises:
+    ValueError: in one line, unless steps is a non-empty 1-D integer array that starts at 0, strictly increases
+      and stays below D.
+  """
   steps = np.asarray(steps)
   if steps.ndim != 1 or steps.size == 0 or not np.issubdtype(steps.dtype, np.integer):
     raise ValueError(f"a policy must be a non-empty 1-D integer array, got {steps!r}")
@@ -96,8 +150,19 @@ def check_policy_steps(steps, D):
 
 
 def check_global_policy(steps, num_steps, num_stages=1):
-  """check_policy_steps for the global policy of an S-stage (upscale) model: global steps s * D + t that start at
-  0, strictly increase below S * D and contain every stage start s * D. Returns int64."""
+  """`check_policy_steps` for the global policy of an S-stage (upscale) model.
+
+  Args:
+    steps: [P] global steps s * D + t.
+    num_steps: D.
+    num_stages: S.
+
+  Returns:
+    steps as int64 [P].
+
+  Raises:
+    ValueError: unless they start at 0, strictly increase below S * D and contain every stage start s * D.
+  """
   if num_stages == 1:
     return check_policy_steps(steps, num_steps)
   a = np.asarray(steps)
@@ -120,7 +185,15 @@ def check_global_policy(steps, num_steps, num_stages=1):
 
 
 def policy_cost(L, steps):
-  """Expected bits of one item under policy `steps` (divide by num_dims for bits/dim)."""
+  """The expected cost of a policy, sum_k L[s_k] * (s_{k+1} - s_k).
+
+  Args:
+    L: [D] per-step losses in bits per variable.
+    steps: [B] a valid policy for D steps.
+
+  Returns:
+    Expected bits of one item (divide by num_dims for bits/dim).
+  """
   L = validate_losses(L)
   steps = check_policy_steps(steps, L.size)
   return float(np.sum(L[steps] * np.diff(np.append(steps, L.size))))
@@ -201,39 +274,73 @@ def _backtrack(opt, budget, D):
 
 
 def optimal_costs(L, max_budget, monotone="sort"):
-  """Optimal expected bits for every budget 1..max_budget (np.ndarray [max_budget]), one DP pass."""
-  L, is_monotone = _prepare(L, monotone)
-  (max_budget,) = _check_budgets(max_budget, L.size)
+  """Optimal expected bits for every budget 1..max_budget, from one DP pass.
+
+  Args:
+    L: [D] per-step losses in bits per variable.
+    max_budget: the largest budget, in 1..D.
+    monotone: see `optimal_policies`.
+
+  Returns:
+    float64 [max_budget]; entry b-1 is the cost of the cheapest policy with b steps.
+  """
+  L, is_monotone = prepare_losses(L, monotone)
+  (max_budget,) = check_budgets(max_budget, L.size)
   return _run_layers(L, max_budget, _monotone_layer if is_monotone else _dense_layer)[0]
 
 
 def optimal_policies(L, budgets, monotone="sort"):
-  """Exact cheapest policy with exactly B steps for each budget: {B: (steps int64 [B], cost in bits)}.
+  """The exact cheapest policy with exactly B steps for each budget B.
 
-  monotone='sort'|'isotonic' first makes L non-increasing (costs are then under that L) and uses the
-  O(B * D log D) algorithm; monotone=None keeps L as given and, unless it happens to be non-increasing, falls back
-  to the plain O(B * D^2) DP, because the fast algorithm's exactness rests on monotone L.
+  Args:
+    L: [D] per-step losses in bits per variable.
+    budgets: an int or a list of ints in 1..D.
+    monotone: 'sort' or 'isotonic' first makes L non-increasing (costs are then under that L) and uses the
+      O(B * D log D) algorithm; None keeps L as given and, unless it happens to be non-increasing, falls back to
+      the plain O(B * D^2) DP, because the fast algorithm's exactness rests on monotone L.
+
+  Returns:
+    {B: (steps int64 [B], expected bits of one item)}.
   """
-  L, is_monotone = _prepare(L, monotone)
-  budgets = _check_budgets(budgets, L.size)
+  L, is_monotone = prepare_losses(L, monotone)
+  budgets = check_budgets(budgets, L.size)
   costs, opt = _run_layers(L, budgets[-1], _monotone_layer if is_monotone else _dense_layer)
   return {b: (_backtrack(opt, b, L.size), float(costs[b - 1])) for b in budgets}
 
 
 def plain_dp(L, budget):
-  """Reference O(B * D^2) DP on L as given (no monotone transform): (steps, cost)."""
+  """The reference O(B * D^2) DP on L as given (no monotone transform).
+
+  Args:
+    L: [D] per-step losses in bits per variable.
+    budget: B in 1..D.
+
+  Returns:
+    (steps int64 [B], expected bits of one item).
+  """
   L = validate_losses(L)
-  (budget,) = _check_budgets(budget, L.size)
+  (budget,) = check_budgets(budget, L.size)
   costs, opt = _run_layers(L, budget, _dense_layer)
   return _backtrack(opt, budget, L.size), float(costs[-1])
 
 
 def split_budget_across_stages(stage_losses, total_budget, monotone="sort"):
-  """Per-stage budgets (each >= 1, summing to total_budget) minimising the summed optimal cost; exact.
+  """The per-stage budgets that minimise the summed optimal cost of an upscale model; exact.
 
   Each stage's optimal cost-vs-budget curve comes from one DP pass; a small DP over stages then picks the split.
+
+  Args:
+    stage_losses: S arrays of per-step losses, coarse to fine.
+    total_budget: network calls in all, between S and the total number of steps.
+    monotone: see `optimal_policies`.
+
+  Returns:
+    S ints, each >= 1, summing to total_budget.
+
+  Raises:
+    ValueError: if no stage is given or the total is out of range.
   """
-  losses = [_prepare(L, monotone)[0] for L in stage_losses]
+  losses = [prepare_losses(L, monotone)[0] for L in stage_losses]
   if not losses:
     raise ValueError("no stages given; pass one loss array per stage")
   S, D_sum = len(losses), sum(L.size for L in losses)
@@ -261,174 +368,21 @@ def split_budget_across_stages(stage_losses, total_budget, monotone="sort"):
   return split[::-1]
 
 
-# ----------------------------------------------------------------------------------------------- files
-def build_policy_file(
-  stage_losses, budgets, num_dims, *, stage_stderrs=None, monotone="sort", fingerprint=None, total_budgets=()
-):
-  """Policy-file dict (plain JSON types) for one stage (OA-ARDM) or several (upscale ARDM, coarse to fine).
-
-  A stage's expected_bpd is its contribution (its cost / num_dims); a model's total sums over stages. Both the DP
-  and the naive policy are scored under the monotone losses the DP optimised; loss_per_step stays the raw estimate.
-  `total_budgets` adds, for each total, its optimal split over the stages (`total_budget_split`) and its equal
-  split (`total_budget_split_equal`, the paper's Table 7), with those per-stage policies.
-  """
-  stage_losses = [validate_losses(L) for L in stage_losses]
-  stage_stderrs = stage_stderrs if stage_stderrs is not None else [None] * len(stage_losses)
-  if len(stage_stderrs) != len(stage_losses):
-    raise ValueError(f"got {len(stage_stderrs)} stderr arrays for {len(stage_losses)} stages; pass one per stage")
-  splits = {
-    "optimal": {int(T): split_budget_across_stages(stage_losses, int(T), monotone) for T in total_budgets},
-    "equal": {int(T): equal_split(int(T), len(stage_losses)) for T in total_budgets},
-  }
-  stages = []
-  for s, (L, err) in enumerate(zip(stage_losses, stage_stderrs)):
-    stage_budgets = [bs[s] for split in splits.values() for bs in split.values()]
-    wanted = _check_budgets(list(budgets) + stage_budgets, L.size)
-    L_mono = _prepare(L, monotone)[0]
-    policies = {}
-    for b, (steps, cost) in optimal_policies(L, wanted, monotone).items():
-      policies[str(b)] = {
-        "steps": steps.tolist(),
-        "expected_bpd": cost / num_dims,
-        "naive_expected_bpd": policy_cost(L_mono, naive_policy(L.size, b)) / num_dims,
-      }
-    stages.append(
-      {
-        "num_steps": int(L.size),
-        "loss_per_step": L.tolist(),
-        "loss_stderr": None if err is None else np.asarray(err, np.float64).tolist(),
-        "monotone": monotone,
-        "policies": policies,
-      }
-    )
-  pf = {"schema_version": SCHEMA_VERSION, "fingerprint": fingerprint, "num_dims": int(num_dims), "stages": stages}
-  monotone_L = [_prepare(L, monotone)[0] for L in stage_losses]
-  for name, split in splits.items():
-    pf[BUDGET_SPLIT_KEYS[name]] = {
-      str(T): {
-        "stage_budgets": bs,
-        "expected_bpd": sum(stages[s]["policies"][str(b)]["expected_bpd"] for s, b in enumerate(bs)),
-        # the paper's baseline: the total split equally, evenly spaced steps in each stage
-        "naive_expected_bpd": sum(
-          policy_cost(L, naive_policy(L.size, b)) for L, b in zip(monotone_L, equal_split(T, len(stage_losses)))
-        )
-        / num_dims,
-      }
-      for T, bs in split.items()
-    } or None
-  _validate_policy_file(pf, "the new policy file")
-  return pf
-
-
-def _validate_policy_file(pf, where):
-  def need(ok, problem):
-    if not ok:
-      raise ValueError(f"{where}: {problem}; regenerate it with ardm_jax.policy.build_policy_file")
-
-  need(isinstance(pf, dict), "is not a JSON object")
-  if pf.get("schema_version") != SCHEMA_VERSION:
-    raise ValueError(
-      f"{where} has schema_version {pf.get('schema_version')!r}, this ardm_jax reads "
-      f"schema_version {SCHEMA_VERSION}; use the matching ardm_jax version or regenerate the file"
-    )
-  need(pf.get("fingerprint") is None or isinstance(pf["fingerprint"], dict), "fingerprint must be an object or null")
-  need(isinstance(pf.get("num_dims"), int) and pf["num_dims"] >= 1, "num_dims must be a positive integer")
-  need(isinstance(pf.get("stages"), list) and pf["stages"], "stages must be a non-empty list")
-  for s, st in enumerate(pf["stages"]):
-    need(isinstance(st, dict) and isinstance(st.get("num_steps"), int), f"stage {s} lacks an integer num_steps")
-    D = st["num_steps"]
-    need(len(st.get("loss_per_step") or []) == D, f"stage {s} loss_per_step must have num_steps={D} entries")
-    need(st.get("loss_stderr") is None or len(st["loss_stderr"]) == D, f"stage {s} loss_stderr length != {D}")
-    need(st.get("monotone") in MONOTONE_METHODS + (None,), f"stage {s} has unknown monotone {st.get('monotone')!r}")
-    need(isinstance(st.get("policies"), dict), f"stage {s} policies must be an object")
-    for key, p in st["policies"].items():
-      need(
-        key.isdigit() and isinstance(p, dict) and {"steps", "expected_bpd", "naive_expected_bpd"} <= set(p),
-        f"stage {s} policy {key!r} is malformed",
-      )
-      need(len(check_policy_steps(p["steps"], D)) == int(key), f"stage {s} policy {key} has {len(p['steps'])} steps")
-  for split, field in BUDGET_SPLIT_KEYS.items():  # the equal split is absent from files of earlier versions
-    tot = pf.get(field)
-    need(tot is None or isinstance(tot, dict), f"{field} must be an object or null")
-    for key, entry in (tot or {}).items():
-      bs = entry.get("stage_budgets") if isinstance(entry, dict) else None
-      need(isinstance(bs, list) and len(bs) == len(pf["stages"]) and sum(bs) == int(key), f"{field} entry {key!r}")
-      need(split != "equal" or bs == equal_split(int(key), len(bs)), f"{field} {key} is not an equal split")
-      for s, b in enumerate(bs):
-        need(str(b) in pf["stages"][s]["policies"], f"{field} {key} needs stage {s} budget {b}")
-
-
-def save_policy_file(path, policy_file, *, overwrite=False):
-  """Writes a validated policy file; refuses to replace an existing file unless overwrite=True."""
-  _validate_policy_file(policy_file, "policy file to save")
-  try:
-    with open(path, "w" if overwrite else "x", encoding="utf-8") as f:
-      # Compact: the C encoder (indent falls back to pure Python: seconds for hundreds of budgets at D ~ 3k).
-      json.dump(policy_file, f, separators=(",", ":"))
-  except FileExistsError:
-    raise FileExistsError(f"{path} exists; pass --overwrite (overwrite=True) or choose another path") from None
-
-
-def load_policy_file(path):
-  with open(path, encoding="utf-8") as f:
-    pf = json.load(f)
-  _validate_policy_file(pf, f"policy file {path}")
-  return pf
-
-
-def policy_for_budget(policy_file, budget, stage=0):
-  """Steps (np.int64) of the stored policy with `budget` steps for `stage`."""
-  stages = policy_file["stages"]
-  if not 0 <= stage < len(stages):
-    raise ValueError(f"stage {stage} is outside 0..{len(stages) - 1}; this policy file has {len(stages)} stage(s)")
-  policies = stages[stage]["policies"]
-  if str(budget) not in policies:
-    have = sorted(int(b) for b in policies)
-    raise ValueError(
-      f"no policy for budget {budget} in stage {stage}; available budgets: {have}; "
-      "rebuild the policy file with this budget"
-    )
-  return np.asarray(policies[str(budget)]["steps"], dtype=np.int64)
-
-
-def check_budget_split(split):
-  if split not in BUDGET_SPLIT_KEYS:
-    raise ValueError(f"unknown budget split {split!r}; use --budget-split optimal or --budget-split equal")
-  return split
-
-
-def total_budget_entries(policy_file, split="optimal"):
-  """The policy file's {str(total): entry} for `split` ({} when the file has none)."""
-  return policy_file.get(BUDGET_SPLIT_KEYS[check_budget_split(split)]) or {}
-
-
-def global_policy(policy_file, total_budget, split="optimal"):
-  """One increasing array of global steps s * D + t over all stages for a total budget (np.int64).
-
-  One stage: the stored policy with that budget (`split` makes no difference). Several (upscale ARDM): the file's
-  `split` of the total over the stages ('optimal' or 'equal'), each stage's policy shifted by s * D; every stage
-  start s * D is included.
-  """
-  stages = policy_file["stages"]
-  check_budget_split(split)
-  if len(stages) == 1:
-    return policy_for_budget(policy_file, total_budget)
-  entries = total_budget_entries(policy_file, split)
-  entry = entries.get(str(total_budget))
-  if entry is None:
-    have = sorted(int(b) for b in entries)
-    raise ValueError(
-      f"no split of total budget {total_budget} over the {len(stages)} stages in this policy file "
-      f"(available totals: {have}); rebuild it with `ardm policy --budgets {total_budget}`"
-    )
-  return flatten_stage_policies(
-    [policy_for_budget(policy_file, b, s) for s, b in enumerate(entry["stage_budgets"])], stages[0]["num_steps"]
-  )
-
-
 def naive_global_policy(num_stages, num_steps, total_budget):
-  """The paper's baseline for S stages: the total split equally (remainder to the first stages), evenly spaced
-  steps within each stage."""
+  """The paper's baseline global policy for S stages.
+
+  Args:
+    num_stages: S.
+    num_steps: D.
+    total_budget: network calls in all, in S..S * D.
+
+  Returns:
+    int64 [total_budget] global steps: the total split equally (remainder to the first stages), evenly spaced
+    steps within each stage.
+
+  Raises:
+    ValueError: if the total is out of range.
+  """
   if not num_stages <= total_budget <= num_stages * num_steps:
     raise ValueError(
       f"total budget {total_budget} must be between the {num_stages} stage(s) and "
@@ -438,61 +392,22 @@ def naive_global_policy(num_stages, num_steps, total_budget):
 
 
 def equal_split(total_budget, num_stages):
-  """The paper's split of a total budget over stages: equal, the remainder to the first stages."""
+  """The paper's split of a total budget over S stages: equal, the remainder to the first stages.
+
+  Returns:
+    S ints summing to total_budget.
+  """
   return [total_budget // num_stages + (s < total_budget % num_stages) for s in range(num_stages)]
 
 
 def flatten_stage_policies(stage_steps, num_steps):
-  """Per-stage step lists (each within 0..D-1) -> one array of global steps s * D + t (np.int64); no checks."""
+  """Joins per-stage step lists (each within 0..D-1) into one array of global steps; no checks.
+
+  Args:
+    stage_steps: S step lists.
+    num_steps: D.
+
+  Returns:
+    int64 [sum of lengths], stage s's steps shifted by s * D.
+  """
   return np.concatenate([np.asarray(st, np.int64) + s * num_steps for s, st in enumerate(stage_steps)])
-
-
-def load_loss_file(path, stage=0):
-  """Per-step losses from .npy (1-D) or .json (a list, {"loss_per_step": ...}, or a policy file) -> (L, stderr)."""
-  ext = os.path.splitext(str(path))[1].lower()
-  if ext == ".npy":
-    return validate_losses(np.load(path)), None
-  if ext != ".json":
-    raise ValueError(f"cannot read losses from {path}: expected a .npy array or a .json file")
-  with open(path, encoding="utf-8") as f:
-    data = json.load(f)
-  if isinstance(data, dict) and "schema_version" in data:
-    data = load_policy_file(path)
-    if not 0 <= stage < len(data["stages"]):
-      raise ValueError(f"stage {stage} is outside 0..{len(data['stages']) - 1} in policy file {path}")
-    data = data["stages"][stage]
-  if isinstance(data, list):
-    return validate_losses(data), None
-  if isinstance(data, dict) and "loss_per_step" in data:
-    err = data.get("loss_stderr")
-    return validate_losses(data["loss_per_step"]), None if err is None else np.asarray(err, np.float64)
-  raise ValueError(
-    f"{path} holds neither a list of losses nor an object with 'loss_per_step' "
-    f"(found {type(data).__name__}{' with keys ' + str(sorted(data)) if isinstance(data, dict) else ''})"
-  )
-
-
-def plot_policy(path_png, L, L_stderr, budgets, dp_bpd, naive_bpd, num_dims):
-  """Two panels: L_t with a +-2 stderr band, and predicted bits/dim against budget (log x) for DP and naive."""
-  # The object API with the Agg canvas: files only, no display, and half the import time of pyplot.
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-
-  L = validate_losses(L)
-  t = np.arange(L.size)
-  fig = Figure(figsize=(11, 4))
-  FigureCanvasAgg(fig)
-  ax0, ax1 = fig.subplots(1, 2)
-  ax0.plot(t, L, lw=1, label="L_t")
-  if L_stderr is not None:
-    err = 2 * np.asarray(L_stderr, np.float64)
-    ax0.fill_between(t, L - err, L + err, alpha=0.3, label="±2 stderr")
-  ax0.set(xlabel="step t (variables known)", ylabel="bits per variable", title="per-step loss")
-  ax0.legend()
-  ax1.plot(budgets, dp_bpd, "o-", label="optimal (DP)")
-  ax1.plot(budgets, naive_bpd, "s--", label="evenly spaced")
-  ax1.axhline(L.sum() / num_dims, color="gray", lw=0.8, label=f"all {L.size} steps")
-  ax1.set(xscale="log", xlabel="budget (network calls)", ylabel="expected bits/dim", title="budget vs bits/dim")
-  ax1.legend()
-  fig.subplots_adjust(left=0.06, right=0.99, bottom=0.13, top=0.92, wspace=0.18)  # tight_layout costs ~1 s
-  fig.savefig(path_png, dpi=100)

@@ -203,23 +203,38 @@ def toy_net_apply_onehot(params, onehot, known, t):
 
 
 def test_generate_respects_policy_and_observed_values():
+  """One network call per policy step; call k sees exactly the variables with sigma < s_k, and those it adds are the
+  ones with sigma in [s_k, s_{k+1}); observed values are never overwritten."""
   params = toy_params(8)
-  batch = 16
+  batch, policy = 16, [0, 1, 3]
   sigma = ardm.sample_orders(jax.random.PRNGKey(3), batch, D)
   observed = jnp.zeros((batch, D), bool).at[:, 0].set(True)
   x_init = jnp.full((batch, D), K).at[:, 0].set(1)
+  calls = []
+
+  def recording_apply(params, x_in, known, t, train, key):
+    jax.debug.callback(lambda *a: calls.append([np.asarray(v) for v in a]), x_in, known, t, ordered=True)
+    return toy_net_apply(params, x_in, known, t, train, key)
+
   out = ardm.generate(
-    toy_net_apply,
+    recording_apply,
     params,
     jax.random.PRNGKey(4),
     x_init,
     sigma,
-    jnp.asarray([0, 2], jnp.int32),
+    jnp.asarray(policy, jnp.int32),
     num_classes=K,
     observed=observed,
   )
-  out = np.asarray(out)
+  out, sigma, observed = np.asarray(out), np.asarray(sigma), np.asarray(observed)
+  assert len(calls) == len(policy)
+  for (x_in, known, t), start in zip(calls, policy):
+    np.testing.assert_array_equal(known, sigma < start)
+    np.testing.assert_array_equal(t, start)
+    # Known variables hold their final values (written once, by the call of their policy step); the rest are hidden.
+    np.testing.assert_array_equal(x_in, np.where(sigma < start, out, K))
   assert (out[:, 0] == 1).all() and out.min() >= 0 and out.max() < K
+  assert (out[~observed] != 1).any()  # the unobserved variables were sampled, not copied from x_init
 
 
 def test_orders_observed_first():

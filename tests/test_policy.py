@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ardm_jax import policy as P
+from ardm_jax import policy_file
 
 
 def all_policies(D, budget):
@@ -166,7 +167,7 @@ def test_split_budget_equals_brute_force():
 def make_file(tmp_path):
   rng = np.random.default_rng(1)
   stages = [P.monotone_losses(rng.exponential(size=20)) for _ in range(2)]
-  pf = P.build_policy_file(
+  pf = policy_file.build_policy_file(
     stages,
     [1, 5, 20],
     num_dims=20,
@@ -180,60 +181,60 @@ def make_file(tmp_path):
 def test_policy_file_round_trip_and_errors(tmp_path):
   pf, stages = make_file(tmp_path)
   path = tmp_path / "policy.json"
-  P.save_policy_file(path, pf)
-  assert P.load_policy_file(path) == pf
-  np.testing.assert_array_equal(P.policy_for_budget(pf, 20, stage=1), np.arange(20))
+  policy_file.save_policy_file(path, pf)
+  assert policy_file.load_policy_file(path) == pf
+  np.testing.assert_array_equal(policy_file.policy_for_budget(pf, 20, stage=1), np.arange(20))
   split = pf["total_budget_split"]["9"]["stage_budgets"]
   assert split == P.split_budget_across_stages(stages, 9)
   for s, b in enumerate(split):
-    steps = P.policy_for_budget(pf, b, stage=s)
+    steps = policy_file.policy_for_budget(pf, b, stage=s)
     assert pf["stages"][s]["policies"][str(b)]["expected_bpd"] == pytest.approx(P.policy_cost(stages[s], steps) / 20)
   p5 = pf["stages"][0]["policies"]["5"]
   assert p5["expected_bpd"] <= p5["naive_expected_bpd"]
 
   with pytest.raises(FileExistsError, match="--overwrite"):
-    P.save_policy_file(path, pf)
-  P.save_policy_file(path, pf, overwrite=True)
+    policy_file.save_policy_file(path, pf)
+  policy_file.save_policy_file(path, pf, overwrite=True)
   have = sorted(int(b) for b in pf["stages"][0]["policies"])
   assert {1, 5, 20} <= set(have) and 19 not in have
   with pytest.raises(ValueError, match=r"budget 19 .* available budgets: \[" + ", ".join(map(str, have))):
-    P.policy_for_budget(pf, 19)
+    policy_file.policy_for_budget(pf, 19)
   with pytest.raises(ValueError, match="stage 2"):
-    P.policy_for_budget(pf, 5, stage=2)
+    policy_file.policy_for_budget(pf, 5, stage=2)
 
   bad = dict(pf, schema_version=2)
   path.write_text(json.dumps(bad))
   with pytest.raises(ValueError, match="schema_version 2"):
-    P.load_policy_file(path)
+    policy_file.load_policy_file(path)
   broken = json.loads(json.dumps(pf))
   broken["stages"][0]["policies"]["5"]["steps"] = [0, 3, 2, 4, 5]
   path.write_text(json.dumps(broken))
   with pytest.raises(ValueError, match="strictly increase"):
-    P.load_policy_file(path)
+    policy_file.load_policy_file(path)
 
 
 def test_load_loss_file(tmp_path):
   L = np.linspace(2, 0, 7)
   np.save(tmp_path / "l.npy", L)
-  np.testing.assert_array_equal(P.load_loss_file(tmp_path / "l.npy")[0], L)
+  np.testing.assert_array_equal(policy_file.load_loss_file(tmp_path / "l.npy")[0], L)
   (tmp_path / "list.json").write_text(json.dumps(L.tolist()))
-  np.testing.assert_array_equal(P.load_loss_file(tmp_path / "list.json")[0], L)
+  np.testing.assert_array_equal(policy_file.load_loss_file(tmp_path / "list.json")[0], L)
   (tmp_path / "d.json").write_text(json.dumps({"loss_per_step": L.tolist(), "loss_stderr": [0.1] * 7}))
-  got, err = P.load_loss_file(tmp_path / "d.json")
+  got, err = policy_file.load_loss_file(tmp_path / "d.json")
   np.testing.assert_array_equal(got, L)
   np.testing.assert_array_equal(err, [0.1] * 7)
   pf, stages = make_file(tmp_path)
-  P.save_policy_file(tmp_path / "p.json", pf)
-  np.testing.assert_array_equal(P.load_loss_file(tmp_path / "p.json", stage=1)[0], stages[1])
+  policy_file.save_policy_file(tmp_path / "p.json", pf)
+  np.testing.assert_array_equal(policy_file.load_loss_file(tmp_path / "p.json", stage=1)[0], stages[1])
   (tmp_path / "x.json").write_text(json.dumps({"losses": [1.0]}))
   with pytest.raises(ValueError, match="loss_per_step"):
-    P.load_loss_file(tmp_path / "x.json")
+    policy_file.load_loss_file(tmp_path / "x.json")
   (tmp_path / "x.txt").write_text("1 2")
   with pytest.raises(ValueError, match=".npy"):
-    P.load_loss_file(tmp_path / "x.txt")
+    policy_file.load_loss_file(tmp_path / "x.txt")
   np.save(tmp_path / "bad.npy", np.ones((2, 2)))
   with pytest.raises(ValueError, match="1-D"):
-    P.load_loss_file(tmp_path / "bad.npy")
+    policy_file.load_loss_file(tmp_path / "bad.npy")
 
 
 def test_plot_writes_png(tmp_path):
@@ -243,8 +244,20 @@ def test_plot_writes_png(tmp_path):
   dp = [pols[b][1] / 64 for b in budgets]
   naive = [P.policy_cost(L, P.naive_policy(64, b)) / 64 for b in budgets]
   out = tmp_path / "policy.png"
-  P.plot_policy(out, L, 0.05 * L, budgets, dp, naive, num_dims=64)
-  assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
+  policy_file.plot_policy(out, L, 0.05 * L, budgets, dp, naive, num_dims=64)
+  from PIL import Image
+
+  img = np.asarray(Image.open(out).convert("RGB")).astype(int)
+  assert img.shape == (400, 1100, 3)  # figsize (11, 4) at 100 dpi
+  left, right = img[:, :550], img[:, 550:]
+
+  def has(panel, rgb, tol=40):  # pixels close to a matplotlib default colour
+    return int((np.abs(panel - np.array(rgb)).sum(-1) < tol).sum())
+
+  blue, orange = (31, 119, 180), (255, 127, 14)  # matplotlib's C0 (L_t, the DP curve) and C1 (the naive curve)
+  assert has(left, blue) > 100 and has(right, blue) > 100 and has(right, orange) > 100
+  # The +-2 stderr band: a translucent fill, light blue pixels in the L_t panel.
+  assert has(left, (187, 213, 232), tol=20) > 1000
 
 
 def test_check_policy_steps_errors():

@@ -8,19 +8,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ardm_jax import ardm, upscale
+from ardm_jax import ardm, policy_file, transitions, upscale, upscale_spec
+from ardm_jax import policy as policy_lib
 from ardm_jax.distributions import Categorical, DiscretisedLogisticMixture
 
 TRANSITIONS = {
-  "zero_256_b2": lambda: upscale.zero_least_significant(256, 2),
-  "zero_256_b4": lambda: upscale.zero_least_significant(256, 4),
-  "zero_256_b16": lambda: upscale.zero_least_significant(256, 16),
-  "zero_17_b2": lambda: upscale.zero_least_significant(17, 2),
-  "zero_17_b4": lambda: upscale.zero_least_significant(17, 4),
-  "augment_256_b4": lambda: upscale.augment_least_significant(256, 4),
-  "augment_17_b2": lambda: upscale.augment_least_significant(17, 2),
-  "text8": upscale.text8_two_stage,
-  "single_17": lambda: upscale.single_stage(17),
+  "zero_256_b2": lambda: transitions.zero_least_significant(256, 2),
+  "zero_256_b4": lambda: transitions.zero_least_significant(256, 4),
+  "zero_256_b16": lambda: transitions.zero_least_significant(256, 16),
+  "zero_17_b2": lambda: transitions.zero_least_significant(17, 2),
+  "zero_17_b4": lambda: transitions.zero_least_significant(17, 4),
+  "augment_256_b4": lambda: transitions.augment_least_significant(256, 4),
+  "augment_17_b2": lambda: transitions.augment_least_significant(17, 2),
+  "text8": transitions.text8_two_stage,
+  "single_17": lambda: transitions.single_stage(17),
 }
 EXPECTED_STAGES = {
   "zero_256_b2": 8,
@@ -36,53 +37,63 @@ EXPECTED_STAGES = {
 
 
 # ----------------------------------------------------------------------------------------------- transitions
+def children_of(tr, stage, states):
+  """int [M, C]: the child in each slot of M level-`stage` states (-1: empty), by the library's generative step."""
+  spec = upscale_spec.Upscale(tr, "direct")
+  coarse = jnp.asarray(np.repeat(np.asarray(states).reshape(1, -1, 1), tr.num_slots, axis=-1))
+  slot = jnp.broadcast_to(jnp.arange(tr.num_slots), coarse.shape)
+  return np.asarray(upscale_spec.child_state(spec, coarse, slot, jnp.array([stage], jnp.int32)))[0]
+
+
 @pytest.mark.parametrize("name", sorted(TRANSITIONS))
-def test_transition_matrices_compose_absorb_and_reach_every_class(name):
+def test_transitions_compose_absorb_and_reach_every_class(name):
   tr = TRANSITIONS[name]()
   S, K, N = tr.num_stages, tr.num_classes, tr.num_states
   assert S == EXPECTED_STAGES[name]
+  spec = upscale_spec.Upscale(tr, "direct")
+  x = jnp.arange(K)[None]
+  level_of = lambda l: np.asarray(upscale_spec.states_at(spec, x, jnp.array([l], jnp.int32)))[0]
   for level in range(S):
+    stage = jnp.array([level], jnp.int32)
     # Composition: data -> level l equals (data -> level l+1) followed by stage l's forward map.
-    np.testing.assert_array_equal(tr.level_matrix(level), tr.stage_matrix(level) @ tr.level_matrix(level + 1))
-    # The forward map of a stage is deterministic: every level-(l+1) state has exactly one parent.
-    fine = np.unique(tr.levels[level + 1])
-    np.testing.assert_array_equal(tr.stage_matrix(level)[:, fine].sum(0), 1.0)
-  absorbing = np.zeros((N, K), np.float32)
-  absorbing[tr.absorbing_state] = 1.0
-  np.testing.assert_array_equal(tr.level_matrix(0), absorbing)
-  np.testing.assert_array_equal(tr.level_matrix(S)[:K], np.eye(K))
-  # Generative reachability: from the absorbing state, through the transposed stage maps, every class is reached.
-  reach = np.zeros(N, bool)
-  reach[tr.absorbing_state] = True
+    np.testing.assert_array_equal(level_of(level), upscale_spec.parents_of(spec, level_of(level + 1)[None], stage)[0])
+    # The forward map of a stage is deterministic and defined exactly on the level-(l+1) states.
+    parents = np.asarray(upscale_spec.parents_of(spec, jnp.arange(N)[None], stage))[0]
+    np.testing.assert_array_equal(np.flatnonzero(parents >= 0), np.unique(level_of(level + 1)))
+  np.testing.assert_array_equal(level_of(0), np.full(K, tr.absorbing_state))
+  np.testing.assert_array_equal(level_of(S), np.arange(K))
+  # Generative reachability: from the absorbing state, through every slot of every stage, every class is reached.
+  reach = np.array([tr.absorbing_state])
   for level in range(S):
-    reach = (tr.stage_matrix(level).T @ reach.astype(np.float32)) > 0
-    np.testing.assert_array_equal(np.flatnonzero(reach), np.unique(tr.levels[level + 1]))
-  assert reach[:K].all()
+    kids = children_of(tr, level, reach)
+    reach = np.unique(kids[kids >= 0])
+    np.testing.assert_array_equal(reach, np.unique(tr.levels[level + 1]))
+  np.testing.assert_array_equal(reach, np.arange(K))
 
 
 def test_zero_least_significant_levels_are_floored_values_and_slots_are_digits():
-  tr = upscale.zero_least_significant(256, 4)
+  tr = transitions.zero_least_significant(256, 4)
   k = np.arange(256)
   for level in range(5):
     np.testing.assert_array_equal(tr.levels[level], k - k % 4 ** (4 - level))
   for s in range(4):
     np.testing.assert_array_equal(tr.slots[s], (k >> (2 * (3 - s))) & 3)
-  big = upscale.zero_least_significant(65536, 2)
+  big = transitions.zero_least_significant(65536, 2)
   assert (big.num_stages, big.num_states, big.num_slots, big.absorbing_state) == (16, 65536, 2, 0)
   np.testing.assert_array_equal(big.levels[3], (np.arange(65536) >> 13) << 13)
   assert big.range_lo is not None
 
 
 def test_seventeen_levels_leave_empty_digits():
-  tr = upscale.zero_least_significant(17, 2)
+  tr = transitions.zero_least_significant(17, 2)
   # 16 = 10000b: after stage 0 chose the top digit 1, no later digit can be 1.
   for s in range(1, 5):
-    assert tr.children_of(s, 16).tolist() == [16, -1]
-  assert tr.children_of(0, 0).tolist() == [0, 16]
+    assert children_of(tr, s, [16]).tolist() == [[16, -1]]
+  assert children_of(tr, 0, [0]).tolist() == [[0, 16]]
 
 
 def test_augmented_levels_use_disjoint_ids():
-  tr = upscale.augment_least_significant(17, 2)
+  tr = transitions.augment_least_significant(17, 2)
   ids = [set(np.unique(row).tolist()) for row in tr.levels]
   for a, b in itertools.combinations(range(len(ids)), 2):
     assert not ids[a] & ids[b]
@@ -90,7 +101,7 @@ def test_augmented_levels_use_disjoint_ids():
 
 
 def test_text8_first_stage_is_space_vowel_consonant():
-  tr = upscale.text8_two_stage()
+  tr = transitions.text8_two_stage()
   alphabet = " abcdefghijklmnopqrstuvwxyz"
   coarse = {c: tr.levels[1][alphabet.index(c)] for c in alphabet}
   assert coarse[" "] == 0 and len(set(coarse.values())) == 3
@@ -101,15 +112,15 @@ def test_text8_first_stage_is_space_vowel_consonant():
 @pytest.mark.parametrize(
   "bad",
   [
-    lambda: upscale.zero_least_significant(256, 1),
-    lambda: upscale.zero_least_significant(1, 2),
-    lambda: upscale.make_transitions("zero_least_significant", 256),
-    lambda: upscale.make_transitions("text8", 28),
-    lambda: upscale.make_transitions("bits", 256, 2),
+    lambda: transitions.zero_least_significant(256, 1),
+    lambda: transitions.zero_least_significant(1, 2),
+    lambda: transitions.make_transitions("zero_least_significant", 256),
+    lambda: transitions.make_transitions("text8", 28),
+    lambda: transitions.make_transitions("bits", 256, 2),
     # not a tree: data 1 and 2 share a level-1 state but have different level-0... states
-    lambda: upscale.Transitions("bad", np.array([[0, 0, 1], [0, 1, 1], [0, 1, 2]]), np.zeros((2, 3), int)),
-    lambda: upscale.Upscale(upscale.zero_least_significant(8, 2), "direct", Categorical(8)),
-    lambda: upscale.Upscale(upscale.zero_least_significant(8, 2), "data", Categorical(9)),
+    lambda: transitions.Transitions("bad", np.array([[0, 0, 1], [0, 1, 1], [0, 1, 2]]), np.zeros((2, 3), int)),
+    lambda: upscale_spec.Upscale(transitions.zero_least_significant(8, 2), "direct", Categorical(8)),
+    lambda: upscale_spec.Upscale(transitions.zero_least_significant(8, 2), "data", Categorical(9)),
   ],
 )
 def test_bad_configuration_is_a_value_error(bad):
@@ -120,7 +131,7 @@ def test_bad_configuration_is_a_value_error(bad):
 # ----------------------------------------------------------------------------------------------- conditionals
 def _spec(tr_name, parametrisation, dist=None):
   tr = TRANSITIONS[tr_name]() if tr_name in TRANSITIONS else tr_name
-  return upscale.Upscale(tr, parametrisation, dist)
+  return upscale_spec.Upscale(tr, parametrisation, dist)
 
 
 @pytest.mark.parametrize(
@@ -138,33 +149,34 @@ def test_data_conditional_is_renormalised_push_forward(tr_name, dist):
   tr = TRANSITIONS[tr_name]()
   K = tr.num_classes
   d = Categorical(K) if dist == "cat" else DiscretisedLogisticMixture(K, 3)
-  spec = upscale.Upscale(tr, "data", d)
+  spec = upscale_spec.Upscale(tr, "data", d)
   rng = np.random.default_rng(0)
   B, D = tr.num_stages, 6
   net_out = jnp.asarray(rng.normal(size=(B, D, d.num_outputs)) * 2, jnp.float32)
   stage_B = jnp.arange(B, dtype=jnp.int32)
   x = jnp.asarray(rng.integers(0, K, size=(B, D)), jnp.int32)
-  target = upscale.slot_of(spec, x, stage_B)
+  target = upscale_spec.slot_of(spec, x, stage_B)
 
   @jax.jit
   def run():
-    coarse = upscale.states_at(spec, x, stage_B)
+    coarse = upscale_spec.states_at(spec, x, stage_B)
     return (
       coarse,
-      upscale.slot_log_probs(spec, net_out, coarse, stage_B),
+      upscale_spec.slot_log_probs(spec, net_out, coarse, stage_B),
       d.log_pmf(net_out),
-      upscale.log_probs_of_data(spec, net_out, x, stage_B),
+      upscale_spec.log_probs_of_data(spec, net_out, x, stage_B),
     )
 
   coarse, logp_C, logp_K, lp = (np.asarray(v) for v in run())
   logp_C, p_K = logp_C.astype(np.float64), np.exp(logp_K.astype(np.float64))
   for b in range(B):
     s = b
+    kids = children_of(tr, s, coarse[b])
     for i in range(D):
       u = int(coarse[b, i])
       under_u = tr.levels[s] == u
       p_state = np.zeros(tr.num_states)
-      for j, v in enumerate(tr.children_of(s, u)):
+      for j, v in enumerate(kids[i]):
         if v >= 0:
           p_state[v] += np.exp(logp_C[b, i, j])
         else:
@@ -174,7 +186,7 @@ def test_data_conditional_is_renormalised_push_forward(tr_name, dist):
       want /= p_K[b, i][under_u].sum()
       np.testing.assert_allclose(p_state, want, atol=2e-6)
       assert p_state.sum() == pytest.approx(1.0, abs=2e-6)
-      outside = np.setdiff1d(np.arange(tr.num_states), tr.children_of(s, u))
+      outside = np.setdiff1d(np.arange(tr.num_states), kids[i])
       assert (p_state[outside] == 0).all()
   # The training path (one target per variable) agrees with the full table.
   picked = np.take_along_axis(logp_C, np.asarray(target)[..., None], -1)[..., 0]
@@ -191,11 +203,14 @@ def test_direct_conditional_is_masked_softmax_of_this_stage(tr_name):
   net_out = rng.normal(size=(S, D, S * C)).astype(np.float32)
   stage_B = jnp.arange(S, dtype=jnp.int32)
   x = jnp.asarray(rng.integers(0, tr.num_classes, size=(S, D)), jnp.int32)
-  coarse = np.asarray(upscale.states_at(spec, x, stage_B))
-  logp = np.asarray(jax.jit(lambda: upscale.slot_log_probs(spec, jnp.asarray(net_out), jnp.asarray(coarse), stage_B))())
+  coarse = np.asarray(upscale_spec.states_at(spec, x, stage_B))
+  logp = np.asarray(
+    jax.jit(lambda: upscale_spec.slot_log_probs(spec, jnp.asarray(net_out), jnp.asarray(coarse), stage_B))()
+  )
   for s in range(S):
+    kids = children_of(tr, s, coarse[s])
     for i in range(D):
-      valid = tr.children_of(s, coarse[s, i]) >= 0
+      valid = kids[i] >= 0
       logits = net_out[s, i].reshape(S, C)[s]
       want = np.where(valid, np.exp(logits - logits.max()), 0.0)
       np.testing.assert_allclose(np.exp(logp[s, i]), want / want.sum(), atol=1e-6)
@@ -207,13 +222,13 @@ def test_direct_conditional_is_masked_softmax_of_this_stage(tr_name):
 )
 def test_data_conditionals_telescope_to_the_data_distribution(tr_name, dist):
   """With one K-way prediction for every stage, the product of the stage conditionals is p(x) itself."""
-  spec = upscale.Upscale(TRANSITIONS[tr_name](), "data", dist)
+  spec = upscale_spec.Upscale(TRANSITIONS[tr_name](), "data", dist)
   rng = np.random.default_rng(2)
   net_out = jnp.asarray(rng.normal(size=(3, 4, dist.num_outputs)), jnp.float32)
   x = jnp.asarray(rng.integers(0, dist.num_classes, size=(3, 4)), jnp.int32)
   total = jax.jit(
     lambda: sum(
-      upscale.log_probs_of_data(spec, net_out, x, jnp.full((3,), s, jnp.int32)) for s in range(spec.num_stages)
+      upscale_spec.log_probs_of_data(spec, net_out, x, jnp.full((3,), s, jnp.int32)) for s in range(spec.num_stages)
     )
   )()
   np.testing.assert_allclose(total.reshape(3, 4), dist.log_prob(net_out, x), atol=2e-5)
@@ -222,16 +237,16 @@ def test_data_conditionals_telescope_to_the_data_distribution(tr_name, dist):
 def test_sixteen_bit_logistic_stages_telescope():
   """Audio scale: K = 65,536, b = 2, 16 stages of range masses (no K-sized tensor anywhere)."""
   dist = DiscretisedLogisticMixture(65536, 4)
-  spec = upscale.Upscale(upscale.zero_least_significant(65536, 2), "data", dist)
+  spec = upscale_spec.Upscale(transitions.zero_least_significant(65536, 2), "data", dist)
   rng = np.random.default_rng(3)
   net_out = jnp.asarray(rng.normal(size=(2, 8, dist.num_outputs)), jnp.float32)
   x = jnp.asarray(rng.integers(0, 65536, size=(2, 8)), jnp.int32)
 
   @jax.jit
   def run():
-    per_stage = jax.vmap(lambda s: upscale.log_probs_of_data(spec, net_out, x, jnp.full((2,), s)))(jnp.arange(16))
+    per_stage = jax.vmap(lambda s: upscale_spec.log_probs_of_data(spec, net_out, x, jnp.full((2,), s)))(jnp.arange(16))
     stage = jnp.full((2,), 7, jnp.int32)
-    logp = upscale.slot_log_probs(spec, net_out, upscale.states_at(spec, x, stage), stage)
+    logp = upscale_spec.slot_log_probs(spec, net_out, upscale_spec.states_at(spec, x, stage), stage)
     return per_stage.sum(0).reshape(2, 8), dist.log_prob(net_out, x), jnp.exp(logp).sum(-1)
 
   total, direct, slot_mass = run()
@@ -247,8 +262,8 @@ def test_network_input_hides_fine_values_of_unknown_variables():
   x_other = jnp.array([[4, 11, 16, 0]], jnp.int32)
   stage = jnp.array([3], jnp.int32)
   known = jnp.array([[True, False, True, False]])
-  x_in, _, _ = upscale.stage_inputs(spec, x, stage, known)
-  x_in_other, _, _ = upscale.stage_inputs(spec, x_other, stage, known)
+  x_in, _, _ = upscale_spec.stage_inputs(spec, x, stage, known)
+  x_in_other, _, _ = upscale_spec.stage_inputs(spec, x_other, stage, known)
   np.testing.assert_array_equal(x_in, x_in_other)
   assert x_in.tolist() == [[4, 8, 16, 0]]
 
@@ -279,13 +294,15 @@ def all_orders(D):
 
 
 SPECS = {
-  "zero8_data": lambda: upscale.Upscale(upscale.zero_least_significant(8, 2), "data"),
-  "zero8_direct": lambda: upscale.Upscale(upscale.zero_least_significant(8, 2), "direct"),
-  "zero6_direct": lambda: upscale.Upscale(upscale.zero_least_significant(6, 2), "direct"),
-  "augment8_logistic": lambda: upscale.Upscale(
-    upscale.augment_least_significant(8, 2), "data", DiscretisedLogisticMixture(8, 2)
+  "zero8_data": lambda: upscale_spec.Upscale(transitions.zero_least_significant(8, 2), "data"),
+  "zero8_direct": lambda: upscale_spec.Upscale(transitions.zero_least_significant(8, 2), "direct"),
+  "zero6_direct": lambda: upscale_spec.Upscale(transitions.zero_least_significant(6, 2), "direct"),
+  "augment8_logistic": lambda: upscale_spec.Upscale(
+    transitions.augment_least_significant(8, 2), "data", DiscretisedLogisticMixture(8, 2)
   ),
-  "single8_logistic": lambda: upscale.Upscale(upscale.single_stage(8), "data", DiscretisedLogisticMixture(8, 3)),
+  "single8_logistic": lambda: upscale_spec.Upscale(
+    transitions.single_stage(8), "data", DiscretisedLogisticMixture(8, 3)
+  ),
 }
 
 
@@ -385,33 +402,33 @@ def test_training_gradients_are_finite_with_empty_slots():
 
 
 def test_total_budget_split_beats_equal_split_and_matches_brute_force():
-  from ardm_jax import policy
-
-  D = 6
+  D, totals = 6, (2, 5, 9)
   rng = np.random.default_rng(11)
   # A coarse stage that is cheap and a fine stage that is expensive: an equal split wastes calls on stage 0.
   losses = np.stack([np.sort(rng.uniform(0.0, 0.2, D))[::-1], np.sort(rng.uniform(0.5, 3.0, D))[::-1]])
-  for total in (2, 5, 9):
-    pol, budgets, cost = upscale.policy_for_total_budget(losses, total)
-    assert len(pol) == total == sum(budgets)
-    per_stage = upscale.split_policy(pol, D, 2)
-    assert cost == pytest.approx(sum(policy.policy_cost(L, p) for L, p in zip(losses, per_stage)))
+  pf = policy_file.build_policy_file(losses, [], D, total_budgets=totals)
+  for total in totals:
+    pol = policy_file.global_policy(pf, total)
+    entry = policy_file.total_budget_entries(pf)[str(total)]
+    budgets, cost = entry["stage_budgets"], entry["expected_bpd"] * D
+    assert len(pol) == total == sum(budgets) and upscale.validate_policy(pol, D, 2).tolist() == pol.tolist()
+    per_stage = [policy_file.policy_for_budget(pf, b, stage=s) for s, b in enumerate(budgets)]
+    np.testing.assert_array_equal(pol, upscale.flatten_policies(per_stage, D))
+    assert cost == pytest.approx(sum(policy_lib.policy_cost(L, p) for L, p in zip(losses, per_stage)))
     brute = min(
-      policy.plain_dp(losses[0], b)[1] + policy.plain_dp(losses[1], total - b)[1]
+      policy_lib.plain_dp(losses[0], b)[1] + policy_lib.plain_dp(losses[1], total - b)[1]
       for b in range(max(1, total - D), min(D, total - 1) + 1)
     )
     assert cost == pytest.approx(brute)
-    _, equal_budgets, equal_cost = upscale.policy_for_total_budget(losses, total, split="equal")
-    assert equal_budgets == [total - total // 2, total // 2] and cost <= equal_cost + 1e-12
+    equal = policy_file.total_budget_entries(pf, "equal")[str(total)]
+    assert equal["stage_budgets"] == [total - total // 2, total // 2] and cost <= equal["expected_bpd"] * D + 1e-12
   with pytest.raises(ValueError):
-    upscale.policy_for_total_budget(losses, 1)
+    policy_file.build_policy_file(losses, [], D, total_budgets=[1])
 
 
-def test_policy_flatten_split_round_trip_and_errors():
-  stage_policies = [[0, 5], [0], [0, 2, 7]]
-  flat = upscale.flatten_policies(stage_policies, 8)
-  assert flat.tolist() == [0, 5, 8, 16, 18, 23]
-  assert [p.tolist() for p in upscale.split_policy(flat, 8, 3)] == stage_policies
+def test_flatten_policies_offsets_stages_and_errors():
+  flat = upscale.flatten_policies([[0, 5], [0], [0, 2, 7]], 8)
+  assert flat.tolist() == [0, 5, 8, 16, 18, 23] and flat.dtype == np.int32
   with pytest.raises(ValueError, match="stage 1"):
     upscale.flatten_policies([[0], [1]], 8)
   with pytest.raises(ValueError, match="start every stage"):
@@ -463,7 +480,7 @@ def test_samples_refine_consistently_and_follow_the_model(name):
 
 def test_single_stage_is_the_plain_oa_ardm():
   """One stage under the absorbing class K: losses, likelihoods and even the samples equal ardm's, bit for bit."""
-  spec = upscale.Upscale(upscale.single_stage(5), "data")
+  spec = upscale_spec.Upscale(transitions.single_stage(5), "data")
   assert (spec.num_input_classes, spec.num_outputs, spec.transitions.absorbing_state) == (6, 5, 5)
   D, B = 3, 12
   apply_fn, params = toy_apply_and_params(spec, (D,), seed=5)
@@ -494,7 +511,7 @@ def test_single_stage_is_the_plain_oa_ardm():
 
 
 def test_generate_keeps_observed_values():
-  spec = upscale.Upscale(upscale.text8_two_stage(), "direct")
+  spec = upscale_spec.Upscale(transitions.text8_two_stage(), "direct")
   D = 4
   apply_fn, params = toy_apply_and_params(spec, (D,), seed=4)
   observed = jnp.array([[True, False, True, False]] * 8)

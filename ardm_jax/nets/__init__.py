@@ -1,24 +1,27 @@
-"""ARDM networks: one call signature for every modality.
+"""ARDM networks: one call signature for every modality, so the ARDM math takes any of them as a plain apply_fn.
 
     net = build_network(model_cfg, data_shape, num_classes)
     variables = net.init({'params': key, 'dropout': key2}, x_in, known, t, train=False)
     logits = net.apply(variables, x_in, known, t, train=True, rngs={'dropout': key3})
 
 x_in int [B, *data_shape] in 0..K (K = absorbing), known bool [B, *data_shape],
-t int [B] (number of known variables) -> float32 logits [B, *data_shape, K].
+t int [B] (number of known variables) -> float32 logits [B, *data_shape, K]. Where build_network is given
+other sizes, x_in ranges over 0..num_input_classes-1, t over 0..num_steps-1 and the last axis is num_outputs
+(e.g. 3 M for a logistic mixture).
 
 model_cfg keys (sizes have no defaults, so a config always states its model size):
   unet:        ch, num_res_blocks, input_embed_dim;
                optional num_heads=1, attention=True, dropout=0.0, dtype='float32', remat=False,
-               attention_impl='plain', scan_layers=False, input_numeric=False (the official input layer: a conv on the values as numbers and the mask for
-               3/4 of ch, the id embedding projected to ch/4; ch divisible by 4)
+               attention_impl='plain', scan_layers=False, input_numeric=False (the official input layer: a
+               conv on the values as numbers and the mask for 3/4 of ch, the id embedding projected to ch/4;
+               ch divisible by 4)
   transformer: num_layers, emb_dim, mlp_dim, num_heads;
                optional dropout=0.0, dtype='float32', remat=False, attention_impl='plain', scan_layers=False,
-               causal=False (items of any shape, read in
-               raster order; causal=True is the single-order ARM baseline's network), rope=False (rotary
-               positions in every attention layer), positions='learned' ('sinusoidal': the official text8
-               model's fixed table; 'none'), time_input=True, mask_input=True (embeddings of t and of the
-               known-mask; the official text8 model has neither)
+               causal=False (items of any shape, read in raster order; causal=True is the single-order ARM
+               baseline's network), rope=False (rotary positions in every attention layer),
+               positions='learned' ('sinusoidal': the official text8 model's fixed table; 'none'),
+               time_input=True, mask_input=True (embeddings of t and of the known-mask; the official text8
+               model has neither)
   diffwave:    num_blocks, features (divisible by 4);
                optional dilation_cycle=12, kernel_size=3, skip_features=features, dropout=0.0,
                dtype='float32', remat=False, scan_layers=False
@@ -96,8 +99,19 @@ _SIZE_OPTIONS = ("num_outputs", "num_input_classes", "num_steps")
 def build_network(model_cfg: Mapping[str, Any], data_shape: tuple[int, ...], num_classes: int, **sizes) -> nn.Module:
   """Builds the network named by model_cfg.name for items of `data_shape` with K classes.
 
-  `sizes` (num_outputs, num_input_classes, num_steps; None = default) serve other output distributions and
-  upscale ARDMs; see the diffwave module.
+  Args:
+    model_cfg: 'name' ('unet', 'transformer' or 'diffwave') and that network's keys (module docstring).
+    data_shape: the item shape: (H, W, C) for 'unet', (L,) for 'diffwave', any for 'transformer'.
+    num_classes: K >= 2, the data classes.
+    **sizes: num_outputs (default K), num_input_classes (default K + 1) and num_steps (default D), for other
+      output distributions and upscale ARDMs; None keeps the default.
+
+  Returns:
+    The unbound flax module (`UNet`, `Transformer` or `DiffWave`), called as in the module docstring.
+
+  Raises:
+    ValueError: for an unknown name, a data_shape of the wrong rank or with a zero size, K < 2, unknown or
+      missing keys, an unknown dtype, remat or attention_impl, or an unknown size option.
   """
   cfg = dict(model_cfg.items())
   name = cfg.pop("name", None)
@@ -146,7 +160,18 @@ def scan_params(params: Mapping[str, Any], net: nn.Module) -> dict:
 
   Per-layer subtrees are stacked on a new leading axis in layer order: block_i -> blocks (Transformer);
   down_res_i / down_attn_i -> down/res, down/attn and up_res_i / up_attn_i -> up/res, up/attn (U-Net);
-  block_{c * dilation_cycle + j} -> cycles/block_j (DiffWave). Other entries are kept as they are."""
+  block_{c * dilation_cycle + j} -> cycles/block_j (DiffWave). Other entries are kept as they are.
+
+  Args:
+    params: the 'params' collection of the unrolled network (left unchanged).
+    net: the network; only its class and layer counts are read.
+
+  Returns:
+    A new parameter dict for the scanned network.
+
+  Raises:
+    ValueError: if `net` is not a UNet, Transformer or DiffWave.
+  """
   params = dict(params)
   if isinstance(net, Transformer):
     params["blocks"] = _stack([params.pop(f"block_{i}") for i in range(net.num_layers)])

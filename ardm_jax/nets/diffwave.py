@@ -56,18 +56,32 @@ def conv1d(
 
 
 class ResidualBlock(nn.Module):
-  """x + step projection -> dilated conv to 2F -> tanh * sigmoid -> (residual 1x1, skip 1x1)."""
+  """x + step projection -> dilated conv to 2F -> tanh * sigmoid -> (residual 1x1, skip 1x1).
+
+  Attributes:
+    features: F, the residual channels.
+    skip_features: channels of the skip output.
+    kernel_size: width of the dilated convolution.
+    dilation: its dilation.
+    dropout: dropout rate after the gate.
+    deterministic: no dropout; an attribute, not a call argument, so nn.remat needs no static args.
+    dtype: compute dtype of the block's convolutions.
+  """
 
   features: int
   skip_features: int
   kernel_size: int
   dilation: int
   dropout: float
-  deterministic: bool  # an attribute, not a call argument, so nn.remat needs no static args
+  deterministic: bool
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x_BxLxF: jax.Array, temb_BxT: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """x [B, L, F], time embedding temb [B, T] -> (float32 [B, L, F] residual stream, [B, L, skip_features] skip).
+
+    The new stream is (x + residual) / sqrt(2); the skip output is in `dtype`.
+    """
     step_BxF = layers.dense(self.features, ("mlp", "embed"), dtype=self.dtype, name="step_proj")(nn.swish(temb_BxT))
     h = x_BxLxF + step_BxF[:, None, :]
     # One convolution for both gate halves: the same as two convolutions of F outputs each.
@@ -87,7 +101,19 @@ class ResidualBlock(nn.Module):
 
 class DilationCycle(nn.Module):
   """`cycle` residual blocks with dilations 1, 2, ..., 2^(cycle-1): the unit that model.scan_layers repeats (the
-  dilations differ from block to block, so single blocks cannot share one scanned program)."""
+  dilations differ from block to block, so single blocks cannot share one scanned program).
+
+  Attributes:
+    features: F, the residual channels.
+    skip_features: channels of the skip outputs.
+    kernel_size: width of the dilated convolutions.
+    cycle: blocks per cycle (model.dilation_cycle).
+    dropout: dropout rate in every block.
+    deterministic: no dropout.
+    dtype: compute dtype.
+    remat: one of layers.REMAT_CHOICES, applied to each block.
+    in_scan: the cycle is the body of nn.scan (see layers.maybe_remat).
+  """
 
   features: int
   skip_features: int
@@ -101,6 +127,15 @@ class DilationCycle(nn.Module):
 
   @nn.compact
   def __call__(self, carry, temb_BxT: jax.Array):
+    """Runs the cycle's blocks on the stream and adds their skip outputs.
+
+    Args:
+      carry: (h float32 [B, L, F], skip_sum float32 [B, L, skip_features]).
+      temb_BxT: time embedding [B, T].
+
+    Returns:
+      The updated (h, skip_sum), same shapes, float32.
+    """
     h, skip_sum = carry
     block_cls = layers.maybe_remat(ResidualBlock, self.remat, "block", in_scan=self.in_scan)
     for j in range(self.cycle):
@@ -119,10 +154,28 @@ class DilationCycle(nn.Module):
 
 
 class DiffWave(nn.Module):
-  """x_in [B, L] in 0..num_input_classes-1, known [B, L], t [B] -> float32 [B, L, num_outputs]."""
+  """x_in [B, L] in 0..num_input_classes-1, known [B, L], t [B] -> float32 [B, L, num_outputs].
 
-  num_classes: int  # K data classes: values below K are numbers on [-1, 1]
-  data_shape: tuple[int]  # (L,)
+  Attributes:
+    num_classes: K data classes: values below K are numbers on [-1, 1].
+    data_shape: (L,).
+    num_blocks: residual blocks (36 in the paper's SC09 network).
+    features: F, residual channels, divisible by 4 (3/4 value channels, 1/4 id embedding at the input).
+    dilation_cycle: block i has dilation 2 ** (i % dilation_cycle).
+    kernel_size: width of the dilated convolutions.
+    skip_features: channels of the skip outputs and the output head; None: F.
+    dropout: dropout rate after every gate (only with train=True).
+    dtype: compute dtype; the residual stream, the skip sum and the output head stay float32.
+    remat: one of layers.REMAT_CHOICES ('attention' remats nothing: there is no attention).
+    scan_layers: one nn.scan over the num_blocks / dilation_cycle dilation cycles (params stacked under
+      'cycles/block_j', block i = cycle * dilation_cycle + j) instead of block_0 ... block_{num_blocks-1}.
+    num_outputs: outputs per variable; None: K.
+    num_input_classes: rows of the input id table; None: K + 1.
+    num_steps: range of t for the time embedding; None: L.
+  """
+
+  num_classes: int
+  data_shape: tuple[int]
   num_blocks: int
   features: int
   dilation_cycle: int = 12
@@ -130,9 +183,7 @@ class DiffWave(nn.Module):
   skip_features: int | None = None
   dropout: float = 0.0
   dtype: Any = jnp.float32
-  remat: bool | str = False  # one of layers.REMAT_CHOICES ('attention' remats nothing: there is no attention)
-  # One nn.scan over the num_blocks / dilation_cycle dilation cycles (params stacked under 'cycles/block_j', block
-  # i = cycle * dilation_cycle + j) instead of block_0 ... block_{num_blocks-1}.
+  remat: bool | str = False
   scan_layers: bool = False
   num_outputs: int | None = None
   num_input_classes: int | None = None
@@ -149,6 +200,21 @@ class DiffWave(nn.Module):
 
   @nn.compact
   def __call__(self, x_in: jax.Array, known: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
+    """One network call on a batch of partially known clips.
+
+    Args:
+      x_in: int [B, L] ids in 0..num_input_classes-1 (data values below K, the absorbing value K).
+      known: bool [B, L], the known-mask.
+      t: int [B] steps in 0..num_steps-1.
+      train: dropout on (needs a 'dropout' rng).
+
+    Returns:
+      float32 [B, L, num_outputs]; all zeros at initialisation (the output conv starts at zero).
+
+    Raises:
+      ValueError: for inputs of the wrong shape or dtype, features not divisible by 4, an unknown remat, or
+        scan_layers with num_blocks not a multiple of dilation_cycle.
+    """
     layers.check_inputs(x_in, known, t, self.data_shape)
     num_outputs, num_input_classes, num_steps = self._sizes()
     feats = self.features

@@ -41,7 +41,7 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def compute_dtype(name: str) -> Dtype:
-  """Maps the config string to a JAX dtype; params stay float32 regardless."""
+  """The compute dtype named by model.dtype ('float32' or 'bfloat16', else ValueError); parameters stay float32."""
   if name not in _DTYPES:
     raise ValueError(f"model dtype {name!r} is not supported; set model.dtype to one of {sorted(_DTYPES)}")
   return _DTYPES[name]
@@ -68,7 +68,7 @@ REMAT_CHOICES = ("none", "attention", "full") + tuple(
 
 
 def remat_choice(value) -> str:
-  """model.remat as one of REMAT_CHOICES (bools from older configs map to 'full' / 'none')."""
+  """model.remat as one of REMAT_CHOICES (True / False from older configs: 'full' / 'none'; else ValueError)."""
   if isinstance(value, (bool, np.bool_)):
     return "full" if value else "none"
   if value is None:
@@ -82,7 +82,14 @@ def maybe_remat(module_cls, remat, kind: str, *, in_scan: bool = False):
   """`module_cls`, wrapped in nn.remat when model.remat covers blocks of `kind` ('attention' or 'block').
 
   Inside nn.scan the loop already keeps recomputation from being merged away, so prevent_cse is off there
-  (as the JAX docs recommend for checkpoint inside scan)."""
+  (as the JAX docs recommend for checkpoint inside scan).
+
+  Args:
+    module_cls: a flax module class.
+    remat: model.remat (see `remat_choice`); a policy name saves what the policy names.
+    kind: 'attention' (wrapped for 'attention' too) or 'block' (only for 'full' or a policy).
+    in_scan: whether the module runs as the body of nn.scan.
+  """
   choice = remat_choice(remat)
   if choice == "none" or (choice == "attention" and kind != "attention"):
     return module_cls
@@ -94,7 +101,9 @@ def scan_blocks(body, length: int, *, in_axes=(), out_axes=0):
   """nn.scan over `length` copies of the module passed to `body(module, carry, *xs) -> (carry, ys)`.
 
   Parameters gain a leading axis of size `length`, named SCAN_AXIS for the sharding rules; params and dropout
-  draw a different key per layer, as separate unrolled layers do."""
+  draw a different key per layer, as separate unrolled layers do. `in_axes` / `out_axes` are nn.scan's, for the
+  extra inputs `xs` and the outputs `ys` (nn.broadcast: the same input for every layer).
+  """
   return nn.scan(
     body,
     variable_axes={"params": 0, "intermediates": 0},
@@ -107,17 +116,22 @@ def scan_blocks(body, length: int, *, in_axes=(), out_axes=0):
 
 
 def partitioned(init_fn, names: Sequence[str]):
+  """`init_fn` with one logical axis name per parameter axis, for the sharding rules."""
   return nn.with_logical_partitioning(init_fn, tuple(names))
 
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+  """x constrained to one logical axis name per axis (None: not sharded); a no-op without rules and a mesh."""
   return nn.with_logical_constraint(x, tuple(names))
 
 
 def dense(
   features: int, names: tuple[str, str], *, dtype: Dtype, zero_init: bool = False, name: str | None = None
 ) -> nn.Dense:
-  """Dense layer whose kernel is annotated `names` (in, out) and bias `names[1:]`."""
+  """Dense layer computing in `dtype`, float32 kernel annotated `names` (in, out), bias `names[1:]`.
+
+  The kernel is lecun-normal, or zeros with `zero_init` (a residual branch or output head that starts at 0).
+  """
   kernel_init = nn.initializers.zeros if zero_init else nn.initializers.lecun_normal()
   return nn.Dense(
     features,
@@ -132,6 +146,7 @@ def dense(
 def conv3x3(
   features: int, *, dtype: Dtype, out_axis: str = "embed", zero_init: bool = False, name: str | None = None
 ) -> nn.Conv:
+  """`conv` with a 3x3 kernel."""
   return conv(features, (3, 3), dtype=dtype, out_axis=out_axis, zero_init=zero_init, name=name)
 
 
@@ -144,6 +159,10 @@ def conv(
   zero_init: bool = False,
   name: str | None = None,
 ) -> nn.Conv:
+  """'SAME'-padded 2-D convolution, float32 kernel annotated ('conv_h', 'conv_w', 'conv_in', out_axis).
+
+  Lecun-normal kernel, or zeros with `zero_init`; the bias (annotated (out_axis,)) starts at zero.
+  """
   kernel_init = nn.initializers.zeros if zero_init else nn.initializers.lecun_normal()
   return nn.Conv(
     features,
@@ -158,9 +177,11 @@ def conv(
 
 
 def group_norm(num_channels: int, *, dtype: Dtype, max_groups: int = 32, name: str | None = None) -> nn.GroupNorm:
-  # At least 4 channels per group: with one channel per group the norm would remove
-  # any per-channel constant, such as the time embedding a ResBlock adds. Paper
-  # widths (256, 512) still get the usual 32 groups.
+  """GroupNorm with the most groups (up to max_groups) that divide num_channels with >= 4 channels each.
+
+  With one channel per group the norm would remove any per-channel constant, such as the time embedding a
+  ResBlock adds. Paper widths (256, 512) still get the usual 32 groups.
+  """
   limit = max(1, min(max_groups, num_channels // 4))
   groups = max(g for g in range(1, limit + 1) if num_channels % g == 0)
   return nn.GroupNorm(
@@ -174,6 +195,7 @@ def group_norm(num_channels: int, *, dtype: Dtype, max_groups: int = 32, name: s
 
 
 def layer_norm(*, dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
+  """LayerNorm computing in `dtype`, float32 scale and bias annotated ('embed',)."""
   return nn.LayerNorm(
     dtype=dtype,
     param_dtype=jnp.float32,
@@ -184,6 +206,7 @@ def layer_norm(*, dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
 
 
 def embed(num_rows: int, features: int, *, dtype: Dtype, stddev: float = 1.0, name: str | None = None) -> nn.Embed:
+  """Embedding table [num_rows, features], float32, N(0, stddev) init, annotated ('vocab', 'embed')."""
   return nn.Embed(
     num_rows,
     features,
@@ -195,7 +218,11 @@ def embed(num_rows: int, features: int, *, dtype: Dtype, stddev: float = 1.0, na
 
 
 def check_inputs(x_in, known, t, data_shape) -> None:
-  """Shape checks at trace time, so a wrong batch layout fails with a readable message."""
+  """Checks a network's inputs at trace time, so a wrong batch layout fails with a readable message.
+
+  Raises:
+    ValueError: unless x_in is int [B, *data_shape], known has x_in's shape and t is [B].
+  """
   want = tuple(data_shape)
   if x_in.ndim != len(want) + 1 or tuple(x_in.shape[1:]) != want:
     raise ValueError(f"x_in has shape {x_in.shape}, expected [B, *{want}]; pass one batch of items")
@@ -218,11 +245,11 @@ def output_input_step_sizes(net) -> tuple[int, int, int]:
 
 
 def sinusoidal_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0, endpoint: bool = False) -> jax.Array:
-  """Transformer-style sin/cos features of a float [B] -> float32 [B, dim] ([sin | cos] halves).
+  """Transformer-style sin/cos features: t_B float [B] -> float32 [B, dim] ([sin | cos] halves).
 
   Frequencies run geometrically from 1 towards 1 / max_period; `endpoint=True` includes 1 / max_period itself
   (the tensor2tensor position table of the official text8 Transformer), otherwise it stops one step short (the
-  DDPM time embedding).
+  DDPM time embedding). ValueError if dim is odd.
   """
   if dim % 2:
     raise ValueError(f"sinusoidal embedding width must be even, got {dim}; use an even width")
@@ -234,7 +261,7 @@ def sinusoidal_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0,
 
 
 def numeric_value(x_in: jax.Array, num_classes: int) -> jax.Array:
-  """Class ids as numbers: data values 0..K-1 -> float32 on [-1, 1], so a convolution sees their order.
+  """Class ids as numbers: int x_in, values 0..K-1 -> float32 on [-1, 1] (same shape), so a conv sees their order.
 
   Ids >= K (the absorbing value, augmented upscale states) have no place on the number line and read 0; the
   known-mask and the learned id embedding beside this input tell them apart. The official input layers scale by
@@ -250,6 +277,13 @@ class TimeEmbedding(nn.Module):
 
   t is rescaled to t / num_steps * 1000 so that the sinusoid frequencies see the same
   range whatever the number of variables (64 digits sub-pixels or 3072 CIFAR ones).
+
+  Attributes:
+    num_steps: the range of t (D, or S * D for an upscale ARDM).
+    sin_dim: width of the sinusoid features (even).
+    hidden_dim: width of the first Dense.
+    out_dim: width of the output.
+    dtype: compute dtype.
   """
 
   num_steps: int
@@ -260,6 +294,7 @@ class TimeEmbedding(nn.Module):
 
   @nn.compact
   def __call__(self, t_B: jax.Array) -> jax.Array:
+    """Embeds t_B, int [B], as [B, out_dim] in `dtype`."""
     t_scaled_B = t_B.astype(jnp.float32) * (1000.0 / self.num_steps)
     h_BxT = sinusoidal_embedding(t_scaled_B, self.sin_dim)
     h_BxM = dense(self.hidden_dim, ("time", "mlp"), dtype=self.dtype, name="dense_0")(h_BxT)
@@ -268,11 +303,16 @@ class TimeEmbedding(nn.Module):
 
 
 class HeadSplit(nn.Module):
-  """[..., E] -> [..., H, Dh]; the q/k/v projection.
+  """[B, N, E] -> [B, N, H, Dh]; the q/k/v projection.
 
   Written with a full-rank kernel instead of nn.DenseGeneral: DenseGeneral initialises
   a flattened 2-D kernel, which breaks the 3-name logical annotation as soon as a mesh
   and axis rules are active (sharded init/apply would fail).
+
+  Attributes:
+    num_heads: H.
+    head_dim: Dh.
+    dtype: compute dtype (kernel and bias are float32).
   """
 
   num_heads: int
@@ -281,6 +321,7 @@ class HeadSplit(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxNxE: jax.Array) -> jax.Array:
+    """Projects x [B, N, E] to [B, N, H, Dh] in `dtype`."""
     init = nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
     kernel_ExHxK = self.param(
       "kernel",
@@ -296,7 +337,13 @@ class HeadSplit(nn.Module):
 
 
 class HeadMerge(nn.Module):
-  """[..., H, Dh] -> [..., E]; the attention output projection (see HeadSplit for why)."""
+  """[B, N, H, Dh] -> [B, N, E]; the attention output projection (see HeadSplit for why).
+
+  Attributes:
+    features: E.
+    dtype: compute dtype.
+    zero_init: start the kernel at zero (a residual branch that starts as the identity).
+  """
 
   features: int
   dtype: Dtype = jnp.float32
@@ -304,6 +351,7 @@ class HeadMerge(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxNxHxK: jax.Array) -> jax.Array:
+    """Projects x [B, N, H, Dh] to [B, N, E] in `dtype`."""
     init = nn.initializers.zeros if self.zero_init else nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)
     _, _, num_heads, head_dim = x_BxNxHxK.shape
     kernel_HxKxE = self.param(
@@ -316,7 +364,8 @@ class HeadMerge(nn.Module):
 
 def rotary(x_BxNxHxK: jax.Array, max_period: float = 10_000.0) -> jax.Array:
   """Rotary position embedding (Su et al., 2021): rotates feature pairs by position-dependent angles, so q . k
-  depends on the positions' difference."""
+  depends on the positions' difference. x: [B, N, H, Dh] -> same shape and dtype; ValueError if Dh is odd.
+  """
   length, head_dim = x_BxNxHxK.shape[1], x_BxNxHxK.shape[-1]
   if head_dim % 2:
     raise ValueError(f"rotary position embedding needs an even head width, got {head_dim}; change model.num_heads")
@@ -340,6 +389,7 @@ ATTENTION_IMPLS = ("plain", "xla", "cudnn", "auto")
 
 
 def check_attention_impl(impl: str) -> str:
+  """Returns impl if it is one of ATTENTION_IMPLS; raises ValueError otherwise."""
   if impl not in ATTENTION_IMPLS:
     raise ValueError(f"unknown model.attention_impl {impl!r}; set it to one of {list(ATTENTION_IMPLS)}")
   return impl
@@ -358,7 +408,10 @@ def _cudnn_applies(q_BxNxHxK: jax.Array) -> bool:
 def dot_product_attention(
   q_BxNxHxK: jax.Array, k_BxNxHxK: jax.Array, v_BxNxHxK: jax.Array, *, causal: bool = False, impl: str = "plain"
 ) -> jax.Array:
-  """Multi-head attention [B, N, H, K] x 3 -> [B, N, H, K] in v's dtype; `causal`: query q sees keys n <= q."""
+  """Multi-head attention q, k, v [B, N, H, Dh] -> [B, N, H, Dh] in v's dtype; logits and softmax in float32.
+
+  `causal`: query q sees keys n <= q only. `impl`: one of ATTENTION_IMPLS (ValueError otherwise).
+  """
   check_attention_impl(impl)
   if impl == "auto":
     impl = "cudnn" if _cudnn_applies(q_BxNxHxK) else "xla"
@@ -381,17 +434,27 @@ def dot_product_attention(
 
 class SelfAttention(nn.Module):
   """Multi-head self-attention over [B, N, E]: bidirectional (every position sees all, the ARDM networks), or
-  `causal` (position q sees positions n <= q only, the single-order ARM baseline)."""
+  `causal` (position q sees positions n <= q only, the single-order ARM baseline).
+
+  Attributes:
+    num_heads: H; must divide E.
+    dtype: compute dtype.
+    zero_init_out: start the output projection at zero.
+    causal: causal mask.
+    rope: rotary position embedding of queries and keys (relative positions in every layer).
+    impl: one of ATTENTION_IMPLS.
+  """
 
   num_heads: int
   dtype: Dtype = jnp.float32
   zero_init_out: bool = False
   causal: bool = False
-  rope: bool = False  # rotary position embedding of queries and keys (relative positions in every layer)
-  impl: str = "plain"  # one of ATTENTION_IMPLS
+  rope: bool = False
+  impl: str = "plain"
 
   @nn.compact
   def __call__(self, x_BxNxE: jax.Array) -> jax.Array:
+    """x [B, N, E] -> [B, N, E] in `dtype`; ValueError if num_heads does not divide E."""
     emb_dim = x_BxNxE.shape[-1]
     if emb_dim % self.num_heads:
       raise ValueError(

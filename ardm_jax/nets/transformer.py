@@ -5,9 +5,9 @@ every position attends to every other one (what an ARDM needs); `causal=True` le
 <= i only, the network of the single-order ARM baseline (`ardm_jax/baselines.py`). `rope=True` adds rotary
 position embeddings to every attention layer: a bidirectional network with only the learned absolute positions
 starts position-blind, and a small text OA-ARDM then sits at the unigram loss for a thousand steps and more
-(measured: 4.07 bits/char after 800 steps without, 3.41 after 600 with it; the CPU text configs turn it on). Items of rank > 1 (images)
-are read as one sequence in raster order (row-major: rows, then columns, then channels) and the outputs are
-reshaped back, so a raster-order image ARM is this network with causal=True.
+(measured: 4.07 bits/char after 800 steps without, 3.41 after 600 with it; the CPU text configs turn it on).
+Items of rank > 1 (images) are read as one sequence in raster order (row-major: rows, then columns, then
+channels) and the outputs are reshaped back, so a raster-order image ARM is this network with causal=True.
 
 Inputs: `positions` is 'learned' (an N(0, 0.02) table, the default), 'sinusoidal' (the fixed sin/cos table of the
 official text8 model, added at unit amplitude to the N(0, 1) token embeddings, no parameters) or 'none' (with
@@ -35,6 +35,15 @@ _ACT_3D = ("batch", "act_length", "act_embed")
 
 
 class MlpBlock(nn.Module):
+  """Dense -> GELU -> dropout -> Dense, the feed-forward half of a TransformerBlock.
+
+  Attributes:
+    mlp_dim: hidden width.
+    dropout: dropout rate after the GELU.
+    deterministic: no dropout.
+    dtype: compute dtype.
+  """
+
   mlp_dim: int
   dropout: float
   deterministic: bool
@@ -42,6 +51,7 @@ class MlpBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxLxE: jax.Array) -> jax.Array:
+    """x [B, L, E] -> [B, L, E] in `dtype`."""
     emb_dim = x_BxLxE.shape[-1]
     h = layers.dense(self.mlp_dim, ("embed", "mlp"), dtype=self.dtype, name="wi")(x_BxLxE)
     h = layers.constrain(nn.gelu(h), ("batch", "act_length", "act_mlp"))
@@ -50,19 +60,35 @@ class MlpBlock(nn.Module):
 
 
 class TransformerBlock(nn.Module):
+  """Pre-LayerNorm block: x + dropout(attention(norm(x))), then the same with the MlpBlock.
+
+  Attributes:
+    num_heads: attention heads; must divide E.
+    mlp_dim: the MlpBlock's hidden width.
+    dropout: dropout rate after each branch and inside the MlpBlock.
+    deterministic: no dropout; an attribute, not a call argument, so nn.remat needs no static args.
+    dtype: compute dtype of both branches (the residual sums are float32).
+    causal: position i attends to positions <= i only.
+    rope: rotary position embedding in the attention.
+    attention_impl: one of layers.ATTENTION_IMPLS.
+    remat_attention: recompute the attention layer in the backward pass (model.remat='attention').
+    in_scan: the block is the body of nn.scan (prevent_cse can be off, see layers.maybe_remat).
+  """
+
   num_heads: int
   mlp_dim: int
   dropout: float
-  deterministic: bool  # an attribute, not a call argument, so nn.remat needs no static args
+  deterministic: bool
   dtype: Any = jnp.float32
   causal: bool = False
   rope: bool = False
   attention_impl: str = "plain"
-  remat_attention: bool = False  # recompute the attention layer in the backward pass (model.remat='attention')
-  in_scan: bool = False  # the block is the body of nn.scan (prevent_cse can be off, see layers.maybe_remat)
+  remat_attention: bool = False
+  in_scan: bool = False
 
   @nn.compact
   def __call__(self, x_BxLxE: jax.Array) -> jax.Array:
+    """x [B, L, E] (the float32 residual stream) -> float32 [B, L, E]."""
     h = layers.layer_norm(dtype=self.dtype, name="norm_attn")(x_BxLxE)
     attn_cls = layers.maybe_remat(
       layers.SelfAttention, "attention" if self.remat_attention else "none", "attention", in_scan=self.in_scan
@@ -81,22 +107,44 @@ class TransformerBlock(nn.Module):
 
 class Transformer(nn.Module):
   """x_in [B,*shape] in 0..K (K absorbing), known [B,*shape], t [B] -> logits f32 [B,*shape,K] (sizes as in
-  UNet); L = prod(shape) positions in raster order."""
+  UNet); L = prod(shape) positions in raster order.
 
-  num_classes: int  # K data classes; the token table has K+1 rows
-  data_shape: tuple[int, ...]  # (L,) for sequences; (H, W, C) etc. for raster order
+  Attributes:
+    num_classes: K data classes.
+    data_shape: (L,) for sequences; (H, W, C) etc. for raster order.
+    num_layers: TransformerBlocks.
+    emb_dim: E, the width of the residual stream.
+    mlp_dim: hidden width of each MlpBlock and of the time embedding.
+    num_heads: attention heads; must divide emb_dim.
+    dropout: dropout rate on the input sum and in every block (only with train=True).
+    dtype: compute dtype; the input sum, the residual stream, the final norm and the logits stay float32.
+    remat: one of layers.REMAT_CHOICES; True / False read as 'full' / 'none'.
+    attention_impl: one of layers.ATTENTION_IMPLS.
+    scan_layers: one nn.scan over the layers (params stacked under 'blocks') instead of block_0, block_1, ...
+    causal: position i sees positions <= i only (the single-order ARM baseline).
+    rope: rotary position embedding in every attention layer.
+    positions: one of POSITIONS (module docstring).
+    time_input: add an embedding of t.
+    mask_input: add an embedding of the known-mask.
+    num_outputs: outputs per variable; None: K.
+    num_input_classes: rows of the token table; None: K + 1.
+    num_steps: range of t for the time embedding; None: D = L.
+  """
+
+  num_classes: int
+  data_shape: tuple[int, ...]
   num_layers: int
   emb_dim: int
   mlp_dim: int
   num_heads: int
   dropout: float = 0.0
   dtype: Any = jnp.float32
-  remat: bool | str = False  # one of layers.REMAT_CHOICES; True / False read as 'full' / 'none'
-  attention_impl: str = "plain"  # one of layers.ATTENTION_IMPLS
-  scan_layers: bool = False  # one nn.scan over the layers (params stacked under 'blocks') instead of block_0...
+  remat: bool | str = False
+  attention_impl: str = "plain"
+  scan_layers: bool = False
   causal: bool = False
   rope: bool = False
-  positions: str = "learned"  # one of POSITIONS
+  positions: str = "learned"
   time_input: bool = True
   mask_input: bool = True
   num_outputs: int | None = None
@@ -105,6 +153,21 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, x_in: jax.Array, known: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
+    """One network call on a batch of partially known items.
+
+    Args:
+      x_in: int [B, *data_shape] ids in 0..num_input_classes-1 (data values below K, the absorbing value K).
+      known: bool [B, *data_shape], the known-mask (unused with mask_input=False).
+      t: int [B] steps in 0..num_steps-1 (unused with time_input=False).
+      train: dropout on (needs a 'dropout' rng).
+
+    Returns:
+      float32 [B, *data_shape, num_outputs].
+
+    Raises:
+      ValueError: for inputs of the wrong shape or dtype, an unknown positions, remat or attention_impl, or
+        num_heads not dividing emb_dim.
+    """
     layers.check_inputs(x_in, known, t, self.data_shape)
     if self.positions not in POSITIONS:
       raise ValueError(f"unknown model.positions {self.positions!r}; set it to one of {list(POSITIONS)}")

@@ -29,15 +29,23 @@ _ACT_4D = ("batch", "act_height", "act_width", "act_embed")
 
 
 class ResBlock(nn.Module):
-  """GroupNorm-swish-conv, + time projection, GroupNorm-swish-dropout-conv(zero init), + skip."""
+  """GroupNorm-swish-conv, + time projection, GroupNorm-swish-dropout-conv(zero init), + skip.
+
+  Attributes:
+    out_ch: output channels; a 1x1 conv projects the skip when the input has others.
+    dropout: dropout rate before the last conv.
+    deterministic: no dropout; an attribute, not a call argument, so nn.remat needs no static args.
+    dtype: compute dtype of the branch (the sum with the skip is float32).
+  """
 
   out_ch: int
   dropout: float
-  deterministic: bool  # an attribute, not a call argument, so nn.remat needs no static args
+  deterministic: bool
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array, temb_BxT: jax.Array) -> jax.Array:
+    """x [B, H, W, C_in], time embedding temb [B, T] -> float32 [B, H, W, out_ch]."""
     in_ch = x_BxHxWxC.shape[-1]
     h = nn.swish(layers.group_norm(in_ch, dtype=self.dtype, name="norm_0")(x_BxHxWxC))
     h = layers.conv3x3(self.out_ch, dtype=self.dtype, name="conv_0")(h)
@@ -55,7 +63,13 @@ class ResBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-  """GroupNorm -> self-attention over all H*W positions -> zero-init projection, + residual."""
+  """GroupNorm -> self-attention over all H*W positions -> zero-init projection, + residual.
+
+  Attributes:
+    num_heads: attention heads; must divide C.
+    dtype: compute dtype of the branch (the residual sum is float32).
+    attention_impl: one of layers.ATTENTION_IMPLS.
+  """
 
   num_heads: int
   dtype: Any = jnp.float32
@@ -63,6 +77,7 @@ class AttnBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
+    """x [B, H, W, C] -> float32 [B, H, W, C]."""
     b, hh, ww, c = x_BxHxWxC.shape
     h = layers.group_norm(c, dtype=self.dtype, name="norm")(x_BxHxWxC)
     h_BxNxC = layers.constrain(h.reshape(b, hh * ww, c), ("batch", "act_length", "act_embed"))
@@ -75,7 +90,19 @@ class AttnBlock(nn.Module):
 
 class ResAttn(nn.Module):
   """ResBlock then (with attention) AttnBlock: the unit that repeats through each half of the U-Net, and that
-  model.scan_layers scans (parameters stacked under 'down/res', 'down/attn', 'up/res', 'up/attn')."""
+  model.scan_layers scans (parameters stacked under 'down/res', 'down/attn', 'up/res', 'up/attn').
+
+  Attributes:
+    ch: output channels.
+    num_heads: attention heads.
+    attention: whether the AttnBlock follows.
+    dropout: the ResBlock's dropout rate.
+    deterministic: no dropout.
+    dtype: compute dtype.
+    remat: one of layers.REMAT_CHOICES, applied to each block.
+    attention_impl: one of layers.ATTENTION_IMPLS.
+    in_scan: the unit is the body of nn.scan (see layers.maybe_remat).
+  """
 
   ch: int
   num_heads: int
@@ -89,6 +116,7 @@ class ResAttn(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array, temb_BxT: jax.Array) -> jax.Array:
+    """x [B, H, W, C_in], time embedding temb [B, T] -> float32 [B, H, W, ch]."""
     res_cls = layers.maybe_remat(ResBlock, self.remat, "block", in_scan=self.in_scan)
     h = res_cls(self.ch, self.dropout, deterministic=self.deterministic, dtype=self.dtype, name="res")(
       x_BxHxWxC, temb_BxT
@@ -104,10 +132,30 @@ class UNet(nn.Module):
 
   num_outputs (default K), num_input_classes (default K + 1) and num_steps (default D) serve other output
   distributions and upscale ARDMs (which see S * D steps and every coarse state as an input id).
+
+  Attributes:
+    num_classes: K data classes.
+    data_shape: (H, W, C).
+    ch: channels at the single resolution (divisible by 4 with input_numeric).
+    num_res_blocks: N; the U-Net has N down units, the middle and N + 1 up units.
+    input_embed_dim: width of each sub-pixel id's learned vector.
+    num_heads: attention heads.
+    attention: AttnBlocks after the ResBlocks of both halves and in the middle; False leaves them all out.
+    dropout: dropout rate in every ResBlock (only with train=True).
+    dtype: compute dtype; the residual stream and the output head stay float32.
+    remat: one of layers.REMAT_CHOICES; True / False read as 'full' / 'none'.
+    attention_impl: one of layers.ATTENTION_IMPLS.
+    scan_layers: nn.scan over the N down and the N + 1 up ResBlock(+Attn) units, whose shapes repeat; False
+      keeps the unrolled layout (down_res_i, down_attn_i, up_res_i, up_attn_i) of older checkpoints. The middle
+      blocks stay unrolled.
+    input_numeric: the official input layer (module docstring); False keeps older checkpoints' layout.
+    num_outputs: outputs per variable; None: K.
+    num_input_classes: rows of the input id table; None: K + 1.
+    num_steps: range of t for the time embedding; None: D = H * W * C.
   """
 
-  num_classes: int  # K data classes; the input table has K+1 rows
-  data_shape: tuple[int, int, int]  # (H, W, C)
+  num_classes: int
+  data_shape: tuple[int, int, int]
   ch: int
   num_res_blocks: int
   input_embed_dim: int
@@ -115,18 +163,31 @@ class UNet(nn.Module):
   attention: bool = True
   dropout: float = 0.0
   dtype: Any = jnp.float32
-  remat: bool | str = False  # one of layers.REMAT_CHOICES; True / False read as 'full' / 'none'
-  attention_impl: str = "plain"  # one of layers.ATTENTION_IMPLS
-  # nn.scan over the N down and the N + 1 up ResBlock(+Attn) units, whose shapes repeat; False keeps the unrolled
-  # layout (down_res_i, down_attn_i, up_res_i, up_attn_i) of older checkpoints. The middle blocks stay unrolled.
+  remat: bool | str = False
+  attention_impl: str = "plain"
   scan_layers: bool = False
-  input_numeric: bool = False  # the official input layer (module docstring); False keeps older checkpoints' layout
+  input_numeric: bool = False
   num_outputs: int | None = None
   num_input_classes: int | None = None
   num_steps: int | None = None
 
   @nn.compact
   def __call__(self, x_in: jax.Array, known: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
+    """One network call on a batch of partially known images.
+
+    Args:
+      x_in: int [B, H, W, C] ids in 0..num_input_classes-1 (data values below K, the absorbing value K).
+      known: bool [B, H, W, C], the known-mask.
+      t: int [B] steps in 0..num_steps-1.
+      train: dropout on (needs a 'dropout' rng).
+
+    Returns:
+      float32 [B, H, W, C, num_outputs]; all zeros at initialisation (the output conv starts at zero).
+
+    Raises:
+      ValueError: for inputs of the wrong shape or dtype, input_numeric with ch not divisible by 4, or an unknown
+        remat or attention_impl.
+    """
     hh, ww, cc = self.data_shape
     k, num_inputs, num_steps = layers.output_input_step_sizes(self)
     layers.check_inputs(x_in, known, t, self.data_shape)
