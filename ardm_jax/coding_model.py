@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ardm_jax import objective, sharding, upscale
+from ardm_jax import objective, sharding, upscale_spec
 from ardm_jax import workdir as workdir_lib
 from ardm_jax.coding.container import ContainerError
 from ardm_jax.coding.entropy_models import CategoricalTables, MixtureSplits
@@ -63,7 +63,7 @@ def symbols_for(objective):
   """The symbol model a model codes new files with.
 
   Args:
-    objective: the model's `upscale.Upscale` spec.
+    objective: the model's `upscale_spec.Upscale` spec.
 
   Returns:
     `MixtureSplits` for a logistic mixture over the data classes, else `CategoricalTables` over the slots.
@@ -87,7 +87,7 @@ class Predictor:
   release were coded with, so they still decode); with the logistic mixture of 16-bit audio its unpacked
   parameters (3 M numbers, coded by binary splits: no K-wide table ever exists), or, for files written before
   splits existed (`with_symbols('tables')`), its `coding_logits` over K; for an upscale ARDM the slot
-  log-probabilities (`upscale.slot_log_probs`, -inf on empty slots) of stage t // D, over its C slots. Two
+  log-probabilities (`upscale_spec.slot_log_probs`, -inf on empty slots) of stage t // D, over its C slots. Two
   jitted functions run per batch: the network (compiled once per batch size) and the parameters of the gathered
   positions (compiled once per power-of-two bucket of n), so only [B, n, W] comes back from the device, never
   [B, D, K]. Items are fed in fixed batches of min(N, max_batch) rows (the short last one padded) on the one
@@ -121,7 +121,7 @@ class Predictor:
         return spec.distribution.coding_logits(out)
       # Coded positions are unknown in this stage, so their input is their level-s (coarse) state.
       coarse = x_in.reshape(B, D)[:, pos]
-      return upscale.slot_log_probs(spec, out, coarse, jnp.full((B,), stage, jnp.int32))
+      return upscale_spec.slot_log_probs(spec, out, coarse, jnp.full((B,), stage, jnp.int32))
 
     self._tables = jax.jit(tables, static_argnums=4)
 
@@ -210,7 +210,7 @@ class CodingModel:
 
   @property
   def objective(self):
-    """The upscale.Upscale spec: stages, parametrisation, output distribution."""
+    """The upscale_spec.Upscale spec: stages, parametrisation, output distribution."""
     return self.model.setup.objective
 
   @property

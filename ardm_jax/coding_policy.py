@@ -19,6 +19,7 @@ from ardm_jax import policy as policy_lib
 from ardm_jax.coding.container import Container, ContainerError, policy_hash
 from ardm_jax.coding.orders import stage_orders
 from ardm_jax.coding_model import CodingModel
+from ardm_jax.policy_file import global_policy, load_policy_file
 
 SEARCH_DATA_SEED = 20220201  # training items for the order search: a fixed draw, independent of training seeds
 
@@ -82,10 +83,10 @@ def decoder_policy(cm: CodingModel, container: Container, policy_file: str | Non
     if budget >= S:
       candidates.append(policy_lib.naive_global_policy(S, D, budget))
     if os.path.isfile(path):
-      pf = policy_lib.load_policy_file(path)  # a malformed file is reported as such
+      pf = load_policy_file(path)  # a malformed file is reported as such
       for split in policy_lib.BUDGET_SPLIT_KEYS:
         try:
-          candidates.append(policy_lib.global_policy(pf, budget, split))
+          candidates.append(global_policy(pf, budget, split))
         except ValueError:
           pass  # no policy for this budget and split in the file
   for steps in candidates:

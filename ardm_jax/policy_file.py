@@ -96,7 +96,7 @@ def _validate_policy_file(pf, where):
 
   def need(ok, problem):
     if not ok:
-      raise ValueError(f"{where}: {problem}; regenerate it with ardm_jax.policy.build_policy_file")
+      raise ValueError(f"{where}: {problem}; regenerate it with ardm_jax.policy_file.build_policy_file")
 
   need(isinstance(pf, dict), "is not a JSON object")
   if pf.get("schema_version") != SCHEMA_VERSION:

@@ -44,7 +44,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import compression_codecs  # noqa: E402  (benchmarks/: the image codec baselines)
 
-from ardm_jax import compress, configs, data, evaluate, objective, policy, train, workdir  # noqa: E402
+from ardm_jax import coding_model, configs, data, evaluate, objective, policy, policy_file, train, workdir  # noqa: E402
 
 BUDGETS = (5, 10, 20, 50)  # plus D
 COMPRESSION_BUDGET = 20
@@ -213,7 +213,7 @@ def measure(root: str, name: str, store: Store, t0: float, passes: int, smoke: b
   losses = np.asarray(store.get(f"{name}/lt", lt_on(train_items, 1)))
   # The policy file the coder reads too (WORKDIR/policy.json, as `ardm policy` writes it): the decoder of
   # table 4 finds the DP policy by its hash there.
-  pf = policy.build_policy_file(
+  pf = policy_file.build_policy_file(
     [losses],
     budgets,
     D,
@@ -225,9 +225,9 @@ def measure(root: str, name: str, store: Store, t0: float, passes: int, smoke: b
       "lt_source": "train, 128 samples per step",
     },
   )
-  policy.save_policy_file(os.path.join(oa.workdir, "policy.json"), pf, overwrite=True)
+  policy_file.save_policy_file(os.path.join(oa.workdir, "policy.json"), pf, overwrite=True)
   entries = pf["stages"][0]["policies"]
-  dp = {b: policy.global_policy(pf, b) for b in budgets}
+  dp = {b: policy_file.global_policy(pf, b) for b in budgets}
   # The same DP fitted on held-out L_t instead: 2-fold cross-fitting on the test split (the policy for each half
   # comes from the other half's L_t), so no item is scored by a policy fitted on it.
   halves = (np.arange(len(test)) % 2 == 0, np.arange(len(test)) % 2 == 1)
@@ -273,7 +273,7 @@ def measure(root: str, name: str, store: Store, t0: float, passes: int, smoke: b
 def _compression(model, items: np.ndarray, steps: np.ndarray) -> dict:
   """Per-item ARDM files (one stream per item, sized as single-item files, exact round trips) and the classical
   codecs on the same items."""
-  cm = compress.open_coding_model(model.workdir)
+  cm = coding_model.open_coding_model(model.workdir)
   files, enc_s, dec_s, payload, nll, _ = compression_codecs._per_image_streams_batched(  # pylint: disable=protected-access
     cm, items, np.asarray(steps, np.int64), 0
   )

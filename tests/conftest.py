@@ -70,7 +70,7 @@ def digit_stages(K, b, augment=False):
 
 def toy_stage_predict(stages, D, seed=0, scale=3.0, H=12):
   """Slot logits [B, D, C] that depend on every input state, the mask and the global step; -inf on the empty
-  slots of each variable's state (as upscale.slot_log_probs gives them)."""
+  slots of each variable's state (as upscale_spec.slot_log_probs gives them)."""
   levels, slots = stages.levels, stages.slots
   S, C, N = slots.shape[0], slots.max() + 1, levels.max() + 1
   valid = np.zeros((S, N, C), bool)

@@ -1,7 +1,7 @@
 """What the coding walk needs of an upscale model's transitions: the tree of states and the slots.
 
 An upscale ARDM codes each variable S times, coarse to fine. Its transitions are any object with NumPy `levels`
-int [S+1, K] and `slots` int [S, K] (such as an `upscale.Transitions`; duck-typed, so the coder needs no JAX):
+int [S+1, K] and `slots` int [S, K] (such as an `transitions.Transitions`; duck-typed, so the coder needs no JAX):
 level l = 0..S of data value k is the state `levels[l, k]` (level 0 one absorbing state, level S the data), and
 stage s codes the slot `slots[s, k]` (0..C-1, C = slots.max() + 1) that picks the level-(s+1) state among the
 children of the level-s state. A plain OA-ARDM (`stages=None`) is the one-stage case with levels
@@ -86,7 +86,7 @@ def index_stages(stages, num_classes: int) -> Stages:
     if not ok:
       raise ValueError(
         f"stages must have integer levels [S+1, K={K}] and slots [S, K] with 1 <= S <= "
-        f"{MAX_STAGES}, got {levels.shape} and {slots.shape}; pass an upscale.Transitions"
+        f"{MAX_STAGES}, got {levels.shape} and {slots.shape}; pass an transitions.Transitions"
       )
     if (
       levels.min() < 0
@@ -96,7 +96,7 @@ def index_stages(stages, num_classes: int) -> Stages:
     ):
       raise ValueError(
         "stages must have non-negative states and slots, one absorbing state at level 0 and "
-        "the data itself at level S; pass an upscale.Transitions"
+        "the data itself at level S; pass an transitions.Transitions"
       )
   levels, slots = levels.astype(np.int64), slots.astype(np.int64)
   C = int(slots.max()) + 1
@@ -129,5 +129,5 @@ def num_stages_of(stages) -> int:
     return 1
   slots = np.asarray(getattr(stages, "slots", None))
   if slots.ndim != 2:
-    raise ValueError("stages must have integer slots [S, K] (and levels [S+1, K]); pass an upscale.Transitions")
+    raise ValueError("stages must have integer slots [S, K] (and levels [S+1, K]); pass an transitions.Transitions")
   return int(slots.shape[0])
