@@ -230,7 +230,7 @@ def text8_two_stage(alphabet: str | None = None) -> Transitions:
   extra states K and K+1, the absorbing state K+2. Vowels are a, e, i, o, u.
   """
   if alphabet is None:
-    from ardm_jax.data.text import TEXT8_ALPHABET as alphabet
+    from ardm_jax.alphabets import TEXT8_ALPHABET as alphabet
   if " " not in alphabet or len(set(alphabet)) != len(alphabet):
     raise ValueError(f"text8 upscaling needs an alphabet with a space and no repeats, got {alphabet!r}")
   num_classes = len(alphabet)
