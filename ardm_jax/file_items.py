@@ -45,6 +45,8 @@ import numpy as np
 from PIL import Image
 
 from ardm_jax import coding
+from ardm_jax.data.audio import pcm_to_classes
+from ardm_jax.file_io import from_uint8, to_uint8
 
 FORMATS = ("png", "npy", "txt", "wav")
 KIND_FORMATS = {"image": ("png", "npy"), "text": ("txt",), "audio": ("wav",)}
@@ -106,7 +108,7 @@ def _pcm_shift(spec) -> int:
   return PCM_BITS - (spec.bits or PCM_BITS)
 
 
-def _to_items(entry: FileEntry, spec) -> np.ndarray:
+def to_items(entry: FileEntry, spec) -> np.ndarray:
   shape = spec.shape
   if entry.fmt in ("txt", "wav"):
     L = shape[0]
@@ -124,7 +126,7 @@ def _to_items(entry: FileEntry, spec) -> np.ndarray:
   return np.concatenate([_tiles(img, h, w) for img in arr])
 
 
-def _from_items(entry: FileEntry, items: np.ndarray, shape: tuple) -> np.ndarray:
+def from_items(entry: FileEntry, items: np.ndarray, shape: tuple) -> np.ndarray:
   """The file's content (txt: ids) from its items."""
   if entry.fmt in ("txt", "wav"):
     return items.reshape(-1)[: entry.size[0]]
@@ -139,8 +141,6 @@ def _from_items(entry: FileEntry, items: np.ndarray, shape: tuple) -> np.ndarray
 
 
 def _read_png(spec, path: str) -> FileEntry:
-  from ardm_jax import sample  # pylint: disable=import-outside-toplevel
-
   C, K = spec.shape[-1], spec.num_classes
   try:
     with Image.open(path) as img:
@@ -166,8 +166,8 @@ def _read_png(spec, path: str) -> FileEntry:
       f"{path} has {pixels.shape[-1]} channel(s) but the model codes {C}; convert it to "
       f"{'grayscale' if C == 1 else 'RGB'} first"
     )
-  values = sample.from_uint8(pixels, K)
-  bad = np.argwhere(sample.to_uint8(values, K) != pixels)
+  values = from_uint8(pixels, K)
+  bad = np.argwhere(to_uint8(values, K) != pixels)
   if len(bad):
     r, c, ch = bad[0]
     raise ValueError(
@@ -253,8 +253,6 @@ def _read_wav(spec, path: str) -> FileEntry:
       f"{bits}-bit audio, so only clips quantised to {bits} bits come back exactly: quantise it "
       "first or use a 16-bit model"
     )
-  from ardm_jax.data.audio import pcm_to_classes  # pylint: disable=import-outside-toplevel
-
   return FileEntry("wav", (len(pcm),), data=pcm_to_classes(pcm, bits))
 
 
@@ -316,6 +314,34 @@ def _check_name(name: str) -> str:
   return name
 
 
+class TableReader:
+  """Bytes and varints (coding.varint_bytes' LEB128) read off the file table; a short or malformed table is a
+  coding.ContainerError, as everywhere in the container."""
+
+  def __init__(self, data: bytes):
+    self.data, self.pos = data, 0
+
+  def take(self, n: int, what: str) -> bytes:
+    if n > len(self.data) - self.pos:
+      raise coding.ContainerError(
+        f"truncated file: {what} needs {n} bytes at offset {self.pos}, only {len(self.data) - self.pos} left"
+      )
+    out = self.data[self.pos : self.pos + n]
+    self.pos += n
+    return out
+
+  def varint(self, what: str) -> int:
+    value = 0
+    for i in range(10):
+      b = self.take(1, what)[0]
+      value |= (b & 0x7F) << (7 * i)
+      if not b & 0x80:
+        if (b == 0 and i > 0) or value >= 1 << 64:
+          raise coding.ContainerError(f"corrupt header: malformed varint for {what}")
+        return value
+    raise coding.ContainerError(f"corrupt header: varint for {what} is too long")
+
+
 def decode_file_table(table: bytes, spec, num_items: int) -> list[FileEntry]:
   """Parses a file table and checks it against the model and the item count; ContainerError otherwise."""
   shape = spec.shape
@@ -324,7 +350,7 @@ def decode_file_table(table: bytes, spec, num_items: int) -> list[FileEntry]:
       raise coding.ContainerError("corrupt file: no file table, but this model's items cannot be PNGs")
     fmt = KIND_FORMATS[spec.kind][0]
     return [FileEntry(fmt, tuple(shape[:2]) if fmt == "png" else tuple(shape)) for _ in range(num_items)]
-  r = coding._Reader(bytes(table))  # pylint: disable=protected-access
+  r = TableReader(bytes(table))
   num_files = r.varint("number of files")
   if not 1 <= num_files <= num_items:
     raise coding.ContainerError(f"corrupt file table: {num_files} files for {num_items} items")
@@ -381,12 +407,10 @@ def output_names(entries: list[FileEntry]) -> list[str]:
   return [e.name if e.name is not None else _default_name(i, e.fmt) for i, e in enumerate(entries)]
 
 
-def _write_entry(spec, entry: FileEntry, content: np.ndarray, path: str, overwrite: bool) -> None:
-  from ardm_jax import sample  # pylint: disable=import-outside-toplevel
-
+def write_entry(spec, entry: FileEntry, content: np.ndarray, path: str, overwrite: bool) -> None:
   with open(path, "wb" if overwrite else "xb") as f:
     if entry.fmt == "png":
-      pixels = sample.to_uint8(content, spec.num_classes)
+      pixels = to_uint8(content, spec.num_classes)
       Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(f, format="PNG")
     elif entry.fmt == "npy":
       np.save(f, content, allow_pickle=False)

@@ -26,13 +26,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from ardm_jax import coding, compress, configs, entropy_models, train  # noqa: E402
+from ardm_jax import coding, coding_model, configs, entropy_models, train  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FSDD = os.path.join(REPO, "..", "shared", "data", "fsdd", "fsdd_8khz.npz")
 
 
-def build_model(rate: int, workdir: str) -> compress.CodingModel:
+def build_model(rate: int, workdir: str) -> coding_model.CodingModel:
   import ml_collections  # pylint: disable=import-outside-toplevel
 
   config = configs.load_config_file(os.path.join(REPO, "experiments", "fsdd.py"))
@@ -60,7 +60,7 @@ def build_model(rate: int, workdir: str) -> compress.CodingModel:
     ],
   )
   train.train_and_evaluate(config, workdir, stop_at_step=1)
-  return compress.open_coding_model(workdir)
+  return coding_model.open_coding_model(workdir)
 
 
 def clips(rate: int, n: int) -> np.ndarray:
@@ -143,8 +143,8 @@ def round_trip_seconds(cm, items, steps, reps: int) -> tuple[float, int, float]:
   times = []
   for _ in range(reps):
     start = time.perf_counter()
-    data, stats = compress.compress_items(cm, items, mode="item", steps=steps, order_seed=0)
-    _, x, _ = compress.decompress_items(cm, data, max_symbols=1 << 30)
+    data, stats = coding_model.compress_items(cm, items, mode="item", steps=steps, order_seed=0)
+    _, x, _ = coding_model.decompress_items(cm, data, max_symbols=1 << 30)
     times.append(time.perf_counter() - start)
     assert np.array_equal(x.reshape(items.shape), items), "round trip failed"
   return statistics.median(times), len(data), stats.model_nll_bits / items.size
@@ -165,7 +165,7 @@ def main():
       x = clips(rate, 2)
       per_call = network_call_seconds(cm, x[:1], args.reps)
       for budget in [int(b) for b in args.budgets.split(",")]:
-        steps, _ = compress.encoder_policy(cm, budget, naive=True)
+        steps, _ = coding_model.encoder_policy(cm, budget, naive=True)
         round_trip_seconds(cm, x[:1], steps, 1)  # compiles (batch of 1 and of 2 share nothing; both warmed)
         round_trip_seconds(cm, x, steps, 1)
         one, nbytes, nll = round_trip_seconds(cm, x[:1], steps, args.reps)

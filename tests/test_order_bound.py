@@ -14,6 +14,7 @@ from scipy.special import logsumexp
 from test_upscale import SPECS, all_orders, toy_apply_and_params
 
 from ardm_jax import ardm, baselines, order_bound, upscale
+from ardm_jax.jobs import evaluate as eval_job
 
 D = 3  # 3! = 6 orders
 
@@ -154,4 +155,4 @@ def test_bad_inputs_are_refused():
   args = types.SimpleNamespace(orders=2, exact=False, naive=False, policy=None, budget=None)
   arm_model = types.SimpleNamespace(setup=types.SimpleNamespace(objective=baselines.ARM(17)))
   with pytest.raises(ValueError, match="'arm' baseline"):
-    order_bound.check_args(args, arm_model)
+    eval_job.check_orders_args(args, arm_model)

@@ -4,19 +4,15 @@ policies over stages that those jobs use."""
 import json
 import os
 
+from conftest import run
 import numpy as np
 import pytest
 
-from ardm_jax import cli, data, policy, sample, upscale, workdir
+from ardm_jax import coding_model, data, policy, sample, upscale, workdir
 from ardm_jax.data import audio
-from ardm_jax.train import lt_estimate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FSDD = os.path.join(os.path.dirname(REPO), "shared", "data", "fsdd", "fsdd_8khz.npz")
-
-
-def run(*argv):
-  return cli.main([str(a) for a in argv])
 
 
 def test_naive_global_policy_splits_equally_and_starts_every_stage():
@@ -63,7 +59,7 @@ def test_upscale_model_policy_eval_sample_and_inpaint(upscale_workdir, capsys):
   model = workdir.open_workdir(str(w))
   S, D = model.setup.objective.num_stages, model.spec.num_steps
   assert (S, D) == (3, 64)
-  _, counts = lt_estimate(workdir.restore_state(model))
+  _, counts = workdir.restore_tracker(model)
   assert counts.shape == (S * D,) and counts.sum() == 8 * 4  # batch 8, 4 steps: the tracker spans all stages
 
   run("policy", "--workdir", w, "--budgets", "3,9", "--samples", "2")
@@ -96,30 +92,29 @@ def test_upscale_model_policy_eval_sample_and_inpaint(upscale_workdir, capsys):
 def test_lt_estimate_with_a_stride_measures_every_kth_step_per_stage_and_interpolates(upscale_workdir):
   """`ardm policy --stride k`: per stage, steps 0, k, 2k, ... and D - 1 are measured (the same draws as measuring
   those steps alone), the rest lie on the line between their measured neighbours, never across a stage boundary."""
-  from ardm_jax import evaluate
+  from ardm_jax import held_out
 
   model = workdir.open_workdir(str(upscale_workdir))
   S, D, k = 3, 64, 5
   items = data.load(model.config.data).eval_items("test")
   with model.setup.context():
-    mean, stderr = evaluate.estimate_lt(
+    mean, stderr = held_out.estimate_lt(
       model.setup, model.params, items, samples_per_step=2, batch_size=32, seed=3, stride=k
     )
     t_measured = np.r_[np.arange(0, D, k), D - 1]
     steps = (np.arange(S)[:, None] * D + t_measured).ravel().astype(np.int32)
-    direct, _ = evaluate._estimate_steps(model.setup, model.params, items, steps, 2, 32, 3, 30.0)
+    direct, _ = held_out._estimate_steps(model.setup, model.params, items, steps, 2, 32, 3, 30.0)
   assert mean.shape == stderr.shape == (S * D,)
   np.testing.assert_array_equal(mean[steps], direct)
   for s in range(S):
     np.testing.assert_allclose(mean[s * D : (s + 1) * D], np.interp(np.arange(D), t_measured, direct.reshape(S, -1)[s]))
   with pytest.raises(ValueError, match="--stride must be at least 1"):
-    evaluate.estimate_lt(model.setup, model.params, items, samples_per_step=2, batch_size=32, seed=3, stride=0)
+    held_out.estimate_lt(model.setup, model.params, items, samples_per_step=2, batch_size=32, seed=3, stride=0)
 
 
 @pytest.mark.xdist_group("test_upscale_jobs")
 def test_equal_budget_split_reaches_policy_eval_sample_and_compress(upscale_workdir, tmp_path, capsys):
   """--budget-split equal (the paper's Table 7) gives every stage the same budget in every job; optimal differs."""
-  from ardm_jax import compress
 
   w, out, D = upscale_workdir, tmp_path / "policy.json", 64
   run("policy", "--workdir", w, "--budgets", "9", "--samples", "2", "--budget-split", "equal", "--out", out)
@@ -151,12 +146,12 @@ def test_equal_budget_split_reaches_policy_eval_sample_and_compress(upscale_work
     tmp_path / "equal.png",
   )
   assert "(9 network calls" in capsys.readouterr().out and os.path.getsize(tmp_path / "equal.png") > 0
-  cm = compress.open_coding_model(str(w))
-  steps, label = compress.encoder_policy(cm, 9, policy_file=str(out), split="equal")
+  cm = coding_model.open_coding_model(str(w))
+  steps, label = coding_model.encoder_policy(cm, 9, policy_file=str(out), split="equal")
   assert per_stage(steps) == [3, 3, 3] and label == "DP-optimal, equal split"
   item = data.load(model.config.data).eval_items("test")[:1]
-  blob, _ = compress.compress_items(cm, item, mode="item", steps=steps, order_seed=0)
-  _, decoded, _ = compress.decompress_items(cm, blob, policy_file=str(out))  # finds the split by the policy hash
+  blob, _ = coding_model.compress_items(cm, item, mode="item", steps=steps, order_seed=0)
+  _, decoded, _ = coding_model.decompress_items(cm, blob, policy_file=str(out))  # finds the split by the policy hash
   np.testing.assert_array_equal(decoded, item)
 
 
