@@ -7,7 +7,7 @@ import shlex
 
 import jax
 
-from ardm_jax import configs, distributed, train
+from ardm_jax import configs, distributed
 from ardm_jax.jobs import model_source
 
 # The arguments argparse does not know are the config overrides (--config.KEY=VALUE).
@@ -29,6 +29,10 @@ def run(args) -> None:
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
   config = configs.apply_overrides(configs.load_config_file(args.config), args.overrides)
   model_source.enable_compile_cache(config=config)
+  # Imported here: the trainer's metric writers (clu) import TensorFlow, which made `ardm train --help` take 7.9 s
+  # instead of about 1.3 s (measured) and print TensorFlow's start-up log.
+  from ardm_jax import train  # noqa: PLC0415
+
   train.train_and_evaluate(config, args.workdir)
   record_train_command(args)
 
