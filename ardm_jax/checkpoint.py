@@ -1,4 +1,5 @@
-"""Orbax checkpoints of the train state plus JSON metadata (step, data position, config hash, best evaluation).
+"""Orbax checkpoints of the train state plus JSON metadata (step, config hash, best evaluation); the step is also
+the data position, since the batch of step s is a pure function of (seed, s).
 
 Nothing is pickled: arrays go through orbax's array format, metadata through its JSON handler. The manager keeps
 the latest `keep` checkpoints plus the one with the lowest held-out bits/dim (`EVAL_METRIC`, saved with the

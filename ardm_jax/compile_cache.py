@@ -32,6 +32,9 @@ from __future__ import annotations
 
 import os
 
+import jax
+from jax.experimental.compilation_cache import compilation_cache
+
 ENV_VAR = "ARDM_COMPILE_CACHE"
 CONFIG_KEY = "compile_cache_dir"
 # Compiles faster than this are not worth a file (loading one costs a few milliseconds; more on gs://).
@@ -63,9 +66,6 @@ def enable(config=None) -> str | None:
   Call it before the job compiles; a program compiled earlier in the process was simply not cached. Calling it
   again (another job in the same process, e.g. in tests) re-points the cache.
   """
-  import jax  # pylint: disable=import-outside-toplevel
-  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=import-outside-toplevel
-
   path = resolve_dir(config)
   if path is None:
     if jax.config.jax_compilation_cache_dir is not None:

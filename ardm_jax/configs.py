@@ -11,13 +11,47 @@ import hashlib
 import importlib.util
 import json
 import os
+from typing import Any
 
+from etils import epath
 import ml_collections
+
+# The mesh axes and the default sharding rules are data (ardm_jax/sharding.py applies them); they live here so
+# that building a config imports no JAX.
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+# Parameters are split over `fsdp` along their model width and over `tensor` along the MLP and heads axes;
+# the batch is split over `data` x `fsdp`. Every logical name used by the networks must appear here.
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+  ("batch", BATCH_AXES),
+  ("embed", "fsdp"),
+  ("mlp", "tensor"),
+  ("heads", "tensor"),
+  ("kv", None),
+  ("vocab", None),
+  ("conv_h", None),
+  ("conv_w", None),
+  ("conv_in", None),
+  ("length_pos", None),
+  ("time", None),
+  ("act_length", None),
+  ("act_height", None),
+  ("act_width", None),
+  ("act_embed", None),
+  ("act_mlp", "tensor"),
+  ("act_heads", "tensor"),
+  ("act_kv", None),
+  ("act_classes", None),
+  ("layers", None),  # the stacked axis of scanned layers (model.scan_layers): every device holds all layers
+)
 
 CONFIG_PREFIX = "--config."
 # What `ardm train` writes into a workdir beside the checkpoints (read back by every job; see ardm_jax/workdir.py).
 CONFIG_FILE = "config.json"
 DATA_SPEC_FILE = "data_spec.json"
+# The DP policies of `ardm policy` (a workdir's and a model folder's default policy file).
+POLICY_FILE = "policy.json"
 # Each `ardm train` command run on a workdir, one line each (the model card of an export quotes them).
 TRAIN_COMMANDS_FILE = "train_commands.txt"
 # The `format` of an exported model folder's config.json (ardm_jax/model_dir.py); a workdir's config.json has none.
@@ -94,8 +128,6 @@ def set_key(config: ml_collections.ConfigDict, dotted: str, value) -> None:
 
 
 def config_from_json(path) -> ml_collections.ConfigDict:
-  from etils import epath  # pylint: disable=import-outside-toplevel
-
   config = ml_collections.ConfigDict(json.loads(epath.Path(path).read_text()))
   config.lock()
   return config
@@ -103,8 +135,6 @@ def config_from_json(path) -> ml_collections.ConfigDict:
 
 def base_config() -> ml_collections.ConfigDict:
   """Settings shared by every experiment; each experiment file fills in data, model and sizes."""
-  from ardm_jax.sharding import DEFAULT_RULES  # pylint: disable=import-outside-toplevel
-
   config = ml_collections.ConfigDict()
   config.seed = 0
   # Persistent JAX compilation cache (ardm_jax/compile_cache.py): None = the user cache directory

@@ -45,6 +45,8 @@ import numpy as np
 from PIL import Image
 
 from ardm_jax.coding import container
+from ardm_jax.data.audio import pcm_to_classes
+from ardm_jax.file_io import from_uint8, to_uint8
 
 FORMATS = ("png", "npy", "txt", "wav")
 KIND_FORMATS = {"image": ("png", "npy"), "text": ("txt",), "audio": ("wav",)}
@@ -106,7 +108,7 @@ def _pcm_shift(spec) -> int:
   return PCM_BITS - (spec.bits or PCM_BITS)
 
 
-def _to_items(entry: FileEntry, spec) -> np.ndarray:
+def to_items(entry: FileEntry, spec) -> np.ndarray:
   shape = spec.shape
   if entry.fmt in ("txt", "wav"):
     L = shape[0]
@@ -124,7 +126,7 @@ def _to_items(entry: FileEntry, spec) -> np.ndarray:
   return np.concatenate([_tiles(img, h, w) for img in arr])
 
 
-def _from_items(entry: FileEntry, items: np.ndarray, shape: tuple) -> np.ndarray:
+def from_items(entry: FileEntry, items: np.ndarray, shape: tuple) -> np.ndarray:
   """The file's content (txt: ids) from its items."""
   if entry.fmt in ("txt", "wav"):
     return items.reshape(-1)[: entry.size[0]]
@@ -139,8 +141,6 @@ def _from_items(entry: FileEntry, items: np.ndarray, shape: tuple) -> np.ndarray
 
 
 def _read_png(spec, path: str) -> FileEntry:
-  from ardm_jax import sample  # pylint: disable=import-outside-toplevel
-
   C, K = spec.shape[-1], spec.num_classes
   try:
     with Image.open(path) as img:
@@ -166,8 +166,8 @@ def _read_png(spec, path: str) -> FileEntry:
       f"{path} has {pixels.shape[-1]} channel(s) but the model codes {C}; convert it to "
       f"{'grayscale' if C == 1 else 'RGB'} first"
     )
-  values = sample.from_uint8(pixels, K)
-  bad = np.argwhere(sample.to_uint8(values, K) != pixels)
+  values = from_uint8(pixels, K)
+  bad = np.argwhere(to_uint8(values, K) != pixels)
   if len(bad):
     r, c, ch = bad[0]
     raise ValueError(
@@ -253,8 +253,6 @@ def _read_wav(spec, path: str) -> FileEntry:
       f"{bits}-bit audio, so only clips quantised to {bits} bits come back exactly: quantise it "
       "first or use a 16-bit model"
     )
-  from ardm_jax.data.audio import pcm_to_classes  # pylint: disable=import-outside-toplevel
-
   return FileEntry("wav", (len(pcm),), data=pcm_to_classes(pcm, bits))
 
 
@@ -381,12 +379,10 @@ def output_names(entries: list[FileEntry]) -> list[str]:
   return [e.name if e.name is not None else _default_name(i, e.fmt) for i, e in enumerate(entries)]
 
 
-def _write_entry(spec, entry: FileEntry, content: np.ndarray, path: str, overwrite: bool) -> None:
-  from ardm_jax import sample  # pylint: disable=import-outside-toplevel
-
+def write_entry(spec, entry: FileEntry, content: np.ndarray, path: str, overwrite: bool) -> None:
   with open(path, "wb" if overwrite else "xb") as f:
     if entry.fmt == "png":
-      pixels = sample.to_uint8(content, spec.num_classes)
+      pixels = to_uint8(content, spec.num_classes)
       Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(f, format="PNG")
     elif entry.fmt == "npy":
       np.save(f, content, allow_pickle=False)

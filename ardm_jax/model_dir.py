@@ -20,49 +20,37 @@ Opening a folder needs only the core dependencies. The network is rebuilt from c
 devices (parameters replicated, whatever mesh trained them), every tensor is checked against the network's abstract
 parameters (name, shape, dtype), and each device reads its slice of the memory-mapped file.
 
-This module imports no JAX at import time: the CLI builds its parser from it.
+The model card and the hub push are `model_card.py`; the command is `jobs/export.py`.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-import time
 
-from ardm_jax.configs import CONFIG_FILE, DATA_SPEC_FILE, MODEL_FORMAT, TRAIN_COMMANDS_FILE
+import jax
+import ml_collections
+import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
+
+from ardm_jax import configs
+from ardm_jax import workdir as workdir_lib
+from ardm_jax.checkpoint import CHECKPOINT_DIR
+from ardm_jax.coding_model import model_fingerprint
+from ardm_jax.configs import CONFIG_FILE, DATA_SPEC_FILE, MODEL_FORMAT, POLICY_FILE
+from ardm_jax.model_card import eval_results, library_version, model_card, train_commands
+from ardm_jax.train_state import DataSpec, build_setup
+from ardm_jax.workdir import TrainedModel
 
 FORMAT_VERSION = 1
 PARAMS_FILE = "model.safetensors"
-POLICY_FILE = "policy.json"
 CARD_FILE = "README.md"
 # Keys of config.data that locate the data on one machine: not exported (`--data-path` supplies a path).
 MACHINE_DATA_KEYS = ("path", "tfds_data_dir", "download")
-HUB_TIMEOUT_S = 10.0
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Arguments shared by the jobs
-
-
-def add_model_source(p: argparse.ArgumentParser, *, group=None, data: bool = False):
-  """--workdir W | --model DIR (exactly one), the trained model a job runs; with `data`, also --data-path.
-  `group`: an existing mutually exclusive group to join (policy's, which also holds --loss-file)."""
-  if group is None:
-    group = p.add_mutually_exclusive_group(required=True)
-  group.add_argument("--workdir", help="a training workdir (its latest checkpoint unless --step)")
-  group.add_argument("--model", metavar="MODEL_DIR", help="a model folder written by `ardm export`")
-  if data:
-    p.add_argument(
-      "--data-path",
-      default=None,
-      help="with --model: the data set's file or folder (a model folder does not record where the data "
-      "lies); not needed for embedded data such as digits",
-    )
-  return group
 
 
 def open_trained(
@@ -76,7 +64,6 @@ def open_trained(
 ):
   """The trained model (a workdir.TrainedModel) of a workdir or of a model folder, on a mesh of `devices`
   (default all); the jobs take either."""
-  from ardm_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
 
   if (workdir is None) == (model_dir is None):
     raise ValueError("pass exactly one of --workdir and --model")
@@ -94,7 +81,6 @@ def open_trained(
 
 def trained_spec(workdir: str | None = None, model_dir: str | None = None):
   """The model's DataSpec from the files alone (cheap: jobs check their inputs before loading the model)."""
-  from ardm_jax.train_state import DataSpec  # pylint: disable=import-outside-toplevel
 
   if model_dir is not None:
     return DataSpec.from_json(read_meta(model_dir)["data_spec"])
@@ -168,9 +154,6 @@ def read_meta(model_dir: str) -> dict:
 def model_config(meta: dict, data_path: str | None = None):
   """The ConfigDict the jobs build from: the defaults, with the folder's model, ardm and data sections (and
   eval batch). The mesh and sharding rules are the defaults (parameters replicated over all devices)."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
-
-  from ardm_jax import configs  # pylint: disable=import-outside-toplevel
 
   saved = meta["config"]
   config = configs.base_config()
@@ -188,8 +171,6 @@ def model_config(meta: dict, data_path: str | None = None):
 def open_model_dir(model_dir: str, data_path: str | None = None, devices=None):
   """A model folder as a workdir.TrainedModel: rebuilt from config.json, parameters checked and restored onto a
   mesh of `devices` (default: all)."""
-  from ardm_jax.train_state import DataSpec, build_setup  # pylint: disable=import-outside-toplevel
-  from ardm_jax.workdir import TrainedModel  # pylint: disable=import-outside-toplevel
 
   meta = read_meta(model_dir)
   config = model_config(meta, data_path)
@@ -215,8 +196,7 @@ def open_model_dir(model_dir: str, data_path: str | None = None, devices=None):
   )
 
 
-def _tensor_names(tree) -> list[str]:
-  import jax  # pylint: disable=import-outside-toplevel
+def tensor_names(tree) -> list[str]:
 
   names = []
   for path, _ in jax.tree_util.tree_leaves_with_path(tree):
@@ -243,9 +223,6 @@ def file_sha256(path: str) -> str:
 def load_params(path: str, abstract_params, shardings, sha256: str | None = None):
   """The parameter tree of a safetensors file, each tensor checked against `abstract_params` (name, shape, dtype)
   and placed with `shardings`; every device reads only its own slice."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from safetensors import SafetensorError, safe_open  # pylint: disable=import-outside-toplevel
 
   if not os.path.isfile(path):
     raise ValueError(f"{path} is missing: the model folder has no parameters file")
@@ -255,7 +232,7 @@ def load_params(path: str, abstract_params, shardings, sha256: str | None = None
       f"({os.path.getsize(path)} bytes); copy or download it again"
     )
   leaves, treedef = jax.tree.flatten(abstract_params)
-  names = _tensor_names(abstract_params)
+  names = tensor_names(abstract_params)
   flat_shardings = treedef.flatten_up_to(shardings)
   try:
     with safe_open(path, framework="numpy") as f:
@@ -329,29 +306,12 @@ def export_config(config) -> dict:
 
 
 def _checkpoint_bytes(workdir: str, step: int) -> int:
-  from ardm_jax.checkpoint import CHECKPOINT_DIR  # pylint: disable=import-outside-toplevel
 
   return _folder_bytes(os.path.join(workdir, CHECKPOINT_DIR, str(step)))
 
 
 def _folder_bytes(path: str) -> int:
   return sum(os.path.getsize(os.path.join(root, name)) for root, _, files in os.walk(path) for name in files)
-
-
-def _eval_results(workdir: str, step: int, params_kind: str) -> list[dict]:
-  """The workdir's eval*.json results of this step and parameter kind (the model card's numbers)."""
-  results = []
-  for name in sorted(os.listdir(workdir)):
-    if not (name.startswith("eval") and name.endswith(".json")):
-      continue
-    try:
-      with open(os.path.join(workdir, name)) as f:
-        r = json.load(f)
-    except (OSError, ValueError):
-      continue
-    if isinstance(r, dict) and r.get("step") == step and r.get("params") == params_kind and "bpd" in r:
-      results.append(r | {"file": name})
-  return results
 
 
 def export(
@@ -365,12 +325,6 @@ def export(
 ) -> dict:
   """Writes the model folder `out` from a workdir's checkpoint (EMA parameters unless `raw`); refuses an existing
   non-empty `out`. Returns a report: the folder's files and sizes, the checkpoint's size, the fingerprint."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
-
-  from ardm_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
-  from ardm_jax.coding_model import model_fingerprint  # pylint: disable=import-outside-toplevel
 
   if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
     raise FileExistsError(f"{out} exists and is not an empty folder; choose another -o (export never replaces files)")
@@ -379,14 +333,14 @@ def export(
   model = workdir_lib.open_workdir(workdir, use_ema=not raw, step=step)
   if jax.process_count() > 1:
     raise ValueError("ardm export runs in one process; it reads the checkpoint on one host")
-  names = _tensor_names(model.params)
+  names = tensor_names(model.params)
   tensors = {n: np.asarray(jax.device_get(leaf)) for n, leaf in zip(names, jax.tree.leaves(model.params))}
   config = model.config
   meta = {
     "format": MODEL_FORMAT,
     "format_version": FORMAT_VERSION,
     "library_name": "ardm_jax",
-    "library_version": _library_version(),
+    "library_version": library_version(),
     "config_hash": model.config_hash,
     "fingerprint": model_fingerprint(model),
     "step": model.step,
@@ -420,8 +374,8 @@ def export(
     policy_src = os.path.join(workdir, POLICY_FILE)
     if os.path.isfile(policy_src):
       shutil.copyfile(policy_src, os.path.join(tmp, POLICY_FILE))
-    evals = _eval_results(workdir, model.step, model.params_kind)
-    commands = _train_commands(workdir)
+    evals = eval_results(workdir, model.step, model.params_kind)
+    commands = train_commands(workdir)
     with open(os.path.join(tmp, CARD_FILE), "w") as f:
       f.write(
         model_card(
@@ -457,240 +411,3 @@ def export(
     "fingerprint": meta["fingerprint"],
     "config_hash": model.config_hash,
   }
-
-
-def _library_version() -> str:
-  try:
-    from importlib.metadata import version  # pylint: disable=import-outside-toplevel
-
-    return version("ardm_jax")
-  except Exception:  # pylint: disable=broad-except  (not installed as a distribution)
-    return "unknown"
-
-
-def _train_commands(workdir: str) -> list[str]:
-  path = os.path.join(workdir, TRAIN_COMMANDS_FILE)
-  if not os.path.isfile(path):
-    return []
-  with open(path) as f:
-    return [line.strip() for line in f if line.strip()]
-
-
-_PIPELINE_TAGS = {"image": "unconditional-image-generation", "text": "text-generation"}
-
-
-def model_card(
-  meta: dict,
-  evals: list[dict],
-  commands: list[str],
-  *,
-  license_id: str = "unknown",
-  repo_id: str | None = None,
-  name: str = "model",
-  has_policy: bool = False,
-) -> str:
-  """README.md of a model folder: YAML front matter (hub metadata: library, license, tags, data set, metrics and a
-  model-index with the measured held-out numbers), then what the model is and how to use it."""
-  spec, cfg, training = meta["data_spec"], meta["config"], meta["training"]
-  kind, data_name = spec["kind"], spec["name"]
-  unit = {"text": "bits/char", "audio": "bits/sample"}.get(kind, "bits/dim")
-  objective = training.get("objective", "ardm")
-  up = cfg["ardm"].get("upscale", "none")
-  what = {
-    "ardm": "order-agnostic ARDM" + ("" if up in (None, "none") else f", upscale ({up})"),
-    "arm": "single-order ARM baseline",
-    "d3pm_absorbing": "D3PM-absorbing baseline",
-  }.get(objective, objective)
-  q = json.dumps  # JSON strings are YAML strings
-  lines = ["---", "library_name: ardm_jax", f"license: {q(license_id)}", "tags:"]
-  lines += [f"- {q(t)}" for t in ("ardm", "autoregressive-diffusion", "jax", "flax", kind, "lossless-compression")]
-  if kind in _PIPELINE_TAGS:
-    lines.append(f"pipeline_tag: {_PIPELINE_TAGS[kind]}")
-  lines += ["datasets:", f"- {q(data_name)}", "metrics:", "- bits_per_dim"]
-  if evals:
-    lines += ["model-index:", f"- name: {q(repo_id or name)}", "  results:"]
-    for r in evals:
-      label = f"{r.get('split', 'test')} {r.get('unit', unit)}, {r.get('passes', 1)} pass(es)" + (
-        f", budget {r['budget']}" if r.get("budget") else ""
-      )
-      lines += [
-        "  - task:",
-        "      type: density-estimation",
-        "      name: likelihood (negative ELBO)",
-        "    dataset:",
-        f"      name: {q(data_name)}",
-        f"      type: {q(data_name)}",
-        f"      split: {q(r.get('split', 'test'))}",
-        "    metrics:",
-        "    - type: bits_per_dim",
-        f"      value: {round(float(r['bpd']), 4)}",
-        f"      name: {q(label)}",
-      ]
-  lines.append("---")
-  lines += [
-    "",
-    f"# {name}: {what} on {data_name}",
-    "",
-    f"An Autoregressive Diffusion Model (Hoogeboom et al., ICLR 2022) trained with "
-    f"ardm_jax: a `{cfg['model'].get('name')}` network over "
-    f"{kind} items of shape {tuple(spec['shape'])} with {spec['num_classes']} classes per variable, "
-    f"{meta['params']['count']:,} parameters ({meta['params']['kind'].upper()} weights of training step "
-    f"{meta['step']}).",
-    "",
-  ]
-  lines += ["## Results", ""]
-  if evals:
-    lines += [f"| split | {unit} | ± stderr | passes | network calls |", "|---|---|---|---|---|"]
-    for r in evals:
-      calls = r.get("budget") or f"{spec_num_steps(spec)} (one per variable)"
-      lines.append(
-        f"| {r.get('split', 'test')} | {float(r['bpd']):.4f} | {float(r.get('stderr', 0)):.4f} | "
-        f"{r.get('passes', '')} | {calls} |"
-      )
-  else:
-    lines.append("Not evaluated at this step; measure it with the command under Usage.")
-  lines += ["", "## Training", ""]
-  t = training.get("train", {})
-  optim = training.get("optim", {})
-  lines.append(
-    f"{meta['step']} steps of batch {t.get('batch_size')} (of {t.get('num_steps')} planned), "
-    f"learning rate {optim.get('learning_rate')} ({optim.get('schedule')}), EMA decay "
-    f"{optim.get('ema_decay')}, seed {training.get('seed')}; training config hash `{meta['config_hash']}`."
-  )
-  lines.append("")
-  if commands:
-    lines += ["Trained with:", "", "```", *commands, "```"]
-  else:
-    lines.append("The training command was not recorded in the workdir (trained before `ardm train` recorded it).")
-  folder = "MODEL_DIR"
-  lines += ["", "## Usage", "", "With ardm_jax installed (`pip install -e .` in its repository):", "", "```"]
-  if repo_id:
-    lines.append(f"huggingface-cli download {repo_id} --local-dir {folder}")
-  lines += [
-    f"ardm eval --model {folder} --out eval.json" + (" --data-path DATA" if training.get("data_file") else ""),
-    f"ardm sample --model {folder} --num 16 --out samples{_sample_ext(kind)}",
-  ]
-  if objective == "ardm":
-    lines += [
-      f"ardm compress --model {folder} INPUT... -o files.ardm",
-      f"ardm decompress --model {folder} files.ardm -o restored/",
-    ]
-  lines += [
-    "```",
-    "",
-    f"Files compressed with this model carry its fingerprint `{meta['fingerprint'][:16]}...`; they decode with "
-    "this folder or with the workdir it was exported from.",
-  ]
-  if has_policy:
-    lines += [
-      "",
-      f"`{POLICY_FILE}` holds the DP-optimal parallel policies: add `--budget B` to sample, eval or "
-      "compress for B network calls instead of one per variable.",
-    ]
-  return "\n".join(lines) + "\n"
-
-
-def spec_num_steps(spec: dict) -> int:
-  n = 1
-  for s in spec["shape"]:
-    n *= int(s)
-  return n
-
-
-def _sample_ext(kind: str) -> str:
-  return {"image": ".png", "text": ".txt"}.get(kind, "")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The hub
-
-
-def _check_reachable(endpoint: str, timeout: float = HUB_TIMEOUT_S) -> None:
-  """Fails fast (one line, `timeout` seconds at most) when the hub's host cannot be reached."""
-  import socket  # pylint: disable=import-outside-toplevel
-  from urllib.parse import urlparse  # pylint: disable=import-outside-toplevel
-
-  url = urlparse(endpoint)
-  port = url.port or (443 if url.scheme == "https" else 80)
-  try:
-    socket.create_connection((url.hostname, port), timeout=timeout).close()
-  except OSError as err:
-    raise ValueError(
-      f"cannot reach {endpoint} ({err}); the model folder is written, push it later with "
-      "`ardm export --push` from the workdir or `huggingface-cli upload`"
-    ) from None
-
-
-def _hub():
-  try:
-    import huggingface_hub  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    raise ValueError("--push needs huggingface_hub: pip install 'ardm_jax[hub]'") from None
-  return huggingface_hub
-
-
-def push(folder: str, repo_id: str, *, private: bool = False) -> str:
-  """Uploads a model folder to the hub repository `repo_id` (created if missing); returns its URL."""
-  hub = _hub()
-  endpoint = getattr(getattr(hub, "constants", None), "ENDPOINT", None) or "https://huggingface.co"
-  _check_reachable(endpoint)
-  api = hub.HfApi()
-  try:
-    url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    api.upload_folder(
-      folder_path=folder,
-      repo_id=repo_id,
-      repo_type="model",
-      commit_message=f"ardm export of step {read_meta(folder)['step']}",
-    )
-  except Exception as err:  # pylint: disable=broad-except  (auth, repository name, HTTP, connection: one line)
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    raise ValueError(f"pushing {folder} to {repo_id} failed: {first}") from None
-  return str(url)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# CLI
-
-
-def add_parser(sub) -> None:
-  from ardm_jax.cli import _checkpoint_step  # pylint: disable=import-outside-toplevel
-
-  p = sub.add_parser(
-    "export",
-    help="a portable model folder (safetensors parameters, config.json, policy, model "
-    "card) that every job takes as --model",
-  )
-  p.add_argument("--workdir", required=True)
-  p.add_argument(
-    "--step", type=_checkpoint_step, default=None, help="checkpoint: a step number or 'best' (default latest)"
-  )
-  p.add_argument("--raw", action="store_true", help="export the raw parameters instead of the EMA ones")
-  p.add_argument("-o", "--out", required=True, help="the model folder to write (must not exist or be empty)")
-  p.add_argument("--license", default="unknown", help="license id for the model card (e.g. apache-2.0, cc-by-4.0)")
-  p.add_argument(
-    "--push",
-    metavar="REPO_ID",
-    default=None,
-    help="also upload the folder to this hub repository (needs `pip install 'ardm_jax[hub]'` and a login)",
-  )
-  p.add_argument("--private", action="store_true", help="with --push: create the repository private")
-
-
-def cmd_export(args) -> None:
-  if args.push:
-    _hub()  # before the export: a missing extra is reported at once
-  start = time.time()
-  r = export(args.workdir, args.out, step=args.step, raw=args.raw, license_id=args.license, repo_id=args.push)
-  mb = 1 / 1e6
-  print(
-    f"exported {r['params']} parameters of step {r['step']} ({r['num_params']:,}) to {r['out']} in "
-    f"{time.time() - start:.1f}s: " + ", ".join(f"{n} {b * mb:.2f} MB" for n, b in r["files"].items())
-  )
-  ratio = r["folder_bytes"] / r["checkpoint_bytes"] if r["checkpoint_bytes"] else float("nan")
-  print(
-    f"model folder {r['folder_bytes'] * mb:.2f} MB; the workdir's checkpoint of step {r['step']} "
-    f"{r['checkpoint_bytes'] * mb:.2f} MB ({100 * ratio:.0f}%); fingerprint {r['fingerprint'][:16]}"
-  )
-  if args.push:
-    print(f"pushed to {push(args.out, args.push, private=args.private)}")

@@ -21,7 +21,6 @@ size or the device count. The per-order likelihoods run as one jitted function o
 from __future__ import annotations
 
 import functools
-import os
 import time
 
 import jax
@@ -29,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import logsumexp
 
-from ardm_jax import ardm, evaluate, sharding, upscale
+from ardm_jax import ardm, held_out, sharding, upscale
 from ardm_jax import objective as objective_lib
 
 
@@ -109,7 +108,7 @@ def order_log_likelihoods(
     raise ValueError(
       "the bound over orders needs an ARDM; a baseline has no orders to average (the ARM's NLL is already exact)"
     )
-  evaluate._check_batch_size(batch_size)  # pylint: disable=protected-access
+  held_out.check_batch_size(batch_size)
   items = np.asarray(items)
   num_items, num_steps, num_stages = len(items), int(np.prod(items.shape[1:])), spec.num_stages
   if num_items < 1:
@@ -212,10 +211,10 @@ def evaluate_orders(
   log_every_s: float = 30.0,
 ) -> dict:
   """The bound over orders on `items` beside the ELBO of the same parameters on the same items (`passes` random
-  estimates per item by `evaluate.evaluate_params`, under the same policy when there is one)."""
+  estimates per item by `held_out.evaluate_params`, under the same policy when there is one)."""
   objective_lib.require_ardm(setup.objective, "the bound over orders (--orders)")
   num_dims = int(np.prod(np.asarray(items).shape[1:]))
-  elbo = evaluate.evaluate_params(
+  elbo = held_out.evaluate_params(
     setup, params, items, passes=passes, batch_size=batch_size, seed=seed, policy=policy, log_every_s=log_every_s
   )
   ll = order_log_likelihoods(
@@ -270,82 +269,3 @@ def output_name(
     stem += f"_b{budget}" + ("_naive" if naive else "_equal" if equal else "")
   stem += "" if num_items is None else f"_items{num_items}"
   return stem + ("" if step is None else f"_step{step}") + ".json"
-
-
-def check_args(args, model) -> None:
-  """One-line refusals for `ardm eval --orders K` before any work."""
-  ardm.check_int("--orders", args.orders, 1)
-  objective_lib.require_ardm(model.setup.objective, "ardm eval --orders (the bound over orders)")
-  if args.exact:
-    raise ValueError("--orders already runs every call of each order exactly; drop --exact")
-  if (args.naive or args.policy) and args.budget is None:
-    raise ValueError("--naive and --policy choose a parallel policy: pass --budget B with them")
-
-
-def cmd_eval_orders(args, model, items: np.ndarray) -> str:
-  """`ardm eval --orders K [--budget B]`: writes --out or WORKDIR/eval_orders_K[_bB].json and prints the curve;
-  returns the path. `items`: the held-out items to evaluate (the split, or its first --num-items). As for eval.json, a rerun replaces the default file (atomically); `ardm eval` refuses an
-  existing --out without --overwrite before it opens the model."""
-  from ardm_jax import sample  # pylint: disable=import-outside-toplevel
-
-  check_args(args, model)
-  setup = model.setup
-  steps = None
-  if args.budget is not None:
-    steps = sample.choose_policy(model, args.budget, args.naive, args.policy, split=args.budget_split)
-  batch_size = args.batch_size or int(model.config.train.eval_batch_size)
-  start = time.time()
-  with setup.context():
-    result = evaluate_orders(
-      setup,
-      model.params,
-      items,
-      num_orders=args.orders,
-      passes=args.passes,
-      batch_size=batch_size,
-      seed=args.seed,
-      policy=steps,
-    )
-  equal = steps is not None and setup.objective.num_stages > 1 and not args.naive and args.budget_split == "equal"
-  unit = evaluate.unit_name(model.spec)
-  result |= {
-    "split": args.split,
-    "step": model.step,
-    "params": model.params_kind,
-    "unit": unit,
-    "budget": None if steps is None else len(steps),
-    "calls_per_order": len(steps) if steps is not None else setup.objective.num_stages * model.spec.num_steps,
-    "policy": None if steps is None else ("naive" if args.naive else "dp"),
-    "budget_split": None
-    if steps is None or setup.objective.num_stages == 1
-    else ("equal" if args.naive else args.budget_split),
-    "orders_per": "stage" if setup.objective.num_stages > 1 else "item",
-    "seed": args.seed,
-    "config_hash": model.config_hash,
-    "seconds": round(time.time() - start, 2),
-  }
-  path = getattr(args, "out", None) or os.path.join(
-    args.workdir,
-    output_name(
-      args.orders,
-      result["budget"],
-      args.naive,
-      equal,
-      None if args.step is None else model.step,
-      None if getattr(args, "num_items", None) is None else len(items),
-    ),
-  )
-  evaluate.write_json(path, result)
-  gain, last = result["gain_over_elbo"], result["curve"][-1]
-  print(
-    f"{args.split}, {result['num_items']} items, {args.orders} orders per item"
-    f"{' and stage' if result['orders_per'] == 'stage' else ''}, {result['calls_per_order']} calls per order "
-    f"({result['params']} params, step {model.step}):"
-  )
-  print(format_table(result, unit))
-  print(
-    f"bound at K = {args.orders} is {last['gain_over_order_mean']:.4f} ± {last['gain_over_order_mean_stderr']:.4f} "
-    f"{unit} below the ELBO of its orders ({gain['bits']:.4f} ± {gain['stderr']:.4f} below the one-call "
-    f"estimate) -> {path}"
-  )
-  return path

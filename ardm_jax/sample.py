@@ -1,4 +1,8 @@
-"""Sampling and completion (inpainting / infilling) jobs, and writing their results as PNG or text."""
+"""Sampling and completion (inpainting / infilling) with a trained model, and the policy a budget selects.
+
+Reading inputs and writing results (PNG, text, WAV) is `file_io.py`; the commands are `jobs/sample.py` and
+`jobs/inpaint.py`.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,11 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from ardm_jax import ardm, baselines, sharding, upscale
 from ardm_jax import objective as objective_lib
 from ardm_jax import policy as policy_lib
-
-POLICY_FILE = "policy.json"
-UNKNOWN_CHAR = "_"  # marks the characters to fill in a text input
+from ardm_jax.configs import POLICY_FILE
 
 
 def choose_policy(
@@ -29,7 +30,7 @@ def choose_policy(
   model ignores it. With `naive` the total is split equally and the steps in each stage are evenly spaced, as in
   the paper. For completion (start > 0) the DP (and the split) is re-run on the stored L_t of the steps that remain.
   """
-  policy_lib.check_budget_split(split)
+  policy_file.check_budget_split(split)
   objective_lib.require_ardm(model.setup.objective, "a parallel policy or completion")
   num_stages, num_steps = model.setup.objective.num_stages, model.spec.num_steps
   remaining = num_steps - start
@@ -46,14 +47,14 @@ def choose_policy(
       raise ValueError(
         f"no policy file at {path}: run {model.policy_command(budget)} first, or pass --naive for evenly spaced steps"
       )
-    pf = policy_lib.load_policy_file(path)
+    pf = policy_file.load_policy_file(path)
     if len(pf["stages"]) != num_stages or pf["num_dims"] != num_steps:
       raise ValueError(
         f"{path} has {len(pf['stages'])} stage(s) of {pf['num_dims']} steps but the model has "
         f"{num_stages} of {num_steps}; rebuild it with {model.policy_command('B1,B2,...')}"
       )
     if start == 0:
-      return policy_lib.global_policy(pf, budget, split).astype(np.int32)
+      return policy_file.global_policy(pf, budget, split).astype(np.int32)
     losses = [np.asarray(st["loss_per_step"], np.float64)[start:] for st in pf["stages"]]
     budgets = (
       policy_lib.split_budget_across_stages(losses, budget)
@@ -154,128 +155,3 @@ def complete(
   sigma = ardm.orders_observed_first(key_order, observed_rows).reshape(num, num_stages, spec.num_steps)
   x_init = jnp.where(observed_b, jnp.asarray(item, jnp.int32), 0)
   return _generate_rows(model, key_sample, np.asarray(x_init), np.asarray(sigma), steps, np.asarray(observed_b))
-
-
-# ------------------------------------------------------------------------------------------- file formats
-def to_uint8(images: np.ndarray, num_classes: int) -> np.ndarray:
-  """Class values 0..K-1 spread over 0..255 for viewing (exact identity for K = 256)."""
-  if num_classes == 256:
-    return images.astype(np.uint8)
-  return np.round(images.astype(np.float64) * 255.0 / (num_classes - 1)).astype(np.uint8)
-
-
-def from_uint8(pixels: np.ndarray, num_classes: int) -> np.ndarray:
-  """Inverse of to_uint8 (exact on its outputs)."""
-  if num_classes == 256:
-    return pixels.astype(np.int32)
-  return np.round(pixels.astype(np.float64) * (num_classes - 1) / 255.0).astype(np.int32)
-
-
-def image_grid(images: np.ndarray, num_classes: int, pad: int = 1) -> np.ndarray:
-  """[N, H, W, C] -> one padded uint8 grid image, as square as possible."""
-  n, h, w, c = images.shape
-  cols = int(np.ceil(np.sqrt(n)))
-  rows = int(np.ceil(n / cols))
-  grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
-  pixels = to_uint8(images, num_classes)
-  for i in range(n):
-    r, q = divmod(i, cols)
-    grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = pixels[i]
-  return grid
-
-
-def check_writable(path: str, overwrite: bool) -> None:
-  if os.path.exists(path) and not overwrite:
-    raise FileExistsError(f"{path} exists; choose another --out or pass --overwrite to replace it")
-
-
-def write_items(spec, items: np.ndarray, path: str, overwrite: bool = False, scale: int = 1) -> str:
-  """PNG grid for images (upscaled `scale` times for visibility), one line per item for text, a folder of WAVs
-  for audio."""
-  check_writable(path, overwrite)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  if spec.kind == "image":
-    grid = image_grid(items, spec.num_classes)
-    if scale > 1:
-      grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
-  elif spec.kind == "text":
-    with open(path, "w", encoding="ascii") as f:
-      for row in items:
-        f.write("".join(spec.alphabet[int(v)] for v in row) + "\n")
-  elif spec.kind == "audio":  # `path` is a folder: one 16-bit WAV per item
-    from ardm_jax.data import audio  # pylint: disable=import-outside-toplevel
-
-    os.makedirs(path, exist_ok=True)
-    audio.write_wav_items(path, items, spec.sample_rate, spec.bits)
-  else:
-    raise ValueError(f"cannot write items of kind {spec.kind!r}")
-  return path
-
-
-def read_image_input(spec, path: str) -> np.ndarray:
-  """An image input (.png or .npy of class values) of the model's shape."""
-  if path.endswith(".npy"):
-    item = np.load(path, allow_pickle=False)
-    if item.ndim == len(spec.shape) - 1:
-      item = item[..., None]
-    values = item.astype(np.int64)
-  elif path.lower().endswith(".png"):
-    with Image.open(path) as img:
-      pixels = np.asarray(img.convert("L" if spec.shape[-1] == 1 else "RGB"))
-    if pixels.ndim == 2:
-      pixels = pixels[..., None]
-    values = from_uint8(pixels, spec.num_classes)
-  else:
-    raise ValueError(f"{path}: image inputs must be .png or .npy")
-  if values.shape != spec.shape:
-    raise ValueError(f"{path} has shape {values.shape} but the model takes {spec.shape}")
-  if values.min() < 0 or values.max() >= spec.num_classes:
-    raise ValueError(f"{path} has values outside 0..{spec.num_classes - 1}")
-  return values.astype(np.int32)
-
-
-def read_mask(spec, path: str | None) -> np.ndarray:
-  """Known-mask for an image: a .png/.npy (non-zero = given) of H x W or H x W x C; default: the top half."""
-  if path is None:
-    mask = np.zeros(spec.shape, bool)
-    mask[: spec.shape[0] // 2] = True
-    return mask
-  if path.endswith(".npy"):
-    raw = np.load(path, allow_pickle=False)
-  else:
-    with Image.open(path) as img:
-      raw = np.asarray(img.convert("L"))
-  raw = np.asarray(raw) != 0
-  if raw.shape == spec.shape[:-1]:
-    raw = np.repeat(raw[..., None], spec.shape[-1], axis=-1)
-  if raw.shape != spec.shape:
-    raise ValueError(f"mask {path} has shape {raw.shape}; it must be {spec.shape[:-1]} or {spec.shape}")
-  return raw
-
-
-def read_text_input(spec, path: str) -> tuple[np.ndarray, np.ndarray]:
-  """Text with '_' at unknown characters; a shorter text is continued to the model's length."""
-  with open(path, encoding="utf-8") as f:
-    text = f.read().rstrip("\n")
-  length = spec.shape[0]
-  if len(text) > length:
-    raise ValueError(f"{path} has {len(text)} characters but the model takes at most {length}")
-  ids = np.zeros(spec.shape, np.int32)
-  observed = np.zeros(spec.shape, bool)
-  for i, ch in enumerate(text):
-    if ch == UNKNOWN_CHAR:
-      continue
-    if ch not in spec.alphabet:
-      raise ValueError(
-        f"{path}: character {ch!r} at position {i} is not in the model's alphabet "
-        f"{spec.alphabet!r}; use '{UNKNOWN_CHAR}' for unknown characters"
-      )
-    ids[i] = spec.alphabet.index(ch)
-    observed[i] = True
-  return ids, observed
-
-
-def completion_path(input_path: str, spec) -> str:
-  stem, _ = os.path.splitext(input_path)
-  return stem + (".completed.png" if spec.kind == "image" else ".completed.txt")

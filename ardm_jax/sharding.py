@@ -19,33 +19,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
-MESH_AXES = ("data", "fsdp", "tensor")
-BATCH_AXES = ("data", "fsdp")
-
-# Parameters are split over `fsdp` along their model width and over `tensor` along the MLP and heads axes;
-# the batch is split over `data` x `fsdp`. Every logical name used by the networks must appear here.
-DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
-  ("batch", BATCH_AXES),
-  ("embed", "fsdp"),
-  ("mlp", "tensor"),
-  ("heads", "tensor"),
-  ("kv", None),
-  ("vocab", None),
-  ("conv_h", None),
-  ("conv_w", None),
-  ("conv_in", None),
-  ("length_pos", None),
-  ("time", None),
-  ("act_length", None),
-  ("act_height", None),
-  ("act_width", None),
-  ("act_embed", None),
-  ("act_mlp", "tensor"),
-  ("act_heads", "tensor"),
-  ("act_kv", None),
-  ("act_classes", None),
-  ("layers", None),  # the stacked axis of scanned layers (model.scan_layers): every device holds all layers
-)
+from ardm_jax.configs import BATCH_AXES, DEFAULT_RULES, MESH_AXES
 
 
 def resolve_mesh_shape(mesh_cfg: Any, num_devices: int) -> dict[str, int]:

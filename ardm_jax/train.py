@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from ardm_jax import ardm, checkpoint, configs, data, evaluate, objective, sharding
+from ardm_jax import ardm, checkpoint, configs, data, held_out, objective, sharding
 from ardm_jax.configs import CONFIG_FILE, DATA_SPEC_FILE, config_hash, lt_window  # noqa: F401  (re-exported)
 from ardm_jax.train_state import DataSpec, Setup, TrainState, build_setup, count_params
 
@@ -164,13 +164,6 @@ def compile_train_step(setup: Setup, check_finite: bool = False):
   )
 
 
-def lt_estimate(state: TrainState) -> tuple[np.ndarray, np.ndarray]:
-  """Running L_t (bits per variable; see update_lt_tracker) and how many samples each step has seen."""
-  counts = np.asarray(jax.device_get(state.lt_count))
-  means = np.asarray(jax.device_get(state.lt_mean))
-  return np.where(counts > 0, means, np.nan), counts
-
-
 def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, spec: DataSpec) -> None:
   """Writes config.json / data_spec.json, or checks that a resumed workdir was made by the same config."""
   root = epath.Path(workdir)  # local paths and gs:// alike
@@ -193,8 +186,8 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, spec: Data
         "use a new --workdir, or the same config to resume"
       )
   elif jax.process_index() == 0:
-    evaluate.write_json(path, new)
-    evaluate.write_json(root / DATA_SPEC_FILE, spec.to_json())
+    held_out.write_json(path, new)
+    held_out.write_json(root / DATA_SPEC_FILE, spec.to_json())
 
 
 def eval_layout(setup: Setup, ema_params):
@@ -313,7 +306,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     if meta.get("config_hash") != config_hash(config):
       raise ValueError(f"checkpoint {latest} in {workdir} was written by another config; use a new --workdir")
     best_eval = meta.get("best_eval")
-    log(f"resumed from step {latest} (data position {meta['data_position']})", flush=True)
+    log(f"resumed from step {latest}", flush=True)
 
   step_fn = compile_train_step(setup, check_finite=True)
   base_key = jax.device_put(jax.random.PRNGKey(int(config.seed) + 1), sharding.replicated(setup.mesh))
@@ -323,7 +316,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main, asynchronous=True)
   num_steps = int(tc.num_steps)
   report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer, every_steps=int(tc.log_every))
-  held_out = _HeldOutProgress(setup, dataset, config, writer, log)
+  held_out_progress = held_out.HeldOutProgress(setup, dataset, config, writer, log)
   step = int(jax.device_get(state.step))
   last_saved = latest
   if step == 0:
@@ -332,7 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     )
 
   def save(state, step, force=False, eval_bpd=None):
-    meta = {"step": step, "data_position": step, "config_hash": config_hash(config), "best_eval": best_eval}
+    meta = {"step": step, "config_hash": config_hash(config), "best_eval": best_eval}
     checkpoint.save(manager, step, state, meta, force=force, eval_bpd=eval_bpd)
 
   progress = _ProgressLog(writer, log, num_steps, int(tc.log_every))
@@ -361,13 +354,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
             report_pending()
         report(step)
         # A SIGTERM leaves no time for an evaluation; the step is saved without one.
-        evaluate_now = held_out.due(step) and not preemption.requested
+        evaluate_now = held_out_progress.due(step) and not preemption.requested
         if step % int(tc.checkpoint_every) == 0 or step == stop or preemption.requested or evaluate_now:
           report_pending()  # printed before the eval line
           _raise_if_diverged(health, last_saved)  # nothing non-finite is evaluated or saved
           eval_bpd = None
           if evaluate_now:  # saved with its metric, so the checkpoint manager can keep the best one
-            eval_bpd = held_out(step, eval_layout(setup, state.ema_params))
+            eval_bpd = held_out_progress(step, eval_layout(setup, state.ema_params))
             if best_eval is None or eval_bpd < best_eval["eval_bpd"]:
               best_eval = {"step": step, "eval_bpd": eval_bpd}
           save(state, step, force=preemption.requested, eval_bpd=eval_bpd)
@@ -395,7 +388,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     log(f"paused at step {step} of {num_steps}; rerun to continue", flush=True)
   elif int(tc.eval_passes) > 0:
     with setup.context():
-      test = evaluate.evaluate_params(
+      test = held_out.evaluate_params(
         setup,
         eval_layout(setup, state.ema_params),
         dataset.eval_items("test"),
@@ -405,7 +398,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
       )
     test.pop("per_item")
     writer.write_scalars(step, {"test_bpd": test["bpd"], "test_bpd_stderr": test["stderr"]})
-    unit = evaluate.unit_name(spec)
+    unit = held_out.unit_name(spec)
     log(
       f"test {unit} (EMA params, {test['passes']} pass(es) over {test['num_items']} items): "
       f"{test['bpd']:.4f} ± {test['stderr']:.4f}",
@@ -454,43 +447,3 @@ class _ProgressLog:
       flush=True,
     )
     self.last_line = now
-
-
-class _HeldOutProgress:
-  """train.eval_every: the EMA parameters on a fixed subset of held-out items (the first `eval_items` of a seeded
-  permutation of 'validation', or 'test' when the data has no validation split), one pass with the same seed each
-  time, so successive numbers differ only by what the model learned."""
-
-  def __init__(self, setup: Setup, dataset, config: ml_collections.ConfigDict, writer, log):
-    tc = config.train
-    self.every = int(tc.eval_every)
-    if self.every < 0:
-      raise ValueError(f"train.eval_every must be >= 0 (0 = no held-out evaluation while training), got {self.every}")
-    self.num_steps, self.batch_size, self.seed = int(tc.num_steps), int(tc.eval_batch_size), int(config.seed)
-    self.setup, self.writer, self.log = setup, writer, log
-    if self.every == 0:
-      return
-    num_items = int(tc.eval_items)
-    if num_items < 2:
-      raise ValueError(f"train.eval_items must be at least 2 (a standard error needs two items), got {num_items}")
-    self.split = "validation" if "validation" in dataset.splits else "test"
-    items = dataset.eval_items(self.split)
-    chosen = np.random.default_rng(self.seed).permutation(len(items))[: min(num_items, len(items))]
-    self.items = items[np.sort(chosen)]
-    self.unit = evaluate.unit_name(setup.spec)
-    self.eval_fn = evaluate.make_eval_fn(setup)  # built once: every evaluation reuses one compilation
-
-  def due(self, step: int) -> bool:
-    return self.every > 0 and (step % self.every == 0 or step == self.num_steps)
-
-  def __call__(self, step: int, ema_params) -> float:
-    result = evaluate.evaluate_params(
-      self.setup, ema_params, self.items, passes=1, batch_size=self.batch_size, seed=self.seed, eval_fn=self.eval_fn
-    )
-    self.writer.write_scalars(step, {"eval_bpd": result["bpd"], "eval_bpd_stderr": result["stderr"]})
-    self.log(
-      f"eval step {step}: {result['bpd']:.4f} ± {result['stderr']:.4f} {self.unit} "
-      f"(EMA params, {len(self.items)} {self.split} items)",
-      flush=True,
-    )
-    return result["bpd"]

@@ -15,7 +15,9 @@ from jax.sharding import Mesh
 import numpy as np
 import optax
 
-from ardm_jax import objective, sharding
+from ardm_jax import data, objective, sharding
+from ardm_jax.alphabets import TEXT8_ALPHABET
+from ardm_jax.data.audio import PCM_BITS, SAMPLE_RATE
 from ardm_jax.nets import build_network
 
 
@@ -86,9 +88,6 @@ _AUDIO_SOURCES = ("sc09", "fsdd", "wav_folder")
 
 def spec_without_data(config) -> DataSpec | None:
   """The DataSpec of config.data when the config alone determines it, else None (load the data instead)."""
-  from ardm_jax.data import TEXT8_ALPHABET  # pylint: disable=import-outside-toplevel
-  from ardm_jax.data.audio import PCM_BITS, SAMPLE_RATE  # pylint: disable=import-outside-toplevel
-
   dc = config.data
   name = dc.name
   if name in _IMAGE_SETS:
@@ -100,6 +99,14 @@ def spec_without_data(config) -> DataSpec | None:
     rate, bits = int(dc.get("sample_rate", SAMPLE_RATE)), int(dc.get("bits", PCM_BITS))
     return DataSpec(name, "audio", (int(dc.get("length", rate)),), 1 << bits, None, rate, bits)
   return None
+
+
+def data_spec(config) -> DataSpec:
+  """The DataSpec of config.data: from the config alone when it determines it, else from the (local) data."""
+  spec = spec_without_data(config)
+  if spec is None:  # local files (digits, text files, npz): cheap to read for their shape
+    spec = DataSpec.of_dataset(data.load(config.data))
+  return spec
 
 
 def make_apply_fn(net: nn.Module) -> Callable[..., jax.Array]:

@@ -23,6 +23,7 @@ import dataclasses
 import numpy as np
 
 from ardm_jax import ardm
+from ardm_jax.alphabets import TEXT8_ALPHABET
 
 TRANSITION_MODES = ("zero_least_significant", "augment_least_significant", "text8", "single_stage")
 TEXT8_VOWELS = "aeiou"
@@ -240,7 +241,7 @@ def text8_two_stage(alphabet: str | None = None) -> Transitions:
     ValueError: if the alphabet has no space or repeats a symbol.
   """
   if alphabet is None:
-    from ardm_jax.data.text import TEXT8_ALPHABET as alphabet
+    alphabet = TEXT8_ALPHABET
   if " " not in alphabet or len(set(alphabet)) != len(alphabet):
     raise ValueError(f"text8 upscaling needs an alphabet with a space and no repeats, got {alphabet!r}")
   num_classes = len(alphabet)

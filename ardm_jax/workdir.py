@@ -31,11 +31,6 @@ class TrainedModel:
   # 'workdir', or 'model' for a folder written by `ardm export` (ardm_jax/model_dir.py; `workdir` is that folder)
   source: str = "workdir"
 
-  @property
-  def cli_source(self) -> str:
-    """How a command names this model: `--workdir W` or `--model DIR`."""
-    return f"--{self.source} {self.workdir}"
-
   def policy_command(self, budgets) -> str:
     """The command (in backticks) that writes this model's policy file; a model folder is never written into."""
     if self.source == "workdir":
@@ -123,13 +118,3 @@ def restore_tracker(model: TrainedModel) -> tuple[np.ndarray, np.ndarray]:
   counts = np.asarray(jax.device_get(fields["lt_count"]))
   means = np.asarray(jax.device_get(fields["lt_mean"]))
   return np.where(counts > 0, means, np.nan), counts
-
-
-def restore_state(model: TrainedModel):
-  """The whole train state of the model's step, optimizer included (jobs use `open_workdir`/`restore_tracker`)."""
-  manager = checkpoint.make_manager(model.workdir, async_save=False)
-  try:
-    state, _ = checkpoint.restore(manager, model.step, model.setup.abstract_state, model.setup.state_shardings)
-  finally:
-    manager.close()
-  return state

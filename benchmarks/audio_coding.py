@@ -24,18 +24,18 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import constriction  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ardm_jax import coding_model, compress, configs, train  # noqa: E402
-from ardm_jax.coding import entropy_models, orders, walk  # noqa: E402
+from ardm_jax import coding_items, coding_model, coding_policy, configs, entropy_models, train  # noqa: E402
+from ardm_jax.coding import orders, walk  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FSDD = os.path.join(REPO, "..", "shared", "data", "fsdd", "fsdd_8khz.npz")
 
 
-def build_model(rate: int, workdir: str) -> compress.CodingModel:
+def build_model(rate: int, workdir: str) -> coding_model.CodingModel:
+  import ml_collections  # pylint: disable=import-outside-toplevel
+
   config = configs.load_config_file(os.path.join(REPO, "experiments", "fsdd.py"))
   config.data = ml_collections.ConfigDict(
     dict(
@@ -107,6 +107,7 @@ def host_coding_seconds(cm, items, steps, symbols, reps: int) -> float:
 
 def first_step_seconds(cm, x, n: int, symbols, reps: int) -> float:
   """Median seconds to push and pop the first n variables of the order at step 0 with `symbols` (network excluded)."""
+  import constriction  # pylint: disable=import-outside-toplevel
 
   K, D = cm.spec.num_classes, x.shape[1]
   pos = np.argsort(orders.order_from_seed(0, D), kind="stable")[:n]
@@ -143,8 +144,8 @@ def round_trip_seconds(cm, items, steps, reps: int) -> tuple[float, int, float]:
   times = []
   for _ in range(reps):
     start = time.perf_counter()
-    data, stats = compress.compress_items(cm, items, mode="item", steps=steps, order_seed=0)
-    _, x, _ = compress.decompress_items(cm, data, max_symbols=1 << 30)
+    data, stats = coding_items.compress_items(cm, items, mode="item", steps=steps, order_seed=0)
+    _, x, _ = coding_items.decompress_items(cm, data, max_symbols=1 << 30)
     times.append(time.perf_counter() - start)
     assert np.array_equal(x.reshape(items.shape), items), "round trip failed"
   return statistics.median(times), len(data), stats.model_nll_bits / items.size
@@ -165,7 +166,7 @@ def main():
       x = clips(rate, 2)
       per_call = network_call_seconds(cm, x[:1], args.reps)
       for budget in [int(b) for b in args.budgets.split(",")]:
-        steps, _ = compress.encoder_policy(cm, budget, naive=True)
+        steps, _ = coding_policy.encoder_policy(cm, budget, naive=True)
         round_trip_seconds(cm, x[:1], steps, 1)  # compiles (batch of 1 and of 2 share nothing; both warmed)
         round_trip_seconds(cm, x, steps, 1)
         one, nbytes, nll = round_trip_seconds(cm, x[:1], steps, args.reps)

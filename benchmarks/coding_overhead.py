@@ -5,9 +5,8 @@
 
 1. Per-row overhead: per-item streams of B items over D one-call steps with a network-free predict (a fixed table),
    so only the coder's Python and NumPy work is timed; the baseline is `ardm_jax/coding.py` as of --baseline
-   (default: the last commit before tables were quantised once per step for all items), loaded from git, and
-   the row 'now' is `ardm_jax/coding/walk.py`.
-2. Overlap (with --workdir): `compress.compress_items` of N test items of a trained model with the Predictor as is
+   (default: the last commit before tables were quantised once per step for all items), loaded from git.
+2. Overlap (with --workdir): `coding_items.compress_items` of N test items of a trained model with the Predictor as is
    (step k + 1 dispatched to the device before step k is coded) against the same Predictor hidden behind a plain
    call (device and host strictly in turn). Exact round trips are checked.
 Prints medians of --reps runs as a markdown table.
@@ -26,7 +25,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from ardm_jax import coding_model, compress, data  # noqa: E402
 from ardm_jax.coding import orders, walk  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,23 +90,25 @@ class PlainCall:
 
 
 def overlap_rows(workdir: str, num_items: int, reps: int) -> list[tuple]:
+  from ardm_jax import coding_items, coding_model, coding_policy, data  # pylint: disable=import-outside-toplevel
+
   cm = coding_model.open_coding_model(workdir)
   items = data.load(cm.model.config.data).eval_items("test")[:num_items]
-  steps, _ = compress.encoder_policy(cm, None)
-  compress.compress_items(cm, items, mode="item", steps=steps, order_seed=0)  # compiles
+  steps, _ = coding_policy.encoder_policy(cm, None)
+  coding_items.compress_items(cm, items, mode="item", steps=steps, order_seed=0)  # compiles
   rows, blobs = [], {}
   for name, predictor in (("strictly in turn", PlainCall(cm.predictor)), ("overlapped", cm.predictor)):
-    run_cm = compress.CodingModel(cm.model, cm.fingerprint, predictor)
+    run_cm = coding_model.CodingModel(cm.model, cm.fingerprint, predictor)
 
     def run(run_cm=run_cm, name=name):
-      blobs[name], _ = compress.compress_items(run_cm, items, mode="item", steps=steps, order_seed=0)
+      blobs[name], _ = coding_items.compress_items(run_cm, items, mode="item", steps=steps, order_seed=0)
 
     seconds = median_seconds(run, reps)
     rows.append(
       (f"compress {len(items)} items of {workdir} ({len(steps)} steps): {name}", seconds, 1e3 * seconds / len(steps))
     )
   assert blobs["strictly in turn"] == blobs["overlapped"], "overlap changed the bytes"
-  _, out, _ = compress.decompress_items(cm, blobs["overlapped"])
+  _, out, _ = coding_items.decompress_items(cm, blobs["overlapped"])
   assert np.array_equal(out, items)
   return rows
 

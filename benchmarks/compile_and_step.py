@@ -13,7 +13,7 @@ and prints two tables of medians:
   * CPU train step (`--step_configs`, default experiments/digits.py and experiments/local_text.py:pydoc): the
     jitted train step on one CPU device, its compile time and the median of `--steps` steps after one warm-up;
   * ahead-of-time compile of the real-size train step (`--aot`, default experiments/cifar10.py for v4-32 and
-    experiments/text8.py for v5e-16), through ardm_jax.preflight's topology code: with libtpu importable the TPU
+    experiments/text8.py for v5e-16), through ardm_jax.slice_report's topology code: with libtpu importable the TPU
     compiler and its memory analysis (the numbers `ardm preflight --topology` prints); with `--cpu_estimate` (or
     no libtpu) XLA:CPU on as many fake CPU devices as the slice has, whose memory figures are only indicative.
     Real-size compiles need several GiB of RAM: run the script under `flock /tmp/heavy.lock` on shared machines.
@@ -34,7 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ardm_jax import preflight  # pylint: disable=wrong-import-position  (no JAX import yet)
+from ardm_jax import device_env  # pylint: disable=wrong-import-position  (no JAX import yet)
 
 DEFAULT_STEP_CONFIGS = ("experiments/digits.py", "experiments/local_text.py:pydoc")
 DEFAULT_AOT = ("experiments/cifar10.py@v4-32", "experiments/text8.py@v5e-16")
@@ -128,14 +128,19 @@ def aot_compile(config, topology: str, have_libtpu: bool) -> tuple[float, float,
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
 
-  from ardm_jax import checkpoint, sharding, train  # pylint: disable=import-outside-toplevel
-  from ardm_jax.train_state import build_setup  # pylint: disable=import-outside-toplevel
+  from ardm_jax import (  # pylint: disable=import-outside-toplevel
+    checkpoint,
+    sharding,
+    slice_report,  # pylint: disable=import-outside-toplevel
+    train,
+  )
+  from ardm_jax.train_state import build_setup, data_spec  # pylint: disable=import-outside-toplevel
 
-  spec = preflight._data_spec(config)  # pylint: disable=protected-access
-  n = preflight.num_topology_devices(topology)
+  spec = data_spec(config)
+  n = device_env.num_topology_devices(topology)
   setup = build_setup(config, spec, jax.devices("cpu")[:n])
   if have_libtpu:
-    setup = preflight.on_devices(setup, preflight.tpu_devices(topology))
+    setup = slice_report.on_devices(setup, slice_report.tpu_devices(topology))
   state = checkpoint.abstract_with_shardings(setup.abstract_state, setup.state_shardings)
   key_shape = jax.eval_shape(lambda: jax.random.PRNGKey(0))
   key = jax.ShapeDtypeStruct(key_shape.shape, key_shape.dtype, sharding=sharding.replicated(setup.mesh))
@@ -149,7 +154,7 @@ def aot_compile(config, topology: str, have_libtpu: bool) -> tuple[float, float,
     start = time.perf_counter()
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
-  _, peak = preflight._peak_memory(compiled)  # pylint: disable=protected-access
+  _, peak = slice_report.peak_memory(compiled)
   return lower_s, compile_s, peak
 
 
@@ -199,16 +204,17 @@ def main(argv=None) -> int:
   have_libtpu = False
   if aot:
     topologies = {topology for _, topology in aot}
-    counts = {preflight.num_topology_devices(t) for t in topologies}
+    counts = {device_env.num_topology_devices(t) for t in topologies}
     if len(counts) > 1:
       raise ValueError(f"--aot topologies {sorted(topologies)} have different device counts; run them separately")
     # Sets up JAX (CPU platform, fake device count, libtpu's environment) before it is imported.
-    have_libtpu = preflight._prepare_compiler(aot[0][1], True)  # pylint: disable=protected-access
+    have_libtpu = device_env.prepare_compiler(aot[0][1], True)
     have_libtpu = have_libtpu and not args.cpu_estimate
 
   import jax  # pylint: disable=import-outside-toplevel
 
   from ardm_jax import configs  # pylint: disable=import-outside-toplevel
+  from ardm_jax.train_state import data_spec  # pylint: disable=import-outside-toplevel
 
   print(
     f"jax {jax.__version__}, {os.cpu_count()} CPU cores; AOT compiler: "
@@ -220,7 +226,7 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|")
     for path in args.step_configs:
       base = configs.load_config_file(path)
-      spec = preflight._data_spec(base)  # pylint: disable=protected-access
+      spec = data_spec(base)
       for variant, remat in variants_with_remat(args.variants, args.remat):
         model = variant_model(base.model, variant, args.new_scan_layers, path)
         if remat is not None:
@@ -238,7 +244,7 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     for path, topology in aot:
       base = configs.load_config_file(path)
-      hbm = preflight.TOPOLOGIES[topology][3]
+      hbm = device_env.TOPOLOGIES[topology][3]
       rows = []
       for variant, remat in variants_with_remat(args.variants, args.remat):
         model = variant_model(base.model, variant, args.new_scan_layers, path)

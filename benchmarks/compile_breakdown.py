@@ -50,9 +50,9 @@ def _seconds(text: str) -> float:
 def _child(path: str, topology: str, variant: str) -> None:
   import compile_and_step as cs  # pylint: disable=import-outside-toplevel
 
-  from ardm_jax import preflight  # pylint: disable=import-outside-toplevel
+  from ardm_jax import device_env  # pylint: disable=import-outside-toplevel
 
-  have_libtpu = preflight._prepare_compiler(topology, False)  # pylint: disable=protected-access
+  have_libtpu = device_env.prepare_compiler(topology, False)
   if not have_libtpu:
     raise SystemExit("compile_breakdown.py needs libtpu importable (PYTHONPATH)")
   from ardm_jax import configs  # pylint: disable=import-outside-toplevel

@@ -31,8 +31,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ardm_jax import coding_model, compress, data  # noqa: E402  (the repository root must be importable first)
-from ardm_jax.coding import packing  # noqa: E402
+from ardm_jax import coding_items, coding_model, coding_policy, data  # noqa: E402  (the repository root must be importable first)
+from ardm_jax.coding import packing  # noqa: E402  (the repository root must be importable first)
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -88,11 +88,11 @@ def _per_image_files(cm, items, steps, seed):
   """Each image coded alone into its own container and decoded alone: (file sizes, encode s, decode s, payload
   bytes, model NLL bits, network calls)."""
   N = len(items)
-  compress.compress_items(cm, items[:1], mode="item", steps=steps, order_seed=seed)  # compile outside the timing
+  coding_items.compress_items(cm, items[:1], mode="item", steps=steps, order_seed=seed)  # compile outside the timing
   files, enc_s, dec_s, payload, nll, calls = [], 0.0, 0.0, 0, 0.0, 0
   for i in range(N):
-    blob, s = compress.compress_items(cm, items[i : i + 1], mode="item", steps=steps, order_seed=seed)
-    _, out, ds = compress.decompress_items(cm, blob)
+    blob, s = coding_items.compress_items(cm, items[i : i + 1], mode="item", steps=steps, order_seed=seed)
+    _, out, ds = coding_items.decompress_items(cm, blob)
     if not np.array_equal(out, items[i : i + 1]):
       raise AssertionError(f"round trip of image {i} is not exact")
     files.append(len(blob))
@@ -113,8 +113,8 @@ def _per_image_streams_batched(cm, items, steps, seed):
   images), decoded together. An image's file size is what it costs alone: its stream packed into a one-image
   container of its own (the bytes `ardm compress` writes for it). Returns the same tuple as _per_image_files."""
   N = len(items)
-  blob, s = compress.compress_items(cm, items, mode="item", steps=steps, order_seed=seed)
-  c, out, ds = compress.decompress_items(cm, blob)
+  blob, s = coding_items.compress_items(cm, items, mode="item", steps=steps, order_seed=seed)
+  c, out, ds = coding_items.decompress_items(cm, blob)
   if not np.array_equal(out, items):
     raise AssertionError("round trip of the per-image streams is not exact")
   files = [
@@ -153,10 +153,10 @@ def ardm_rows(
 ):
   """Per-image files and optionally one per-data-set stream; rows and a summary. `batched` codes the per-image
   streams in one batched pass (see _per_image_streams_batched) instead of one file at a time."""
-  steps, label = compress.encoder_policy(cm, budget, naive)
+  steps, label = coding_policy.encoder_policy(cm, budget, naive)
   seed, scores = 0, []
   if search_orders:
-    seed, scores = compress.search_order(cm, steps, search_orders, search_items)
+    seed, scores = coding_policy.search_order(cm, steps, search_orders, search_items)
   N, dims = len(items), items[0].size
   files, enc_s, dec_s, payload, nll, calls = (_per_image_streams_batched if batched else _per_image_files)(
     cm, items, steps, seed
@@ -175,8 +175,8 @@ def ardm_rows(
     ("  model NLL, same order and policy", nll / (N * dims), "sum -log2 p of the network", None, None, None),
   ]
   if stream:
-    blob, s = compress.compress_items(cm, items, mode="dataset", steps=steps, order_seed=seed)
-    _, out, ds = compress.decompress_items(cm, blob)
+    blob, s = coding_items.compress_items(cm, items, mode="dataset", steps=steps, order_seed=seed)
+    _, out, ds = coding_items.decompress_items(cm, blob)
     if not np.array_equal(out, items):
       raise AssertionError("data-set round trip is not exact")
     rows.append(

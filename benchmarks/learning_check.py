@@ -49,7 +49,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from ardm_jax import checkpoint, configs, data, evaluate, nets, train, workdir  # noqa: E402
+from ardm_jax import checkpoint, configs, data, held_out, nets, train, workdir  # noqa: E402
 
 VARIANTS = ("before", "paper")
 DATASETS = ("text", "cifar")
@@ -149,14 +149,14 @@ def held_out_curve(path: str, steps: list[int], eval_cfg: dict, seed: int = 0) -
   model = workdir.open_workdir(path, step=steps[0])
   setup = model.setup
   items = data.load(setup.config.data).eval_items(eval_cfg["split"])[: eval_cfg["items"]]
-  eval_fn = evaluate.make_eval_fn(setup)  # one compilation for every checkpoint
+  eval_fn = held_out.make_eval_fn(setup)  # one compilation for every checkpoint
   manager = checkpoint.make_manager(path, async_save=False)
   curve = []
   try:
     for step in steps:
       state, _ = checkpoint.restore(manager, step, setup.abstract_state, setup.state_shardings)
       with setup.context():
-        result = evaluate.evaluate_params(
+        result = held_out.evaluate_params(
           setup,
           state.ema_params,
           items,

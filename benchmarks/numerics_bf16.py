@@ -45,7 +45,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ardm_jax import configs, data, evaluate, nets, train, workdir  # noqa: E402
+from ardm_jax import configs, data, held_out, nets, train, workdir  # noqa: E402
 from ardm_jax.train_state import build_setup, make_apply_fn  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,7 +161,7 @@ def _setup(trained, dtype: str):
 
 def _per_item_bpd(setup, params, items, passes: int, seed: int) -> np.ndarray:
   with setup.context():
-    result = evaluate.evaluate_params(
+    result = held_out.evaluate_params(
       setup, params, items, passes=passes, batch_size=int(setup.config.train.eval_batch_size), seed=seed
     )
   return np.asarray(result["per_item"], np.float64)

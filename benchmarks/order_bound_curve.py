@@ -34,7 +34,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from ardm_jax import configs, data, evaluate, order_bound, train, workdir  # noqa: E402
+from ardm_jax import configs, data, held_out, order_bound, train, workdir  # noqa: E402
 
 # Rows of (item, order) per network call: enough to keep the 2 cores busy without large padding.
 ROW_BATCH = {"digits": 256, "text": 128}
@@ -72,7 +72,7 @@ def measure(model, items, args, t0) -> dict:
   setup, num_dims = model.setup, model.spec.num_steps
   kind = "digits" if model.spec.kind == "image" else "text"
   with setup.context():
-    elbo = evaluate.evaluate_params(
+    elbo = held_out.evaluate_params(
       setup, model.params, items, passes=args.passes, batch_size=int(model.config.train.eval_batch_size), seed=args.seed
     )
     _log(
@@ -206,7 +206,7 @@ def main() -> None:
     r = measure(models["oa"], items, args, t0)
     arm = models["arm"]
     with arm.setup.context():
-      arm_eval = evaluate.evaluate_params(
+      arm_eval = held_out.evaluate_params(
         arm.setup, arm.params, items, passes=1, batch_size=int(arm.config.train.eval_batch_size), seed=args.seed
       )
     r["arm"] = [arm_eval["bpd"], arm_eval["stderr"]]

@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from ardm_jax import data, evaluate, policy, workdir  # noqa: E402
+from ardm_jax import data, policy, workdir  # noqa: E402
 
 
 def main():
@@ -45,11 +45,11 @@ def main():
   batch = len(test)
   start = time.time()
   with model.setup.context():
-    losses, stderr = evaluate.estimate_lt(
+    losses, stderr = held_out.estimate_lt(
       model.setup, model.params, held_out, samples_per_step=args.samples, batch_size=batch, seed=args.seed + 1
     )
     policies = policy.optimal_policies(losses, budgets, args.monotone)
-    full = evaluate.evaluate_params(
+    full = held_out.evaluate_params(
       model.setup,
       model.params,
       test,
@@ -63,7 +63,7 @@ def main():
     for b in budgets:
       dp_steps, dp_cost = policies[b]
       naive_steps = policy.naive_policy(num_steps, b)
-      dp = evaluate.evaluate_params(
+      dp = held_out.evaluate_params(
         model.setup,
         model.params,
         test,
@@ -73,7 +73,7 @@ def main():
         policy=dp_steps,
         exact=True,
       )
-      naive = evaluate.evaluate_params(
+      naive = held_out.evaluate_params(
         model.setup,
         model.params,
         test,

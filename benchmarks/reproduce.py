@@ -44,7 +44,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import compression_codecs  # noqa: E402  (benchmarks/: the image codec baselines)
 
-from ardm_jax import coding_model, configs, data, evaluate, objective, policy, policy_file, train, workdir  # noqa: E402
+from ardm_jax import coding_model, configs, data, held_out, objective, policy, policy_file, train, workdir  # noqa: E402
 
 BUDGETS = (5, 10, 20, 50)  # plus D
 COMPRESSION_BUDGET = 20
@@ -153,7 +153,7 @@ def _trained(root: str, name: str, role: str, smoke: bool = False):
 
 
 def _summary(per_item) -> dict:
-  """Mean over items and its standard error (as evaluate.evaluate_params reports them), with the items kept."""
+  """Mean over items and its standard error (as held_out.evaluate_params reports them), with the items kept."""
   per_item = np.asarray(per_item, np.float64)
   return {
     "bpd": float(per_item.mean()),
@@ -166,7 +166,7 @@ def _evaluate(model, items, passes, seed=0, policy_steps=None, exact=False, setu
   setup = setup or model.setup
   with setup.context():
     return _summary(
-      evaluate.evaluate_params(
+      held_out.evaluate_params(
         setup, model.params, items, passes=passes, batch_size=len(items), seed=seed, policy=policy_steps, exact=exact
       )["per_item"]
     )
@@ -203,7 +203,7 @@ def measure(root: str, name: str, store: Store, t0: float, passes: int, smoke: b
   def lt_on(items, seed):
     def fn():
       with oa.setup.context():
-        losses, _ = evaluate.estimate_lt(
+        losses, _ = held_out.estimate_lt(
           oa.setup, oa.params, items, samples_per_step=2 if smoke else 128, batch_size=64 if smoke else 256, seed=seed
         )
       return [float(v) for v in losses]

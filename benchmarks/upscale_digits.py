@@ -17,7 +17,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from ardm_jax import configs, data, evaluate, policy, train, workdir  # noqa: E402
+from ardm_jax import configs, data, held_out, policy, train, workdir  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = (("OA-ARDM", "digits.py"), ("Upscale ARDM (base 4, data)", "digits_upscale.py"))
@@ -54,13 +54,13 @@ def main():
     S, D = model.setup.objective.num_stages, model.spec.num_steps
     start = time.time()
     with model.setup.context():
-      elbo = evaluate.evaluate_params(
+      elbo = held_out.evaluate_params(
         model.setup, model.params, test, passes=args.passes, batch_size=len(test), seed=args.seed
       )
       cells = []
       for b in budgets:
         steps = policy.naive_global_policy(S, D, b)
-        r = evaluate.evaluate_params(
+        r = held_out.evaluate_params(
           model.setup, model.params, test, passes=2, batch_size=len(test), seed=args.seed, policy=steps, exact=True
         )
         cells.append(f"{r['bpd']:.3f} ± {r['stderr']:.3f}")

@@ -17,13 +17,13 @@ import sys
 
 
 def main(argv=None) -> int:
-  from ardm_jax import preflight  # pylint: disable=import-outside-toplevel  (light: JAX starts inside)
+  from ardm_jax import device_env  # imports no JAX: the compiler environment is set before JAX starts
 
   parser = argparse.ArgumentParser(
     description=__doc__.split("\n\n")[0], epilog="Config overrides as --config.KEY=VALUE, e.g. --config.mesh.fsdp=-1"
   )
   parser.add_argument("--config", required=True, help="experiment file, e.g. experiments/cifar10.py[:variant]")
-  parser.add_argument("--topology", required=True, help=f"one of {', '.join(preflight.TOPOLOGIES)}")
+  parser.add_argument("--topology", required=True, help=f"one of {', '.join(device_env.TOPOLOGIES)}")
   parser.add_argument(
     "--cpu_estimate",
     action="store_true",
@@ -31,7 +31,10 @@ def main(argv=None) -> int:
   )
   args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
   try:
-    return preflight.run_topology(args.config, overrides, args.topology, cpu_estimate=args.cpu_estimate)
+    have_libtpu = device_env.prepare_compiler(args.topology, cpu_estimate=args.cpu_estimate)
+    from ardm_jax import slice_report  # imports JAX: after prepare_compiler
+
+    return slice_report.run_topology(args.config, overrides, args.topology, have_libtpu)
   except ValueError as err:
     parser.exit(2, f"aot_memory: error: {err}\n")
 

@@ -3,29 +3,19 @@ the persistent compilation cache."""
 
 import json
 import os
+import shutil
 
+from conftest import expect_error, restore_full_state, run
 import numpy as np
 from PIL import Image
 import pytest
 
-from ardm_jax import checkpoint, cli, compile_cache, evaluate
+from ardm_jax import checkpoint, compile_cache, file_io, held_out
 from ardm_jax import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS_TINY = os.path.join(REPO, "experiments", "digits.py:tiny")
 TEXT_TINY = os.path.join(REPO, "experiments", "local_text.py:tiny")
-
-
-def run(*argv):
-  return cli.main([str(a) for a in argv])
-
-
-def expect_error(capsys, *argv, match):
-  with pytest.raises(SystemExit) as exc:
-    run(*argv)
-  assert exc.value.code == 2
-  err = capsys.readouterr().err
-  assert match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -79,7 +69,16 @@ def test_inpaint_keeps_given_pixels(digits_workdir, tmp_path):
   item = (np.arange(64).reshape(8, 8) % 17).astype(np.int64)
   np.save(tmp_path / "digit.npy", item)
   run("inpaint", "--workdir", digits_workdir, "--input", tmp_path / "digit.npy", "--num", "3")
-  assert (tmp_path / "digit.completed.png").exists()
+  # The PNG is a grid of the 3 completions (2 x 2 tiles of 8 x 8, 1-pixel white padding), upscaled 4 times.
+  grid = np.asarray(Image.open(tmp_path / "digit.completed.png"))[::4, ::4]
+  assert grid.shape == (19, 19)
+  levels = file_io.to_uint8(np.arange(17), 17)
+  for i in range(3):
+    r, q = divmod(i, 2)
+    tile = grid[1 + 9 * r : 9 + 9 * r, 1 + 9 * q : 9 + 9 * q]
+    assert np.isin(tile, levels).all()  # every completed pixel is one of the model's 17 levels
+    completed = file_io.from_uint8(tile, 17)
+    np.testing.assert_array_equal(completed[:4], item[:4])  # the given pixels (the default mask: the top half)
 
 
 @pytest.mark.xdist_group("test_cli")
@@ -160,7 +159,7 @@ def test_commands_fill_the_compile_cache(digits_workdir, compile_cache_dir):
 def test_jobs_restore_only_the_parameters_they_use(digits_workdir):
   model = workdir_lib.open_workdir(str(digits_workdir))
   raw = workdir_lib.open_workdir(str(digits_workdir), use_ema=False)
-  state = workdir_lib.restore_state(model)
+  state = restore_full_state(model)
   import jax  # pylint: disable=import-outside-toplevel
 
   for restored, full in ((model.params, state.ema_params), (raw.params, state.params)):
@@ -187,10 +186,10 @@ def test_estimate_lt_reuses_one_compiled_function(digits_workdir):
   items = np.zeros((4,) + model.spec.shape, np.int32)
   kwargs = dict(samples_per_step=2, batch_size=16, seed=0)
   with model.setup.context():
-    first = evaluate.estimate_lt(model.setup, model.params, items, **kwargs)
-    size = evaluate._lt_bits._cache_size()  # pylint: disable=protected-access
-    second = evaluate.estimate_lt(model.setup, model.params, items, **kwargs)
-    assert evaluate._lt_bits._cache_size() == size  # pylint: disable=protected-access
+    first = held_out.estimate_lt(model.setup, model.params, items, **kwargs)
+    size = held_out._lt_bits._cache_size()  # pylint: disable=protected-access
+    second = held_out.estimate_lt(model.setup, model.params, items, **kwargs)
+    assert held_out._lt_bits._cache_size() == size  # pylint: disable=protected-access
   np.testing.assert_array_equal(first[0], second[0])
 
 
@@ -233,3 +232,60 @@ def test_eval_orders_writes_the_bound_curve_beside_the_elbo(digits_workdir, caps
   run("eval", "--workdir", digits_workdir, "--num-items", "20")
   assert json.load(open(digits_workdir / "eval_items20.json"))["num_items"] == 20
   assert (eval_json.read_text() if eval_json.exists() else None) == before
+
+
+# Every job that opens a trained model takes --step (a model folder refuses it: it holds one step).
+MODEL_JOBS = ("eval", "policy", "sample", "inpaint", "compress", "decompress", "export")
+
+
+def test_every_model_job_accepts_step():
+  from ardm_jax import cli  # noqa: PLC0415
+
+  for command in MODEL_JOBS:
+    parser, _ = cli.build_parser(command)
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    assert "--step" in sub._option_string_actions, command
+
+
+@pytest.mark.xdist_group("test_cli")
+def test_step_chooses_the_checkpoint_of_every_model_job(digits_workdir, tmp_path, capsys):
+  """A newer checkpoint with other parameters beside the run's last one: each job runs the one --step names (the
+  older), and records it."""
+  import jax  # noqa: PLC0415
+
+  w = tmp_path / "w"
+  shutil.copytree(digits_workdir, w)
+  for name in ("policy.json", "policy.png"):
+    (w / name).unlink(missing_ok=True)
+  model = workdir_lib.open_workdir(str(w))
+  old, latest = model.step, model.step + 1
+  state = restore_full_state(model)
+  state = state.replace(step=state.step + 1, ema_params=jax.tree.map(lambda p: 50.0 * p, state.ema_params))
+  manager = checkpoint.make_manager(str(w), async_save=False)
+  checkpoint.save(manager, latest, state, {"step": latest, "config_hash": model.config_hash})
+  manager.close()
+
+  run("sample", "--workdir", w, "--num", "4")
+  run("sample", "--workdir", w, "--num", "4", "--step", old)
+  assert f"step {old}," in capsys.readouterr().out
+  new_pixels = np.asarray(Image.open(w / f"samples_step{latest}.png"))
+  old_pixels = np.asarray(Image.open(w / f"samples_step{old}.png"))
+  assert new_pixels.shape == old_pixels.shape and not np.array_equal(new_pixels, old_pixels)
+
+  run("eval", "--workdir", w, "--step", old)
+  assert json.load(open(w / f"eval_step{old}.json"))["step"] == old
+  run("policy", "--workdir", w, "--budgets", "2", "--samples", "2", "--step", old, "--out", w / "p_old.json")
+  assert json.load(open(w / "p_old.json"))["fingerprint"]["step"] == old
+  np.save(tmp_path / "digit.npy", np.zeros((8, 8), np.int64))
+  run("inpaint", "--workdir", w, "--input", tmp_path / "digit.npy", "--num", "1", "--step", old)
+  assert (tmp_path / "digit.completed.png").exists()
+  run("export", "--workdir", w, "--step", old, "-o", tmp_path / "m_old")
+  assert json.load(open(tmp_path / "m_old" / "config.json"))["step"] == old
+
+  # A file compressed with the older parameters decodes only with them.
+  run("compress", "--workdir", w, "--step", old, tmp_path / "digit.npy", "-o", tmp_path / "d.ardm")
+  out = tmp_path / "out"
+  expect_error(capsys, "decompress", "--workdir", w, tmp_path / "d.ardm", "-o", out, match="fingerprint mismatch")
+  run("decompress", "--workdir", w, "--step", old, tmp_path / "d.ardm", "-o", out)
+  np.testing.assert_array_equal(np.load(out / "item_0000.npy"), np.zeros((8, 8)))
+  expect_error(capsys, "sample", "--model", tmp_path / "m_old", "--step", old, "--out", w / "x.png", match="--step")

@@ -8,24 +8,15 @@ import subprocess
 import sys
 import types
 
+from conftest import expect_error, restore_full_state, run
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_compress import (
-  AUDIO_L,
-  audio_config,
-  digits_upscale_config,
-  expect_error,
-  image_inputs,
-  random_workdir,
-  run,
-  same_content,
-  wav_content,
-  wav_inputs,
-)
+from test_compress import image_inputs, same_content
+from test_compress_models import AUDIO_L, audio_config, digits_upscale_config, random_workdir, wav_content, wav_inputs
 
-from ardm_jax import coding_model, configs, model_dir
+from ardm_jax import coding_model, configs, model_card, model_dir
 from ardm_jax import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -227,14 +218,14 @@ def test_export_writes_the_ema_parameters_or_with_raw_the_raw_ones(digits, tmp_p
   w, _ = digits
   shutil.copytree(w, tmp_path / "w")
   model = workdir_lib.open_workdir(str(tmp_path / "w"))
-  state = workdir_lib.restore_state(model)
+  state = restore_full_state(model)
   state = state.replace(ema_params=jax.tree.map(lambda p: p * 0.5 + 1.0, state.params))  # an EMA unlike the raw
   manager = checkpoint.make_manager(str(tmp_path / "w"), async_save=False)
   checkpoint.save(manager, 1, state, {"step": 1})
   manager.close()
   run("export", "--workdir", tmp_path / "w", "-o", tmp_path / "ema")
   run("export", "--workdir", tmp_path / "w", "--raw", "--step", "1", "-o", tmp_path / "raw")
-  names = model_dir._tensor_names(state.params)  # pylint: disable=protected-access
+  names = model_dir.tensor_names(state.params)
   for kind, tree in (("ema", state.ema_params), ("raw", state.params)):
     meta = json.load(open(tmp_path / kind / "config.json"))
     assert meta["params"]["kind"] == kind and meta["step"] == 1
@@ -281,9 +272,7 @@ def test_a_folder_restores_onto_another_device_count(digits, tmp_path):
   inputs = [str(tmp_path / f"in{i}.npy") for i in range(2)]
   for path, item in zip(inputs, items):
     np.save(path, item)
-  from ardm_jax import cli  # pylint: disable=import-outside-toplevel
-
-  assert cli.main(["compress", "--workdir", str(w), *inputs, "--keep-names", "-o", str(tmp_path / "two.ardm")]) == 0
+  assert run("compress", "--workdir", w, *inputs, "--keep-names", "-o", tmp_path / "two.ardm") == 0
   script = f"""
 import jax, json
 from ardm_jax import cli, coding_model, model_dir
@@ -402,7 +391,7 @@ def test_push_uploads_the_folder_or_fails_in_one_line(digits, tmp_path, capsys, 
 
   fake = types.SimpleNamespace(HfApi=FakeApi, constants=types.SimpleNamespace(ENDPOINT="https://hub.example"))
   monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
-  monkeypatch.setattr(model_dir, "_check_reachable", lambda endpoint: None)
+  monkeypatch.setattr(model_card, "check_reachable", lambda endpoint: None)
   run("export", "--workdir", w, "-o", tmp_path / "b", "--push", "me/digits", "--private")
   assert calls == [
     ("create", "me/digits", True),

@@ -13,13 +13,14 @@ import pytest
 from scipy.special import logsumexp
 from test_upscale import SPECS, all_orders, toy_apply_and_params
 
-from ardm_jax import ardm, baselines, order_bound, upscale
+from ardm_jax import ardm, baselines, order_bound, transitions, upscale, upscale_spec
+from ardm_jax.jobs import evaluate as eval_job
 
 D = 3  # 3! = 6 orders
 
 
 def oa_problem(num_classes=4, seed=0):
-  spec = upscale.Upscale(upscale.single_stage(num_classes), "data")
+  spec = upscale_spec.Upscale(transitions.single_stage(num_classes), "data")
   apply_fn, params = toy_apply_and_params(spec, (D,), seed=seed)
   items = np.array(list(itertools.product(range(num_classes), repeat=D)), np.int32)
   return spec, apply_fn, params, items
@@ -154,4 +155,4 @@ def test_bad_inputs_are_refused():
   args = types.SimpleNamespace(orders=2, exact=False, naive=False, policy=None, budget=None)
   arm_model = types.SimpleNamespace(setup=types.SimpleNamespace(objective=baselines.ARM(17)))
   with pytest.raises(ValueError, match="'arm' baseline"):
-    order_bound.check_args(args, arm_model)
+    eval_job.check_orders_args(args, arm_model)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ardm_jax import policy as P
-from ardm_jax import policy_file
+from ardm_jax import policy_file, policy_plot
 
 
 def all_policies(D, budget):
@@ -244,7 +244,7 @@ def test_plot_writes_png(tmp_path):
   dp = [pols[b][1] / 64 for b in budgets]
   naive = [P.policy_cost(L, P.naive_policy(64, b)) / 64 for b in budgets]
   out = tmp_path / "policy.png"
-  policy_file.plot_policy(out, L, 0.05 * L, budgets, dp, naive, num_dims=64)
+  policy_plot.plot_policy(out, L, 0.05 * L, budgets, dp, naive, num_dims=64)
   from PIL import Image
 
   img = np.asarray(Image.open(out).convert("RGB")).astype(int)

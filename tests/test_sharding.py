@@ -351,7 +351,7 @@ def _zero1_worker() -> dict:
   from jax.sharding import PartitionSpec as P
   import numpy as np
 
-  from ardm_jax import checkpoint, configs, evaluate, sharding, train
+  from ardm_jax import checkpoint, configs, held_out, sharding, train
   from ardm_jax.train_state import DataSpec, build_setup
 
   assert jax.device_count() == NUM_DEVICES, jax.devices()
@@ -501,7 +501,7 @@ def _zero1_worker() -> dict:
   bpd = {}
   for zero1 in (False, True):
     with kept[zero1]["setup"].context():
-      bpd[zero1] = evaluate.evaluate_params(
+      bpd[zero1] = held_out.evaluate_params(
         kept[zero1]["setup"], kept[zero1]["state"].ema_params, items, passes=1, batch_size=6, seed=0
       )["bpd"]
   ema_specs = [leaf.sharding.spec for leaf in jax.tree.leaves(on_state.ema_params)]

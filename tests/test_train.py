@@ -325,10 +325,10 @@ def test_held_out_progress_keeps_the_best_checkpoint_through_rotation(tmp_path, 
   Batch 32 gives the L_t tracker 3 samples per step, so `ardm policy --use-tracker` runs on the same workdir."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
 
-  from ardm_jax import cli, evaluate
+  from ardm_jax import cli, held_out
   from ardm_jax import workdir as wd
 
-  real = evaluate.evaluate_params
+  real = held_out.evaluate_params
   forced = {2: 5.0, 4: 1.0, 6: 4.0}
   calls = []
 
@@ -337,7 +337,7 @@ def test_held_out_progress_keeps_the_best_checkpoint_through_rotation(tmp_path, 
     calls.append((items, kwargs))
     return result | {"bpd": forced[sorted(forced)[len(calls) - 1]]}
 
-  monkeypatch.setattr(evaluate, "evaluate_params", evaluate_params)
+  monkeypatch.setattr(held_out, "evaluate_params", evaluate_params)
   w = tmp_path / "w"
   _run(
     DIGITS_TINY,
@@ -374,7 +374,7 @@ def test_held_out_progress_keeps_the_best_checkpoint_through_rotation(tmp_path, 
   with pytest.raises(ValueError, match="no checkpoint at step 5; it keeps steps \\[4, 6\\]"):
     wd.open_workdir(str(w), step=5)
 
-  monkeypatch.setattr(evaluate, "evaluate_params", real)
+  monkeypatch.setattr(held_out, "evaluate_params", real)
   assert cli.main(["eval", "--workdir", str(w), "--step", "best"]) == 0
   result = json.load(open(w / "eval_step4.json"))
   assert result["step"] == 4 and np.isfinite(result["bpd"])

@@ -4,19 +4,15 @@ policies over stages that those jobs use."""
 import json
 import os
 
+from conftest import run
 import numpy as np
 import pytest
 
-from ardm_jax import cli, data, policy, sample, upscale, workdir
+from ardm_jax import coding_items, coding_model, coding_policy, data, policy, policy_file, sample, upscale, workdir
 from ardm_jax.data import audio
-from ardm_jax.train import lt_estimate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FSDD = os.path.join(os.path.dirname(REPO), "shared", "data", "fsdd", "fsdd_8khz.npz")
-
-
-def run(*argv):
-  return cli.main([str(a) for a in argv])
 
 
 def test_naive_global_policy_splits_equally_and_starts_every_stage():
@@ -27,20 +23,32 @@ def test_naive_global_policy_splits_equally_and_starts_every_stage():
     policy.naive_global_policy(3, 10, 2)
 
 
+def _stage_steps(global_steps, num_steps, num_stages):
+  """A global policy's steps per stage, each counted from its stage's start."""
+  g = np.asarray(global_steps)
+  return [g[(g >= s * num_steps) & (g < (s + 1) * num_steps)] - s * num_steps for s in range(num_stages)]
+
+
 def test_global_policy_from_file_is_the_optimal_split():
   rng = np.random.default_rng(0)
   losses = [np.sort(rng.random(6))[::-1] * c for c in (3.0, 1.0)]
-  pf = policy.build_policy_file(losses, [], 6, total_budgets=[4, 7])
+  pf = policy_file.build_policy_file(losses, [], 6, total_budgets=[4, 7])
   for total in (4, 7):
-    expected, budgets, cost = upscale.policy_for_total_budget(losses, total)
-    np.testing.assert_array_equal(policy.global_policy(pf, total), expected)
+    # Brute force over the splits of the total budget, each stage's policy the DP optimum for its share.
+    splits = [(b, total - b) for b in range(1, total) if total - b >= 1 and max(b, total - b) <= 6]
+    cost_of = lambda split: sum(policy.optimal_policies(L, [b])[b][1] for L, b in zip(losses, split))
+    best = min(splits, key=cost_of)
+    expected = np.concatenate(
+      [policy.optimal_policies(L, [b])[b][0] + s * 6 for s, (L, b) in enumerate(zip(losses, best))]
+    )
+    np.testing.assert_array_equal(policy_file.global_policy(pf, total), expected)
     entry = pf["total_budget_split"][str(total)]
-    assert entry["stage_budgets"] == budgets and entry["expected_bpd"] == pytest.approx(cost / 6)
+    assert entry["stage_budgets"] == list(best) and entry["expected_bpd"] == pytest.approx(cost_of(best) / 6)
     naive = policy.naive_global_policy(2, 6, total)
-    naive_cost = sum(policy.policy_cost(L, st) for L, st in zip(losses, upscale.split_policy(naive, 6, 2)))
-    assert entry["naive_expected_bpd"] == pytest.approx(naive_cost / 6) and cost <= naive_cost + 1e-12
+    naive_cost = sum(policy.policy_cost(L, st) for L, st in zip(losses, _stage_steps(naive, 6, 2)))
+    assert entry["naive_expected_bpd"] == pytest.approx(naive_cost / 6) and cost_of(best) <= naive_cost + 1e-12
   with pytest.raises(ValueError, match="no split of total budget 5"):
-    policy.global_policy(pf, 5)
+    policy_file.global_policy(pf, 5)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +71,7 @@ def test_upscale_model_policy_eval_sample_and_inpaint(upscale_workdir, capsys):
   model = workdir.open_workdir(str(w))
   S, D = model.setup.objective.num_stages, model.spec.num_steps
   assert (S, D) == (3, 64)
-  _, counts = lt_estimate(workdir.restore_state(model))
+  _, counts = workdir.restore_tracker(model)
   assert counts.shape == (S * D,) and counts.sum() == 8 * 4  # batch 8, 4 steps: the tracker spans all stages
 
   run("policy", "--workdir", w, "--budgets", "3,9", "--samples", "2")
@@ -96,30 +104,29 @@ def test_upscale_model_policy_eval_sample_and_inpaint(upscale_workdir, capsys):
 def test_lt_estimate_with_a_stride_measures_every_kth_step_per_stage_and_interpolates(upscale_workdir):
   """`ardm policy --stride k`: per stage, steps 0, k, 2k, ... and D - 1 are measured (the same draws as measuring
   those steps alone), the rest lie on the line between their measured neighbours, never across a stage boundary."""
-  from ardm_jax import evaluate
+  from ardm_jax import held_out
 
   model = workdir.open_workdir(str(upscale_workdir))
   S, D, k = 3, 64, 5
   items = data.load(model.config.data).eval_items("test")
   with model.setup.context():
-    mean, stderr = evaluate.estimate_lt(
+    mean, stderr = held_out.estimate_lt(
       model.setup, model.params, items, samples_per_step=2, batch_size=32, seed=3, stride=k
     )
     t_measured = np.r_[np.arange(0, D, k), D - 1]
     steps = (np.arange(S)[:, None] * D + t_measured).ravel().astype(np.int32)
-    direct, _ = evaluate._estimate_steps(model.setup, model.params, items, steps, 2, 32, 3, 30.0)
+    direct, _ = held_out._estimate_steps(model.setup, model.params, items, steps, 2, 32, 3, 30.0)
   assert mean.shape == stderr.shape == (S * D,)
   np.testing.assert_array_equal(mean[steps], direct)
   for s in range(S):
     np.testing.assert_allclose(mean[s * D : (s + 1) * D], np.interp(np.arange(D), t_measured, direct.reshape(S, -1)[s]))
   with pytest.raises(ValueError, match="--stride must be at least 1"):
-    evaluate.estimate_lt(model.setup, model.params, items, samples_per_step=2, batch_size=32, seed=3, stride=0)
+    held_out.estimate_lt(model.setup, model.params, items, samples_per_step=2, batch_size=32, seed=3, stride=0)
 
 
 @pytest.mark.xdist_group("test_upscale_jobs")
 def test_equal_budget_split_reaches_policy_eval_sample_and_compress(upscale_workdir, tmp_path, capsys):
   """--budget-split equal (the paper's Table 7) gives every stage the same budget in every job; optimal differs."""
-  from ardm_jax import compress
 
   w, out, D = upscale_workdir, tmp_path / "policy.json", 64
   run("policy", "--workdir", w, "--budgets", "9", "--samples", "2", "--budget-split", "equal", "--out", out)
@@ -151,12 +158,12 @@ def test_equal_budget_split_reaches_policy_eval_sample_and_compress(upscale_work
     tmp_path / "equal.png",
   )
   assert "(9 network calls" in capsys.readouterr().out and os.path.getsize(tmp_path / "equal.png") > 0
-  cm = compress.open_coding_model(str(w))
-  steps, label = compress.encoder_policy(cm, 9, policy_file=str(out), split="equal")
+  cm = coding_model.open_coding_model(str(w))
+  steps, label = coding_policy.encoder_policy(cm, 9, policy_file=str(out), split="equal")
   assert per_stage(steps) == [3, 3, 3] and label == "DP-optimal, equal split"
   item = data.load(model.config.data).eval_items("test")[:1]
-  blob, _ = compress.compress_items(cm, item, mode="item", steps=steps, order_seed=0)
-  _, decoded, _ = compress.decompress_items(cm, blob, policy_file=str(out))  # finds the split by the policy hash
+  blob, _ = coding_items.compress_items(cm, item, mode="item", steps=steps, order_seed=0)
+  _, decoded, _ = coding_items.decompress_items(cm, blob, policy_file=str(out))  # finds the split by the policy hash
   np.testing.assert_array_equal(decoded, item)
 
 

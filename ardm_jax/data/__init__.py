@@ -36,95 +36,27 @@ has one). Text training items are random crops; `eval_items` gives the non-overl
 
 from __future__ import annotations
 
+from ardm_jax.alphabets import TEXT8_ALPHABET
+from ardm_jax.data.audio import load_fsdd, load_sc09, load_wav_folder
 from ardm_jax.data.base import ArrayDataset, Dataset, SequenceDataset, cfg_get
-from ardm_jax.data.text import TEXT8_ALPHABET, normalise_text
-
-
-def _digits(cfg):
-  from ardm_jax.data.embedded import load_digits
-
-  return load_digits(cfg)
-
-
-def _pydoc_text(cfg):
-  from ardm_jax.data.embedded import load_pydoc_text
-
-  return load_pydoc_text(cfg)
-
-
-def _text8(cfg):
-  from ardm_jax.data.text import load_text8
-
-  return load_text8(cfg)
-
-
-def _text_file(cfg):
-  from ardm_jax.data.text import load_text_file
-
-  return load_text_file(cfg)
-
-
-def _npz(cfg):
-  from ardm_jax.data.images import load_npz
-
-  return load_npz(cfg)
-
-
-def _png_folder(cfg):
-  from ardm_jax.data.images import load_png_folder
-
-  return load_png_folder(cfg)
-
-
-def _cifar10(cfg):
-  from ardm_jax.data.images import load_tfds_images
-
-  return load_tfds_images(cfg, "cifar10")
-
-
-def _mnist(cfg):
-  from ardm_jax.data.images import load_tfds_images
-
-  return load_tfds_images(cfg, "mnist")
-
-
-def _sc09(cfg):
-  from ardm_jax.data.audio import load_sc09
-
-  return load_sc09(cfg)
-
-
-def _wav_folder(cfg):
-  from ardm_jax.data.audio import load_wav_folder
-
-  return load_wav_folder(cfg)
-
-
-def _fsdd(cfg):
-  from ardm_jax.data.audio import load_fsdd
-
-  return load_fsdd(cfg)
-
-
-def _random(cfg):
-  from ardm_jax.data.synthetic import load_random
-
-  return load_random(cfg)
-
+from ardm_jax.data.embedded import load_digits, load_pydoc_text
+from ardm_jax.data.images import load_npz, load_png_folder, load_tfds_images
+from ardm_jax.data.synthetic import load_random
+from ardm_jax.data.text import load_text8, load_text_file, normalise_text
 
 SOURCES = {
-  "digits": _digits,
-  "pydoc_text": _pydoc_text,
-  "text8": _text8,
-  "text_file": _text_file,
-  "npz": _npz,
-  "png_folder": _png_folder,
-  "cifar10": _cifar10,
-  "mnist": _mnist,
-  "sc09": _sc09,
-  "wav_folder": _wav_folder,
-  "fsdd": _fsdd,
-  "random": _random,
+  "digits": load_digits,
+  "pydoc_text": load_pydoc_text,
+  "text8": load_text8,
+  "text_file": load_text_file,
+  "npz": load_npz,
+  "png_folder": load_png_folder,
+  "cifar10": lambda cfg: load_tfds_images(cfg, "cifar10"),
+  "mnist": lambda cfg: load_tfds_images(cfg, "mnist"),
+  "sc09": load_sc09,
+  "wav_folder": load_wav_folder,
+  "fsdd": load_fsdd,
+  "random": load_random,
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from PIL import Image
 
 from ardm_jax.data import tfds_util
 from ardm_jax.data.base import ArrayDataset, as_int, cfg_get, check_augment, fixed_split, require_path
@@ -88,8 +89,6 @@ def load_npz(data_cfg) -> ArrayDataset:
 
 
 def _read_png(path: str) -> np.ndarray:
-  from PIL import Image
-
   with Image.open(path) as im:
     if im.format != "PNG":
       raise ValueError(f"{path!r} is not a PNG (format {im.format})")

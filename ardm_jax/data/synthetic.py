@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ardm_jax.data.audio import AudioDataset
 from ardm_jax.data.base import ArrayDataset, as_int, cfg_get, check_augment
 
 KINDS = ("image", "text", "audio")
@@ -52,8 +53,6 @@ def load_random(data_cfg) -> ArrayDataset:
     count = as_int(cfg_get(data_cfg, count_key, 64), f"data.{count_key}")
     splits[split] = rng.integers(0, k, size=(count,) + shape, dtype=np.int32)
   if kind == "audio":
-    from ardm_jax.data.audio import AudioDataset  # pylint: disable=import-outside-toplevel
-
     bits = as_int(cfg_get(data_cfg, "bits"), "data.bits")
     if k != 1 << bits:
       raise ValueError(f"random audio needs num_classes = 2**bits, got {k} and bits={bits}")

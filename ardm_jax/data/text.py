@@ -14,9 +14,9 @@ import zipfile
 
 import numpy as np
 
+from ardm_jax.alphabets import TEXT8_ALPHABET
 from ardm_jax.data.base import SequenceDataset, cfg_get, positive_int, require_path, symbols_to_ids
 
-TEXT8_ALPHABET = " abcdefghijklmnopqrstuvwxyz"
 TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"
 TEXT8_SEQ_LEN = 250  # the paper's text8 crop length
 TEXT_SEQ_LEN = 256

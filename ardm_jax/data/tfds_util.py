@@ -14,7 +14,8 @@ import numpy as np
 
 def import_tfds():
   try:
-    import tensorflow_datasets as tfds
+    # Imported here: tfds imports TensorFlow (seconds); only the tfds sources need it.
+    import tensorflow_datasets as tfds  # noqa: PLC0415
   except ImportError as e:
     raise ValueError(
       f"tensorflow_datasets cannot be imported ({e}); pip install tensorflow-datasets "

@@ -1,4 +1,7 @@
-"""Held-out bits/dim: the stochastic ARDM bound averaged over items and passes, with its standard error."""
+"""Held-out evaluation, used by the trainer (train.eval_every, the final test) and by the `ardm eval` and
+`ardm policy` jobs: bits/dim of the stochastic bound averaged over items and passes with its standard error, and
+the per-step losses L_t the DP policies are built from.
+"""
 
 from __future__ import annotations
 
@@ -83,7 +86,7 @@ def evaluate_params(
   """
   if passes < 1:
     raise ValueError(f"--passes must be at least 1, got {passes}")
-  _check_batch_size(batch_size)
+  check_batch_size(batch_size)
   eval_fn = eval_fn or make_eval_fn(setup, policy, exact)
   num_items = len(items)
   num_batches = -(-num_items // batch_size)
@@ -118,7 +121,7 @@ def evaluate_params(
   }
 
 
-def _check_batch_size(batch_size) -> None:
+def check_batch_size(batch_size) -> None:
   if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
     raise ValueError(
       f"the batch size must be a positive integer, got {batch_size!r}; set --batch-size or "
@@ -182,7 +185,7 @@ def estimate_lt(
     raise ValueError(f"--samples must be at least 2 per step to give standard errors, got {samples_per_step}")
   if stride < 1:
     raise ValueError(f"--stride must be at least 1 (every step), got {stride}")
-  _check_batch_size(batch_size)
+  check_batch_size(batch_size)
   num_steps = setup.objective.num_net_steps(setup.spec.num_steps)
   stage_len = setup.spec.num_steps
   t_stage = np.arange(stage_len)
@@ -225,3 +228,43 @@ def _estimate_steps(setup, params, items, steps, samples_per_step, batch_size, s
   if not np.all(np.isfinite(per_step)):
     raise FloatingPointError("L_t estimate is not finite: the checkpoint's parameters are not finite")
   return per_step.mean(axis=1), per_step.std(axis=1, ddof=1) / np.sqrt(samples_per_step)
+
+
+class HeldOutProgress:
+  """train.eval_every: the EMA parameters on a fixed subset of held-out items (the first `eval_items` of a seeded
+  permutation of 'validation', or 'test' when the data has no validation split), one pass with the same seed each
+  time, so successive numbers differ only by what the model learned."""
+
+  def __init__(self, setup, dataset, config, writer, log):
+    tc = config.train
+    self.every = int(tc.eval_every)
+    if self.every < 0:
+      raise ValueError(f"train.eval_every must be >= 0 (0 = no held-out evaluation while training), got {self.every}")
+    self.num_steps, self.batch_size, self.seed = int(tc.num_steps), int(tc.eval_batch_size), int(config.seed)
+    self.setup, self.writer, self.log = setup, writer, log
+    if self.every == 0:
+      return
+    num_items = int(tc.eval_items)
+    if num_items < 2:
+      raise ValueError(f"train.eval_items must be at least 2 (a standard error needs two items), got {num_items}")
+    self.split = "validation" if "validation" in dataset.splits else "test"
+    items = dataset.eval_items(self.split)
+    chosen = np.random.default_rng(self.seed).permutation(len(items))[: min(num_items, len(items))]
+    self.items = items[np.sort(chosen)]
+    self.unit = unit_name(setup.spec)
+    self.eval_fn = make_eval_fn(setup)  # built once: every evaluation reuses one compilation
+
+  def due(self, step: int) -> bool:
+    return self.every > 0 and (step % self.every == 0 or step == self.num_steps)
+
+  def __call__(self, step: int, ema_params) -> float:
+    result = evaluate_params(
+      self.setup, ema_params, self.items, passes=1, batch_size=self.batch_size, seed=self.seed, eval_fn=self.eval_fn
+    )
+    self.writer.write_scalars(step, {"eval_bpd": result["bpd"], "eval_bpd_stderr": result["stderr"]})
+    self.log(
+      f"eval step {step}: {result['bpd']:.4f} ± {result['stderr']:.4f} {self.unit} "
+      f"(EMA params, {len(self.items)} {self.split} items)",
+      flush=True,
+    )
+    return result["bpd"]
