@@ -59,24 +59,24 @@ def _bucket(n: int, D: int) -> int:
   return min(1 << max(0, n - 1).bit_length(), D)
 
 
-def symbols_for(objective):
+def symbols_for(spec):
   """The symbol model a model codes new files with.
 
   Args:
-    objective: the model's `upscale_spec.Upscale` spec.
+    spec: the model's `upscale_spec.Upscale`.
 
   Returns:
     `MixtureSplits` for a logistic mixture over the data classes, else `CategoricalTables` over the slots.
   """
 
-  if _slots_are_classes(objective) and isinstance(objective.distribution, DiscretisedLogisticMixture):
-    return MixtureSplits(objective.num_slots, objective.distribution.num_mixtures)
-  return CategoricalTables(objective.num_slots)
+  if _slots_are_classes(spec) and isinstance(spec.distribution, DiscretisedLogisticMixture):
+    return MixtureSplits(spec.num_slots, spec.distribution.num_mixtures)
+  return CategoricalTables(spec.num_slots)
 
 
-def _slots_are_classes(objective) -> bool:
+def _slots_are_classes(spec) -> bool:
   """A plain data-parametrised model: its slots are the data classes, so its output distribution is coded."""
-  return objective.parametrisation == "data" and objective.transitions.slots_are_classes
+  return spec.parametrisation == "data" and spec.transitions.slots_are_classes
 
 
 class Predictor:

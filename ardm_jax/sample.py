@@ -17,6 +17,7 @@ from ardm_jax import ardm, baselines, sharding, upscale
 from ardm_jax import objective as objective_lib
 from ardm_jax import policy as policy_lib
 from ardm_jax.configs import POLICY_FILE
+from ardm_jax.policy_file import check_budget_split, global_policy, load_policy_file
 
 
 def choose_policy(
@@ -30,7 +31,7 @@ def choose_policy(
   model ignores it. With `naive` the total is split equally and the steps in each stage are evenly spaced, as in
   the paper. For completion (start > 0) the DP (and the split) is re-run on the stored L_t of the steps that remain.
   """
-  policy_file.check_budget_split(split)
+  check_budget_split(split)
   objective_lib.require_ardm(model.setup.objective, "a parallel policy or completion")
   num_stages, num_steps = model.setup.objective.num_stages, model.spec.num_steps
   remaining = num_steps - start
@@ -47,14 +48,14 @@ def choose_policy(
       raise ValueError(
         f"no policy file at {path}: run {model.policy_command(budget)} first, or pass --naive for evenly spaced steps"
       )
-    pf = policy_file.load_policy_file(path)
+    pf = load_policy_file(path)
     if len(pf["stages"]) != num_stages or pf["num_dims"] != num_steps:
       raise ValueError(
         f"{path} has {len(pf['stages'])} stage(s) of {pf['num_dims']} steps but the model has "
         f"{num_stages} of {num_steps}; rebuild it with {model.policy_command('B1,B2,...')}"
       )
     if start == 0:
-      return policy_file.global_policy(pf, budget, split).astype(np.int32)
+      return global_policy(pf, budget, split).astype(np.int32)
     losses = [np.asarray(st["loss_per_step"], np.float64)[start:] for st in pf["stages"]]
     budgets = (
       policy_lib.split_budget_across_stages(losses, budget)

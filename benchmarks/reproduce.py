@@ -231,15 +231,15 @@ def measure(root: str, name: str, store: Store, t0: float, passes: int, smoke: b
   # The same DP fitted on held-out L_t instead: 2-fold cross-fitting on the test split (the policy for each half
   # comes from the other half's L_t), so no item is scored by a policy fitted on it.
   halves = (np.arange(len(test)) % 2 == 0, np.arange(len(test)) % 2 == 1)
-  held_out = [
+  lt_halves = [
     np.asarray(store.get(f"{name}/lt_test_half{h}", lt_on(test[rows], 2 + h))) for h, rows in enumerate(halves)
   ]
-  train_minus_test = losses - (held_out[0] + held_out[1]) / 2
+  train_minus_test = losses - (lt_halves[0] + lt_halves[1]) / 2
   out["lt_gap"] = {
     "first_half": float(np.mean(train_minus_test[: D // 2])),
     "second_half": float(np.mean(train_minus_test[D // 2 :])),
   }
-  out["lt_halves_rms_diff"] = float(np.sqrt(np.mean((held_out[0] - held_out[1]) ** 2)))  # noise of the L_t estimates
+  out["lt_halves_rms_diff"] = float(np.sqrt(np.mean((lt_halves[0] - lt_halves[1]) ** 2)))  # noise of the L_t estimates
   out["dp_predicted"] = {str(b): entries[str(b)]["expected_bpd"] for b in budgets}
   out["naive_predicted"] = {str(b): entries[str(b)]["naive_expected_bpd"] for b in budgets}
   out["policies"] = {}
@@ -256,7 +256,7 @@ def measure(root: str, name: str, store: Store, t0: float, passes: int, smoke: b
     def cross_fitted(b=b):
       per_item = np.zeros(len(test))
       for h, rows in enumerate(halves):
-        steps_h = policy.optimal_policies(held_out[1 - h], [b], "isotonic")[b][0]
+        steps_h = policy.optimal_policies(lt_halves[1 - h], [b], "isotonic")[b][0]
         per_item[rows] = _evaluate(oa, test[rows], 2, policy_steps=steps_h, exact=True)["per_item"]
       return _summary(per_item)
 

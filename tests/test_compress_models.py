@@ -290,7 +290,7 @@ def test_audio_files_of_the_table_scheme_still_decode(audio):
   assert packing.unpack_container(new, expected_fingerprint=None, expected_shape=audio.spec.shape).symbols == "splits"
   assert abs(len(new) - len(data)) <= 0.01 * len(data) + 8
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(coding_model, "decoder_policy", lambda cm, c, policy_file=None: steps)
+    mp.setattr(coding_items, "decoder_policy", lambda cm, c, policy_file=None: steps)
     for blob in (data, new):
       _, x, _ = coding_items.decompress_items(audio, blob)
       np.testing.assert_array_equal(x, items)
