@@ -106,7 +106,14 @@ def _baseline(which: str, ardm_cfg: Any, num_classes: int, model_cfg: Any):
 
 
 def is_baseline(model: Any) -> bool:
-  """Whether `model` (from `build`) is one of the baselines rather than an (upscale) ARDM."""
+  """Tells a baseline from an (upscale) ARDM.
+
+  Args:
+    model: the model from `build`.
+
+  Returns:
+    True if `model` is one of the baselines rather than an (upscale) ARDM.
+  """
   return not isinstance(model, upscale_spec.Upscale)
 
 

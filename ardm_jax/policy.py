@@ -98,7 +98,14 @@ def prepare_losses(L, monotone):
 
 
 def check_budgets(budgets, D):
-  """Checks budgets (an int or a list of ints) against D and returns them sorted without repeats.
+  """Checks budgets against D.
+
+  Args:
+    budgets: one budget (an int) or a list of ints.
+    D: the number of variables, the largest allowed budget.
+
+  Returns:
+    The budgets as a sorted list of ints without repeats.
 
   Raises:
     ValueError: if none is given, or one is not an integer in 1..D.

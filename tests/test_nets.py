@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ardm_jax.nets import build_network, layers
+from ardm_jax.nets import attention, build_network, layers
 
 UNET_CFG = dict(name="unet", ch=16, num_res_blocks=1, input_embed_dim=4, num_heads=2)
 UNET_SHAPE, UNET_K = (8, 8, 1), 17
@@ -272,7 +272,7 @@ def test_sinusoidal_embedding_distinguishes_steps():
 
 
 def test_rotary_scores_depend_on_relative_position_only():
-  from ardm_jax.nets.layers import rotary
+  from ardm_jax.nets.attention import rotary
 
   q = jax.random.normal(jax.random.PRNGKey(0), (1, 12, 2, 8))
   k = jax.random.normal(jax.random.PRNGKey(1), (1, 12, 2, 8))
@@ -432,16 +432,16 @@ def test_dot_product_attention_matches_plain_form(dtype, causal):
   shape = (2, 24, 3, 8)
   q = (2.0 * jax.random.normal(kq, shape)).astype(dtype)  # wide logits, so the softmax is not near uniform
   k, v = jax.random.normal(kk, shape).astype(dtype), jax.random.normal(kv, shape).astype(dtype)
-  plain = layers.dot_product_attention(q, k, v, causal=causal, impl="plain")
+  plain = attention.dot_product_attention(q, k, v, causal=causal, impl="plain")
   tol = 1e-5 if dtype == jnp.float32 else 2e-2
   for impl in ("xla", "auto"):  # 'auto' is 'xla' off GPU
-    out = layers.dot_product_attention(q, k, v, causal=causal, impl=impl)
+    out = attention.dot_product_attention(q, k, v, causal=causal, impl=impl)
     assert out.dtype == plain.dtype == dtype
     np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(plain, np.float32), rtol=tol, atol=tol)
   if causal:  # query 0 sees key 0 only
     np.testing.assert_allclose(np.asarray(plain[:, 0], np.float32), np.asarray(v[:, 0], np.float32), atol=tol)
   if jax.default_backend() == "gpu" and dtype == jnp.bfloat16:
-    out = layers.dot_product_attention(q, k, v, causal=causal, impl="cudnn")
+    out = attention.dot_product_attention(q, k, v, causal=causal, impl="cudnn")
     np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(plain, np.float32), rtol=tol, atol=tol)
 
 

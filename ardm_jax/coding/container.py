@@ -84,6 +84,7 @@ class Container:
 
   @property
   def D(self) -> int:
+    """D, the number of variables per item (the product of `item_shape`)."""
     return int(np.prod(self.item_shape))
 
 
@@ -172,7 +173,19 @@ def read_tail(r: Reader, data: bytes, flags: int, n_records: int, last_length_im
 
 
 def read_shape(r: Reader, max_symbols: int) -> tuple:
-  """Reads ndim then the item dimensions, each checked (>= 1, product <= `max_symbols`) before the next."""
+  """Reads ndim then the item dimensions, each checked before the next.
+
+  Args:
+    r: the reader, positioned at the ndim varint.
+    max_symbols: the largest allowed product of the dimensions.
+
+  Returns:
+    The item shape, a tuple of ints.
+
+  Raises:
+    ContainerError: ndim is outside 1..MAX_NDIM, a dimension is < 1, the product exceeds `max_symbols`, or the
+      file is truncated.
+  """
   ndim = r.varint("ndim")
   if not 1 <= ndim <= MAX_NDIM:
     raise ContainerError(f"corrupt header: {ndim} item dimensions (allowed 1..{MAX_NDIM})")
@@ -187,7 +200,18 @@ def read_shape(r: Reader, max_symbols: int) -> tuple:
 
 
 def fingerprint_bytes(fingerprint: str, what: str) -> bytes:
-  """The first FINGERPRINT_BYTES bytes of a hex fingerprint (ValueError naming `what` if it is not hex)."""
+  """The stored truncation of a hex fingerprint.
+
+  Args:
+    fingerprint: the fingerprint, a hex string.
+    what: what names the fingerprint in the error message.
+
+  Returns:
+    Its first FINGERPRINT_BYTES bytes.
+
+  Raises:
+    ValueError: (naming `what`) it is not a hex string of at least 2 * FINGERPRINT_BYTES digits.
+  """
   try:
     fp = bytes.fromhex(fingerprint[: 2 * FINGERPRINT_BYTES])
   except (TypeError, ValueError):
@@ -203,8 +227,21 @@ def _item_bytes(x_D: np.ndarray, num_classes: int) -> bytes:
 
 
 def compact_crc_base(header: bytes, fingerprint: str) -> int:
-  """Where a compact file's CRCs start: they also cover the model's whole fingerprint (only 2 bytes are stored),
-  so another model that shares those bytes still cannot decode the file to wrong data."""
+  """Where a compact file's CRCs start.
+
+  They also cover the model's whole fingerprint (only 2 bytes are stored), so another model that shares those
+  bytes still cannot decode the file to wrong data.
+
+  Args:
+    header: the header bytes.
+    fingerprint: the model's whole fingerprint, a hex string.
+
+  Returns:
+    crc32(header, crc32(b"ardm-compact" + the fingerprint's bytes)), the CRC base.
+
+  Raises:
+    ValueError: the fingerprint is not a hex string of at least 2 * FINGERPRINT_BYTES digits.
+  """
   try:
     fp = bytes.fromhex(fingerprint)
   except (TypeError, ValueError):
@@ -251,7 +288,15 @@ def policy_hash(policy, D: int, num_stages: int = 1) -> bytes:
 
 
 def check_stages(container: Container, num_stages: int) -> None:
-  """Raises ContainerError unless the file was coded by a model with `num_stages` stages."""
+  """Checks that the file was coded by a model with `num_stages` stages.
+
+  Args:
+    container: the parsed file.
+    num_stages: S of the decoding model.
+
+  Raises:
+    ContainerError: the file's stage count is not `num_stages`.
+  """
   if container.num_stages != num_stages:
     raise ContainerError(
       f"stage mismatch: the file was coded by a {container.num_stages}-stage model, this "
@@ -260,7 +305,15 @@ def check_stages(container: Container, num_stages: int) -> None:
 
 
 def check_symbols(container: Container, symbols) -> None:
-  """Raises ContainerError unless `symbols` (a symbol model of `entropy_models`) is the file's scheme."""
+  """Checks that the decoder's symbol model is the file's coding scheme.
+
+  Args:
+    container: the parsed file.
+    symbols: a symbol model of `entropy_models` (its `name` is compared).
+
+  Raises:
+    ContainerError: `symbols` is not the scheme the file was coded with.
+  """
   if container.symbols != symbols.name:
     raise ContainerError(
       f"coding scheme mismatch: the file was coded with {container.symbols}, this model "

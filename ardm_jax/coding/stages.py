@@ -38,6 +38,7 @@ class Stages:
 
   @property
   def num_stages(self) -> int:
+    """S, the number of stages (the rows of `slots`)."""
     return self.slots.shape[0]
 
   def child(self, stage: int, coarse: np.ndarray, slot: np.ndarray) -> np.ndarray:
@@ -120,7 +121,13 @@ def index_stages(stages, num_classes: int) -> Stages:
 
 
 def num_stages_of(stages) -> int:
-  """S of a `stages` argument: 1 for None, else the rows of its `slots`.
+  """S, the number of stages, of a `stages` argument.
+
+  Args:
+    stages: None (a plain OA-ARDM) or an object with `slots` int [S, K].
+
+  Returns:
+    1 for None, else the rows of its `slots`.
 
   Raises:
     ValueError: `stages` has no 2-D slots.

@@ -26,7 +26,7 @@ model_cfg keys (sizes have no defaults, so a config always states its model size
                optional dilation_cycle=12, kernel_size=3, skip_features=features, dropout=0.0,
                dtype='float32', remat=False, scan_layers=False
 Every network: remat is one of layers.REMAT_CHOICES ('none', 'attention', 'full' or a jax.checkpoint_policies
-name; True / False from older configs read as 'full' / 'none'); attention_impl one of layers.ATTENTION_IMPLS
+name; True / False from older configs read as 'full' / 'none'); attention_impl one of attention.ATTENTION_IMPLS
 ('plain' is the einsum form older checkpoints were trained with; 'xla', 'cudnn', 'auto' go through
 jax.nn.dot_product_attention); scan_layers=True compiles each run of identical blocks once with nn.scan, stacking
 their parameters on a leading 'layers' axis (`scan_params` converts an unrolled checkpoint's parameters).
@@ -42,12 +42,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ardm_jax.nets import layers
+from ardm_jax.nets import attention, layers
 from ardm_jax.nets.diffwave import DiffWave
 from ardm_jax.nets.transformer import Transformer
 from ardm_jax.nets.unet import UNet
 
-__all__ = ["build_network", "scan_params", "UNet", "Transformer", "DiffWave", "layers"]
+__all__ = ["build_network", "scan_params", "UNet", "Transformer", "DiffWave", "attention", "layers"]
 
 _SPECS = {
   "unet": dict(
@@ -141,7 +141,7 @@ def build_network(model_cfg: Mapping[str, Any], data_shape: tuple[int, ...], num
   kwargs["dtype"] = layers.compute_dtype(kwargs["dtype"])
   kwargs["remat"] = layers.remat_choice(kwargs["remat"])
   if "attention_impl" in kwargs:
-    layers.check_attention_impl(kwargs["attention_impl"])
+    attention.check_attention_impl(kwargs["attention_impl"])
   kwargs["scan_layers"] = bool(kwargs["scan_layers"])
 
   unknown_sizes = sorted(set(sizes) - set(_SIZE_OPTIONS))

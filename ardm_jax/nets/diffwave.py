@@ -40,7 +40,20 @@ def conv1d(
   zero_init: bool = False,
   name: str | None = None,
 ) -> nn.Conv:
-  """'SAME'-padded 1-D convolution whose kernel is annotated ('conv_w', 'conv_in', out_axis)."""
+  """'SAME'-padded 1-D convolution whose kernel is annotated ('conv_w', 'conv_in', out_axis).
+
+  Args:
+    features: output channels.
+    kernel: the kernel width.
+    dtype: compute dtype (kernel and bias are float32).
+    dilation: the kernel dilation.
+    out_axis: the logical name of the output channel axis (kernel and bias).
+    zero_init: start the kernel at zero instead of lecun-normal; the bias always starts at zero.
+    name: the module name.
+
+  Returns:
+    An unbound nn.Conv mapping [B, L, C] to [B, L, features] in `dtype`.
+  """
   kernel_init = nn.initializers.zeros if zero_init else nn.initializers.lecun_normal()
   return nn.Conv(
     features,

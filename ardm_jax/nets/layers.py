@@ -1,4 +1,4 @@
-"""Pieces shared by the ARDM networks: annotated layers, time embedding, attention.
+"""Pieces shared by the ARDM networks: annotated layers, time embedding (attention: `attention`).
 
 Every parameter is annotated exactly once, here, with logical axis names
 (`nn.with_logical_partitioning`); the config's logical-axis rules decide how those
@@ -41,7 +41,17 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def compute_dtype(name: str) -> Dtype:
-  """The compute dtype named by model.dtype ('float32' or 'bfloat16', else ValueError); parameters stay float32."""
+  """The compute dtype named by model.dtype; parameters stay float32.
+
+  Args:
+    name: model.dtype, 'float32' or 'bfloat16'.
+
+  Returns:
+    jnp.float32 or jnp.bfloat16.
+
+  Raises:
+    ValueError: `name` is neither.
+  """
   if name not in _DTYPES:
     raise ValueError(f"model dtype {name!r} is not supported; set model.dtype to one of {sorted(_DTYPES)}")
   return _DTYPES[name]
@@ -68,7 +78,17 @@ REMAT_CHOICES = ("none", "attention", "full") + tuple(
 
 
 def remat_choice(value) -> str:
-  """model.remat as one of REMAT_CHOICES (True / False from older configs: 'full' / 'none'; else ValueError)."""
+  """Reads model.remat as one of REMAT_CHOICES.
+
+  Args:
+    value: model.remat: a name in REMAT_CHOICES, True / False (older configs) or None.
+
+  Returns:
+    The name; True reads as 'full', False and None as 'none'.
+
+  Raises:
+    ValueError: `value` is any other value.
+  """
   if isinstance(value, (bool, np.bool_)):
     return "full" if value else "none"
   if value is None:
@@ -98,11 +118,19 @@ def maybe_remat(module_cls, remat, kind: str, *, in_scan: bool = False):
 
 
 def scan_blocks(body, length: int, *, in_axes=(), out_axes=0):
-  """nn.scan over `length` copies of the module passed to `body(module, carry, *xs) -> (carry, ys)`.
+  """nn.scan over `length` copies of a module.
 
   Parameters gain a leading axis of size `length`, named SCAN_AXIS for the sharding rules; params and dropout
-  draw a different key per layer, as separate unrolled layers do. `in_axes` / `out_axes` are nn.scan's, for the
-  extra inputs `xs` and the outputs `ys` (nn.broadcast: the same input for every layer).
+  draw a different key per layer, as separate unrolled layers do.
+
+  Args:
+    body: `body(module, carry, *xs) -> (carry, ys)`, called with each copy of the module.
+    length: the number of layers.
+    in_axes: nn.scan's, for the extra inputs `xs` (nn.broadcast: the same input for every layer).
+    out_axes: nn.scan's, for the outputs `ys`.
+
+  Returns:
+    The scanned module class, as nn.scan returns it.
   """
   return nn.scan(
     body,
@@ -116,12 +144,28 @@ def scan_blocks(body, length: int, *, in_axes=(), out_axes=0):
 
 
 def partitioned(init_fn, names: Sequence[str]):
-  """`init_fn` with one logical axis name per parameter axis, for the sharding rules."""
+  """Annotates an initialiser with logical axis names, for the sharding rules.
+
+  Args:
+    init_fn: a flax initialiser.
+    names: one logical axis name per parameter axis (from PARAM_AXIS_NAMES).
+
+  Returns:
+    `init_fn` wrapped by nn.with_logical_partitioning.
+  """
   return nn.with_logical_partitioning(init_fn, tuple(names))
 
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
-  """x constrained to one logical axis name per axis (None: not sharded); a no-op without rules and a mesh."""
+  """Constrains an activation's sharding; a no-op without logical-axis rules and a mesh.
+
+  Args:
+    x: any array.
+    names: one logical axis name per axis of `x` (None: not sharded).
+
+  Returns:
+    x, same shape and dtype, constrained to `names`.
+  """
   return nn.with_logical_constraint(x, tuple(names))
 
 
@@ -130,7 +174,16 @@ def dense(
 ) -> nn.Dense:
   """Dense layer computing in `dtype`, float32 kernel annotated `names` (in, out), bias `names[1:]`.
 
-  The kernel is lecun-normal, or zeros with `zero_init` (a residual branch or output head that starts at 0).
+  Args:
+    features: output width.
+    names: the logical names of the kernel's (in, out) axes.
+    dtype: compute dtype.
+    zero_init: start the kernel at zero instead of lecun-normal (a residual branch or output head that starts
+      at 0); the bias always starts at zero.
+    name: the module name.
+
+  Returns:
+    An unbound nn.Dense mapping [..., in] to [..., features] in `dtype`.
   """
   kernel_init = nn.initializers.zeros if zero_init else nn.initializers.lecun_normal()
   return nn.Dense(
@@ -146,7 +199,18 @@ def dense(
 def conv3x3(
   features: int, *, dtype: Dtype, out_axis: str = "embed", zero_init: bool = False, name: str | None = None
 ) -> nn.Conv:
-  """`conv` with a 3x3 kernel."""
+  """`conv` with a 3x3 kernel.
+
+  Args:
+    features: output channels.
+    dtype: compute dtype.
+    out_axis: the logical name of the output channel axis.
+    zero_init: start the kernel at zero.
+    name: the module name.
+
+  Returns:
+    An unbound nn.Conv mapping [B, H, W, C] to [B, H, W, features] in `dtype`.
+  """
   return conv(features, (3, 3), dtype=dtype, out_axis=out_axis, zero_init=zero_init, name=name)
 
 
@@ -161,7 +225,16 @@ def conv(
 ) -> nn.Conv:
   """'SAME'-padded 2-D convolution, float32 kernel annotated ('conv_h', 'conv_w', 'conv_in', out_axis).
 
-  Lecun-normal kernel, or zeros with `zero_init`; the bias (annotated (out_axis,)) starts at zero.
+  Args:
+    features: output channels.
+    kernel_size: (height, width) of the kernel.
+    dtype: compute dtype.
+    out_axis: the logical name of the output channel axis (kernel and bias).
+    zero_init: start the kernel at zero instead of lecun-normal; the bias (annotated (out_axis,)) starts at zero.
+    name: the module name.
+
+  Returns:
+    An unbound nn.Conv mapping [B, H, W, C] to [B, H, W, features] in `dtype`.
   """
   kernel_init = nn.initializers.zeros if zero_init else nn.initializers.lecun_normal()
   return nn.Conv(
@@ -181,6 +254,15 @@ def group_norm(num_channels: int, *, dtype: Dtype, max_groups: int = 32, name: s
 
   With one channel per group the norm would remove any per-channel constant, such as the time embedding a
   ResBlock adds. Paper widths (256, 512) still get the usual 32 groups.
+
+  Args:
+    num_channels: the channels of the input.
+    dtype: compute dtype (scale and bias are float32, annotated ('embed',)).
+    max_groups: the most groups.
+    name: the module name.
+
+  Returns:
+    An unbound nn.GroupNorm (at least one group).
   """
   limit = max(1, min(max_groups, num_channels // 4))
   groups = max(g for g in range(1, limit + 1) if num_channels % g == 0)
@@ -206,7 +288,18 @@ def layer_norm(*, dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
 
 
 def embed(num_rows: int, features: int, *, dtype: Dtype, stddev: float = 1.0, name: str | None = None) -> nn.Embed:
-  """Embedding table [num_rows, features], float32, N(0, stddev) init, annotated ('vocab', 'embed')."""
+  """Embedding table [num_rows, features], float32, N(0, stddev) init, annotated ('vocab', 'embed').
+
+  Args:
+    num_rows: the number of ids.
+    features: the embedding width.
+    dtype: compute dtype.
+    stddev: the standard deviation of the initial entries.
+    name: the module name.
+
+  Returns:
+    An unbound nn.Embed mapping int ids [...] to [..., features] in `dtype`.
+  """
   return nn.Embed(
     num_rows,
     features,
@@ -219,6 +312,12 @@ def embed(num_rows: int, features: int, *, dtype: Dtype, stddev: float = 1.0, na
 
 def check_inputs(x_in, known, t, data_shape) -> None:
   """Checks a network's inputs at trace time, so a wrong batch layout fails with a readable message.
+
+  Args:
+    x_in: the class ids, int [B, *data_shape].
+    known: the known-mask, x_in's shape.
+    t: the steps, [B].
+    data_shape: the shape of one item.
 
   Raises:
     ValueError: unless x_in is int [B, *data_shape], known has x_in's shape and t is [B].
@@ -235,8 +334,16 @@ def check_inputs(x_in, known, t, data_shape) -> None:
 
 
 def output_input_step_sizes(net) -> tuple[int, int, int]:
-  """(outputs per variable, input ids, time steps) of a network module: K, K + 1 (K is the absorbing value) and
-  D unless the module sets num_outputs / num_input_classes / num_steps (other output distributions, upscale)."""
+  """The sizes a network module's layers are built for.
+
+  Args:
+    net: a network module with num_classes (K) and data_shape, and num_outputs / num_input_classes / num_steps
+      (None unless set: other output distributions, upscale).
+
+  Returns:
+    (outputs per variable, input ids, time steps): K, K + 1 (K is the absorbing value) and D unless the module
+    sets num_outputs / num_input_classes / num_steps.
+  """
   return (
     net.num_outputs or net.num_classes,
     net.num_input_classes or net.num_classes + 1,
@@ -245,11 +352,22 @@ def output_input_step_sizes(net) -> tuple[int, int, int]:
 
 
 def sinusoidal_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0, endpoint: bool = False) -> jax.Array:
-  """Transformer-style sin/cos features: t_B float [B] -> float32 [B, dim] ([sin | cos] halves).
+  """Transformer-style sin/cos features.
 
-  Frequencies run geometrically from 1 towards 1 / max_period; `endpoint=True` includes 1 / max_period itself
-  (the tensor2tensor position table of the official text8 Transformer), otherwise it stops one step short (the
-  DDPM time embedding). ValueError if dim is odd.
+  Frequencies run geometrically from 1 towards 1 / max_period.
+
+  Args:
+    t_B: float [B] (any real dtype; cast to float32), the times or positions.
+    dim: the feature width (even).
+    max_period: the longest period.
+    endpoint: include the frequency 1 / max_period itself (the tensor2tensor position table of the official text8
+      Transformer), otherwise stop one step short (the DDPM time embedding).
+
+  Returns:
+    float32 [B, dim], [sin | cos] halves.
+
+  Raises:
+    ValueError: dim is odd.
   """
   if dim % 2:
     raise ValueError(f"sinusoidal embedding width must be even, got {dim}; use an even width")
@@ -261,12 +379,19 @@ def sinusoidal_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0,
 
 
 def numeric_value(x_in: jax.Array, num_classes: int) -> jax.Array:
-  """Class ids as numbers: int x_in, values 0..K-1 -> float32 on [-1, 1] (same shape), so a conv sees their order.
+  """Class ids as numbers on [-1, 1], so a conv sees their order.
 
   Ids >= K (the absorbing value, augmented upscale states) have no place on the number line and read 0; the
   known-mask and the learned id embedding beside this input tell them apart. The official input layers scale by
   2 / K instead of 2 / (K - 1) (their in-range absorbing value K / 2 lands on 0, as here); a fixed linear
   rescaling that the first convolution absorbs.
+
+  Args:
+    x_in: int class ids, any shape; values 0..K-1, or >= K.
+    num_classes: K.
+
+  Returns:
+    float32, x_in's shape: values 0..K-1 mapped linearly onto [-1, 1], 0 for ids >= K.
   """
   value = x_in.astype(jnp.float32) * (2.0 / (num_classes - 1)) - 1.0
   return jnp.where(x_in < num_classes, value, 0.0)
@@ -300,176 +425,3 @@ class TimeEmbedding(nn.Module):
     h_BxM = dense(self.hidden_dim, ("time", "mlp"), dtype=self.dtype, name="dense_0")(h_BxT)
     h_BxM = nn.swish(h_BxM)
     return dense(self.out_dim, ("mlp", "embed"), dtype=self.dtype, name="dense_1")(h_BxM)
-
-
-class HeadSplit(nn.Module):
-  """[B, N, E] -> [B, N, H, Dh]; the q/k/v projection.
-
-  Written with a full-rank kernel instead of nn.DenseGeneral: DenseGeneral initialises
-  a flattened 2-D kernel, which breaks the 3-name logical annotation as soon as a mesh
-  and axis rules are active (sharded init/apply would fail).
-
-  Attributes:
-    num_heads: H.
-    head_dim: Dh.
-    dtype: compute dtype (kernel and bias are float32).
-  """
-
-  num_heads: int
-  head_dim: int
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x_BxNxE: jax.Array) -> jax.Array:
-    """Projects x [B, N, E] to [B, N, H, Dh] in `dtype`."""
-    init = nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
-    kernel_ExHxK = self.param(
-      "kernel",
-      partitioned(init, ("embed", "heads", "kv")),
-      (x_BxNxE.shape[-1], self.num_heads, self.head_dim),
-      jnp.float32,
-    )
-    bias_HxK = self.param(
-      "bias", partitioned(nn.initializers.zeros, ("heads", "kv")), (self.num_heads, self.head_dim), jnp.float32
-    )
-    y = jnp.einsum("bne,ehk->bnhk", x_BxNxE.astype(self.dtype), kernel_ExHxK.astype(self.dtype))
-    return y + bias_HxK.astype(self.dtype)[None, None, :, :]
-
-
-class HeadMerge(nn.Module):
-  """[B, N, H, Dh] -> [B, N, E]; the attention output projection (see HeadSplit for why).
-
-  Attributes:
-    features: E.
-    dtype: compute dtype.
-    zero_init: start the kernel at zero (a residual branch that starts as the identity).
-  """
-
-  features: int
-  dtype: Dtype = jnp.float32
-  zero_init: bool = False
-
-  @nn.compact
-  def __call__(self, x_BxNxHxK: jax.Array) -> jax.Array:
-    """Projects x [B, N, H, Dh] to [B, N, E] in `dtype`."""
-    init = nn.initializers.zeros if self.zero_init else nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)
-    _, _, num_heads, head_dim = x_BxNxHxK.shape
-    kernel_HxKxE = self.param(
-      "kernel", partitioned(init, ("heads", "kv", "embed")), (num_heads, head_dim, self.features), jnp.float32
-    )
-    bias_E = self.param("bias", partitioned(nn.initializers.zeros, ("embed",)), (self.features,), jnp.float32)
-    y = jnp.einsum("bnhk,hke->bne", x_BxNxHxK.astype(self.dtype), kernel_HxKxE.astype(self.dtype))
-    return y + bias_E.astype(self.dtype)[None, None, :]
-
-
-def rotary(x_BxNxHxK: jax.Array, max_period: float = 10_000.0) -> jax.Array:
-  """Rotary position embedding (Su et al., 2021): rotates feature pairs by position-dependent angles, so q . k
-  depends on the positions' difference. x: [B, N, H, Dh] -> same shape and dtype; ValueError if Dh is odd.
-  """
-  length, head_dim = x_BxNxHxK.shape[1], x_BxNxHxK.shape[-1]
-  if head_dim % 2:
-    raise ValueError(f"rotary position embedding needs an even head width, got {head_dim}; change model.num_heads")
-  half = head_dim // 2
-  freqs_F = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-  angles_NxF = jnp.arange(length, dtype=jnp.float32)[:, None] * freqs_F[None, :]
-  cos, sin = jnp.cos(angles_NxF)[None, :, None, :], jnp.sin(angles_NxF)[None, :, None, :]
-  x1, x2 = x_BxNxHxK[..., :half].astype(jnp.float32), x_BxNxHxK[..., half:].astype(jnp.float32)
-  out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
-  return out.astype(x_BxNxHxK.dtype)
-
-
-# model.attention_impl: how softmax(q k^T / sqrt(d)) v is computed.
-#   'plain'  two einsums and a float32 softmax, written out here (the form older checkpoints were trained with)
-#   'xla'    jax.nn.dot_product_attention(implementation='xla'): the same math in JAX's own form, any backend
-#   'cudnn'  jax.nn.dot_product_attention(implementation='cudnn'): cuDNN flash attention, GPU only, bf16/fp16
-#   'auto'   'cudnn' where it applies (GPU backend, bf16/fp16, head width a multiple of 8 up to 128), else 'xla'
-# All keep the logits and the softmax in float32. This JAX has no TPU Pallas (splash) kernel behind
-# jax.nn.dot_product_attention; on TPU 'xla' and 'auto' are XLA's fused attention.
-ATTENTION_IMPLS = ("plain", "xla", "cudnn", "auto")
-
-
-def check_attention_impl(impl: str) -> str:
-  """Returns impl if it is one of ATTENTION_IMPLS; raises ValueError otherwise."""
-  if impl not in ATTENTION_IMPLS:
-    raise ValueError(f"unknown model.attention_impl {impl!r}; set it to one of {list(ATTENTION_IMPLS)}")
-  return impl
-
-
-def _cudnn_applies(q_BxNxHxK: jax.Array) -> bool:
-  head_dim = q_BxNxHxK.shape[-1]
-  return (
-    jax.default_backend() == "gpu"
-    and q_BxNxHxK.dtype in (jnp.bfloat16, jnp.float16)
-    and head_dim % 8 == 0
-    and head_dim <= 128
-  )
-
-
-def dot_product_attention(
-  q_BxNxHxK: jax.Array, k_BxNxHxK: jax.Array, v_BxNxHxK: jax.Array, *, causal: bool = False, impl: str = "plain"
-) -> jax.Array:
-  """Multi-head attention q, k, v [B, N, H, Dh] -> [B, N, H, Dh] in v's dtype; logits and softmax in float32.
-
-  `causal`: query q sees keys n <= q only. `impl`: one of ATTENTION_IMPLS (ValueError otherwise).
-  """
-  check_attention_impl(impl)
-  if impl == "auto":
-    impl = "cudnn" if _cudnn_applies(q_BxNxHxK) else "xla"
-  if impl != "plain":
-    return jax.nn.dot_product_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, is_causal=causal, implementation=impl).astype(
-      v_BxNxHxK.dtype
-    )
-  head_dim = q_BxNxHxK.shape[-1]
-  # Softmax in float32: bf16 logits over ~1000 image positions lose too much precision.
-  logits_BxHxNxN = jnp.einsum("bqhk,bnhk->bhqn", q_BxNxHxK, k_BxNxHxK, preferred_element_type=jnp.float32) / math.sqrt(
-    head_dim
-  )
-  if causal:
-    length = logits_BxHxNxN.shape[-1]
-    allowed_NxN = jnp.arange(length)[None, :] <= jnp.arange(length)[:, None]
-    logits_BxHxNxN = jnp.where(allowed_NxN, logits_BxHxNxN, -jnp.inf)
-  weights_BxHxNxN = jax.nn.softmax(logits_BxHxNxN, axis=-1).astype(v_BxNxHxK.dtype)
-  return jnp.einsum("bhqn,bnhk->bqhk", weights_BxHxNxN, v_BxNxHxK)
-
-
-class SelfAttention(nn.Module):
-  """Multi-head self-attention over [B, N, E]: bidirectional (every position sees all, the ARDM networks), or
-  `causal` (position q sees positions n <= q only, the single-order ARM baseline).
-
-  Attributes:
-    num_heads: H; must divide E.
-    dtype: compute dtype.
-    zero_init_out: start the output projection at zero.
-    causal: causal mask.
-    rope: rotary position embedding of queries and keys (relative positions in every layer).
-    impl: one of ATTENTION_IMPLS.
-  """
-
-  num_heads: int
-  dtype: Dtype = jnp.float32
-  zero_init_out: bool = False
-  causal: bool = False
-  rope: bool = False
-  impl: str = "plain"
-
-  @nn.compact
-  def __call__(self, x_BxNxE: jax.Array) -> jax.Array:
-    """x [B, N, E] -> [B, N, E] in `dtype`; ValueError if num_heads does not divide E."""
-    emb_dim = x_BxNxE.shape[-1]
-    if emb_dim % self.num_heads:
-      raise ValueError(
-        f"attention width {emb_dim} is not divisible by num_heads={self.num_heads}; change the width or model.num_heads"
-      )
-    head_dim = emb_dim // self.num_heads
-    act_names = ("batch", "act_length", "act_heads", "act_kv")
-
-    def qkv(name):
-      y = HeadSplit(self.num_heads, head_dim, dtype=self.dtype, name=name)(x_BxNxE)
-      return constrain(y, act_names)
-
-    q_BxNxHxK, k_BxNxHxK, v_BxNxHxK = qkv("query"), qkv("key"), qkv("value")
-    if self.rope:
-      q_BxNxHxK, k_BxNxHxK = rotary(q_BxNxHxK), rotary(k_BxNxHxK)
-    out_BxNxHxK = dot_product_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, causal=self.causal, impl=self.impl)
-    out_BxNxHxK = constrain(out_BxNxHxK, act_names)
-    return HeadMerge(emb_dim, dtype=self.dtype, zero_init=self.zero_init_out, name="out")(out_BxNxHxK)

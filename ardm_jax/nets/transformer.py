@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ardm_jax.nets import layers
+from ardm_jax.nets import attention, layers
 
 POSITIONS = ("learned", "sinusoidal", "none")
 _ACT_3D = ("batch", "act_length", "act_embed")
@@ -70,7 +70,7 @@ class TransformerBlock(nn.Module):
     dtype: compute dtype of both branches (the residual sums are float32).
     causal: position i attends to positions <= i only.
     rope: rotary position embedding in the attention.
-    attention_impl: one of layers.ATTENTION_IMPLS.
+    attention_impl: one of attention.ATTENTION_IMPLS.
     remat_attention: recompute the attention layer in the backward pass (model.remat='attention').
     in_scan: the block is the body of nn.scan (prevent_cse can be off, see layers.maybe_remat).
   """
@@ -91,7 +91,7 @@ class TransformerBlock(nn.Module):
     """x [B, L, E] (the float32 residual stream) -> float32 [B, L, E]."""
     h = layers.layer_norm(dtype=self.dtype, name="norm_attn")(x_BxLxE)
     attn_cls = layers.maybe_remat(
-      layers.SelfAttention, "attention" if self.remat_attention else "none", "attention", in_scan=self.in_scan
+      attention.SelfAttention, "attention" if self.remat_attention else "none", "attention", in_scan=self.in_scan
     )
     h = attn_cls(
       self.num_heads, dtype=self.dtype, causal=self.causal, rope=self.rope, impl=self.attention_impl, name="attn"
@@ -119,7 +119,7 @@ class Transformer(nn.Module):
     dropout: dropout rate on the input sum and in every block (only with train=True).
     dtype: compute dtype; the input sum, the residual stream, the final norm and the logits stay float32.
     remat: one of layers.REMAT_CHOICES; True / False read as 'full' / 'none'.
-    attention_impl: one of layers.ATTENTION_IMPLS.
+    attention_impl: one of attention.ATTENTION_IMPLS.
     scan_layers: one nn.scan over the layers (params stacked under 'blocks') instead of block_0, block_1, ...
     causal: position i sees positions <= i only (the single-order ARM baseline).
     rope: rotary position embedding in every attention layer.
@@ -204,7 +204,7 @@ class Transformer(nn.Module):
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
 
     remat = layers.remat_choice(self.remat)
-    layers.check_attention_impl(self.attention_impl)
+    attention.check_attention_impl(self.attention_impl)
     block_cls = layers.maybe_remat(TransformerBlock, remat, "block", in_scan=self.scan_layers)
     block_kwargs = dict(
       deterministic=not train,

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ardm_jax.nets import layers
+from ardm_jax.nets import attention, layers
 
 _ACT_4D = ("batch", "act_height", "act_width", "act_embed")
 
@@ -68,7 +68,7 @@ class AttnBlock(nn.Module):
   Attributes:
     num_heads: attention heads; must divide C.
     dtype: compute dtype of the branch (the residual sum is float32).
-    attention_impl: one of layers.ATTENTION_IMPLS.
+    attention_impl: one of attention.ATTENTION_IMPLS.
   """
 
   num_heads: int
@@ -81,7 +81,7 @@ class AttnBlock(nn.Module):
     b, hh, ww, c = x_BxHxWxC.shape
     h = layers.group_norm(c, dtype=self.dtype, name="norm")(x_BxHxWxC)
     h_BxNxC = layers.constrain(h.reshape(b, hh * ww, c), ("batch", "act_length", "act_embed"))
-    h_BxNxC = layers.SelfAttention(
+    h_BxNxC = attention.SelfAttention(
       self.num_heads, dtype=self.dtype, zero_init_out=True, impl=self.attention_impl, name="attn"
     )(h_BxNxC)
     h = h_BxNxC.reshape(b, hh, ww, c).astype(jnp.float32)
@@ -100,7 +100,7 @@ class ResAttn(nn.Module):
     deterministic: no dropout.
     dtype: compute dtype.
     remat: one of layers.REMAT_CHOICES, applied to each block.
-    attention_impl: one of layers.ATTENTION_IMPLS.
+    attention_impl: one of attention.ATTENTION_IMPLS.
     in_scan: the unit is the body of nn.scan (see layers.maybe_remat).
   """
 
@@ -144,7 +144,7 @@ class UNet(nn.Module):
     dropout: dropout rate in every ResBlock (only with train=True).
     dtype: compute dtype; the residual stream and the output head stay float32.
     remat: one of layers.REMAT_CHOICES; True / False read as 'full' / 'none'.
-    attention_impl: one of layers.ATTENTION_IMPLS.
+    attention_impl: one of attention.ATTENTION_IMPLS.
     scan_layers: nn.scan over the N down and the N + 1 up ResBlock(+Attn) units, whose shapes repeat; False
       keeps the unrolled layout (down_res_i, down_attn_i, up_res_i, up_attn_i) of older checkpoints. The middle
       blocks stay unrolled.
@@ -219,7 +219,7 @@ class UNet(nn.Module):
     h = layers.constrain(h.astype(jnp.float32), _ACT_4D)
 
     remat = layers.remat_choice(self.remat)
-    layers.check_attention_impl(self.attention_impl)
+    attention.check_attention_impl(self.attention_impl)
     unit_kwargs = dict(
       num_heads=self.num_heads,
       attention=self.attention,
