@@ -2,9 +2,13 @@
 with one line naming the key for a bad one. Each call runs in its own process (the device count is fixed before
 JAX starts)."""
 
+import json
+import math
 import os
 import subprocess
 import sys
+
+from conftest import run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS_TINY = os.path.join(REPO, "experiments", "digits.py:tiny")
@@ -47,6 +51,14 @@ def test_preflight_runs_every_job_on_other_meshes_with_batches_that_do_not_divid
     assert f"  {job}: " in out, job
   assert "on 3 device(s)" in out and "preflight PASSED" in out
   assert os.path.isfile(tmp_path / "run" / "policy.json") and list((tmp_path / "run").glob("eval_step*.json"))
+  # The padding rows count nowhere: this process's one device evaluates the checkpoint exactly as the 3 devices
+  # did (same seed: the same orders and steps per item), and as the 8 devices did at the end of training.
+  run("eval", "--workdir", tmp_path / "run", "--out", tmp_path / "eval_1_device.json")
+  bpd1 = json.loads((tmp_path / "eval_1_device.json").read_text())["bpd"]
+  bpd3 = json.loads((tmp_path / "run" / "eval.json").read_text())["bpd"]
+  assert math.isfinite(bpd1) and abs(bpd3 - bpd1) <= 1e-5 * abs(bpd1), (bpd3, bpd1)
+  bpd8 = float(out.split("test bits/dim")[1].split(":")[1].split()[0])
+  assert abs(bpd8 - bpd1) <= 1e-3, (bpd8, bpd1)
 
 
 def test_preflight_stops_on_a_batch_size_the_mesh_cannot_split_with_one_line():
