@@ -4,10 +4,12 @@ NumPy only. A policy for D steps is an increasing int array [0 = s_0 < ... < s_{
 variables with sigma in [s_k, s_{k+1}) (s_B := D), so its expected cost in bits per data item is
 C = sum_k L[s_k] * (s_{k+1} - s_k) for per-step losses L in bits per variable. Expected bits/dim = C / num_dims.
 
-Finding the cheapest policy with exactly B steps is a shortest path with B edges. Layer k of the dynamic programme,
+Finding the cheapest policy with exactly b steps is a shortest path with b edges. Layer k of the dynamic programme,
     F_k(j) = min_{k-1 <= i < j} F_{k-1}(i) + L[i] * (j - i),     F_1(j) = L[0] * j,
-is the cheapest cover of steps [0, j) by k segments starting at 0; the answer for budget B is F_B(D), and one pass up
-to the largest budget serves every smaller budget.
+is the cheapest cover of steps [0, j) by k segments starting at 0, and one pass up to the largest budget serves every
+smaller budget. A budget B allows at most B calls, as in the official recursion: its answer is min_{b <= B} F_b(D).
+For non-increasing L that is F_B(D) itself (splitting a segment never costs more); for L as given it keeps a larger
+budget from scoring worse than a smaller one.
 
 This module is the algorithm only (losses in, steps and costs out); the policy file that stores its results, and
 its plot, live in `policy_file`. NumPy only (scipy for the isotonic fit), so `ardm policy` never imports JAX.
@@ -291,15 +293,31 @@ def optimal_costs(L, max_budget, monotone="sort"):
     monotone: see `optimal_policies`.
 
   Returns:
-    float64 [max_budget]; entry b-1 is the cost of the cheapest policy with b steps.
+    float64 [max_budget], non-increasing; entry B-1 is the cost of the cheapest policy with at most B steps.
   """
   L, is_monotone = prepare_losses(L, monotone)
   (max_budget,) = check_budgets(max_budget, L.size)
-  return _run_layers(L, max_budget, _monotone_layer if is_monotone else _dense_layer)[0]
+  costs = _run_layers(L, max_budget, _monotone_layer if is_monotone else _dense_layer)[0]
+  return costs[_steps_used(costs, is_monotone) - 1]
+
+
+def _steps_used(costs, is_monotone):
+  """For each budget B (entry B-1), the number of steps b <= B with the cheapest exact-b cost, the largest such b
+  on ties. Non-increasing L needs no search (splitting a segment never costs more): b = B, also where rounding
+  leaves F_B(D) a last bit above F_{B-1}(D)."""
+  if is_monotone:
+    return np.arange(1, costs.size + 1)
+  used = np.empty(costs.size, np.int64)
+  best = 0
+  for b in range(costs.size):
+    if costs[b] <= costs[best]:
+      best = b
+    used[b] = best + 1
+  return used
 
 
 def optimal_policies(L, budgets, monotone="sort"):
-  """The exact cheapest policy with exactly B steps for each budget B.
+  """The exact cheapest policy with at most B steps for each budget B (exactly B for non-increasing L).
 
   Args:
     L: [D] per-step losses in bits per variable.
@@ -309,12 +327,13 @@ def optimal_policies(L, budgets, monotone="sort"):
       the plain O(B * D^2) DP, because the fast algorithm's exactness rests on monotone L.
 
   Returns:
-    {B: (steps int64 [B], expected bits of one item)}.
+    {B: (steps int64 [b], expected bits of one item)}, b <= B the steps used (b = B for non-increasing L).
   """
   L, is_monotone = prepare_losses(L, monotone)
   budgets = check_budgets(budgets, L.size)
   costs, opt = _run_layers(L, budgets[-1], _monotone_layer if is_monotone else _dense_layer)
-  return {b: (_backtrack(opt, b, L.size), float(costs[b - 1])) for b in budgets}
+  used = _steps_used(costs, is_monotone)
+  return {b: (_backtrack(opt, used[b - 1], L.size), float(costs[used[b - 1] - 1])) for b in budgets}
 
 
 def plain_dp(L, budget):

@@ -42,9 +42,12 @@ def test_dp_equals_enumeration_small(seed):
       assert_valid(steps, D, budget)
       assert cost == pytest.approx(want_raw, rel=1e-12, abs=1e-12)
       assert P.policy_cost(raw, steps) == pytest.approx(want_raw, rel=1e-12, abs=1e-12)
-      # monotone=None on unsorted losses must take the exact fallback
+      # monotone=None on unsorted losses takes the exact fallback, over at most `budget` calls
       steps, cost = P.optimal_policies(raw, [budget], monotone=None)[budget]
-      assert cost == pytest.approx(want_raw, rel=1e-12, abs=1e-12)
+      want_at_most = min(brute_force_cost(raw, b) for b in range(1, budget + 1))
+      assert_valid(steps, D, len(steps))
+      assert len(steps) <= budget and cost == pytest.approx(want_at_most, rel=1e-12, abs=1e-12)
+      assert P.policy_cost(raw, steps) == pytest.approx(cost, rel=1e-12, abs=1e-12)
       steps, cost = P.optimal_policies(mono, [budget], monotone=None)[budget]  # fast path
       assert_valid(steps, D, budget)
       assert cost == pytest.approx(want_mono, rel=1e-12, abs=1e-12)
@@ -71,6 +74,28 @@ def test_fast_equals_plain_dp(seed):
     assert P.policy_cost(L, steps) == pytest.approx(cost, rel=1e-9, abs=1e-12)
     assert costs[b - 1] == pytest.approx(cost, rel=1e-12, abs=1e-12)
   assert np.all(np.diff(costs) <= 1e-9 * costs[0])  # more calls never cost more for monotone L
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_larger_budget_never_scores_worse_on_unsorted_losses(seed):
+  """A budget allows at most B calls (the official recursion): with L as given (monotone=None) the exact-B optimum
+  can cost more than a smaller budget's (forced extra steps start on expensive L_t), so B picks the best b <= B."""
+  rng = np.random.default_rng(seed)
+  D = 34
+  L = rng.random(D) * rng.choice([0.1, 1.0, 10.0], size=D)  # unsorted, with large jumps
+  budgets = list(range(1, D + 1))
+  pols = P.optimal_policies(L, budgets, monotone=None)
+  costs = P.optimal_costs(L, D, monotone=None)
+  best = [pols[b][1] for b in budgets]
+  assert np.all(np.diff(best) <= 0), best
+  np.testing.assert_allclose(costs, best, rtol=1e-12)
+  for b in budgets:
+    steps, cost = pols[b]
+    assert len(steps) <= b and P.policy_cost(L, steps) == pytest.approx(cost, rel=1e-12)
+    assert cost == pytest.approx(min(P.plain_dp(L, k)[1] for k in range(1, b + 1)), rel=1e-12)
+  # Sorted losses keep exactly B steps for every budget (more calls never cost more there).
+  for b, (steps, _) in P.optimal_policies(L, budgets).items():
+    assert len(steps) == b
 
 
 def test_extreme_budgets_and_constant_losses():
