@@ -34,11 +34,19 @@ COMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+  """argparse with its own errors (a missing or unknown flag, a bad value) in one line like every other error:
+  `ardm CMD: error: ...` and where to look, exit code 2, instead of the usage block."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser(command: str | None = None):
   """The `ardm` parser: with `command`, that command's full parser (its job module imported; the job's own
   description is what `ardm CMD --help` shows); without, the list of commands from COMMANDS (nothing imported).
   Returns (parser, the job module or None)."""
-  parser = argparse.ArgumentParser(prog="ardm", description="Autoregressive Diffusion Models in JAX")
+  parser = OneLineParser(prog="ardm", description="Autoregressive Diffusion Models in JAX")
   sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
   if command not in COMMANDS:
     for name, (_, help_text) in COMMANDS.items():
@@ -57,7 +65,9 @@ def main(argv=None) -> int:
     parser.error(f"unknown command {argv[0]!r}")
   args, rest = parser.parse_known_args(argv)
   if rest and not getattr(job, "TAKES_OVERRIDES", False):
-    parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    parser.exit(
+      2, f"ardm {args.command}: error: unrecognized arguments: {' '.join(rest)}; see `ardm {args.command} --help`\n"
+    )
   args.overrides = rest
   try:
     code = job.run(args)

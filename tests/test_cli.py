@@ -112,6 +112,19 @@ def test_errors_are_one_line(digits_workdir, tmp_path, capsys):
   )
 
 
+def test_argparse_errors_are_one_line_too(capsys):
+  """argparse's own errors (a missing required flag, an unknown flag, a bad choice or command) end like every other
+  error: one line `ardm CMD: error: ...` naming the fix, exit code 2, no usage block."""
+  expect_error(capsys, "eval", "--passes", "2", match="ardm eval: error: one of the arguments --workdir --model")
+  expect_error(capsys, "sample", "--workdir", "w", "--nmu", "3", match="ardm sample: error: unrecognized arguments")
+  expect_error(capsys, "compress", "--workdir", "w", "x.png", "-o", "y", "--mode", "zip", match="invalid choice")
+  expect_error(capsys, "evaluate", match="ardm: error: argument")
+  for argv in (["eval", "--passes", "2"], ["sample", "--workdir", "w", "--nmu", "3"]):
+    with pytest.raises(SystemExit):
+      run(*argv)
+    assert "--help" in capsys.readouterr().err  # where to look
+
+
 def test_text_model_sample_and_infill(tmp_path):
   text = tmp_path / "input.txt"
   text.write_text("the quick brown fox jumps over the lazy dog " * 100)
