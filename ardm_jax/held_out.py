@@ -237,16 +237,12 @@ class HeldOutProgress:
 
   def __init__(self, setup, dataset, config, writer, log):
     tc = config.train
-    self.every = int(tc.eval_every)
-    if self.every < 0:
-      raise ValueError(f"train.eval_every must be >= 0 (0 = no held-out evaluation while training), got {self.every}")
+    self.every = int(tc.eval_every)  # train.eval_every and eval_items were checked (config_checks) before the run
     self.num_steps, self.batch_size, self.seed = int(tc.num_steps), int(tc.eval_batch_size), int(config.seed)
     self.setup, self.writer, self.log = setup, writer, log
     if self.every == 0:
       return
     num_items = int(tc.eval_items)
-    if num_items < 2:
-      raise ValueError(f"train.eval_items must be at least 2 (a standard error needs two items), got {num_items}")
     self.split = "validation" if "validation" in dataset.splits else "test"
     items = dataset.eval_items(self.split)
     chosen = np.random.default_rng(self.seed).permutation(len(items))[: min(num_items, len(items))]

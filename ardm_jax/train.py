@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from ardm_jax import ardm, checkpoint, configs, data, held_out, objective, sharding
+from ardm_jax import ardm, checkpoint, config_checks, configs, data, held_out, objective, sharding
 from ardm_jax.configs import CONFIG_FILE, DATA_SPEC_FILE, config_hash, lt_window  # noqa: F401  (re-exported)
 from ardm_jax.train_state import DataSpec, Setup, TrainState, build_setup, count_params
 
@@ -280,18 +280,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   `stop_at_step` pauses the run early with a checkpoint (the schedule still follows train.num_steps), as a
   preemption would; rerunning continues it.
   """
+  # Every check runs before the workdir is written: a refused run leaves no trace (a workdir holding a config is
+  # bound to it, so a corrected rerun would be refused as "a different config").
+  config_checks.check_run_values(config)
   dataset = data.load(config.data)
   spec = DataSpec.of_dataset(dataset)
-  _prepare_workdir(config, workdir, spec)
-  setup = build_setup(config, spec)
+  setup = build_setup(config, spec)  # traces the network's shapes only (jax.eval_shape): seconds, no allocation
   tc = config.train
   batch_notes = sharding.check_config_batches(config, setup.mesh)  # every batch size of the run, before allocating
+  # Indivisible dimensions and an FSDP mesh that shards almost nothing stop here.
+  sharding.check_param_shardings(setup.abstract_state.params, setup.state_shardings.params, setup.mesh)
+  _prepare_workdir(config, workdir, spec)
   is_main = jax.process_index() == 0
   log = print if is_main else (lambda *a, **k: None)
   for note in batch_notes:
     log(note, flush=True)
-  # Before any allocation: indivisible dimensions and an FSDP mesh that shards almost nothing stop here.
-  sharding.check_param_shardings(setup.abstract_state.params, setup.state_shardings.params, setup.mesh)
   log(sharding.describe_layout(setup.mesh, setup.abstract_state, setup.state_shardings), flush=True)
   log(objective.describe(setup.objective), flush=True)
 

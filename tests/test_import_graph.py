@@ -28,7 +28,7 @@ LAYERS = [
       "alphabets",
     ],
   ),
-  ("networks, data sources and configs", ["nets", "data", "configs"]),
+  ("networks, data sources and configs", ["nets", "data", "configs", "config_checks"]),
   (
     "the runner: sharding, training, checkpoints, held-out evaluation, opening a workdir, sampling",
     [

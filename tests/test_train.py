@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+from conftest import expect_error, run
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -204,6 +205,27 @@ def test_unknown_override_is_rejected():
     configs.apply_overrides(config, ["--config.train.batchsize=3"])
   with pytest.raises(ValueError, match="wrong type"):
     configs.apply_overrides(config, ["--config.train.batch_size=abc"])
+
+
+@pytest.mark.parametrize(
+  "override, match",
+  [
+    ("--config.train.eval_every=-5", "--config.train.eval_every must be an integer >= 0"),
+    ("--config.optim.b2=1.5", "--config.optim.b2 must be a number in [0, 1)"),
+    ("--config.ardm.t_sampling=antithetic", "--config.ardm.t_sampling must be one of uniform, stratified"),
+    ("--config.train.batchsize=8", "unknown config key 'train.batchsize'"),
+    ("--config.ardm.objective=arn", "unknown ardm.objective 'arn'"),  # found while building the network's shapes
+    ("--config.train.batch_size=-8", "--config.train.batch_size must be an integer >= 1"),
+  ],
+)
+def test_a_refused_config_leaves_no_trace_and_the_corrected_command_trains(tmp_path, capsys, override, match):
+  w = tmp_path / "w"
+  expect_error(capsys, "train", "--config", DIGITS_TINY, "--workdir", w, override, match=match)
+  assert not w.exists()  # nothing written: not config.json, not a checkpoints folder, not an events file
+  if override.startswith("--config.train.eval_every"):  # once: the corrected command then trains in that workdir
+    cheap = [f"--config.{k}={v}" for k, v in TRAINER_ONLY.items()]
+    assert run("train", "--config", DIGITS_TINY, "--workdir", w, "--config.train.eval_every=0", *cheap) == 0
+    assert json.load(open(w / train.CONFIG_FILE))["train"]["eval_every"] == 0
 
 
 def _tracker(mean, count, batch_sum, batch_count, window):

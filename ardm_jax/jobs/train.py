@@ -7,7 +7,7 @@ import shlex
 
 import jax
 
-from ardm_jax import configs, distributed
+from ardm_jax import config_checks, configs, distributed
 from ardm_jax.jobs import model_source
 
 # The arguments argparse does not know are the config overrides (--config.KEY=VALUE).
@@ -25,9 +25,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> None:
+  # The config first (no JAX): a misspelt key or a bad value is refused in about a second, before anything starts.
+  config = configs.apply_overrides(configs.load_config_file(args.config), args.overrides)
+  config_checks.check_run_values(config)
   # Before anything touches JAX devices: jax.distributed cannot start afterwards.
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
-  config = configs.apply_overrides(configs.load_config_file(args.config), args.overrides)
   model_source.enable_compile_cache(config=config)
   # Imported here: the trainer's metric writers (clu) import TensorFlow, which made `ardm train --help` take 7.9 s
   # instead of about 1.3 s (measured) and print TensorFlow's start-up log.
