@@ -40,6 +40,33 @@ def resolve_mesh_shape(mesh_cfg: Any, num_devices: int) -> dict[str, int]:
   return sizes
 
 
+def mesh_for_devices(mesh_cfg: Any, num_devices: int) -> dict[str, int]:
+  """The mesh a job on a trained model uses on `num_devices`, whatever mesh trained it.
+
+  A checkpoint is restored onto any layout, so the training mesh is only a preference: it is kept when it fits;
+  otherwise its fsdp and tensor sizes are kept where they divide the devices (parameters split as in training),
+  then either one, with `data` taking the rest, and at last every device on `data` (parameters replicated).
+
+  Args:
+    mesh_cfg: the training config's mesh (sizes for data, fsdp and tensor; one may be -1).
+    num_devices: the devices the job has.
+
+  Returns:
+    Sizes {data, fsdp, tensor} that `make_mesh` accepts for `num_devices` devices.
+  """
+  sizes = {axis: int(mesh_cfg[axis]) for axis in MESH_AXES}
+  try:
+    resolve_mesh_shape(sizes, num_devices)
+    return sizes
+  except ValueError:
+    pass
+  fsdp, tensor = (max(sizes[axis], 1) for axis in ("fsdp", "tensor"))
+  for f, t in ((fsdp, tensor), (fsdp, 1), (1, tensor), (1, 1)):
+    if num_devices % (f * t) == 0:
+      return {"data": -1, "fsdp": f, "tensor": t}
+  raise AssertionError("unreachable: (1, 1) divides every device count")
+
+
 def make_mesh(mesh_cfg: Any, devices: Sequence[jax.Device] | None = None) -> Mesh:
   """Builds the (data, fsdp, tensor) mesh with Auto axes (Explicit axes break Flax linen's nn.Embed)."""
   devices = list(jax.devices() if devices is None else devices)

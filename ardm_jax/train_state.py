@@ -215,8 +215,21 @@ def zero1_shardings(shardings: TrainState, abstract_state: TrainState) -> TrainS
   )
 
 
-def build_setup(config: Any, spec: DataSpec, devices=None) -> Setup:
-  mesh = sharding.make_mesh(config.mesh, devices)
+def build_setup(config: Any, spec: DataSpec, devices=None, mesh_sizes: dict[str, int] | None = None) -> Setup:
+  """Everything a run or a job builds from `config`: mesh, model spec, network, optimizer and the abstract state
+  with its shardings (traced with jax.eval_shape: nothing is allocated).
+
+  Args:
+    config: the experiment config.
+    spec: the data's shape and classes.
+    devices: the mesh's devices (default all).
+    mesh_sizes: sizes {data, fsdp, tensor} instead of config.mesh's (a job laying a trained model out on the
+      devices it has, sharding.mesh_for_devices); config.mesh.zero1 still applies.
+
+  Returns:
+    The Setup.
+  """
+  mesh = sharding.make_mesh(config.mesh if mesh_sizes is None else mesh_sizes, devices)
   rules = sharding.logical_rules(config.get("sharding_rules"))
   model = objective.build(config.get("ardm"), spec.num_classes, config.model)
   net = build_network(

@@ -15,7 +15,7 @@ from etils import epath
 import jax
 import numpy as np
 
-from ardm_jax import checkpoint, configs
+from ardm_jax import checkpoint, configs, sharding
 from ardm_jax.configs import CONFIG_FILE, DATA_SPEC_FILE, config_hash
 from ardm_jax.train_state import DataSpec, Setup, build_setup
 
@@ -48,10 +48,12 @@ class TrainedModel:
 
 def open_workdir(workdir: str, use_ema: bool = True, step: int | str | None = None, devices=None) -> TrainedModel:
   """The model of checkpoint `step`: the latest when None, 'best' for the lowest held-out bits/dim recorded while
-  training (train.eval_every), or a step number; on a mesh of `devices` (default all, as the config's mesh says)."""
+  training (train.eval_every), or a step number; on a mesh of `devices` (default all): the training mesh where it
+  fits them, else the nearest that does (sharding.mesh_for_devices), so a run trained on 16 devices opens on 3."""
   config = load_config(workdir)
   spec = DataSpec.from_json(json.loads((epath.Path(workdir) / DATA_SPEC_FILE).read_text()))
-  setup = build_setup(config, spec, devices)
+  num_devices = len(jax.devices() if devices is None else devices)
+  setup = build_setup(config, spec, devices, mesh_sizes=sharding.mesh_for_devices(config.mesh, num_devices))
   field = "ema_params" if use_ema else "params"
   manager = checkpoint.make_manager(workdir, async_save=False)
   try:

@@ -511,3 +511,17 @@ def _zero1_worker() -> dict:
 
 if __name__ == "__main__":
   print(json.dumps(_zero1_worker() if sys.argv[1:] == ["zero1"] else _worker()))
+
+
+def test_jobs_lay_a_trained_model_out_on_the_devices_they_have():
+  from ardm_jax import sharding  # noqa: PLC0415  (this module's workers set their device count first)
+
+  fit = sharding.mesh_for_devices
+  assert fit({"data": -1, "fsdp": 2, "tensor": 1}, 8) == {"data": -1, "fsdp": 2, "tensor": 1}  # fits: kept as is
+  assert fit({"data": 16, "fsdp": 1, "tensor": 1}, 3) == {"data": -1, "fsdp": 1, "tensor": 1}
+  assert fit({"data": 2, "fsdp": 4, "tensor": 2}, 8) == {"data": -1, "fsdp": 4, "tensor": 2}  # the split kept
+  assert fit({"data": 1, "fsdp": 4, "tensor": 2}, 6) == {"data": -1, "fsdp": 1, "tensor": 2}
+  assert fit({"data": 1, "fsdp": 4, "tensor": 3}, 4) == {"data": -1, "fsdp": 4, "tensor": 1}
+  assert fit({"data": 4, "fsdp": -1, "tensor": 1}, 3) == {"data": -1, "fsdp": 1, "tensor": 1}
+  for cfg, n in (({"data": 16, "fsdp": 1, "tensor": 1}, 3), ({"data": 1, "fsdp": 4, "tensor": 3}, 4)):
+    assert sharding.resolve_mesh_shape(fit(cfg, n), n)  # make_mesh accepts every answer
