@@ -23,9 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # command -> (module in ardm_jax.jobs, one-line help for `ardm --help`)
 COMMANDS = {
   "train": ("train", "train (or resume) a model; overrides as --config.KEY=VALUE"),
-  "eval": ("evaluate", "held-out bits/dim with standard error -> WORKDIR/eval.json"),
+  "eval": ("evaluate", "held-out bits/dim with standard error -> WORKDIR/eval_stepN.json"),
   "sample": ("sample", "draw samples: PNG grid for images, text file for text, WAVs for audio"),
-  "inpaint": ("inpaint", "complete a partly given input (image + mask, or text with '_')"),
+  "inpaint": ("inpaint", "complete a partly given input (image + mask, text with '_', or a WAV with --gap)"),
   "policy": ("policy", "DP-optimal parallel schedules from L_t -> policy.json + PNG"),
   "compress": ("compress", "lossless compression of images, text or audio with a trained model"),
   "decompress": ("decompress", "restore the files of an `ardm compress` container"),

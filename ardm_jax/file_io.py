@@ -43,6 +43,19 @@ def image_grid(images: np.ndarray, num_classes: int, pad: int = 1) -> np.ndarray
   return grid
 
 
+def unused_path(base: str, ext: str = "") -> str:
+  """BASE+EXT, else BASE-1+EXT, BASE-2+EXT, ...: the first name that does not exist.
+
+  The one rule for the default outputs of the jobs in a workdir (eval results, samples): their names carry the
+  checkpoint step and never replace an earlier file, so a rerun (the quick start's, say) adds a result instead of
+  replacing one. An explicit --out is never replaced without --overwrite (`check_writable`).
+  """
+  path, i = base + ext, 1
+  while os.path.exists(path):
+    path, i = f"{base}-{i}{ext}", i + 1
+  return path
+
+
 def check_writable(path: str, overwrite: bool) -> None:
   if os.path.exists(path) and not overwrite:
     raise FileExistsError(f"{path} exists; choose another --out or pass --overwrite to replace it")
@@ -133,6 +146,47 @@ def read_text_input(spec, path: str) -> tuple[np.ndarray, np.ndarray]:
   return ids, observed
 
 
+def parse_gap(text: str, sample_rate: int) -> tuple[int, int]:
+  """'START:END' in seconds -> the sample range [start, end) to regenerate."""
+  start_s, sep, end_s = text.partition(":")
+  try:
+    start, end = float(start_s), float(end_s)
+  except ValueError:
+    start = end = float("nan")
+  if not sep or not 0 <= start < end:
+    raise ValueError(f"--gap {text!r} must be START:END in seconds with 0 <= START < END, e.g. --gap 0.25:0.5")
+  return round(start * sample_rate), round(end * sample_rate)
+
+
+def read_audio_input(spec, path: str, gap: str | None) -> tuple[np.ndarray, np.ndarray]:
+  """A 16-bit mono WAV at the model's rate and its known-mask: the samples in --gap and those past the clip's end
+  (a shorter clip is continued to the model's length) are to be generated."""
+  pcm, rate = audio.read_wav(path)
+  length = spec.shape[0]
+  if rate != spec.sample_rate:
+    raise ValueError(
+      f"{path} is sampled at {rate} Hz but the model takes {spec.sample_rate} Hz; resample it first "
+      f"(e.g. sox {os.path.basename(path)} -r {spec.sample_rate} out.wav)"
+    )
+  if len(pcm) > length:
+    raise ValueError(
+      f"{path} has {len(pcm)} samples but the model takes at most {length} ({length / rate:g} s); cut it first"
+    )
+  item = np.zeros(spec.shape, np.int32)
+  item[: len(pcm)] = audio.pcm_to_classes(pcm, spec.bits or audio.PCM_BITS)
+  observed = np.zeros(spec.shape, bool)
+  observed[: len(pcm)] = True
+  if gap is not None:
+    start, end = parse_gap(gap, rate)
+    if start >= len(pcm):
+      raise ValueError(f"--gap {gap} starts after the clip's end ({len(pcm) / rate:g} s); choose a gap inside it")
+    observed[start:end] = False
+  if observed.all():
+    raise ValueError(f"{path} fills the model's {length} samples: pass --gap START:END (seconds) to regenerate")
+  return item, observed
+
+
 def completion_path(input_path: str, spec) -> str:
+  """Beside the input: NAME.completed.png | .txt, or the folder NAME.completed/ of WAVs for audio."""
   stem, _ = os.path.splitext(input_path)
-  return stem + (".completed.png" if spec.kind == "image" else ".completed.txt")
+  return stem + {"image": ".completed.png", "text": ".completed.txt", "audio": ".completed"}[spec.kind]

@@ -255,17 +255,12 @@ def format_table(result: dict, unit: str) -> str:
   return "\n".join(lines)
 
 
-def output_name(
-  num_orders: int,
-  budget: int | None,
-  naive: bool = False,
-  equal: bool = False,
-  step: int | None = None,
-  num_items: int | None = None,
+def output_stem(
+  num_orders: int, budget: int | None, step: int, naive: bool = False, equal: bool = False, num_items: int | None = None
 ) -> str:
-  """eval_orders_K[_bB][_naive|_equal][_itemsN][_stepN].json: never eval.json."""
+  """eval_orders_K[_bB][_naive|_equal][_itemsN]_stepN: the default result name, apart from the ELBO's eval_stepN."""
   stem = f"eval_orders_{num_orders}"
   if budget is not None:
     stem += f"_b{budget}" + ("_naive" if naive else "_equal" if equal else "")
   stem += "" if num_items is None else f"_items{num_items}"
-  return stem + ("" if step is None else f"_step{step}") + ".json"
+  return f"{stem}_step{step}"

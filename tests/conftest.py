@@ -30,6 +30,17 @@ def expect_error(capsys, *argv, match):
   assert match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
+def newest_result(workdir, stem="eval"):
+  """The parsed newest default result STEM_stepN[-k].json a job wrote in `workdir` (names: file_io.unused_path)."""
+  import glob  # noqa: PLC0415
+  import json  # noqa: PLC0415
+
+  paths = glob.glob(os.path.join(str(workdir), f"{stem}_step[0-9]*.json"))
+  assert paths, f"no {stem}_step*.json in {workdir}"
+  with open(max(paths, key=os.path.getmtime)) as f:
+    return json.load(f)
+
+
 def restore_full_state(model):
   """The whole train state of a workdir model's step, optimizer included (the jobs restore only what they use)."""
   from ardm_jax import checkpoint  # noqa: PLC0415

@@ -2,9 +2,9 @@
 causality, both samplers against exact distributions, and their place in the trainer and the jobs."""
 
 import itertools
-import json
 import os
 
+from conftest import newest_result
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -237,7 +237,7 @@ def test_baseline_jobs_through_the_cli(trained_baselines, tmp_path, capsys):
   d3pm, _ = trained_baselines["digits_d3pm"]
   assert cli.main(["eval", "--workdir", d3pm, "--budget", "5", "--exact"]) == 0
   assert "5 steps" in capsys.readouterr().out
-  saved = json.loads(open(os.path.join(d3pm, "eval_budget5_exact.json")).read())
+  saved = newest_result(d3pm, "eval_budget5_exact")
   assert saved["budget"] == 5 and saved["objective"] == "d3pm_absorbing" and np.isfinite(saved["bpd"])
   assert cli.main(["sample", "--workdir", d3pm, "--budget", "5", "--num", "4", "--out", str(tmp_path / "d.png")]) == 0
   assert cli.main(["sample", "--workdir", arm, "--num", "4", "--out", str(tmp_path / "a.png")]) == 0

@@ -5,7 +5,7 @@ import json
 import os
 import shutil
 
-from conftest import expect_error, restore_full_state, run
+from conftest import expect_error, newest_result, restore_full_state, run
 import numpy as np
 from PIL import Image
 import pytest
@@ -37,13 +37,22 @@ def digits_workdir(tmp_path_factory):
 
 
 @pytest.mark.xdist_group("test_cli")
-def test_eval_writes_json(digits_workdir, capsys):
+def test_eval_writes_json_and_never_replaces_a_result(digits_workdir, capsys):
   run("eval", "--workdir", digits_workdir, "--passes", "2")
-  result = json.load(open(digits_workdir / "eval.json"))
+  first = digits_workdir / "eval_step4.json"
+  result = json.loads(first.read_text())
   assert {"bpd", "stderr", "passes", "split", "step", "params"} <= set(result)
   assert result["passes"] == 2 and result["split"] == "test" and result["params"] == "ema"
   assert 0 < result["bpd"] < 10 and result["stderr"] >= 0
   assert "bits/dim" in capsys.readouterr().out
+  # The one rule for default outputs: a rerun adds a file and leaves the earlier one as it was (eval, sample) ...
+  before = first.read_text()
+  run("eval", "--workdir", digits_workdir, "--passes", "1")
+  assert first.read_text() == before and json.load(open(digits_workdir / "eval_step4-1.json"))["passes"] == 1
+  assert "eval_step4-1.json" in capsys.readouterr().out
+  # ... and an explicit --out is replaced only with --overwrite.
+  expect_error(capsys, "eval", "--workdir", digits_workdir, "--out", first, match="pass --overwrite")
+  assert first.read_text() == before
 
 
 @pytest.mark.xdist_group("test_cli")
@@ -55,7 +64,7 @@ def test_policy_sample_and_budget_eval(digits_workdir, capsys):
   assert pf["fingerprint"]["step"] == 4
   expect_error(capsys, "policy", "--workdir", digits_workdir, "--budgets", "2", match="exists")
   run("eval", "--workdir", digits_workdir, "--budget", "8")
-  result = json.load(open(digits_workdir / "eval_budget8.json"))
+  result = newest_result(digits_workdir, "eval_budget8")
   assert result["budget"] == 8 and result["policy"] == "dp"
   out = digits_workdir / "s.png"
   run("sample", "--workdir", digits_workdir, "--num", "4", "--budget", "8", "--out", out)
@@ -209,8 +218,11 @@ def test_estimate_lt_reuses_one_compiled_function(digits_workdir):
 @pytest.mark.xdist_group("test_cli")
 def test_eval_orders_writes_the_bound_curve_beside_the_elbo(digits_workdir, capsys):
   """`ardm eval --orders K` (ardm_jax/order_bound.py, exact checks in test_order_bound.py) writes its own file."""
-  eval_json = digits_workdir / "eval.json"
-  before = eval_json.read_text() if eval_json.exists() else None
+
+  def elbo_results():
+    return {p.name: p.read_text() for p in digits_workdir.glob("eval_step*.json")}
+
+  before = elbo_results()
   run(
     "eval",
     "--workdir",
@@ -226,8 +238,8 @@ def test_eval_orders_writes_the_bound_curve_beside_the_elbo(digits_workdir, caps
     "60",
   )
   out = capsys.readouterr().out
-  result = json.load(open(digits_workdir / "eval_orders_4_b3_naive_items60.json"))
-  assert (eval_json.read_text() if eval_json.exists() else None) == before
+  result = newest_result(digits_workdir, "eval_orders_4_b3_naive_items60")
+  assert elbo_results() == before
   assert [row["k"] for row in result["curve"]] == [1, 2, 4] and result["num_items"] == 60
   assert result["budget"] == 3 and result["elbo"]["passes"] == 2 and result["unit"] == "bits/dim"
   # Item by item the bound at K is at most the mean of its K per-order bits (Jensen), whatever the draws; the
@@ -241,10 +253,10 @@ def test_eval_orders_writes_the_bound_curve_beside_the_elbo(digits_workdir, caps
   )
   expect_error(capsys, "eval", "--workdir", digits_workdir, "--orders", "2", "--naive", match="pass --budget")
   expect_error(capsys, "eval", "--workdir", digits_workdir, "--num-items", "301", match="between 1 and the 300 items")
-  # The plain ELBO on a subset goes to its own file too: the split's eval.json keeps meaning every item.
+  # The plain ELBO on a subset goes to its own file too: eval_stepN.json keeps meaning every item of the split.
   run("eval", "--workdir", digits_workdir, "--num-items", "20")
-  assert json.load(open(digits_workdir / "eval_items20.json"))["num_items"] == 20
-  assert (eval_json.read_text() if eval_json.exists() else None) == before
+  assert newest_result(digits_workdir, "eval_items20")["num_items"] == 20
+  assert elbo_results() == before
 
 
 # Every job that opens a trained model takes --step (a model folder refuses it: it holds one step).
@@ -286,7 +298,7 @@ def test_step_chooses_the_checkpoint_of_every_model_job(digits_workdir, tmp_path
   assert new_pixels.shape == old_pixels.shape and not np.array_equal(new_pixels, old_pixels)
 
   run("eval", "--workdir", w, "--step", old)
-  assert json.load(open(w / f"eval_step{old}.json"))["step"] == old
+  assert newest_result(w)["step"] == old
   run("policy", "--workdir", w, "--budgets", "2", "--samples", "2", "--step", old, "--out", w / "p_old.json")
   assert json.load(open(w / "p_old.json"))["fingerprint"]["step"] == old
   np.save(tmp_path / "digit.npy", np.zeros((8, 8), np.int64))
@@ -302,3 +314,40 @@ def test_step_chooses_the_checkpoint_of_every_model_job(digits_workdir, tmp_path
   run("decompress", "--workdir", w, "--step", old, tmp_path / "d.ardm", "-o", out)
   np.testing.assert_array_equal(np.load(out / "item_0000.npy"), np.zeros((8, 8)))
   expect_error(capsys, "sample", "--model", tmp_path / "m_old", "--step", old, "--out", w / "x.png", match="--step")
+
+
+@pytest.mark.xdist_group("test_cli")
+def test_a_run_trained_on_16_devices_opens_on_the_devices_a_job_has(digits_workdir, tmp_path, capsys):
+  """The workdir of `--config.mesh.data=16` (its config.json says so; a checkpoint restores onto any layout): the
+  jobs lay it out on this process's device instead of refusing the mesh."""
+  w = tmp_path / "w16"
+  shutil.copytree(digits_workdir, w)
+  config = json.loads((w / "config.json").read_text())
+  config["mesh"].update(data=16, fsdp=1, tensor=1)
+  (w / "config.json").write_text(json.dumps(config))
+  model = workdir_lib.open_workdir(str(w))
+  assert dict(model.setup.mesh.shape) == {"data": 1, "fsdp": 1, "tensor": 1}
+  run("eval", "--workdir", w, "--num-items", "8")
+  run("sample", "--workdir", w, "--num", "2")
+  out = capsys.readouterr().out
+  assert "bits/dim" in out and (w / f"samples_step{model.step}.png").exists()
+
+
+def test_readme_cli_table_matches_each_commands_options():
+  """Every flag of a command's row in the README's CLI table is one of its options, and every option is there."""
+  import re  # noqa: PLC0415
+
+  from ardm_jax import cli  # noqa: PLC0415
+
+  readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
+  rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `ardm (\w+) .*$", readme, re.M)}
+  assert sorted(rows) == sorted(cli.COMMANDS)
+  for command, row in rows.items():
+    usage = row.split("` |")[0]
+    parser, _ = cli.build_parser(command)
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    options = {s for a in sub._actions for s in a.option_strings if s.startswith("--")} - {"--help"}
+    written = set(re.findall(r"(?<![\w.])--[a-z][\w-]*", usage)) - {"--config"}
+    written |= {"--config"} if "--config CFG" in usage else set()  # not the --config.k=v overrides
+    written |= {"--out"} if " -o " in usage else set()
+    assert written == options, (command, sorted(written - options), sorted(options - written))

@@ -26,7 +26,7 @@ FSDD = os.path.join(os.path.dirname(REPO), "shared", "data", "fsdd", "fsdd_8khz.
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
   """A digits workdir (a random model, as in test_compress: no training) with the command `ardm train` records, a
-  policy file and an eval.json; and its exported folder."""
+  policy file and an eval result (`workdir_eval`); and its exported folder."""
   from ardm_jax import train
   from ardm_jax.train_state import DataSpec
 
@@ -51,6 +51,12 @@ def digits(tmp_path_factory):
   return w, root / "digits_model"
 
 
+def workdir_eval(w):
+  """The one eval result the fixture's `ardm eval` wrote in the workdir (eval_stepN.json)."""
+  (path,) = w.glob("eval_step*.json")
+  return path
+
+
 def eval_result(path):
   result = json.load(open(path))
   del result["seconds"]  # wall time: the one field that may differ
@@ -70,9 +76,9 @@ def test_digits_folder_reproduces_every_job(digits, tmp_path, capsys):
   assert (
     meta["fingerprint"] == coding_model.model_fingerprint(from_folder) == coding_model.model_fingerprint(from_workdir)
   )
-  # eval: the same result JSON (the workdir's eval.json was written before the export).
+  # eval: the same result JSON (the workdir's was written before the export).
   run("eval", "--model", m, "--out", tmp_path / "eval.json")
-  assert eval_result(tmp_path / "eval.json") == eval_result(w / "eval.json")
+  assert eval_result(tmp_path / "eval.json") == eval_result(workdir_eval(w))
   # sample with the DP policy (the folder's copy of policy.json) and inpaint: the same bytes.
   for src, name in (("--workdir", w), ("--model", m)):
     run("sample", src, name, "--num", "3", "--budget", "4", "--out", tmp_path / f"s{src}.png")
@@ -127,7 +133,7 @@ def test_export_prints_sizes_and_writes_a_model_card(digits, tmp_path, capsys):
   front = yaml.safe_load(card.split("---\n")[1])
   assert front["library_name"] == "ardm_jax" and front["license"] == "apache-2.0" and front["datasets"] == ["digits"]
   assert "ardm" in front["tags"] and "image" in front["tags"]
-  bpd = json.load(open(w / "eval.json"))["bpd"]
+  bpd = json.load(open(workdir_eval(w)))["bpd"]
   assert front["model-index"][0]["results"][0]["metrics"][0]["value"] == round(bpd, 4)
   assert f"{bpd:.4f}" in card and "ardm train --config" in card and "--config.train.num_steps=3" in card
   assert "ardm sample --model" in card and "ardm compress --model" in card and "0 steps of batch 8" in card
@@ -285,7 +291,7 @@ assert cli.main(["decompress", "--model", {str(m)!r}, {str(tmp_path / "two.ardm"
 """
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
   subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
-  one, two = eval_result(w / "eval.json"), eval_result(tmp_path / "eval.json")
+  one, two = eval_result(workdir_eval(w)), eval_result(tmp_path / "eval.json")
   assert two["bpd"] == pytest.approx(one["bpd"], rel=1e-5) and two["config_hash"] == one["config_hash"]
   for i, item in enumerate(items):
     np.testing.assert_array_equal(np.load(tmp_path / "out" / f"in{i}.npy"), item)

@@ -4,7 +4,7 @@ policies over stages that those jobs use."""
 import json
 import os
 
-from conftest import run
+from conftest import expect_error, newest_result, run
 import numpy as np
 import pytest
 
@@ -82,7 +82,7 @@ def test_upscale_model_policy_eval_sample_and_inpaint(upscale_workdir, capsys):
   assert "| 9 |" in capsys.readouterr().out
 
   run("eval", "--workdir", w, "--budget", "9", "--exact")
-  result = json.load(open(w / "eval_budget9_exact.json"))
+  result = newest_result(w, "eval_budget9_exact")
   assert result["budget"] == 9 and 0 < result["bpd"] < 10
 
   x = sample.sample(model, 4, steps)
@@ -141,7 +141,7 @@ def test_equal_budget_split_reaches_policy_eval_sample_and_compress(upscale_work
   assert per_stage(sample.choose_policy(model, 9, policy_file=str(out), start=5, split="equal")) == [3, 3, 3]
 
   run("eval", "--workdir", w, "--budget", "9", "--policy", out, "--budget-split", "equal")
-  assert json.load(open(w / "eval_budget9_equal.json"))["budget_split"] == "equal"
+  assert newest_result(w, "eval_budget9_equal")["budget_split"] == "equal"
   run(
     "sample",
     "--workdir",
@@ -183,10 +183,31 @@ def test_fsdd_tiny_trains_evaluates_and_samples_wav(tmp_path, capsys):
   )
   assert "bits/sample" in capsys.readouterr().out
   run("eval", "--workdir", w)
-  result = json.load(open(w / "eval.json"))
+  result = newest_result(w)
   assert result["unit"] == "bits/sample" and 0 < result["bpd"] < 17  # an untrained model: about 16
   run("sample", "--workdir", w, "--num", "2", "--budget", "4", "--naive", "--out", tmp_path / "wavs")
   files = sorted(os.listdir(tmp_path / "wavs"))
   assert files == ["sample_000.wav", "sample_001.wav"]
   pcm, rate = audio.read_wav(str(tmp_path / "wavs" / files[0]))
   assert rate == 8000 and pcm.shape == (64,)
+
+  # Audio completion: a shorter clip with a gap; the given samples come back exactly, the gap and the rest of the
+  # model's length are generated.
+  clip = (np.arange(40, dtype=np.int64) * 700 - 14000).astype(np.int16)
+  audio.write_wav(tmp_path / "clip.wav", audio.pcm_to_classes(clip), 8000)
+  run("inpaint", "--workdir", w, "--input", tmp_path / "clip.wav", "--gap", "0.001:0.002", "--num", "2")
+  done = sorted(os.listdir(tmp_path / "clip.completed"))
+  assert done == ["sample_000.wav", "sample_001.wav"] and "(32 of 64 values given)" in capsys.readouterr().out
+  given = np.r_[0:8, 16:40]
+  for name in done:
+    pcm, rate = audio.read_wav(str(tmp_path / "clip.completed" / name))
+    assert rate == 8000 and pcm.shape == (64,)
+    np.testing.assert_array_equal(pcm[given], clip[given])
+  clip_file = tmp_path / "clip.wav"
+  expect_error(
+    capsys, "inpaint", "--workdir", w, "--input", clip_file, "--mask", clip_file, match="--mask is for images"
+  )
+  expect_error(capsys, "inpaint", "--workdir", w, "--input", clip_file, "--gap", "2:1", match="must be START:END")
+  expect_error(
+    capsys, "inpaint", "--workdir", w, "--input", clip_file, "--gap", "0.5:0.6", match="after the clip's end"
+  )

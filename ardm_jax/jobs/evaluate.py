@@ -9,15 +9,19 @@ import time
 
 import numpy as np
 
-from ardm_jax import ardm, data, held_out, objective, order_bound, sample
+from ardm_jax import ardm, data, file_io, held_out, objective, order_bound, sample
 from ardm_jax.jobs import model_source, options
 
 
 def add_parser(sub) -> None:
-  p = sub.add_parser("eval", description="held-out bits/dim with standard error -> WORKDIR/eval.json")
+  p = sub.add_parser("eval", description="held-out bits/dim with standard error -> WORKDIR/eval_stepN.json")
   options.add_model_source(p, data=True)
   options.add_step(p)
-  options.add_out(p, "result JSON (default WORKDIR/eval[...].json; required with --model)")
+  options.add_out(
+    p,
+    "result JSON (default WORKDIR/eval[...]_stepN.json, never an existing name: a rerun adds -1, -2...; required "
+    "with --model)",
+  )
   options.add_overwrite(p, "replace an existing --out file")
   p.add_argument("--passes", type=int, default=1, help="independent estimates per item")
   p.add_argument("--split", default="test", help="held-out split to evaluate")
@@ -44,7 +48,7 @@ def add_parser(sub) -> None:
     metavar="K",
     help="the tighter bound over K random orders per item (exact likelihood under each, all steps or "
     "the --budget policy; log-mean-exp over them), the curve for K = 1, 2, 4, ..., K beside the "
-    "ELBO -> WORKDIR/eval_orders_K[_bB].json",
+    "ELBO -> WORKDIR/eval_orders_K[_bB]_stepN.json",
   )
   p.add_argument("--seed", type=int, default=0)
 
@@ -118,8 +122,7 @@ def run(args) -> None:
     f"{'_equal' if result['budget_split'] == 'equal' and not args.naive else ''}"
   )
   stem += "" if args.num_items is None else f"_items{len(items)}"
-  # A chosen checkpoint's result (--step N|best) does not replace the latest checkpoint's file.
-  path = args.out or os.path.join(args.workdir, stem + ("" if args.step is None else f"_step{model.step}") + ".json")
+  path = args.out or file_io.unused_path(os.path.join(args.workdir, f"{stem}_step{model.step}"), ".json")
   held_out.write_json(path, result)
   calls = (
     len(steps)
@@ -158,9 +161,9 @@ def check_orders_args(args, model) -> None:
 
 def run_orders(args, model, items: np.ndarray) -> str:
   """`--orders K [--budget B]`: writes --out or WORKDIR/eval_orders_K[_bB].json and prints the curve; returns the
-  path. `items`: the held-out items to evaluate (the split, or its first --num-items). As for eval.json, a rerun
-  replaces the default file (atomically); `run` refuses an existing --out without --overwrite before it opens the
-  model."""
+  path. `items`: the held-out items to evaluate (the split, or its first --num-items). As every default output, the
+  file never replaces an earlier one (file_io.unused_path); `run` refuses an existing --out without --overwrite
+  before it opens the model."""
   check_orders_args(args, model)
   setup = model.setup
   steps = None
@@ -197,17 +200,10 @@ def run_orders(args, model, items: np.ndarray) -> str:
     "config_hash": model.config_hash,
     "seconds": round(time.time() - start, 2),
   }
-  path = args.out or os.path.join(
-    args.workdir,
-    order_bound.output_name(
-      args.orders,
-      result["budget"],
-      args.naive,
-      equal,
-      None if args.step is None else model.step,
-      None if args.num_items is None else len(items),
-    ),
+  name = order_bound.output_stem(
+    args.orders, result["budget"], model.step, args.naive, equal, None if args.num_items is None else len(items)
   )
+  path = args.out or file_io.unused_path(os.path.join(args.workdir, name), ".json")
   held_out.write_json(path, result)
   gain, last = result["gain_over_elbo"], result["curve"][-1]
   print(

@@ -27,11 +27,7 @@ def add_parser(sub) -> None:
 def default_out(workdir: str, spec, step: int, budget: int | None, stem: str = "samples") -> str:
   """WORKDIR/STEM_stepSTEP[_bB].png|.txt (a folder for audio), never an existing name."""
   ext = {"image": ".png", "text": ".txt", "audio": ""}[spec.kind]  # audio: a folder of WAVs
-  base = os.path.join(workdir, f"{stem}_step{step}" + (f"_b{budget}" if budget else ""))
-  path, i = base + ext, 1
-  while os.path.exists(path):  # default names never replace an earlier result
-    path, i = f"{base}-{i}{ext}", i + 1
-  return path
+  return file_io.unused_path(os.path.join(workdir, f"{stem}_step{step}" + (f"_b{budget}" if budget else "")), ext)
 
 
 def run(args) -> None:
