@@ -16,9 +16,9 @@ experiments/cifar10_subset.py, so without cifar10.py's augmentation). The learni
 optimiser settings changed (see NARROW); everything else is the paper config's.
 
 Two variants, equal in everything else:
-  paper   the configs as they are (this issue: Transformer with the official sinusoidal positions and inputs,
-          U-Net with the official numeric input branch);
-  before  the networks before that change: Transformer with learned positions, time and mask inputs, no rotary
+  paper   the configs as they are (Transformer with the official sinusoidal positions and inputs, U-Net with
+          the official numeric input branch);
+  before  the earlier networks: Transformer with learned positions, time and mask inputs, no rotary
           positions; U-Net without the numeric branch.
 
 Held-out curve: every CHECKPOINT_EVERY steps a checkpoint is kept; after training each one's EMA parameters are
@@ -54,12 +54,12 @@ from ardm_jax import checkpoint, configs, data, held_out, nets, train, workdir  
 VARIANTS = ("before", "paper")
 DATASETS = ("text", "cifar")
 CHECKPOINT_EVERY = 100
-# The network options this issue turns on in the paper configs, at their values before it.
+# The network options the paper configs turn on (the official input layers), at their earlier values.
 BEFORE = {
   "text": dict(positions="learned", time_input=True, mask_input=True, rope=False),
   "cifar": dict(input_numeric=False),
 }
-# The option that marks a paper config as carrying this issue's network change.
+# The option whose presence marks a paper config as having the official input layers.
 PAPER_MARKER = {"text": "positions", "cifar": "input_numeric"}
 
 # Narrowing to 2 shared CPU cores, sized so that one run takes under about 8 minutes there (measured: the text model
@@ -107,7 +107,7 @@ def build_config(name: str, variant: str, steps: int, text_path: str, cifar_path
     if variant == "paper":
       raise SystemExit(
         f"experiments/{'text8' if name == 'text' else 'cifar10'}.py does not set "
-        f"model.{paper_key} yet: the paper variant needs this issue's network change"
+        f"model.{paper_key}: the paper variant needs the official input layers"
       )
   if variant == "before":
     config.model.update(BEFORE[name])
@@ -297,7 +297,7 @@ def plot(measured: dict, path: str, compare: dict[str, dict]) -> None:
         yerr=[p["stderr"] for p in run["curve"]],
         fmt=style,
         capsize=3,
-        label={"before": "before (learned positions / no numeric input)", "paper": "paper scheme (this issue)"}[
+        label={"before": "before (learned positions / no numeric input)", "paper": "paper configs (official inputs)"}[
           variant
         ],
       )
@@ -330,7 +330,7 @@ def main(argv=None) -> None:
     "--variant",
     choices=VARIANTS + ("both",),
     default="both",
-    help="'before': the networks before this issue's change; 'paper': the configs as they are",
+    help="'before': the earlier input layers; 'paper': the configs as they are",
   )
   parser.add_argument(
     "--before", dest="variant", action="store_const", const="before", help="shorthand for --variant before"

@@ -3,8 +3,8 @@
 Command:
   ardm train --config experiments/digits.py --workdir runs/digits
 Expected (measured, benchmarks/RESULTS.md "Digits default"): test bits/dim 1.8560 ± 0.0186 (EMA parameters, 4
-passes over the 300 test images) in 7 min 26 s on 2 CPU cores shared with one other job; xz on the whole set gives
-2.71, WebP 7.97 per image. `experiments/digits.py:tiny` is a seconds-long smoke variant for tests.
+passes over the 300 test images) in 7 min 26 s on 2 CPU cores shared with one other job; xz -9e on the 300 test
+images as one file gives 2.88 (2.71 on all 1,797 images), WebP 7.97 per image. `experiments/digits.py:tiny` is a seconds-long smoke variant for tests.
 """
 
 from ardm_jax.configs import base_config, shrink_to_tiny
