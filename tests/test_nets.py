@@ -1,5 +1,8 @@
 """Network tests on tiny sizes: interface, partitioning metadata, dependence structure."""
 
+import json
+import os
+
 import flax.linen as nn
 import jax
 import jax.extend
@@ -8,6 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from ardm_jax import configs, train_state
 from ardm_jax.nets import attention, build_network, layers
 
 UNET_CFG = dict(name="unet", ch=16, num_res_blocks=1, input_embed_dim=4, num_heads=2)
@@ -640,3 +644,26 @@ def test_config_without_stage_input_builds_the_same_network_as_before(kind):
     assert kernel_on[-2] == kernel_off[-2] + S_STAGES
     assert kernel_on[:-2] + kernel_on[-1:] == kernel_off[:-2] + kernel_off[-1:]
   assert shapes_on == shapes_off
+
+
+@pytest.mark.parametrize("name,stages", [("cifar10_upscale4", 4), ("sc09_upscale", 16), ("text8_upscale", 0)])
+def test_paper_upscale_configs_feed_the_stage_and_their_old_config_files_still_load(name, stages):
+  """The CIFAR-10 and SC09 upscale configs give conv_in S stage channels more than their config.json of a release
+  before model.stage_input (key missing), which builds the old parameter tree; text8's official model has no
+  stage input (its ids tell the stage), so its config leaves the key out."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config = configs.load_config_file(os.path.join(repo, "experiments", f"{name}.py:tiny"))
+  spec = train_state.spec_without_data(config)
+  old = json.loads(config.to_json(sort_keys=True))
+  assert old["model"].pop("stage_input", False) is bool(stages)
+
+  def param_shapes(cfg):
+    setup = train_state.build_setup(cfg, spec)
+    assert setup.objective.num_stages == (stages or 2)
+    return jax.tree.map(lambda a: a.shape, setup.abstract_state.params)
+
+  new_shapes, old_shapes = param_shapes(config), param_shapes(ml_collections.ConfigDict(old))
+  if stages:
+    kernel_new, kernel_old = new_shapes["conv_in"].pop("kernel"), old_shapes["conv_in"].pop("kernel")
+    assert kernel_new[-2] == kernel_old[-2] + stages
+  assert new_shapes == old_shapes
