@@ -239,6 +239,7 @@ def build_setup(config: Any, spec: DataSpec, devices=None, mesh_sizes: dict[str,
     num_outputs=model.num_outputs,
     num_input_classes=model.num_input_classes,
     num_steps=model.num_net_steps(spec.num_steps),
+    num_stages=model.num_stages,
   )
   tx = make_optimizer(config.optim, int(config.train.num_steps))
   create = _state_creator(net, tx, spec, model)

@@ -9,7 +9,9 @@ What the network sees at stage s, step t (one call, as in the OA-ARDM):
   x_in[i]  = the level-(s+1) state of variable i if it is already refined in this stage (sigma_s[i] < t),
              else its level-s state (which already carries everything the earlier stages generated);
   known[i] = sigma_s[i] < t, for this stage's order sigma_s;
-  t_net    = s * D + t, so one time embedding over S * D steps tells the network the stage and the step.
+  t_net    = s * D + t, so one time embedding over S * D steps tells the network the stage and the step;
+             with model.stage_input the network also reads s = t_net // D as S one-hot mask channels (the
+             official upscale input).
 
 The network is a plain `apply_fn(params, x_in, known, t_net, train, dropout_key) -> [B, ..., O]` (see `ardm`).
 Orders are per stage, sigma_BxSxD. A policy for all stages is one increasing array of global step starts

@@ -1,9 +1,10 @@
 """Upscale ARDM on CIFAR-10 (tfds): 4 stages of base-4 digits of each 8-bit sub-pixel, the paper's U-Net.
 
 Same network, data (with augmentation) and optimisation as experiments/cifar10.py (one resolution, 32 ResBlocks
-of 256 channels, the official input layer); the network sees every coarse value as an input id, the stage as S
-extra mask channels, and S * D = 4 * 3072 steps. Data parametrisation: the network predicts all 256 values and
-each stage renormalises over the values consistent with the coarser image.
+of 256 channels, the official input layer); the network sees every coarse value as an input id, the stage as a
+one-hot in S = 4 mask channels beside the known-mask (model.stage_input, the official input), and S * D = 4 * 3072
+steps. Data parametrisation: the network predicts all 256 values and each stage renormalises over the values
+consistent with the coarser image.
 Command (TPU v4-32 or 8 GPUs; `tfds build cifar10` first on a machine with internet):
   ardm train --config experiments/cifar10_upscale4.py --workdir gs://BUCKET/ardm/cifar10_upscale4
 Expected (paper, the target; not measured with this code): 2.64 bits/dim with 4 x 3072 steps (ARDM-Upscale 4,
@@ -30,6 +31,9 @@ def get_config(variant: str = "default"):
   config.ardm.branch_factor = 4
   # official upscale_direct_parametrization=False; paper section 5: images are trained with the data parametrization
   config.ardm.parametrisation = "data"
+  # The official input: bit_ao.prepare_additional_input appends a one-hot of the stage (S channels) to the known-mask,
+  # and InputProcessingImage concatenates both to the values before conv_in (S = 4 here: 3 + 4 mask channels).
+  config.model.stage_input = True
   if variant == "tiny":
     shrink_to_tiny(config)
   elif variant != "default":

@@ -23,6 +23,9 @@ def get_config(variant: str = "default"):
   # a categorical softmax per stage (App. D); official upscale_direct_parametrization=True, 'categorical'
   config.ardm.parametrisation = "direct"
   config.ardm.output = "categorical"
+  # The official input: bit_ao.prepare_additional_input appends a one-hot of the stage (S channels) to the known-mask,
+  # and InputProcessingAudio concatenates both to the values before conv_in (S = 16 here: 1 + 16 mask channels).
+  config.model.stage_input = True
   if variant == "tiny":
     shrink_to_tiny(config)
   elif variant != "default":

@@ -23,7 +23,9 @@ def get_config(variant: str = "default"):
   config.ardm.parametrisation = "data"  # official upscale_direct_parametrization=False
   # The inputs stay text8.py's official ones (no mask, no t), as in the official bit_ao text8 model: the ids alone
   # tell the stage (absorbing ids occur only in stage 1) and the positions to predict (absorbing ids in stage 1,
-  # vowel / consonant ids in stage 2; a space is exact after stage 1).
+  # vowel / consonant ids in stage 2; a space is exact after stage 1). So model.stage_input stays off: the official
+  # TransformerLM.__call__ deletes the whole additional input, the stage one-hot of bit_ao.prepare_additional_input
+  # with the mask.
   if variant == "tiny":
     shrink_to_tiny(config)
   elif variant != "default":

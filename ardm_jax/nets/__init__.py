@@ -7,7 +7,8 @@
 x_in int [B, *data_shape] in 0..K (K = absorbing), known bool [B, *data_shape],
 t int [B] (number of known variables) -> float32 logits [B, *data_shape, K]. Where build_network is given
 other sizes, x_in ranges over 0..num_input_classes-1, t over 0..num_steps-1 and the last axis is num_outputs
-(e.g. 3 M for a logistic mixture).
+(e.g. 3 M for a logistic mixture); an upscale ARDM's t is the global step s * D + t over num_steps = S * D, with
+num_stages = S.
 
 model_cfg keys (sizes have no defaults, so a config always states its model size):
   unet:        ch, num_res_blocks, input_embed_dim;
@@ -25,11 +26,14 @@ model_cfg keys (sizes have no defaults, so a config always states its model size
   diffwave:    num_blocks, features (divisible by 4);
                optional dilation_cycle=12, kernel_size=3, skip_features=features, dropout=0.0,
                dtype='float32', remat=False, scan_layers=False
-Every network: remat is one of layers.REMAT_CHOICES ('none', 'attention', 'full' or a jax.checkpoint_policies
-name; True / False from older configs read as 'full' / 'none'); attention_impl one of attention.ATTENTION_IMPLS
-('plain' is the einsum form older checkpoints were trained with; 'xla', 'cudnn', 'auto' go through
-jax.nn.dot_product_attention); scan_layers=True compiles each run of identical blocks once with nn.scan, stacking
-their parameters on a leading 'layers' axis (`scan_params` converts an unrolled checkpoint's parameters).
+Every network: optional stage_input=False (with num_stages S > 1, the stage s = t // D as S one-hot channels
+beside the known-mask, the official upscale input: into conv_in for unet and diffwave, an embedding added at every
+position for transformer; no effect with one stage). remat is one of layers.REMAT_CHOICES ('none', 'attention',
+'full' or a jax.checkpoint_policies name; True / False from older configs read as 'full' / 'none'); attention_impl
+one of attention.ATTENTION_IMPLS ('plain' is the einsum form older checkpoints were trained with; 'xla', 'cudnn',
+'auto' go through jax.nn.dot_product_attention); scan_layers=True compiles each run of identical blocks once with
+nn.scan, stacking their parameters on a leading 'layers' axis (`scan_params` converts an unrolled checkpoint's
+parameters).
 Unknown keys are rejected so a misspelt option cannot be silently ignored.
 """
 
@@ -61,6 +65,7 @@ _SPECS = {
       attention_impl="plain",
       scan_layers=False,
       input_numeric=False,
+      stage_input=False,
     ),
     rank=3,
     shape_doc="(H, W, C)",
@@ -78,6 +83,7 @@ _SPECS = {
       positions="learned",
       time_input=True,
       mask_input=True,
+      stage_input=False,
     ),
     rank=None,
     shape_doc="(L,) or any item shape (raster order)",
@@ -85,15 +91,22 @@ _SPECS = {
   "diffwave": dict(
     required=("num_blocks", "features"),
     optional=dict(
-      dilation_cycle=12, kernel_size=3, skip_features=None, dropout=0.0, dtype="float32", remat=False, scan_layers=False
+      dilation_cycle=12,
+      kernel_size=3,
+      skip_features=None,
+      dropout=0.0,
+      dtype="float32",
+      remat=False,
+      scan_layers=False,
+      stage_input=False,
     ),
     rank=1,
     shape_doc="(L,)",
   ),
 }
 _CLASSES = {"unet": UNet, "transformer": Transformer, "diffwave": DiffWave}
-# Output/input/step sizes that differ from the OA-ARDM defaults (K logits, K+1 input ids, D steps).
-_SIZE_OPTIONS = ("num_outputs", "num_input_classes", "num_steps")
+# Output/input/step/stage sizes that differ from the OA-ARDM defaults (K logits, K+1 input ids, D steps, 1 stage).
+_SIZE_OPTIONS = ("num_outputs", "num_input_classes", "num_steps", "num_stages")
 
 
 def build_network(model_cfg: Mapping[str, Any], data_shape: tuple[int, ...], num_classes: int, **sizes) -> nn.Module:
@@ -103,8 +116,9 @@ def build_network(model_cfg: Mapping[str, Any], data_shape: tuple[int, ...], num
     model_cfg: 'name' ('unet', 'transformer' or 'diffwave') and that network's keys (module docstring).
     data_shape: the item shape: (H, W, C) for 'unet', (L,) for 'diffwave', any for 'transformer'.
     num_classes: K >= 2, the data classes.
-    **sizes: num_outputs (default K), num_input_classes (default K + 1) and num_steps (default D), for other
-      output distributions and upscale ARDMs; None keeps the default.
+    **sizes: num_outputs (default K), num_input_classes (default K + 1), num_steps (default D) and num_stages
+      (default 1; read only with model.stage_input), for other output distributions and upscale ARDMs; None
+      keeps the default.
 
   Returns:
     The unbound flax module (`UNet`, `Transformer` or `DiffWave`), called as in the module docstring.

@@ -4,6 +4,7 @@ The paper's SC09 network: 36 blocks of 256 channels with dilations 1, 2, ..., 20
 each output sees the whole 1 s clip. Inputs are both the value as a number in [-1, 1] (3/4 of the input channels,
 through a width-3 convolution together with the known-mask) and a learned embedding of the class id (the other
 1/4), so the absorbing value and augmented upscale states, which have no numeric meaning, are still told apart.
+With `stage_input=True` an upscale model's mask gets S more channels, a one-hot of the stage (the official input).
 Every block adds a projection of the step embedding, applies tanh(conv) * sigmoid(conv) and emits a residual and
 a skip output; the skip outputs, summed over blocks, feed two 1x1 convolutions, the last zero-initialised so the
 untrained network predicts the distribution's zero-output default. With a bf16 compute dtype the residual
@@ -185,6 +186,9 @@ class DiffWave(nn.Module):
     num_outputs: outputs per variable; None: K.
     num_input_classes: rows of the input id table; None: K + 1.
     num_steps: range of t for the time embedding; None: L.
+    stage_input: with num_stages S > 1, a one-hot of the stage s = t // (num_steps / S) as S more mask channels
+      into conv_in; False (and S = 1) keeps older checkpoints' layout.
+    num_stages: S, the upscale stages (t = s * D + t within the stage); None: 1.
   """
 
   num_classes: int
@@ -201,6 +205,8 @@ class DiffWave(nn.Module):
   num_outputs: int | None = None
   num_input_classes: int | None = None
   num_steps: int | None = None
+  stage_input: bool = False
+  num_stages: int | None = None
 
   def _sizes(self) -> tuple[int, int, int]:
     (length,) = self.data_shape
@@ -239,8 +245,13 @@ class DiffWave(nn.Module):
 
     # Ids >= K (the absorbing value, augmented states) have no place on the number line: value channel 0.
     value_BxL = layers.numeric_value(x_in, self.num_classes)
-    numeric_BxLx2 = jnp.stack([value_BxL, known.astype(jnp.float32)], axis=-1).astype(self.dtype)
-    h_num = conv1d(3 * feats // 4, 3, dtype=self.dtype, name="conv_in")(numeric_BxLx2)
+    numeric_BxLxM = jnp.stack([value_BxL, known.astype(jnp.float32)], axis=-1)
+    stage_BxS = layers.stage_onehot(self, t)
+    if stage_BxS is not None:
+      # The official mask channels: the known-mask, then the stage one-hot at every sample.
+      stage_BxLxS = jnp.broadcast_to(stage_BxS[:, None, :], value_BxL.shape + stage_BxS.shape[-1:])
+      numeric_BxLxM = jnp.concatenate([numeric_BxLxM, stage_BxLxS], axis=-1)
+    h_num = conv1d(3 * feats // 4, 3, dtype=self.dtype, name="conv_in")(numeric_BxLxM.astype(self.dtype))
     # The official input layer projects the id embedding once more (Embed -> Dense, both F/4 wide).
     h_emb = layers.embed(num_input_classes, feats // 4, dtype=self.dtype, name="input_embed")(x_in)
     h_emb = layers.dense(feats // 4, ("conv_in", "embed"), dtype=self.dtype, name="input_embed_proj")(h_emb)

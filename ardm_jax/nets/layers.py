@@ -351,6 +351,28 @@ def output_input_step_sizes(net) -> tuple[int, int, int]:
   )
 
 
+def stage_onehot(net, t_B: jax.Array) -> jax.Array | None:
+  """The upscale stage s = t_net // D of each item as a float32 one-hot (the official S extra mask channels).
+
+  Args:
+    net: a network module with stage_input, num_stages (None or 1: one stage) and num_steps (S * D).
+    t_B: int [B], the global steps t_net = s * D + t the network already gets: deriving s from them keeps the
+      call signature of every caller (training, evaluation, sampling, coding).
+
+  Returns:
+    float32 [B, S]; None unless net.stage_input is on and S > 1.
+
+  Raises:
+    ValueError: if S does not divide num_steps.
+  """
+  stages, num_steps = net.num_stages or 1, output_input_step_sizes(net)[2]
+  if not net.stage_input or stages < 2:
+    return None
+  if num_steps % stages:
+    raise ValueError(f"model.stage_input needs num_steps = S * D, got {num_steps} steps for S = {stages} stages")
+  return jax.nn.one_hot(t_B // (num_steps // stages), stages, dtype=jnp.float32)
+
+
 def sinusoidal_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0, endpoint: bool = False) -> jax.Array:
   """Transformer-style sin/cos features.
 

@@ -13,7 +13,9 @@ Inputs: `positions` is 'learned' (an N(0, 0.02) table, the default), 'sinusoidal
 official text8 model, added at unit amplitude to the N(0, 1) token embeddings, no parameters) or 'none' (with
 rope, positions enter through attention only). `time_input` and `mask_input` (both on by default) add embeddings
 of t and of the known-mask; the official text8 model has neither and reads unknown positions from the absorbing
-token alone.
+token alone. `stage_input` (off by default) adds, at every position, a learned embedding of an upscale model's stage
+s = t // (num_steps / S): the counterpart of the S stage channels the conv networks get beside the mask (the
+official text8 Transformer discards mask and stage alike; its upscale ids tell the stage).
 
 Numerics: with a bf16 compute dtype each block still reads and writes a float32 residual stream, and the final
 LayerNorm and logits layer run in float32, so neither the residual sums nor the logits are rounded to bf16.
@@ -126,9 +128,12 @@ class Transformer(nn.Module):
     positions: one of POSITIONS (module docstring).
     time_input: add an embedding of t.
     mask_input: add an embedding of the known-mask.
+    stage_input: with num_stages S > 1, add an embedding of the stage (module docstring); False (and S = 1) keeps
+      older checkpoints' layout.
     num_outputs: outputs per variable; None: K.
     num_input_classes: rows of the token table; None: K + 1.
     num_steps: range of t for the time embedding; None: D = L.
+    num_stages: S, the upscale stages (t = s * D + t within the stage); None: 1.
   """
 
   num_classes: int
@@ -147,9 +152,11 @@ class Transformer(nn.Module):
   positions: str = "learned"
   time_input: bool = True
   mask_input: bool = True
+  stage_input: bool = False
   num_outputs: int | None = None
   num_input_classes: int | None = None
   num_steps: int | None = None
+  num_stages: int | None = None
 
   @nn.compact
   def __call__(self, x_in: jax.Array, known: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
@@ -158,7 +165,7 @@ class Transformer(nn.Module):
     Args:
       x_in: int [B, *data_shape] ids in 0..num_input_classes-1 (data values below K, the absorbing value K).
       known: bool [B, *data_shape], the known-mask (unused with mask_input=False).
-      t: int [B] steps in 0..num_steps-1 (unused with time_input=False).
+      t: int [B] steps in 0..num_steps-1 (unused with time_input=False and no stage input).
       train: dropout on (needs a 'dropout' rng).
 
     Returns:
@@ -190,6 +197,11 @@ class Transformer(nn.Module):
       h = h + layers.sinusoidal_embedding(jnp.arange(length), self.emb_dim, endpoint=True)[None, :, :]
     if self.mask_input:
       h = h + layers.embed(2, self.emb_dim, dtype=jnp.float32, name="known_embed")(known.astype(jnp.int32))
+    stage_BxS = layers.stage_onehot(self, t)
+    if stage_BxS is not None:
+      # A table of S rows like known_embed's two; one row per item, the same at every position.
+      stage_embed = layers.embed(stage_BxS.shape[-1], self.emb_dim, dtype=jnp.float32, name="stage_embed")
+      h = h + stage_embed(jnp.argmax(stage_BxS, axis=-1))[:, None, :]
     if self.time_input:
       temb_BxE = layers.TimeEmbedding(
         num_steps,

@@ -9,7 +9,8 @@ N down blocks, a middle ResBlock-Attn-ResBlock, and N+1 up blocks.
 Input layer: by default a learned vector per sub-pixel id plus the known-mask, through conv_in. With
 `input_numeric=True` it is the official one: a conv3x3 over the values as numbers on [-1, 1] and the mask gives
 3/4 of the channels, and a learned embedding of the ids (flattened over the colour channels, then Dense) the other
-1/4, so the net need not learn the order of 256 values from data while the absorbing value stays distinct.
+1/4, so the net need not learn the order of 256 values from data while the absorbing value stays distinct. With
+`stage_input=True` an upscale model's mask gets S more channels, a one-hot of the stage, as in the official model.
 
 Numerics: with a bf16 compute dtype the residual stream (every block's output, the skip activations) and the
 output head stay float32, so 67 residual additions and the logits are not rounded to bf16.
@@ -149,9 +150,12 @@ class UNet(nn.Module):
       keeps the unrolled layout (down_res_i, down_attn_i, up_res_i, up_attn_i) of older checkpoints. The middle
       blocks stay unrolled.
     input_numeric: the official input layer (module docstring); False keeps older checkpoints' layout.
+    stage_input: with num_stages S > 1, a one-hot of the stage s = t // (num_steps / S) as S more mask channels
+      into conv_in; False (and S = 1) keeps older checkpoints' layout.
     num_outputs: outputs per variable; None: K.
     num_input_classes: rows of the input id table; None: K + 1.
     num_steps: range of t for the time embedding; None: D = H * W * C.
+    num_stages: S, the upscale stages (t = s * D + t within the stage); None: 1.
   """
 
   num_classes: int
@@ -167,9 +171,11 @@ class UNet(nn.Module):
   attention_impl: str = "plain"
   scan_layers: bool = False
   input_numeric: bool = False
+  stage_input: bool = False
   num_outputs: int | None = None
   num_input_classes: int | None = None
   num_steps: int | None = None
+  num_stages: int | None = None
 
   @nn.compact
   def __call__(self, x_in: jax.Array, known: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
@@ -200,6 +206,12 @@ class UNet(nn.Module):
     # Each sub-pixel gets its own learned vector (absorbing value K / coarse states included), and the
     # known-mask is fed explicitly so the net never has to infer it from the values.
     e_BxHxWxCxE = layers.embed(num_inputs, self.input_embed_dim, dtype=self.dtype, name="input_embed")(x_in)
+    # The mask channels: the known-mask, then (stage_input) the stage one-hot at every pixel, in the official order.
+    mask_BxHxWxM = known.astype(jnp.float32)
+    stage_BxS = layers.stage_onehot(self, t)
+    if stage_BxS is not None:
+      stage_BxHxWxS = jnp.broadcast_to(stage_BxS[:, None, None, :], (b, hh, ww, stage_BxS.shape[-1]))
+      mask_BxHxWxM = jnp.concatenate([mask_BxHxWxM, stage_BxHxWxS], axis=-1)
     e_BxHxWxCE = e_BxHxWxCxE.reshape(b, hh, ww, cc * self.input_embed_dim)
     if self.input_numeric:
       if self.ch % 4:
@@ -207,14 +219,12 @@ class UNet(nn.Module):
           f"model.input_numeric needs model.ch divisible by 4 (3/4 numeric channels, 1/4 "
           f"embedding), got {self.ch}; use e.g. 64 or 256"
         )
-      numeric_BxHxWx2C = jnp.concatenate(
-        [layers.numeric_value(x_in, self.num_classes), known.astype(jnp.float32)], axis=-1
-      ).astype(self.dtype)
-      h_num = layers.conv3x3(3 * self.ch // 4, dtype=self.dtype, name="conv_in")(numeric_BxHxWx2C)
+      numeric_BxHxWxCM = jnp.concatenate([layers.numeric_value(x_in, self.num_classes), mask_BxHxWxM], axis=-1)
+      h_num = layers.conv3x3(3 * self.ch // 4, dtype=self.dtype, name="conv_in")(numeric_BxHxWxCM.astype(self.dtype))
       h_emb = layers.dense(self.ch // 4, ("conv_in", "embed"), dtype=self.dtype, name="input_embed_proj")(e_BxHxWxCE)
       h = jnp.concatenate([h_num, h_emb], axis=-1)
     else:
-      h = jnp.concatenate([e_BxHxWxCE, known.astype(self.dtype)], axis=-1)
+      h = jnp.concatenate([e_BxHxWxCE, mask_BxHxWxM.astype(self.dtype)], axis=-1)
       h = layers.conv3x3(self.ch, dtype=self.dtype, name="conv_in")(h)
     h = layers.constrain(h.astype(jnp.float32), _ACT_4D)
 
