@@ -149,6 +149,8 @@ class UNet(nn.Module):
       keeps the unrolled layout (down_res_i, down_attn_i, up_res_i, up_attn_i) of older checkpoints. The middle
       blocks stay unrolled.
     input_numeric: the official input layer (module docstring); False keeps older checkpoints' layout.
+    input_embed_std: the standard deviation of the id embedding's initial entries (N(0, input_embed_std^2)).
+    time_endpoint: the time embedding's frequency spacing (layers.sinusoidal_embedding's `endpoint`).
     num_outputs: outputs per variable; None: K.
     num_input_classes: rows of the input id table; None: K + 1.
     num_steps: range of t for the time embedding; None: D = H * W * C.
@@ -167,6 +169,8 @@ class UNet(nn.Module):
   attention_impl: str = "plain"
   scan_layers: bool = False
   input_numeric: bool = False
+  input_embed_std: float = 1.0
+  time_endpoint: bool = False
   num_outputs: int | None = None
   num_input_classes: int | None = None
   num_steps: int | None = None
@@ -194,12 +198,20 @@ class UNet(nn.Module):
     b = x_in.shape[0]
 
     temb_BxT = layers.TimeEmbedding(
-      num_steps, sin_dim=self.ch, hidden_dim=4 * self.ch, out_dim=4 * self.ch, dtype=self.dtype, name="time_embed"
+      num_steps,
+      sin_dim=self.ch,
+      hidden_dim=4 * self.ch,
+      out_dim=4 * self.ch,
+      dtype=self.dtype,
+      endpoint=self.time_endpoint,
+      name="time_embed",
     )(t)
 
     # Each sub-pixel gets its own learned vector (absorbing value K / coarse states included), and the
     # known-mask is fed explicitly so the net never has to infer it from the values.
-    e_BxHxWxCxE = layers.embed(num_inputs, self.input_embed_dim, dtype=self.dtype, name="input_embed")(x_in)
+    e_BxHxWxCxE = layers.embed(
+      num_inputs, self.input_embed_dim, dtype=self.dtype, stddev=self.input_embed_std, name="input_embed"
+    )(x_in)
     e_BxHxWxCE = e_BxHxWxCxE.reshape(b, hh, ww, cc * self.input_embed_dim)
     if self.input_numeric:
       if self.ch % 4:
