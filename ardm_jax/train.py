@@ -66,8 +66,12 @@ def train_step(
   ce_weight: float,
   ema_decay: float,
   lt_window: float,
+  ema_warmup: bool = True,
 ) -> tuple[TrainState, dict]:
-  """One optimisation step; the per-step randomness is fold_in(base_key, step)."""
+  """One optimisation step; the per-step randomness is fold_in(base_key, step).
+
+  The EMA decay is `ema_decay`, or with `ema_warmup` min(ema_decay, (1 + n) / (10 + n)) at step n (configs.ema_warmup).
+  """
   key = jax.random.fold_in(base_key, state.step)
   grad_fn = jax.value_and_grad(
     functools.partial(loss_fn, apply_fn=apply_fn, spec=spec, t_sampling=t_sampling, ce_weight=ce_weight), has_aux=True
@@ -75,9 +79,11 @@ def train_step(
   (loss, (terms, bpd, ce)), grads = grad_fn(state.params, batch, key)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  # The EMA decay warms up as (1 + n) / (10 + n) so short runs do not average in their first, poor steps.
-  step_f = state.step.astype(jnp.float32)
-  decay = jnp.minimum(ema_decay, (1.0 + step_f) / (10.0 + step_f))
+  if ema_warmup:
+    step_f = state.step.astype(jnp.float32)
+    decay = jnp.minimum(ema_decay, (1.0 + step_f) / (10.0 + step_f))
+  else:
+    decay = jnp.float32(ema_decay)
   ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
   # Tracker entries: one per example (ARDMs, D3PM) or per position (ARM); D3PM weighs out draws with no mask.
   lt_weight = terms.get("lt_weight", jnp.ones_like(terms["lt_bits"]))
@@ -145,6 +151,7 @@ def compile_train_step(setup: Setup, check_finite: bool = False):
     t_sampling=cfg.ardm.t_sampling,
     ce_weight=float(cfg.ardm.ce_weight),
     ema_decay=float(cfg.optim.ema_decay),
+    ema_warmup=configs.ema_warmup(cfg),
     lt_window=float(lt_window(cfg)),
   )
   repl = sharding.replicated(setup.mesh)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ardm_jax import checkpoint, configs, train
+from ardm_jax import checkpoint, configs, sharding, train
 from ardm_jax.train_state import DataSpec, build_setup, spec_without_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,7 +122,7 @@ def test_sigterm_saves_and_resume_matches(tmp_path):
   # A workdir of an older release lacks keys added since at their defaults: it still resumes.
   path = tmp_path / "pre" / train.CONFIG_FILE
   saved = json.load(open(path))
-  del saved["compile_cache_dir"], saved["mesh"]["zero1"]
+  del saved["compile_cache_dir"], saved["mesh"]["zero1"], saved["optim"]["ema_warmup"]
   path.write_text(json.dumps(saved))
   horizon = stopped_at + 2
   _run(DIGITS_TINY, tmp_path / "pre", stop_at_step=horizon, **common)
@@ -196,6 +196,35 @@ def test_workdir_with_other_config_is_refused(tmp_path):
 
   with pytest.raises(ValueError, match="no held-out evaluation was recorded; train with --config.train.eval_every=N"):
     wd.open_workdir(str(tmp_path / "w"), step="best")
+
+
+def test_ema_is_a_constant_decay_without_warmup_and_warms_up_where_the_config_lacks_the_key():
+  """optim.ema_warmup=False: after the first step the EMA is decay * initial + (1 - decay) * new parameters, the
+  official update; a config without the key (an older workdir's) keeps the warm-up, min(decay, 1/10) at step 0."""
+  spec = DataSpec("digits", "image", (8, 8, 1), 17)
+  batch = np.random.default_rng(0).integers(0, 17, (8, 8, 8, 1)).astype(np.int32)
+  for warmup, decay in ((False, 0.9), (None, 0.1)):
+    config = configs.apply_overrides(
+      configs.load_config_file(DIGITS_TINY),
+      # No learning-rate warm-up: the first step must move the parameters for the two decays to differ.
+      ["--config.model.attention=False", "--config.optim.ema_decay=0.9", "--config.optim.warmup_steps=0"],
+    )
+    with config.unlocked():
+      if warmup is None:
+        del config.optim["ema_warmup"]
+      else:
+        config.optim.ema_warmup = warmup
+    setup = build_setup(config, spec)
+    state = setup.init_state(0)
+    initial = [np.asarray(x) for x in jax.tree.leaves(state.ema_params)]  # copied: the step donates the state
+    step_fn = train.compile_train_step(setup)
+    new, _ = step_fn(state, sharding.global_batch(batch, setup.mesh), jax.random.PRNGKey(1))
+    decay = np.float32(decay)
+    params = jax.tree.leaves(new.params)
+    assert max(np.abs(p - e0).max() for p, e0 in zip(params, initial)) > 1e-3
+    for e0, p, e in zip(initial, params, jax.tree.leaves(new.ema_params)):
+      # To float32 rounding: XLA may fuse the multiply-add, which rounds once where numpy rounds twice.
+      np.testing.assert_allclose(np.asarray(e), decay * e0 + (np.float32(1) - decay) * np.asarray(p), rtol=1e-6)
 
 
 def test_unknown_override_is_rejected():
