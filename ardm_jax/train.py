@@ -171,8 +171,11 @@ def compile_train_step(setup: Setup, check_finite: bool = False):
   )
 
 
-def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, spec: DataSpec) -> None:
-  """Writes config.json / data_spec.json, or checks that a resumed workdir was made by the same config."""
+def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, spec: DataSpec) -> dict:
+  """Writes config.json / data_spec.json, or checks that a resumed workdir was made by the same config.
+
+  Returns the config the run recorded: the workdir's config.json when it has one, else `config` as written.
+  """
   root = epath.Path(workdir)  # local paths and gs:// alike
   root.mkdir(parents=True, exist_ok=True)
   path = root / CONFIG_FILE
@@ -192,9 +195,11 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, spec: Data
         f"workdir {workdir} holds a run with a different config (differs in: {', '.join(diffs)}); "
         "use a new --workdir, or the same config to resume"
       )
-  elif jax.process_index() == 0:
+    return old
+  if jax.process_index() == 0:
     held_out.write_json(path, new)
     held_out.write_json(root / DATA_SPEC_FILE, spec.to_json())
+  return new
 
 
 def eval_layout(setup: Setup, ema_params):
@@ -289,7 +294,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   """
   dataset = data.load(config.data)
   spec = DataSpec.of_dataset(dataset)
-  _prepare_workdir(config, workdir, spec)
+  # Checkpoints carry the hash of the config the run recorded at its start (what the jobs compute from config.json),
+  # so a workdir of an older release, whose config.json and checkpoints lack keys added since, resumes.
+  run_hash = config_hash(ml_collections.ConfigDict(_prepare_workdir(config, workdir, spec)))
   setup = build_setup(config, spec)
   tc = config.train
   batch_notes = sharding.check_config_batches(config, setup.mesh)  # every batch size of the run, before allocating
@@ -310,7 +317,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     log(f"initialised {count_params(setup.abstract_state.params):,} parameters", flush=True)
   else:
     state, meta = checkpoint.restore(manager, latest, setup.abstract_state, setup.state_shardings)
-    if meta.get("config_hash") != config_hash(config):
+    if meta.get("config_hash") != run_hash:
       raise ValueError(f"checkpoint {latest} in {workdir} was written by another config; use a new --workdir")
     best_eval = meta.get("best_eval")
     log(f"resumed from step {latest}", flush=True)
@@ -332,7 +339,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     )
 
   def save(state, step, force=False, eval_bpd=None):
-    meta = {"step": step, "config_hash": config_hash(config), "best_eval": best_eval}
+    meta = {"step": step, "config_hash": run_hash, "best_eval": best_eval}
     checkpoint.save(manager, step, state, meta, force=force, eval_bpd=eval_bpd)
 
   progress = _ProgressLog(writer, log, num_steps, int(tc.log_every))

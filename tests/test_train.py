@@ -9,6 +9,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -119,13 +120,19 @@ def test_sigterm_saves_and_resume_matches(tmp_path):
   assert "SIGTERM: saved checkpoint" in out, out
   stopped_at = checkpoint.latest_step(str(tmp_path / "pre"))
   assert 3 <= stopped_at < 400
-  # A workdir of an older release lacks keys added since at their defaults: it still resumes.
+  # A workdir of an older release lacks keys added since at their defaults, in config.json and in the config hash
+  # of its checkpoints: it still resumes, and its new checkpoints keep that hash (the one the jobs compute).
   path = tmp_path / "pre" / train.CONFIG_FILE
   saved = json.load(open(path))
   del saved["compile_cache_dir"], saved["mesh"]["zero1"], saved["optim"]["ema_warmup"]
   path.write_text(json.dumps(saved))
+  old_hash = configs.config_hash(ml_collections.ConfigDict(saved))
+  meta_path = tmp_path / "pre" / checkpoint.CHECKPOINT_DIR / str(stopped_at) / "meta" / "metadata"
+  meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | {"config_hash": old_hash}))
   horizon = stopped_at + 2
   _run(DIGITS_TINY, tmp_path / "pre", stop_at_step=horizon, **common)
+  meta_path = tmp_path / "pre" / checkpoint.CHECKPOINT_DIR / str(horizon) / "meta" / "metadata"
+  assert json.loads(meta_path.read_text())["config_hash"] == old_hash
   _run(DIGITS_TINY, tmp_path / "ref", stop_at_step=horizon, **common)
   assert checkpoint.latest_step(str(tmp_path / "ref")) == horizon  # stop_at_step ends with a checkpoint there
   resumed, step_resumed = _params_at(tmp_path / "pre", horizon)
