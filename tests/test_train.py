@@ -205,6 +205,28 @@ def test_workdir_with_other_config_is_refused(tmp_path):
     wd.open_workdir(str(tmp_path / "w"), step="best")
 
 
+PAPER_CONFIGS = ("cifar10", "cifar10_upscale4", "text8", "text8_upscale", "sc09", "sc09_upscale")
+
+
+def test_paper_configs_take_the_official_settings_and_the_base_keeps_the_old_ones():
+  """Where the paper is silent the six paper configs follow the official code (uniform t, a constant EMA decay, its
+  initialisers and time embedding); the base config keeps what older workdirs were trained with."""
+  official_net = {
+    "unet": dict(input_embed_std=0.125, time_endpoint=True),
+    "transformer": dict(kernel_init="xavier_uniform", attention_bias=False),
+    "diffwave": dict(kernel_init="kaiming_normal", input_embed_std=0.125, time_endpoint=True),
+  }
+  for name in PAPER_CONFIGS:
+    for variant in ("default", "tiny"):
+      config = configs.load_config_file(os.path.join(REPO, "experiments", f"{name}.py:{variant}"))
+      assert config.ardm.t_sampling == "uniform" and config.optim.ema_warmup is False, name
+      assert {k: config.model[k] for k in official_net[config.model.name]} == official_net[config.model.name], name
+  base = configs.base_config()
+  assert base.ardm.t_sampling == "stratified" and base.optim.ema_warmup is True
+  digits = configs.load_config_file(DIGITS_TINY)
+  assert digits.ardm.t_sampling == "stratified" and configs.ema_warmup(digits)
+
+
 def test_ema_is_a_constant_decay_without_warmup_and_warms_up_where_the_config_lacks_the_key():
   """optim.ema_warmup=False: after the first step the EMA is decay * initial + (1 - decay) * new parameters, the
   official update; a config without the key (an older workdir's) keeps the warm-up, min(decay, 1/10) at step 0."""
