@@ -66,8 +66,12 @@ def train_step(
   ce_weight: float,
   ema_decay: float,
   lt_window: float,
+  ema_warmup: bool = True,
 ) -> tuple[TrainState, dict]:
-  """One optimisation step; the per-step randomness is fold_in(base_key, step)."""
+  """One optimisation step; the per-step randomness is fold_in(base_key, step).
+
+  The EMA decay is `ema_decay`, or with `ema_warmup` min(ema_decay, (1 + n) / (10 + n)) at step n (configs.ema_warmup).
+  """
   key = jax.random.fold_in(base_key, state.step)
   grad_fn = jax.value_and_grad(
     functools.partial(loss_fn, apply_fn=apply_fn, spec=spec, t_sampling=t_sampling, ce_weight=ce_weight), has_aux=True
@@ -75,9 +79,11 @@ def train_step(
   (loss, (terms, bpd, ce)), grads = grad_fn(state.params, batch, key)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  # The EMA decay warms up as (1 + n) / (10 + n) so short runs do not average in their first, poor steps.
-  step_f = state.step.astype(jnp.float32)
-  decay = jnp.minimum(ema_decay, (1.0 + step_f) / (10.0 + step_f))
+  if ema_warmup:
+    step_f = state.step.astype(jnp.float32)
+    decay = jnp.minimum(ema_decay, (1.0 + step_f) / (10.0 + step_f))
+  else:
+    decay = jnp.float32(ema_decay)
   ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
   # Tracker entries: one per example (ARDMs, D3PM) or per position (ARM); D3PM weighs out draws with no mask.
   lt_weight = terms.get("lt_weight", jnp.ones_like(terms["lt_bits"]))
@@ -145,6 +151,7 @@ def compile_train_step(setup: Setup, check_finite: bool = False):
     t_sampling=cfg.ardm.t_sampling,
     ce_weight=float(cfg.ardm.ce_weight),
     ema_decay=float(cfg.optim.ema_decay),
+    ema_warmup=configs.ema_warmup(cfg),
     lt_window=float(lt_window(cfg)),
   )
   repl = sharding.replicated(setup.mesh)
@@ -164,8 +171,11 @@ def compile_train_step(setup: Setup, check_finite: bool = False):
   )
 
 
-def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, spec: DataSpec) -> None:
-  """Writes config.json / data_spec.json, or checks that a resumed workdir was made by the same config."""
+def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, spec: DataSpec) -> dict:
+  """Writes config.json / data_spec.json, or checks that a resumed workdir was made by the same config.
+
+  Returns the config the run recorded: the workdir's config.json when it has one, else `config` as written.
+  """
   root = epath.Path(workdir)  # local paths and gs:// alike
   root.mkdir(parents=True, exist_ok=True)
   path = root / CONFIG_FILE
@@ -185,9 +195,11 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, spec: Data
         f"workdir {workdir} holds a run with a different config (differs in: {', '.join(diffs)}); "
         "use a new --workdir, or the same config to resume"
       )
-  elif jax.process_index() == 0:
+    return old
+  if jax.process_index() == 0:
     held_out.write_json(path, new)
     held_out.write_json(root / DATA_SPEC_FILE, spec.to_json())
+  return new
 
 
 def eval_layout(setup: Setup, ema_params):
@@ -290,7 +302,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   batch_notes = sharding.check_config_batches(config, setup.mesh)  # every batch size of the run, before allocating
   # Indivisible dimensions and an FSDP mesh that shards almost nothing stop here.
   sharding.check_param_shardings(setup.abstract_state.params, setup.state_shardings.params, setup.mesh)
-  _prepare_workdir(config, workdir, spec)
+  # Checkpoints carry the hash of the config the run recorded at its start (what the jobs compute from config.json),
+  # so a workdir of an older release, whose config.json and checkpoints lack keys added since, resumes.
+  run_hash = config_hash(ml_collections.ConfigDict(_prepare_workdir(config, workdir, spec)))
   is_main = jax.process_index() == 0
   log = print if is_main else (lambda *a, **k: None)
   for note in batch_notes:
@@ -306,7 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     log(f"initialised {count_params(setup.abstract_state.params):,} parameters", flush=True)
   else:
     state, meta = checkpoint.restore(manager, latest, setup.abstract_state, setup.state_shardings)
-    if meta.get("config_hash") != config_hash(config):
+    if meta.get("config_hash") != run_hash:
       raise ValueError(f"checkpoint {latest} in {workdir} was written by another config; use a new --workdir")
     best_eval = meta.get("best_eval")
     log(f"resumed from step {latest}", flush=True)
@@ -328,7 +342,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     )
 
   def save(state, step, force=False, eval_bpd=None):
-    meta = {"step": step, "config_hash": config_hash(config), "best_eval": best_eval}
+    meta = {"step": step, "config_hash": run_hash, "best_eval": best_eval}
     checkpoint.save(manager, step, state, meta, force=force, eval_bpd=eval_bpd)
 
   progress = _ProgressLog(writer, log, num_steps, int(tc.log_every))

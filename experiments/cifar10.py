@@ -41,6 +41,12 @@ def get_config(variant: str = "default"):
   # the mask -> 3/4 of ch, and Embed(input classes, ch/4) per colour channel, flattened, Dense -> ch/4.
   config.model.input_numeric = True
   config.model.input_embed_dim = 64  # ch / 4 per colour channel, as the official Embed(num_classes, ch // 4)
+  # official input_embedding.py InputProcessingImage: that nn.Embed keeps flax's default initialiser,
+  # variance_scaling(1.0, 'fan_in', 'normal', out_axis=0), i.e. N(0, 1 / 64) entries: std 1/8
+  config.model.input_embed_std = 0.125
+  # official time_embedding.py get_timestep_embedding (Fairseq / tensor2tensor form): frequencies
+  # exp(-ln(10^4) i / (half - 1)) for i < half = ch / 2, of t * 1000 / num_steps
+  config.model.time_endpoint = True
   config.model.num_heads = 1  # official num_heads=1
   # Official unet.py: attention after every 32x32 ResBlock (32 is in attn_resolutions) plus the middle one, 66 in
   # all. The paper's App. D describes "a single middle attention layer" (the VDM network); this net follows the
@@ -59,6 +65,9 @@ def get_config(variant: str = "default"):
   config.model.attention_impl = "auto"  # operational: cuDNN flash attention on GPUs where it applies, else XLA
   config.model.scan_layers = True  # operational: one compiled ResBlock+Attn unit per half (nn.scan)
   config.ardm.ce_weight = 1e-3  # paper App. D: CE objective with a factor of 0.001; official ce_term=0.001
+  # official config.py elbo_mode='uniform' (its alternative 'antithetic' is this codebase's 'stratified'): t drawn
+  # independently per example (paper silent)
+  config.ardm.t_sampling = "uniform"
   config.optim.learning_rate = 1e-4  # paper App. D
   config.optim.b1 = 0.9  # paper App. D: Adam betas 0.9 / 0.999
   config.optim.b2 = 0.999  # paper App. D; official beta2=0.999
@@ -67,6 +76,9 @@ def get_config(variant: str = "default"):
   config.optim.warmup_steps = 0  # official: no warm-up (paper silent)
   config.optim.clip_norm = 100.0  # paper App. D: gradient clipped at 100
   config.optim.ema_decay = 0.9999  # paper App. D: EMA momentum 0.9999 for evaluation
+  # official custom_train_state.py TrainState.apply_gradients: ema = m * ema + (1 - m) * params with the constant m
+  # from step 0, starting at the initial parameters; no warm-up (paper silent)
+  config.optim.ema_warmup = False
   config.train.batch_size = BATCH_SIZE
   # 3,000 epochs of example draws (1,171,875 steps; the official loop drops each epoch's last partial batch, 390
   # steps per epoch, 1,170,000 steps for 3,000 epochs).

@@ -30,6 +30,16 @@ def get_config(variant: str = "default"):
   # official dilation_cycle=12: dilations 2^(i mod 12), 1..2048 (the paper's "dilation cycle of 11 (i.e. maximum
   # dilation of 2048)" counts the largest exponent)
   config.model.dilation_cycle = 12
+  # official arch/diff_wave.py DiffWave / ResGroup / ResBlock kernel_init=nn.initializers.kaiming_normal(): the
+  # dilated, residual and skip convolutions and the head's first 1x1 convolution (flower_conv); the input conv and the
+  # Dense layers keep flax's default (lecun_normal) there as here, and the output conv starts at zero in both
+  config.model.kernel_init = "kaiming_normal"
+  # official input_embedding.py InputProcessingAudio: nn.Embed(num_classes, features // 4) with flax's default
+  # initialiser, variance_scaling(1.0, 'fan_in', 'normal', out_axis=0), i.e. N(0, 1 / 64) entries: std 1/8
+  config.model.input_embed_std = 0.125
+  # official time_embedding.py get_timestep_embedding (Fairseq / tensor2tensor form): frequencies
+  # exp(-ln(10^4) i / (half - 1)) for i < half = features / 2, of t * 1000 / num_steps
+  config.model.time_endpoint = True
   # DEPARTURE: bf16 matmuls (the official model runs in float32) for speed on 16,000-sample clips; the residual
   # stream, the skip sum and the output head stay float32.
   config.model.dtype = "bfloat16"
@@ -45,6 +55,9 @@ def get_config(variant: str = "default"):
   config.ardm.output = "logistic_mixture"  # paper App. D: mixture of discretized logistics; official output
   config.ardm.num_mixtures = 30  # paper App. D: 30 components; official num_mixtures=30
   config.ardm.ce_weight = 1e-4  # paper App. D: CE weight 1e-4; official ce_term=0.0001
+  # official configs/sc09.py and sc09_upscale.py elbo_mode='uniform' (their 'antithetic' is 'stratified' here);
+  # paper silent
+  config.ardm.t_sampling = "uniform"
   config.optim.learning_rate = 1e-4  # paper App. D; official base_learning_rate=1e-4
   config.optim.b1 = 0.9  # paper App. D: Adam betas 0.9 / 0.999
   config.optim.b2 = 0.999  # paper App. D; official beta2=0.999
@@ -56,6 +69,9 @@ def get_config(variant: str = "default"):
   config.optim.warmup_steps = 15_000
   config.optim.clip_norm = 1000.0  # paper App. D: gradients with L2 norm above 1000 re-normalised; official
   config.optim.ema_decay = 0.995  # paper App. D: EMA momentum 0.995; official ema_momentum=0.995
+  # official train.py uses language_train_state.py TrainState.apply_gradients: that momentum, constant from step 0,
+  # starting at the initial parameters; no warm-up (paper silent)
+  config.optim.ema_warmup = False
   config.train.batch_size = 256  # paper App. D; official batch_size=256
   config.train.num_steps = 1_000_000  # paper App. D: 1e6 steps; official num_train_steps
   config.train.log_every = 1000  # official log_every_steps=1000

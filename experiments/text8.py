@@ -32,6 +32,12 @@ def get_config(variant: str = "default"):
   # transformer.py takes neither the mask nor t (condition_time=False)
   config.model.time_input = False
   config.model.mask_input = False
+  # official configs/default.py kernel_init='xavier' -> train.py model_setup: nn.initializers.xavier_uniform for the
+  # kernels of every attention, MLP and the logits layer (transformer.py TransformerConfig.kernel_init). Their biases
+  # start at 0 here, at N(0, 1e-6) there (model_setup's bias_init): a 1e-6 difference, not worth an option.
+  config.model.kernel_init = "xavier_uniform"
+  # official transformer.py EncoderDecoder1DBlock: nn.SelfAttention(use_bias=False), no q, k, v or output biases
+  config.model.attention_bias = False
   # DEPARTURE (input table): the absorbing value is the extra id K = 27 and the token table has a row for it
   # (sized by the input classes). The official model's table has output_vocab_size rows and its absorbing id 28
   # lies past the end (2021 JAX clamped it onto 'z'; current JAX returns NaN).
@@ -45,6 +51,8 @@ def get_config(variant: str = "default"):
   config.model.attention_impl = "auto"  # operational: cuDNN flash attention on GPUs where it applies, else XLA
   config.model.scan_layers = True  # operational: one compiled Transformer layer, scanned 12 times (nn.scan)
   config.ardm.ce_weight = 1e-4  # paper App. D: CE factor 0.0001; official ce_term=0.0001
+  # official configs/default.py elbo_mode='uniform' (its 'antithetic' is 'stratified' here); paper silent
+  config.ardm.t_sampling = "uniform"
   config.optim.learning_rate = 5e-4  # paper App. D
   config.optim.warmup_steps = 5000  # paper App. D: linear warm-up over the first 5000 steps, then constant
   config.optim.schedule = "constant"  # official lr_factors='constant * linear_warmup'
@@ -54,6 +62,9 @@ def get_config(variant: str = "default"):
   config.optim.clip_norm = 0.25  # paper App. D: gradient clipped at 0.25
   # paper App. D: EMA momentum 0.995 for evaluation (the official code falls back to 0.999; the paper wins)
   config.optim.ema_decay = 0.995
+  # official language_train_state.py TrainState.apply_gradients: a constant EMA momentum from step 0, starting at the
+  # initial parameters; no warm-up (paper silent)
+  config.optim.ema_warmup = False
   config.train.batch_size = 512  # paper App. D
   config.train.num_steps = 3_000_000  # paper App. D: 3e6 steps (official num_train_steps = 5,000,000)
   config.train.checkpoint_every = 10_000  # official checkpoint_every_steps

@@ -1,8 +1,5 @@
 """Network tests on tiny sizes: interface, partitioning metadata, dependence structure."""
 
-import json
-import os
-
 import flax.linen as nn
 import jax
 import jax.extend
@@ -10,48 +7,26 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from tiny_nets import (
+  NETS,
+  TF_CFG,
+  TF_K,
+  TF_SHAPE,
+  UNET_CFG,
+  UNET_K,
+  UNET_SHAPE,
+  B,
+  abstract_init,
+  inputs,
+  random_params,
+)
 
-from ardm_jax import configs, train_state
 from ardm_jax.nets import attention, build_network, layers
-
-UNET_CFG = dict(name="unet", ch=16, num_res_blocks=1, input_embed_dim=4, num_heads=2)
-UNET_SHAPE, UNET_K = (8, 8, 1), 17
-TF_CFG = dict(name="transformer", num_layers=2, emb_dim=32, mlp_dim=64, num_heads=4)
-TF_SHAPE, TF_K = (16,), 27
-NETS = {"unet": (UNET_CFG, UNET_SHAPE, UNET_K), "transformer": (TF_CFG, TF_SHAPE, TF_K)}
-B = 2
 
 
 def _build(kind, **overrides):
   cfg, shape, k = NETS[kind]
   return build_network(ml_collections.ConfigDict({**cfg, **overrides}), shape, k), shape, k
-
-
-def _inputs(shape, k, seed=0):
-  """Random items with a random known set; unknown positions hold the absorbing value K."""
-  kx, km = jax.random.split(jax.random.key(seed))
-  x = jax.random.randint(kx, (B, *shape), 0, k)
-  known = jax.random.bernoulli(km, 0.5, (B, *shape))
-  x_in = jnp.where(known, x, k).astype(jnp.int32)
-  t = known.reshape(B, -1).sum(-1).astype(jnp.int32)
-  return x_in, known, t
-
-
-def _abstract_init(net, shape, k):
-  """Boxed (annotated) param shapes, traced without running any initializer."""
-  x_in, known, t = _inputs(shape, k)
-  return jax.eval_shape(lambda: net.init({"params": jax.random.key(0)}, x_in, known, t))
-
-
-def _random_params(abstract, seed=1):
-  """Random params of the right shapes. Random rather than the real init: the U-Net's
-  zero-initialised residual/output convs would hide the dependence structure that the
-  tests probe. One flat draw keeps the compile small."""
-  leaves, treedef = jax.tree.flatten(nn.unbox(abstract)["params"])
-  sizes = [int(np.prod(leaf.shape)) for leaf in leaves]
-  flat = 0.3 * jax.random.normal(jax.random.key(seed), (sum(sizes),))
-  chunks = jnp.split(flat, np.cumsum(sizes)[:-1])
-  return {"params": treedef.unflatten([c.reshape(leaf.shape) for c, leaf in zip(chunks, leaves)])}
 
 
 class Built:
@@ -61,8 +36,8 @@ class Built:
   def __init__(self, kind):
     self.kind = kind
     self.net, self.shape, self.k = _build(kind)
-    self.boxed = _abstract_init(self.net, self.shape, self.k)
-    self.variables = _random_params(self.boxed)
+    self.boxed = abstract_init(self.net, self.shape, self.k)
+    self.variables = random_params(self.boxed)
     net = self.net
     self.apply = jax.jit(lambda v, x_in, known, t: net.apply(v, x_in, known, t))
     self.table = "input_embed" if kind == "unet" else "token_embed"
@@ -75,7 +50,7 @@ def built(request):
 
 
 def test_output_shape_dtype_and_finite(built):
-  x_in, known, t = _inputs(built.shape, built.k)
+  x_in, known, t = inputs(built.shape, built.k)
   logits = built.apply(built.variables, x_in, known, t)
   assert logits.shape == (B, *built.shape, built.k)
   assert logits.dtype == jnp.float32
@@ -107,7 +82,7 @@ def test_every_param_has_logical_names_of_its_rank(built):
 
 
 def test_depends_on_t_and_known_mask(built):
-  x_in, known, t = _inputs(built.shape, built.k)
+  x_in, known, t = inputs(built.shape, built.k)
   base = built.apply(built.variables, x_in, known, t)
   assert float(jnp.max(jnp.abs(built.apply(built.variables, x_in, known, t + 1) - base))) > 1e-4
   # Flip the mask only where the value is real, so the mask is the only changed input.
@@ -123,7 +98,7 @@ def test_first_position_sees_last_and_items_do_not_interact(built):
   An interceptor adds a zero offset to the embedding module's output, so the net
   needs no test hook of its own. Non-zero at the last position: no causal mask in
   the Transformer, and attention reaches the far corner in the U-Net."""
-  x_in, known, t = _inputs(built.shape, built.k)
+  x_in, known, t = inputs(built.shape, built.k)
 
   def logit_at_0(delta):
     def add_delta(next_fn, args, kwargs, context):
@@ -167,8 +142,8 @@ _BF16_OUTPUTS = {"transformer": ("block_0/mlp", "block_1/attn"), "unet": ("down_
 
 def test_bfloat16_compute_returns_float32_logits(built):
   net, _, _ = _build(built.kind, dtype="bfloat16")
-  x_in, known, t = _inputs(built.shape, built.k)
-  abstract = _abstract_init(net, built.shape, built.k)
+  x_in, known, t = inputs(built.shape, built.k)
+  abstract = abstract_init(net, built.shape, built.k)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nn.unbox(abstract)))
   logits, dtypes = _module_output_dtypes(net, built.variables, x_in, known, t)
   # The residual stream and the logits layer are float32 while the branches compute in bf16.
@@ -184,7 +159,7 @@ def test_bfloat16_compute_returns_float32_logits(built):
 
 def test_remat_is_applied_and_keeps_params_and_outputs(built):
   net_remat, _, _ = _build(built.kind, remat=True)
-  x_in, known, t = _inputs(built.shape, built.k)
+  x_in, known, t = inputs(built.shape, built.k)
   loss = lambda n: lambda p: jnp.sum(n.apply({"params": p}, x_in, known, t) ** 2)
   params = built.variables["params"]
   assert "remat" in str(jax.make_jaxpr(jax.grad(loss(net_remat)))(params))
@@ -200,9 +175,9 @@ def test_remat_is_applied_and_keeps_params_and_outputs(built):
 
 def test_real_init_runs_and_dropout_is_active_only_in_training():
   net, shape, k = _build("transformer", dropout=0.5)
-  x_in, known, t = _inputs(shape, k)
+  x_in, known, t = inputs(shape, k)
   variables = jax.jit(lambda key: net.init({"params": key}, x_in, known, t))(jax.random.key(0))
-  abstract = _abstract_init(net, shape, k)
+  abstract = abstract_init(net, shape, k)
   assert jax.tree.structure(variables) == jax.tree.structure(abstract)
   run = jax.jit(
     lambda key, train: net.apply(variables, x_in, known, t, train=train, rngs={"dropout": key}), static_argnums=1
@@ -213,7 +188,7 @@ def test_real_init_runs_and_dropout_is_active_only_in_training():
 
 
 def test_activation_constraints_only_with_rules(built):
-  x_in, known, t = _inputs(built.shape, built.k)
+  x_in, known, t = inputs(built.shape, built.k)
   fn = lambda v: built.net.apply(v, x_in, known, t)
   init = lambda: built.net.init({"params": jax.random.key(0)}, x_in, known, t)
   assert "sharding_constraint" not in str(jax.make_jaxpr(fn)(built.variables))
@@ -262,8 +237,8 @@ def test_build_network_rejects_bad_configs():
 
 def test_wrong_input_shape_is_a_clear_error():
   net, shape, k = _build("transformer")
-  variables = _random_params(_abstract_init(net, shape, k))
-  x_in, known, t = _inputs(shape, k)
+  variables = random_params(abstract_init(net, shape, k))
+  x_in, known, t = inputs(shape, k)
   with pytest.raises(ValueError, match="x_in has shape"):
     jax.eval_shape(net.apply, variables, x_in[:, :-1], known[:, :-1], t)
 
@@ -295,8 +270,8 @@ def test_diffwave_bfloat16_keeps_residual_skip_and_head_in_float32():
 
   shape, k = (32,), 16
   net = DiffWave(num_classes=k, data_shape=shape, num_blocks=2, features=16, dtype=jnp.bfloat16)
-  x_in, known, t = _inputs(shape, k)
-  variables = _random_params(_abstract_init(net, shape, k))
+  x_in, known, t = inputs(shape, k)
+  variables = random_params(abstract_init(net, shape, k))
   _, dtypes = _module_output_dtypes(net, variables, x_in, known, t)
   for name in ("block_0", "block_1", "skip_out", "out"):
     assert dtypes[name] == jnp.float32, (name, dtypes[name])
@@ -306,14 +281,14 @@ def test_diffwave_bfloat16_keeps_residual_skip_and_head_in_float32():
 def test_sinusoidal_positions_have_no_params_and_break_permutation_symmetry():
   """Without positions (and no rope) the bidirectional Transformer is permutation-equivariant; the fixed
   sinusoidal table must break that, and add no parameter."""
-  x_in, known, t = _inputs(TF_SHAPE, TF_K)
+  x_in, known, t = inputs(TF_SHAPE, TF_K)
   perm = np.random.default_rng(0).permutation(TF_SHAPE[0])
   gaps = {}
   for positions in ("none", "sinusoidal"):
     net, _, _ = _build("transformer", positions=positions)
-    boxed = _abstract_init(net, TF_SHAPE, TF_K)
+    boxed = abstract_init(net, TF_SHAPE, TF_K)
     assert "pos_embed" not in boxed["params"]
-    variables = _random_params(boxed)
+    variables = random_params(boxed)
     run = jax.jit(lambda xi, kn, net=net: net.apply(variables, xi, kn, t))
     gaps[positions] = float(jnp.max(jnp.abs(run(x_in[:, perm], known[:, perm]) - run(x_in, known)[:, perm])))
   assert gaps["none"] < 1e-4, gaps
@@ -326,28 +301,28 @@ def test_sinusoidal_positions_have_no_params_and_break_permutation_symmetry():
 
 def test_transformer_without_time_and_mask_inputs_has_no_such_params_or_dependence():
   net, _, _ = _build("transformer", positions="sinusoidal", time_input=False, mask_input=False)
-  boxed = _abstract_init(net, TF_SHAPE, TF_K)
+  boxed = abstract_init(net, TF_SHAPE, TF_K)
   assert not {"time_embed", "known_embed", "pos_embed"} & set(boxed["params"])
-  variables = _random_params(boxed)
-  x_in, known, t = _inputs(TF_SHAPE, TF_K)
+  variables = random_params(boxed)
+  x_in, known, t = inputs(TF_SHAPE, TF_K)
   run = jax.jit(lambda kn, tt: net.apply(variables, x_in, kn, tt))
   base = run(known, t)
   flip = (x_in < TF_K) & (jnp.arange(x_in.size).reshape(x_in.shape) % 3 == 0)
   np.testing.assert_array_equal(run(known ^ flip, t + 1), base)
   with pytest.raises(ValueError, match="model.positions"):
-    _abstract_init(_build("transformer", positions="rotary")[0], TF_SHAPE, TF_K)
+    abstract_init(_build("transformer", positions="rotary")[0], TF_SHAPE, TF_K)
 
 
 def test_unet_numeric_input_layer_shapes_and_value_order():
   """With the id embedding made constant, only the numeric branch can tell value v from v + 1."""
   ch, e, (_, _, cc) = UNET_CFG["ch"], UNET_CFG["input_embed_dim"], UNET_SHAPE
   net, _, _ = _build("unet", input_numeric=True)
-  variables = _random_params(_abstract_init(net, UNET_SHAPE, UNET_K))
+  variables = random_params(abstract_init(net, UNET_SHAPE, UNET_K))
   p = variables["params"]
   assert p["conv_in"]["kernel"].shape == (3, 3, 2 * cc, 3 * ch // 4)
   assert p["input_embed"]["embedding"].shape == (UNET_K + 1, e)
   assert p["input_embed_proj"]["kernel"].shape == (cc * e, ch // 4)
-  x_in, known, t = _inputs(UNET_SHAPE, UNET_K)
+  x_in, known, t = inputs(UNET_SHAPE, UNET_K)
   known = known.at[0, 3, 4, 0].set(True)
   x_in, x_up = x_in.at[0, 3, 4, 0].set(5), x_in.at[0, 3, 4, 0].set(6)
 
@@ -359,12 +334,12 @@ def test_unet_numeric_input_layer_shapes_and_value_order():
   for numeric, (n, v) in {True: (net, variables), False: (None, None)}.items():
     if n is None:
       n, _, _ = _build("unet")
-      v = _random_params(_abstract_init(n, UNET_SHAPE, UNET_K))
+      v = random_params(abstract_init(n, UNET_SHAPE, UNET_K))
     run = jax.jit(lambda xi, n=n, v=with_constant_embedding(v): n.apply(v, xi, known, t))
     gaps[numeric] = float(jnp.max(jnp.abs(run(x_up) - run(x_in))))
   assert gaps[True] > 1e-3 and gaps[False] == 0.0, gaps
   with pytest.raises(ValueError, match="model.input_numeric"):
-    _abstract_init(_build("unet", input_numeric=True, ch=18)[0], UNET_SHAPE, UNET_K)
+    abstract_init(_build("unet", input_numeric=True, ch=18)[0], UNET_SHAPE, UNET_K)
 
 
 # --- model.remat choices, attention implementations, scanned layers -------------------------------------------
@@ -387,9 +362,9 @@ def test_remat_choices_wrap_the_right_blocks(kind):
   policy; bools from older configs still work. Counts are per block of the tiny nets (U-Net: 5 ResBlocks + 4
   AttnBlocks: 1 down, 1 middle, 2 up; Transformer: 2 layers)."""
   cfg, shape, k = NETS[kind]
-  x_in, known, t = _inputs(shape, k)
+  x_in, known, t = inputs(shape, k)
   net0, _, _ = _build(kind)
-  params = _random_params(_abstract_init(net0, shape, k))["params"]
+  params = random_params(abstract_init(net0, shape, k))["params"]
   want_attn, want_full = {"unet": (4, 9), "transformer": (2, 2)}[kind]
 
   def remats(remat):
@@ -411,10 +386,10 @@ def test_remat_inside_scanned_layers_lets_cse_through(remat):
   """Inside nn.scan the loop already keeps the recomputation apart, so remat's prevent_cse (an optimisation
   barrier that splits fusions; 5% more TPU bundles for text8's attention remat) is off there and on in unrolled
   layers, for the attention-only remat of the Transformer as for whole blocks."""
-  x_in, known, t = _inputs(TF_SHAPE, TF_K)
+  x_in, known, t = inputs(TF_SHAPE, TF_K)
   for scan in (False, True):
     net = build_network(ml_collections.ConfigDict({**TF_CFG, "remat": remat, "scan_layers": scan}), TF_SHAPE, TF_K)
-    params = _random_params(_abstract_init(net, TF_SHAPE, TF_K))["params"]
+    params = random_params(abstract_init(net, TF_SHAPE, TF_K))["params"]
     eqns = _remat_eqns(jax.make_jaxpr(lambda p: net.apply({"params": p}, x_in, known, t))(params).jaxpr)
     flags = [e.params["prevent_cse"] for e in eqns]
     assert flags and all(flag is (not scan) for flag in flags), (scan, flags)
@@ -451,7 +426,7 @@ def test_dot_product_attention_matches_plain_form(dtype, causal):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_networks_with_xla_attention_match_plain(built, dtype):
-  x_in, known, t = _inputs(built.shape, built.k)
+  x_in, known, t = inputs(built.shape, built.k)
   extra = {"causal": True} if built.kind == "transformer" else {}
   outs = {}
   for impl in ("plain", "xla"):
@@ -476,11 +451,11 @@ def test_scanned_layers_match_unrolled_with_stacked_params(kind):
   from ardm_jax.nets import scan_params
 
   cfg, shape, k = SCAN_NETS[kind]
-  x_in, known, t = _inputs(shape, k)
+  x_in, known, t = inputs(shape, k)
   build = lambda **o: build_network(ml_collections.ConfigDict({**cfg, **o}), shape, k)
   unrolled, scanned = build(), build(scan_layers=True, remat="full")
-  params = _random_params(_abstract_init(unrolled, shape, k))["params"]
-  boxed = _abstract_init(scanned, shape, k)
+  params = random_params(abstract_init(unrolled, shape, k))["params"]
+  boxed = abstract_init(scanned, shape, k)
   stacked = scan_params(params, scanned)
   assert jax.tree.structure(stacked) == jax.tree.structure(nn.unbox(boxed)["params"])
   specs = nn.get_partition_spec(boxed)["params"]
@@ -518,7 +493,7 @@ def test_scanned_dropout_differs_per_layer_and_only_in_training():
   deterministic."""
   cfg = ml_collections.ConfigDict({**TF_CFG, "num_layers": 2, "dropout": 0.5, "scan_layers": True})
   net = build_network(cfg, TF_SHAPE, TF_K)
-  x_in, known, t = _inputs(TF_SHAPE, TF_K)
+  x_in, known, t = inputs(TF_SHAPE, TF_K)
   variables = jax.jit(lambda key: net.init({"params": key}, x_in, known, t))(jax.random.key(0))
   run = jax.jit(
     lambda key, train: net.apply(variables, x_in, known, t, train=train, rngs={"dropout": key}), static_argnums=1
@@ -543,127 +518,3 @@ def test_scanned_dropout_differs_per_layer_and_only_in_training():
   dropped = np.asarray(out_2xBxLxM == 0)
   assert dropped.shape[0] == 2 and 0.3 < dropped.mean() < 0.7
   assert (dropped[0] != dropped[1]).mean() > 0.3, "both layers drew the same dropout mask"
-
-
-# --- model.stage_input: an upscale network sees its stage (the official S one-hot mask channels) ----------------
-
-S_STAGES = 4
-STAGE_NETS = {
-  "unet": (UNET_CFG, UNET_SHAPE, UNET_K),
-  "unet_numeric": (dict(UNET_CFG, input_numeric=True), UNET_SHAPE, UNET_K),
-  "transformer": (TF_CFG, TF_SHAPE, TF_K),
-  "diffwave": (dict(name="diffwave", num_blocks=2, features=16, dilation_cycle=2), (32,), 16),
-}
-
-
-def _stage_net(kind, num_stages=S_STAGES, **overrides):
-  """The tiny `kind` network for global steps s * D + t over S_STAGES * D steps, told of num_stages stages (None:
-  built as before model.stage_input existed)."""
-  cfg, shape, k = STAGE_NETS[kind]
-  sizes = dict(num_steps=S_STAGES * int(np.prod(shape)))
-  if num_stages is not None:
-    sizes["num_stages"] = num_stages
-  return build_network(ml_collections.ConfigDict({**cfg, **overrides}), shape, k, **sizes), shape, k
-
-
-def _time_embed_fed(net, variables, x_in, known, t_net, t_time=None):
-  """The network's output for global steps t_net, and what its time embedding was fed (t_time instead of t_net
-  when given, so that the time embedding cannot tell the stage), with that module's num_steps."""
-  fed = []
-
-  def time_input(next_fn, args, kwargs, context):
-    if isinstance(context.module, layers.TimeEmbedding) and context.method_name == "__call__":
-      args = (args[0] if t_time is None else t_time,) + args[1:]
-      fed.append((args[0], context.module.num_steps))
-    return next_fn(*args, **kwargs)
-
-  with nn.intercept_methods(time_input):
-    out = net.apply(variables, x_in, known, t_net)
-  ((t_fed, num_steps),) = fed
-  return out, t_fed, num_steps
-
-
-@pytest.mark.parametrize("kind", list(STAGE_NETS))
-def test_stage_input_output_depends_on_the_stage_beyond_the_time_embedding(kind):
-  """Same items, mask and step within the stage, the time embedding held at that step: only the stage differs, and
-  with model.stage_input the output still changes from each stage to every other (without it, it cannot)."""
-  net, shape, k = _stage_net(kind, stage_input=True)
-  variables = _random_params(_abstract_init(net, shape, k))
-  x_in, known, t = _inputs(shape, k)
-  d = int(np.prod(shape))
-  run = jax.jit(lambda t_net: _time_embed_fed(net, variables, x_in, known, t_net, t_time=t)[0])
-  outs = [run(s * d + t) for s in range(S_STAGES)]
-  for s in range(S_STAGES):
-    for r in range(s):
-      assert float(jnp.max(jnp.abs(outs[s] - outs[r]))) > 1e-4, (kind, r, s)
-
-
-@pytest.mark.parametrize("kind", list(STAGE_NETS))
-def test_stage_input_keeps_the_global_step_in_the_time_embedding(kind):
-  """The stage channels come beside, not instead of, the time embedding: it is still fed the global step
-  s * D + t over S * D steps, as without the option."""
-  x_in, known, t = None, None, None
-  for stage_input in (False, True):
-    net, shape, k = _stage_net(kind, stage_input=stage_input)
-    if x_in is None:
-      x_in, known, t = _inputs(shape, k)
-    d = int(np.prod(shape))
-    variables = _random_params(_abstract_init(net, shape, k))
-    t_net = 3 * d + t
-    _, t_fed, num_steps = jax.jit(lambda tn, net=net, v=variables: _time_embed_fed(net, v, x_in, known, tn))(t_net)
-    np.testing.assert_array_equal(t_fed, t_net)
-    assert num_steps == S_STAGES * d, (kind, stage_input, num_steps)
-
-
-@pytest.mark.parametrize("kind", list(STAGE_NETS))
-def test_config_without_stage_input_builds_the_same_network_as_before(kind):
-  """A config written before model.stage_input existed (key missing), the key set False, and the key set True with
-  one stage all build the network of the call before the option (no num_stages): the same annotated parameter
-  tree, and for the missing key bit-identical outputs from the same parameters. With the key on and S > 1 only the
-  input layer grows."""
-  shape, k = STAGE_NETS[kind][1:]
-  x_in, known, t = _inputs(shape, k)
-  t = t + 2 * int(np.prod(shape))
-  shapes = lambda boxed: jax.tree.map(lambda a: a.shape, nn.unbox(boxed)["params"])
-
-  before, missing = _stage_net(kind, num_stages=None)[0], _stage_net(kind)[0]
-  boxed = _abstract_init(before, shape, k)
-  for net in (missing, _stage_net(kind, stage_input=False)[0], _stage_net(kind, num_stages=1, stage_input=True)[0]):
-    other = _abstract_init(net, shape, k)
-    assert jax.tree.structure(other) == jax.tree.structure(boxed) and shapes(other) == shapes(boxed)
-  variables = _random_params(boxed)
-  np.testing.assert_array_equal(
-    jax.jit(missing.apply)(variables, x_in, known, t), jax.jit(before.apply)(variables, x_in, known, t)
-  )
-
-  shapes_on, shapes_off = shapes(_abstract_init(_stage_net(kind, stage_input=True)[0], shape, k)), shapes(boxed)
-  if kind == "transformer":
-    assert shapes_on.pop("stage_embed") == {"embedding": (S_STAGES, TF_CFG["emb_dim"])}
-  else:
-    kernel_on, kernel_off = shapes_on["conv_in"].pop("kernel"), shapes_off["conv_in"].pop("kernel")
-    assert kernel_on[-2] == kernel_off[-2] + S_STAGES
-    assert kernel_on[:-2] + kernel_on[-1:] == kernel_off[:-2] + kernel_off[-1:]
-  assert shapes_on == shapes_off
-
-
-@pytest.mark.parametrize("name,stages", [("cifar10_upscale4", 4), ("sc09_upscale", 16), ("text8_upscale", 0)])
-def test_paper_upscale_configs_feed_the_stage_and_their_old_config_files_still_load(name, stages):
-  """The CIFAR-10 and SC09 upscale configs give conv_in S stage channels more than their config.json of a release
-  before model.stage_input (key missing), which builds the old parameter tree; text8's official model has no
-  stage input (its ids tell the stage), so its config leaves the key out."""
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  config = configs.load_config_file(os.path.join(repo, "experiments", f"{name}.py:tiny"))
-  spec = train_state.spec_without_data(config)
-  old = json.loads(config.to_json(sort_keys=True))
-  assert old["model"].pop("stage_input", False) is bool(stages)
-
-  def param_shapes(cfg):
-    setup = train_state.build_setup(cfg, spec)
-    assert setup.objective.num_stages == (stages or 2)
-    return jax.tree.map(lambda a: a.shape, setup.abstract_state.params)
-
-  new_shapes, old_shapes = param_shapes(config), param_shapes(ml_collections.ConfigDict(old))
-  if stages:
-    kernel_new, kernel_old = new_shapes["conv_in"].pop("kernel"), old_shapes["conv_in"].pop("kernel")
-    assert kernel_new[-2] == kernel_old[-2] + stages
-  assert new_shapes == old_shapes

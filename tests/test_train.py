@@ -10,10 +10,11 @@ import sys
 from conftest import expect_error, run
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from ardm_jax import checkpoint, configs, train
+from ardm_jax import checkpoint, configs, sharding, train
 from ardm_jax.train_state import DataSpec, build_setup, spec_without_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,13 +121,19 @@ def test_sigterm_saves_and_resume_matches(tmp_path):
   assert "SIGTERM: saved checkpoint" in out, out
   stopped_at = checkpoint.latest_step(str(tmp_path / "pre"))
   assert 3 <= stopped_at < 400
-  # A workdir of an older release lacks keys added since at their defaults: it still resumes.
+  # A workdir of an older release lacks keys added since at their defaults, in config.json and in the config hash
+  # of its checkpoints: it still resumes, and its new checkpoints keep that hash (the one the jobs compute).
   path = tmp_path / "pre" / train.CONFIG_FILE
   saved = json.load(open(path))
-  del saved["compile_cache_dir"], saved["mesh"]["zero1"]
+  del saved["compile_cache_dir"], saved["mesh"]["zero1"], saved["optim"]["ema_warmup"]
   path.write_text(json.dumps(saved))
+  old_hash = configs.config_hash(ml_collections.ConfigDict(saved))
+  meta_path = tmp_path / "pre" / checkpoint.CHECKPOINT_DIR / str(stopped_at) / "meta" / "metadata"
+  meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | {"config_hash": old_hash}))
   horizon = stopped_at + 2
   _run(DIGITS_TINY, tmp_path / "pre", stop_at_step=horizon, **common)
+  meta_path = tmp_path / "pre" / checkpoint.CHECKPOINT_DIR / str(horizon) / "meta" / "metadata"
+  assert json.loads(meta_path.read_text())["config_hash"] == old_hash
   _run(DIGITS_TINY, tmp_path / "ref", stop_at_step=horizon, **common)
   assert checkpoint.latest_step(str(tmp_path / "ref")) == horizon  # stop_at_step ends with a checkpoint there
   resumed, step_resumed = _params_at(tmp_path / "pre", horizon)
@@ -197,6 +204,57 @@ def test_workdir_with_other_config_is_refused(tmp_path):
 
   with pytest.raises(ValueError, match="no held-out evaluation was recorded; train with --config.train.eval_every=N"):
     wd.open_workdir(str(tmp_path / "w"), step="best")
+
+
+PAPER_CONFIGS = ("cifar10", "cifar10_upscale4", "text8", "text8_upscale", "sc09", "sc09_upscale")
+
+
+def test_paper_configs_take_the_official_settings_and_the_base_keeps_the_old_ones():
+  """Where the paper is silent the six paper configs follow the official code (uniform t, a constant EMA decay, its
+  initialisers and time embedding); the base config keeps what older workdirs were trained with."""
+  official_net = {
+    "unet": dict(input_embed_std=0.125, time_endpoint=True),
+    "transformer": dict(kernel_init="xavier_uniform", attention_bias=False),
+    "diffwave": dict(kernel_init="kaiming_normal", input_embed_std=0.125, time_endpoint=True),
+  }
+  for name in PAPER_CONFIGS:
+    for variant in ("default", "tiny"):
+      config = configs.load_config_file(os.path.join(REPO, "experiments", f"{name}.py:{variant}"))
+      assert config.ardm.t_sampling == "uniform" and config.optim.ema_warmup is False, name
+      assert {k: config.model[k] for k in official_net[config.model.name]} == official_net[config.model.name], name
+  base = configs.base_config()
+  assert base.ardm.t_sampling == "stratified" and base.optim.ema_warmup is True
+  digits = configs.load_config_file(DIGITS_TINY)
+  assert digits.ardm.t_sampling == "stratified" and configs.ema_warmup(digits)
+
+
+def test_ema_is_a_constant_decay_without_warmup_and_warms_up_where_the_config_lacks_the_key():
+  """optim.ema_warmup=False: after the first step the EMA is decay * initial + (1 - decay) * new parameters, the
+  official update; a config without the key (an older workdir's) keeps the warm-up, min(decay, 1/10) at step 0."""
+  spec = DataSpec("digits", "image", (8, 8, 1), 17)
+  batch = np.random.default_rng(0).integers(0, 17, (8, 8, 8, 1)).astype(np.int32)
+  for warmup, decay in ((False, 0.9), (None, 0.1)):
+    config = configs.apply_overrides(
+      configs.load_config_file(DIGITS_TINY),
+      # No learning-rate warm-up: the first step must move the parameters for the two decays to differ.
+      ["--config.model.attention=False", "--config.optim.ema_decay=0.9", "--config.optim.warmup_steps=0"],
+    )
+    with config.unlocked():
+      if warmup is None:
+        del config.optim["ema_warmup"]
+      else:
+        config.optim.ema_warmup = warmup
+    setup = build_setup(config, spec)
+    state = setup.init_state(0)
+    initial = [np.asarray(x) for x in jax.tree.leaves(state.ema_params)]  # copied: the step donates the state
+    step_fn = train.compile_train_step(setup)
+    new, _ = step_fn(state, sharding.global_batch(batch, setup.mesh), jax.random.PRNGKey(1))
+    decay = np.float32(decay)
+    params = jax.tree.leaves(new.params)
+    assert max(np.abs(p - e0).max() for p, e0 in zip(params, initial)) > 1e-3
+    for e0, p, e in zip(initial, params, jax.tree.leaves(new.ema_params)):
+      # To float32 rounding: XLA may fuse the multiply-add, which rounds once where numpy rounds twice.
+      np.testing.assert_allclose(np.asarray(e), decay * e0 + (np.float32(1) - decay) * np.asarray(p), rtol=1e-6)
 
 
 def test_unknown_override_is_rejected():

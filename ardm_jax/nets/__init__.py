@@ -15,17 +15,18 @@ model_cfg keys (sizes have no defaults, so a config always states its model size
                optional num_heads=1, attention=True, dropout=0.0, dtype='float32', remat=False,
                attention_impl='plain', scan_layers=False, input_numeric=False (the official input layer: a
                conv on the values as numbers and the mask for 3/4 of ch, the id embedding projected to ch/4;
-               ch divisible by 4)
+               ch divisible by 4), input_embed_std=1.0, time_endpoint=False
   transformer: num_layers, emb_dim, mlp_dim, num_heads;
                optional dropout=0.0, dtype='float32', remat=False, attention_impl='plain', scan_layers=False,
                causal=False (items of any shape, read in raster order; causal=True is the single-order ARM
                baseline's network), rope=False (rotary positions in every attention layer),
                positions='learned' ('sinusoidal': the official text8 model's fixed table; 'none'),
                time_input=True, mask_input=True (embeddings of t and of the known-mask; the official text8
-               model has neither)
+               model has neither), time_endpoint=False, kernel_init='lecun_normal', attention_bias=True
   diffwave:    num_blocks, features (divisible by 4);
                optional dilation_cycle=12, kernel_size=3, skip_features=features, dropout=0.0,
-               dtype='float32', remat=False, scan_layers=False
+               dtype='float32', remat=False, scan_layers=False, kernel_init='lecun_normal',
+               input_embed_std=1.0, time_endpoint=False
 Every network: optional stage_input=False (with num_stages S > 1, the stage s = t // D as S one-hot channels
 beside the known-mask, the official upscale input: into conv_in for unet and diffwave, an embedding added at every
 position for transformer; no effect with one stage). remat is one of layers.REMAT_CHOICES ('none', 'attention',
@@ -34,6 +35,12 @@ one of attention.ATTENTION_IMPLS ('plain' is the einsum form older checkpoints w
 'auto' go through jax.nn.dot_product_attention); scan_layers=True compiles each run of identical blocks once with
 nn.scan, stacking their parameters on a leading 'layers' axis (`scan_params` converts an unrolled checkpoint's
 parameters).
+Initialisers and embeddings (the paper configs set the official code's choices): kernel_init is one of
+layers.KERNEL_INITS, for the layers each network's docstring names; input_embed_std is the standard deviation of
+the id embedding's initial entries; attention_bias=False leaves the attention projections without biases;
+time_endpoint=True spaces the time embedding's frequencies as the official code does (ln(10^4) / (half - 1), see
+layers.sinusoidal_embedding). Each optional key's default is what configs without it (older workdirs and model
+folders) were built with, so they load and compute as before.
 Unknown keys are rejected so a misspelt option cannot be silently ignored.
 """
 
@@ -66,6 +73,8 @@ _SPECS = {
       scan_layers=False,
       input_numeric=False,
       stage_input=False,
+      input_embed_std=1.0,
+      time_endpoint=False,
     ),
     rank=3,
     shape_doc="(H, W, C)",
@@ -84,6 +93,9 @@ _SPECS = {
       time_input=True,
       mask_input=True,
       stage_input=False,
+      time_endpoint=False,
+      kernel_init="lecun_normal",
+      attention_bias=True,
     ),
     rank=None,
     shape_doc="(L,) or any item shape (raster order)",
@@ -99,6 +111,9 @@ _SPECS = {
       remat=False,
       scan_layers=False,
       stage_input=False,
+      kernel_init="lecun_normal",
+      input_embed_std=1.0,
+      time_endpoint=False,
     ),
     rank=1,
     shape_doc="(L,)",
@@ -125,7 +140,7 @@ def build_network(model_cfg: Mapping[str, Any], data_shape: tuple[int, ...], num
 
   Raises:
     ValueError: for an unknown name, a data_shape of the wrong rank or with a zero size, K < 2, unknown or
-      missing keys, an unknown dtype, remat or attention_impl, or an unknown size option.
+      missing keys, an unknown dtype, remat, attention_impl or kernel_init, or an unknown size option.
   """
   cfg = dict(model_cfg.items())
   name = cfg.pop("name", None)
@@ -156,6 +171,8 @@ def build_network(model_cfg: Mapping[str, Any], data_shape: tuple[int, ...], num
   kwargs["remat"] = layers.remat_choice(kwargs["remat"])
   if "attention_impl" in kwargs:
     attention.check_attention_impl(kwargs["attention_impl"])
+  if "kernel_init" in kwargs:
+    layers.kernel_initializer(kwargs["kernel_init"])  # raises for an unknown name
   kwargs["scan_layers"] = bool(kwargs["scan_layers"])
 
   unknown_sizes = sorted(set(sizes) - set(_SIZE_OPTIONS))

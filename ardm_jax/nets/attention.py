@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ardm_jax.nets.layers import Dtype, constrain, partitioned
+from ardm_jax.nets.layers import Dtype, constrain, kernel_initializer, partitioned
 
 
 class HeadSplit(nn.Module):
@@ -26,26 +26,32 @@ class HeadSplit(nn.Module):
     num_heads: H.
     head_dim: Dh.
     dtype: compute dtype (kernel and bias are float32).
+    kernel_init: the kernel's initialiser, one of layers.KERNEL_INITS (fan_in E, fan_out H * Dh).
+    use_bias: add a bias (zero at initialisation); without it there is no bias parameter.
   """
 
   num_heads: int
   head_dim: int
   dtype: Dtype = jnp.float32
+  kernel_init: str = "lecun_normal"
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x_BxNxE: jax.Array) -> jax.Array:
     """Projects x [B, N, E] to [B, N, H, Dh] in `dtype`."""
-    init = nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
+    init = kernel_initializer(self.kernel_init, in_axis=0, out_axis=(1, 2))
     kernel_ExHxK = self.param(
       "kernel",
       partitioned(init, ("embed", "heads", "kv")),
       (x_BxNxE.shape[-1], self.num_heads, self.head_dim),
       jnp.float32,
     )
+    y = jnp.einsum("bne,ehk->bnhk", x_BxNxE.astype(self.dtype), kernel_ExHxK.astype(self.dtype))
+    if not self.use_bias:
+      return y
     bias_HxK = self.param(
       "bias", partitioned(nn.initializers.zeros, ("heads", "kv")), (self.num_heads, self.head_dim), jnp.float32
     )
-    y = jnp.einsum("bne,ehk->bnhk", x_BxNxE.astype(self.dtype), kernel_ExHxK.astype(self.dtype))
     return y + bias_HxK.astype(self.dtype)[None, None, :, :]
 
 
@@ -56,22 +62,31 @@ class HeadMerge(nn.Module):
     features: E.
     dtype: compute dtype.
     zero_init: start the kernel at zero (a residual branch that starts as the identity).
+    kernel_init: otherwise the kernel's initialiser, one of layers.KERNEL_INITS (fan_in H * Dh, fan_out E).
+    use_bias: add a bias (zero at initialisation); without it there is no bias parameter.
   """
 
   features: int
   dtype: Dtype = jnp.float32
   zero_init: bool = False
+  kernel_init: str = "lecun_normal"
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x_BxNxHxK: jax.Array) -> jax.Array:
     """Projects x [B, N, H, Dh] to [B, N, E] in `dtype`."""
-    init = nn.initializers.zeros if self.zero_init else nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)
+    if self.zero_init:
+      init = nn.initializers.zeros
+    else:
+      init = kernel_initializer(self.kernel_init, in_axis=(0, 1), out_axis=2)
     _, _, num_heads, head_dim = x_BxNxHxK.shape
     kernel_HxKxE = self.param(
       "kernel", partitioned(init, ("heads", "kv", "embed")), (num_heads, head_dim, self.features), jnp.float32
     )
-    bias_E = self.param("bias", partitioned(nn.initializers.zeros, ("embed",)), (self.features,), jnp.float32)
     y = jnp.einsum("bnhk,hke->bne", x_BxNxHxK.astype(self.dtype), kernel_HxKxE.astype(self.dtype))
+    if not self.use_bias:
+      return y
+    bias_E = self.param("bias", partitioned(nn.initializers.zeros, ("embed",)), (self.features,), jnp.float32)
     return y + bias_E.astype(self.dtype)[None, None, :]
 
 
@@ -178,6 +193,9 @@ class SelfAttention(nn.Module):
     causal: causal mask.
     rope: rotary position embedding of queries and keys (relative positions in every layer).
     impl: one of ATTENTION_IMPLS.
+    kernel_init: the initialiser of the q, k, v and (unless zero_init_out) output kernels, one of
+      layers.KERNEL_INITS.
+    use_bias: biases in the q, k, v and output projections.
   """
 
   num_heads: int
@@ -186,6 +204,8 @@ class SelfAttention(nn.Module):
   causal: bool = False
   rope: bool = False
   impl: str = "plain"
+  kernel_init: str = "lecun_normal"
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x_BxNxE: jax.Array) -> jax.Array:
@@ -199,7 +219,9 @@ class SelfAttention(nn.Module):
     act_names = ("batch", "act_length", "act_heads", "act_kv")
 
     def qkv(name):
-      y = HeadSplit(self.num_heads, head_dim, dtype=self.dtype, name=name)(x_BxNxE)
+      y = HeadSplit(
+        self.num_heads, head_dim, dtype=self.dtype, kernel_init=self.kernel_init, use_bias=self.use_bias, name=name
+      )(x_BxNxE)
       return constrain(y, act_names)
 
     q_BxNxHxK, k_BxNxHxK, v_BxNxHxK = qkv("query"), qkv("key"), qkv("value")
@@ -207,4 +229,11 @@ class SelfAttention(nn.Module):
       q_BxNxHxK, k_BxNxHxK = rotary(q_BxNxHxK), rotary(k_BxNxHxK)
     out_BxNxHxK = dot_product_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, causal=self.causal, impl=self.impl)
     out_BxNxHxK = constrain(out_BxNxHxK, act_names)
-    return HeadMerge(emb_dim, dtype=self.dtype, zero_init=self.zero_init_out, name="out")(out_BxNxHxK)
+    return HeadMerge(
+      emb_dim,
+      dtype=self.dtype,
+      zero_init=self.zero_init_out,
+      kernel_init=self.kernel_init,
+      use_bias=self.use_bias,
+      name="out",
+    )(out_BxNxHxK)

@@ -39,6 +39,7 @@ def conv1d(
   dilation: int = 1,
   out_axis: str = "embed",
   zero_init: bool = False,
+  kernel_init: str = "lecun_normal",
   name: str | None = None,
 ) -> nn.Conv:
   """'SAME'-padded 1-D convolution whose kernel is annotated ('conv_w', 'conv_in', out_axis).
@@ -49,13 +50,14 @@ def conv1d(
     dtype: compute dtype (kernel and bias are float32).
     dilation: the kernel dilation.
     out_axis: the logical name of the output channel axis (kernel and bias).
-    zero_init: start the kernel at zero instead of lecun-normal; the bias always starts at zero.
+    zero_init: start the kernel at zero; the bias always starts at zero.
+    kernel_init: otherwise the kernel's initialiser, one of layers.KERNEL_INITS (fan_in: kernel x in channels).
     name: the module name.
 
   Returns:
     An unbound nn.Conv mapping [B, L, C] to [B, L, features] in `dtype`.
   """
-  kernel_init = nn.initializers.zeros if zero_init else nn.initializers.lecun_normal()
+  init = nn.initializers.zeros if zero_init else layers.kernel_initializer(kernel_init)
   return nn.Conv(
     features,
     (kernel,),
@@ -63,7 +65,7 @@ def conv1d(
     padding="SAME",
     dtype=dtype,
     param_dtype=jnp.float32,
-    kernel_init=layers.partitioned(kernel_init, ("conv_w", "conv_in", out_axis)),
+    kernel_init=layers.partitioned(init, ("conv_w", "conv_in", out_axis)),
     bias_init=layers.partitioned(nn.initializers.zeros, (out_axis,)),
     name=name,
   )
@@ -80,6 +82,7 @@ class ResidualBlock(nn.Module):
     dropout: dropout rate after the gate.
     deterministic: no dropout; an attribute, not a call argument, so nn.remat needs no static args.
     dtype: compute dtype of the block's convolutions.
+    kernel_init: the initialiser of the dilated, residual and skip convolutions, one of layers.KERNEL_INITS.
   """
 
   features: int
@@ -89,6 +92,7 @@ class ResidualBlock(nn.Module):
   dropout: float
   deterministic: bool
   dtype: Any = jnp.float32
+  kernel_init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, x_BxLxF: jax.Array, temb_BxT: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -100,13 +104,19 @@ class ResidualBlock(nn.Module):
     h = x_BxLxF + step_BxF[:, None, :]
     # One convolution for both gate halves: the same as two convolutions of F outputs each.
     g = conv1d(
-      2 * self.features, self.kernel_size, dilation=self.dilation, out_axis="mlp", dtype=self.dtype, name="dilated_conv"
+      2 * self.features,
+      self.kernel_size,
+      dilation=self.dilation,
+      out_axis="mlp",
+      dtype=self.dtype,
+      kernel_init=self.kernel_init,
+      name="dilated_conv",
     )(h)
     g = layers.constrain(g, ("batch", "act_length", "act_mlp"))
     y = jnp.tanh(g[..., : self.features]) * nn.sigmoid(g[..., self.features :])
     y = nn.Dropout(self.dropout)(y, deterministic=self.deterministic)
-    residual = conv1d(self.features, 1, dtype=self.dtype, name="residual")(y)
-    skip = conv1d(self.skip_features, 1, dtype=self.dtype, name="skip")(y)
+    residual = conv1d(self.features, 1, dtype=self.dtype, kernel_init=self.kernel_init, name="residual")(y)
+    skip = conv1d(self.skip_features, 1, dtype=self.dtype, kernel_init=self.kernel_init, name="skip")(y)
     # The residual stream stays float32 whatever the compute dtype: 36 bf16 roundings of the running sum would
     # cost likelihood. Scaling by 1/sqrt(2) keeps its variance from growing with depth.
     out = (x_BxLxF.astype(jnp.float32) + residual.astype(jnp.float32)) * np.float32(1 / np.sqrt(2.0))
@@ -127,6 +137,7 @@ class DilationCycle(nn.Module):
     dtype: compute dtype.
     remat: one of layers.REMAT_CHOICES, applied to each block.
     in_scan: the cycle is the body of nn.scan (see layers.maybe_remat).
+    kernel_init: the blocks' convolution initialiser, one of layers.KERNEL_INITS.
   """
 
   features: int
@@ -138,6 +149,7 @@ class DilationCycle(nn.Module):
   dtype: Any = jnp.float32
   remat: bool | str = False
   in_scan: bool = False
+  kernel_init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, carry, temb_BxT: jax.Array):
@@ -161,6 +173,7 @@ class DilationCycle(nn.Module):
         self.dropout,
         deterministic=self.deterministic,
         dtype=self.dtype,
+        kernel_init=self.kernel_init,
         name=f"block_{j}",
       )(h, temb_BxT)
       skip_sum = skip_sum + skip.astype(jnp.float32)
@@ -183,6 +196,11 @@ class DiffWave(nn.Module):
     remat: one of layers.REMAT_CHOICES ('attention' remats nothing: there is no attention).
     scan_layers: one nn.scan over the num_blocks / dilation_cycle dilation cycles (params stacked under
       'cycles/block_j', block i = cycle * dilation_cycle + j) instead of block_0 ... block_{num_blocks-1}.
+    kernel_init: the initialiser of every block's dilated, residual and skip convolutions and of the head's first
+      1x1 convolution (skip_out), one of layers.KERNEL_INITS; the input layers, the Dense layers and the
+      zero-initialised output convolution keep theirs.
+    input_embed_std: the standard deviation of the id embedding's initial entries.
+    time_endpoint: the time embedding's frequency spacing (layers.sinusoidal_embedding's `endpoint`).
     num_outputs: outputs per variable; None: K.
     num_input_classes: rows of the input id table; None: K + 1.
     num_steps: range of t for the time embedding; None: L.
@@ -202,6 +220,9 @@ class DiffWave(nn.Module):
   dtype: Any = jnp.float32
   remat: bool | str = False
   scan_layers: bool = False
+  kernel_init: str = "lecun_normal"
+  input_embed_std: float = 1.0
+  time_endpoint: bool = False
   num_outputs: int | None = None
   num_input_classes: int | None = None
   num_steps: int | None = None
@@ -240,7 +261,13 @@ class DiffWave(nn.Module):
 
     # As the official DiffWave port: sinusoid of width F, then two Dense layers of 4F (256 -> 1024 -> 1024).
     temb_BxT = layers.TimeEmbedding(
-      num_steps, sin_dim=feats, hidden_dim=4 * feats, out_dim=4 * feats, dtype=self.dtype, name="time_embed"
+      num_steps,
+      sin_dim=feats,
+      hidden_dim=4 * feats,
+      out_dim=4 * feats,
+      dtype=self.dtype,
+      endpoint=self.time_endpoint,
+      name="time_embed",
     )(t)
 
     # Ids >= K (the absorbing value, augmented states) have no place on the number line: value channel 0.
@@ -253,7 +280,9 @@ class DiffWave(nn.Module):
       numeric_BxLxM = jnp.concatenate([numeric_BxLxM, stage_BxLxS], axis=-1)
     h_num = conv1d(3 * feats // 4, 3, dtype=self.dtype, name="conv_in")(numeric_BxLxM.astype(self.dtype))
     # The official input layer projects the id embedding once more (Embed -> Dense, both F/4 wide).
-    h_emb = layers.embed(num_input_classes, feats // 4, dtype=self.dtype, name="input_embed")(x_in)
+    h_emb = layers.embed(
+      num_input_classes, feats // 4, dtype=self.dtype, stddev=self.input_embed_std, name="input_embed"
+    )(x_in)
     h_emb = layers.dense(feats // 4, ("conv_in", "embed"), dtype=self.dtype, name="input_embed_proj")(h_emb)
     h = nn.relu(jnp.concatenate([h_num, h_emb.astype(self.dtype)], axis=-1)).astype(jnp.float32)
     h = layers.constrain(h, _ACT_3D)
@@ -277,6 +306,7 @@ class DiffWave(nn.Module):
         dtype=self.dtype,
         remat=remat,
         in_scan=True,
+        kernel_init=self.kernel_init,
         name="cycles",
       )
       stack = layers.scan_blocks(
@@ -296,11 +326,12 @@ class DiffWave(nn.Module):
           self.dropout,
           deterministic=not train,
           dtype=self.dtype,
+          kernel_init=self.kernel_init,
           name=f"block_{i}",
         )(h, temb_BxT)
         skip_sum = skip_sum + skip.astype(jnp.float32)
     h = skip_sum * np.float32(1 / np.sqrt(self.num_blocks))
     # The output head runs in float32: bf16 logits would cost likelihood directly.
-    h = nn.relu(conv1d(skip_features, 1, dtype=jnp.float32, name="skip_out")(h))
+    h = nn.relu(conv1d(skip_features, 1, dtype=jnp.float32, kernel_init=self.kernel_init, name="skip_out")(h))
     out = conv1d(num_outputs, 1, dtype=jnp.float32, out_axis="vocab", zero_init=True, name="out")(h)
     return layers.constrain(out, ("batch", "act_length", "act_classes"))

@@ -143,6 +143,31 @@ def scan_blocks(body, length: int, *, in_axes=(), out_axes=0):
   )
 
 
+# model.kernel_init: the initialiser of the weight kernels a network lets the option choose (its docstring names
+# them). 'lecun_normal' (flax's default) is what older checkpoints were initialised with.
+KERNEL_INITS = ("lecun_normal", "xavier_uniform", "kaiming_normal")
+
+
+def kernel_initializer(name: str, in_axis=-2, out_axis=-1):
+  """The flax initialiser named by model.kernel_init.
+
+  Args:
+    name: one of KERNEL_INITS: 'lecun_normal' (truncated normal, variance 1 / fan_in), 'xavier_uniform' (uniform
+      on +-sqrt(6 / (fan_in + fan_out))) or 'kaiming_normal' (truncated normal, variance 2 / fan_in).
+    in_axis: the kernel's input axis or axes (their sizes times the other, receptive-field axes give fan_in).
+    out_axis: the kernel's output axis or axes (fan_out).
+
+  Returns:
+    The initialiser.
+
+  Raises:
+    ValueError: `name` is not one of KERNEL_INITS.
+  """
+  if name not in KERNEL_INITS:
+    raise ValueError(f"unknown model.kernel_init {name!r}; set it to one of {list(KERNEL_INITS)}")
+  return getattr(nn.initializers, name)(in_axis=in_axis, out_axis=out_axis)
+
+
 def partitioned(init_fn, names: Sequence[str]):
   """Annotates an initialiser with logical axis names, for the sharding rules.
 
@@ -170,7 +195,13 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
 
 
 def dense(
-  features: int, names: tuple[str, str], *, dtype: Dtype, zero_init: bool = False, name: str | None = None
+  features: int,
+  names: tuple[str, str],
+  *,
+  dtype: Dtype,
+  zero_init: bool = False,
+  kernel_init: str = "lecun_normal",
+  name: str | None = None,
 ) -> nn.Dense:
   """Dense layer computing in `dtype`, float32 kernel annotated `names` (in, out), bias `names[1:]`.
 
@@ -178,19 +209,20 @@ def dense(
     features: output width.
     names: the logical names of the kernel's (in, out) axes.
     dtype: compute dtype.
-    zero_init: start the kernel at zero instead of lecun-normal (a residual branch or output head that starts
-      at 0); the bias always starts at zero.
+    zero_init: start the kernel at zero (a residual branch or output head that starts at 0); the bias always
+      starts at zero.
+    kernel_init: otherwise the kernel's initialiser, one of KERNEL_INITS.
     name: the module name.
 
   Returns:
     An unbound nn.Dense mapping [..., in] to [..., features] in `dtype`.
   """
-  kernel_init = nn.initializers.zeros if zero_init else nn.initializers.lecun_normal()
+  init = nn.initializers.zeros if zero_init else kernel_initializer(kernel_init)
   return nn.Dense(
     features,
     dtype=dtype,
     param_dtype=jnp.float32,
-    kernel_init=partitioned(kernel_init, names),
+    kernel_init=partitioned(init, names),
     bias_init=partitioned(nn.initializers.zeros, names[1:]),
     name=name,
   )
@@ -376,14 +408,18 @@ def stage_onehot(net, t_B: jax.Array) -> jax.Array | None:
 def sinusoidal_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0, endpoint: bool = False) -> jax.Array:
   """Transformer-style sin/cos features.
 
-  Frequencies run geometrically from 1 towards 1 / max_period.
+  Frequencies run geometrically from 1 towards 1 / max_period: exp(-ln(max_period) * i / n) for i < half = dim / 2,
+  with n = half - 1 (endpoint) or n = half.
 
   Args:
     t_B: float [B] (any real dtype; cast to float32), the times or positions.
     dim: the feature width (even).
     max_period: the longest period.
-    endpoint: include the frequency 1 / max_period itself (the tensor2tensor position table of the official text8
-      Transformer), otherwise stop one step short (the DDPM time embedding).
+    endpoint: n = half - 1, so the last frequency is 1 / max_period itself: the Fairseq / tensor2tensor form, used
+      by DDPM's time embedding (`get_timestep_embedding`), the official ARDM code's time embedding
+      (`time_embedding.get_timestep_embedding`) and its text8 position table. Otherwise n = half, stopping one
+      step short, as OpenAI's improved-diffusion `timestep_embedding` does (which orders the halves [cos | sin]);
+      the form the networks here used before model.time_endpoint existed.
 
   Returns:
     float32 [B, dim], [sin | cos] halves.
@@ -431,6 +467,7 @@ class TimeEmbedding(nn.Module):
     hidden_dim: width of the first Dense.
     out_dim: width of the output.
     dtype: compute dtype.
+    endpoint: the sinusoid's frequency spacing (`sinusoidal_embedding`; model.time_endpoint).
   """
 
   num_steps: int
@@ -438,12 +475,13 @@ class TimeEmbedding(nn.Module):
   hidden_dim: int
   out_dim: int
   dtype: Dtype = jnp.float32
+  endpoint: bool = False
 
   @nn.compact
   def __call__(self, t_B: jax.Array) -> jax.Array:
     """Embeds t_B, int [B], as [B, out_dim] in `dtype`."""
     t_scaled_B = t_B.astype(jnp.float32) * (1000.0 / self.num_steps)
-    h_BxT = sinusoidal_embedding(t_scaled_B, self.sin_dim)
+    h_BxT = sinusoidal_embedding(t_scaled_B, self.sin_dim, endpoint=self.endpoint)
     h_BxM = dense(self.hidden_dim, ("time", "mlp"), dtype=self.dtype, name="dense_0")(h_BxT)
     h_BxM = nn.swish(h_BxM)
     return dense(self.out_dim, ("mlp", "embed"), dtype=self.dtype, name="dense_1")(h_BxM)

@@ -17,6 +17,11 @@ token alone. `stage_input` (off by default) adds, at every position, a learned e
 s = t // (num_steps / S): the counterpart of the S stage channels the conv networks get beside the mask (the
 official text8 Transformer discards mask and stage alike; its upscale ids tell the stage).
 
+Initialisation: `kernel_init` chooses the initialiser of the weight kernels of the blocks (attention q, k, v and
+output, MLP) and of the logits layer ('lecun_normal' by default; the official text8 model uses 'xavier_uniform'),
+and `attention_bias=False` leaves the biases out of the attention projections, as the official model does. The
+embeddings and the time embedding keep their own initialisers.
+
 Numerics: with a bf16 compute dtype each block still reads and writes a float32 residual stream, and the final
 LayerNorm and logits layer run in float32, so neither the residual sums nor the logits are rounded to bf16.
 """
@@ -44,21 +49,23 @@ class MlpBlock(nn.Module):
     dropout: dropout rate after the GELU.
     deterministic: no dropout.
     dtype: compute dtype.
+    kernel_init: the initialiser of both kernels, one of layers.KERNEL_INITS.
   """
 
   mlp_dim: int
   dropout: float
   deterministic: bool
   dtype: Any = jnp.float32
+  kernel_init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, x_BxLxE: jax.Array) -> jax.Array:
     """x [B, L, E] -> [B, L, E] in `dtype`."""
     emb_dim = x_BxLxE.shape[-1]
-    h = layers.dense(self.mlp_dim, ("embed", "mlp"), dtype=self.dtype, name="wi")(x_BxLxE)
+    h = layers.dense(self.mlp_dim, ("embed", "mlp"), dtype=self.dtype, kernel_init=self.kernel_init, name="wi")(x_BxLxE)
     h = layers.constrain(nn.gelu(h), ("batch", "act_length", "act_mlp"))
     h = nn.Dropout(self.dropout)(h, deterministic=self.deterministic)
-    return layers.dense(emb_dim, ("mlp", "embed"), dtype=self.dtype, name="wo")(h)
+    return layers.dense(emb_dim, ("mlp", "embed"), dtype=self.dtype, kernel_init=self.kernel_init, name="wo")(h)
 
 
 class TransformerBlock(nn.Module):
@@ -75,6 +82,8 @@ class TransformerBlock(nn.Module):
     attention_impl: one of attention.ATTENTION_IMPLS.
     remat_attention: recompute the attention layer in the backward pass (model.remat='attention').
     in_scan: the block is the body of nn.scan (prevent_cse can be off, see layers.maybe_remat).
+    kernel_init: the initialiser of the attention and MLP kernels, one of layers.KERNEL_INITS.
+    attention_bias: biases in the attention projections.
   """
 
   num_heads: int
@@ -87,6 +96,8 @@ class TransformerBlock(nn.Module):
   attention_impl: str = "plain"
   remat_attention: bool = False
   in_scan: bool = False
+  kernel_init: str = "lecun_normal"
+  attention_bias: bool = True
 
   @nn.compact
   def __call__(self, x_BxLxE: jax.Array) -> jax.Array:
@@ -96,13 +107,22 @@ class TransformerBlock(nn.Module):
       attention.SelfAttention, "attention" if self.remat_attention else "none", "attention", in_scan=self.in_scan
     )
     h = attn_cls(
-      self.num_heads, dtype=self.dtype, causal=self.causal, rope=self.rope, impl=self.attention_impl, name="attn"
+      self.num_heads,
+      dtype=self.dtype,
+      causal=self.causal,
+      rope=self.rope,
+      impl=self.attention_impl,
+      kernel_init=self.kernel_init,
+      use_bias=self.attention_bias,
+      name="attn",
     )(h)
     h = nn.Dropout(self.dropout)(h, deterministic=self.deterministic)
     # The stream x is float32 (see the module docstring); each branch computes in self.dtype and is added in float32.
     x_BxLxE = layers.constrain(x_BxLxE + h.astype(jnp.float32), _ACT_3D)
     h = layers.layer_norm(dtype=self.dtype, name="norm_mlp")(x_BxLxE)
-    h = MlpBlock(self.mlp_dim, self.dropout, self.deterministic, dtype=self.dtype, name="mlp")(h)
+    h = MlpBlock(
+      self.mlp_dim, self.dropout, self.deterministic, dtype=self.dtype, kernel_init=self.kernel_init, name="mlp"
+    )(h)
     h = nn.Dropout(self.dropout)(h, deterministic=self.deterministic)
     return layers.constrain(x_BxLxE + h.astype(jnp.float32), _ACT_3D)
 
@@ -130,6 +150,9 @@ class Transformer(nn.Module):
     mask_input: add an embedding of the known-mask.
     stage_input: with num_stages S > 1, add an embedding of the stage (module docstring); False (and S = 1) keeps
       older checkpoints' layout.
+    time_endpoint: the time embedding's frequency spacing (layers.sinusoidal_embedding's `endpoint`).
+    kernel_init: the initialiser of the blocks' and the logits layer's kernels, one of layers.KERNEL_INITS.
+    attention_bias: biases in the attention projections.
     num_outputs: outputs per variable; None: K.
     num_input_classes: rows of the token table; None: K + 1.
     num_steps: range of t for the time embedding; None: D = L.
@@ -153,6 +176,9 @@ class Transformer(nn.Module):
   time_input: bool = True
   mask_input: bool = True
   stage_input: bool = False
+  time_endpoint: bool = False
+  kernel_init: str = "lecun_normal"
+  attention_bias: bool = True
   num_outputs: int | None = None
   num_input_classes: int | None = None
   num_steps: int | None = None
@@ -209,6 +235,7 @@ class Transformer(nn.Module):
         hidden_dim=self.mlp_dim,
         out_dim=self.emb_dim,
         dtype=self.dtype,
+        endpoint=self.time_endpoint,
         name="time_embed",
       )(t)
       h = h + temb_BxE.astype(jnp.float32)[:, None, :]
@@ -226,6 +253,8 @@ class Transformer(nn.Module):
       attention_impl=self.attention_impl,
       remat_attention=remat == "attention",
       in_scan=self.scan_layers,
+      kernel_init=self.kernel_init,
+      attention_bias=self.attention_bias,
     )
     if self.scan_layers:
       body = lambda block, carry: (block(carry), None)
@@ -236,6 +265,8 @@ class Transformer(nn.Module):
         h = block_cls(self.num_heads, self.mlp_dim, self.dropout, name=f"block_{i}", **block_kwargs)(h)
 
     h = layers.layer_norm(dtype=jnp.float32, name="norm_out")(h)
-    logits_BxLxK = layers.dense(num_outputs, ("embed", "vocab"), dtype=jnp.float32, name="logits")(h)
+    logits_BxLxK = layers.dense(
+      num_outputs, ("embed", "vocab"), dtype=jnp.float32, kernel_init=self.kernel_init, name="logits"
+    )(h)
     logits_BxLxK = layers.constrain(logits_BxLxK, ("batch", "act_length", "act_classes"))
     return logits_BxLxK.reshape((batch,) + tuple(self.data_shape) + (num_outputs,))

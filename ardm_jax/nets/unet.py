@@ -152,6 +152,8 @@ class UNet(nn.Module):
     input_numeric: the official input layer (module docstring); False keeps older checkpoints' layout.
     stage_input: with num_stages S > 1, a one-hot of the stage s = t // (num_steps / S) as S more mask channels
       into conv_in; False (and S = 1) keeps older checkpoints' layout.
+    input_embed_std: the standard deviation of the id embedding's initial entries (N(0, input_embed_std^2)).
+    time_endpoint: the time embedding's frequency spacing (layers.sinusoidal_embedding's `endpoint`).
     num_outputs: outputs per variable; None: K.
     num_input_classes: rows of the input id table; None: K + 1.
     num_steps: range of t for the time embedding; None: D = H * W * C.
@@ -172,6 +174,8 @@ class UNet(nn.Module):
   scan_layers: bool = False
   input_numeric: bool = False
   stage_input: bool = False
+  input_embed_std: float = 1.0
+  time_endpoint: bool = False
   num_outputs: int | None = None
   num_input_classes: int | None = None
   num_steps: int | None = None
@@ -200,12 +204,20 @@ class UNet(nn.Module):
     b = x_in.shape[0]
 
     temb_BxT = layers.TimeEmbedding(
-      num_steps, sin_dim=self.ch, hidden_dim=4 * self.ch, out_dim=4 * self.ch, dtype=self.dtype, name="time_embed"
+      num_steps,
+      sin_dim=self.ch,
+      hidden_dim=4 * self.ch,
+      out_dim=4 * self.ch,
+      dtype=self.dtype,
+      endpoint=self.time_endpoint,
+      name="time_embed",
     )(t)
 
     # Each sub-pixel gets its own learned vector (absorbing value K / coarse states included), and the
     # known-mask is fed explicitly so the net never has to infer it from the values.
-    e_BxHxWxCxE = layers.embed(num_inputs, self.input_embed_dim, dtype=self.dtype, name="input_embed")(x_in)
+    e_BxHxWxCxE = layers.embed(
+      num_inputs, self.input_embed_dim, dtype=self.dtype, stddev=self.input_embed_std, name="input_embed"
+    )(x_in)
     # The mask channels: the known-mask, then (stage_input) the stage one-hot at every pixel, in the official order.
     mask_BxHxWxM = known.astype(jnp.float32)
     stage_BxS = layers.stage_onehot(self, t)
