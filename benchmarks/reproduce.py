@@ -567,8 +567,12 @@ def _commit() -> str:
     sha = subprocess.run(
       ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
+    # Only code counts: the RESULTS section and plot this script writes are not a change to what it measured.
     dirty = subprocess.run(
-      ["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
+      ["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no", "--", "ardm_jax", "experiments", "*.py"],
+      capture_output=True,
+      text=True,
+      check=True,
     ).stdout.strip()
     return sha + (" (with uncommitted changes)" if dirty else "")
   except (OSError, subprocess.CalledProcessError):

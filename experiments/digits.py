@@ -3,9 +3,9 @@
 Command:
   ardm train --config experiments/digits.py --workdir runs/digits
 Expected (measured at 754cf80, benchmarks/RESULTS.md "Digits default"): test bits/dim 1.8472 ± 0.0183 (EMA
-parameters, 4 passes over the 300 test images) in 5 min 11 s on 2 quiet CPU cores (training and its test evaluation);
-xz -9e on the 300 test
-images as one file gives 2.88 (2.71 on all 1,797 images), WebP 7.97 per image. `experiments/digits.py:tiny` is a seconds-long smoke variant for tests.
+parameters, 4 passes over the 300 test images) in 5 min 11 s on 2 quiet CPU cores (training and its test
+evaluation); xz -9e on the 300 test images as one file gives 2.88 (2.71 on all 1,797 images), WebP 7.97 per image.
+`experiments/digits.py:tiny` is a seconds-long smoke variant for tests.
 """
 
 from ardm_jax.configs import base_config, shrink_to_tiny

@@ -6,7 +6,8 @@ Command:
   ardm train --config experiments/digits_arm.py --workdir runs/digits_arm
 Expected: test bits/dim a little below the OA-ARDM's (the paper: a fixed order is a little better than
 order-agnostic). This config as it stands: time and result not measured. Measured on a narrower variant (3 layers,
-width 96; benchmarks/RESULTS.md "Reproduction", 2 CPU cores): 1.825 ± 0.014 against the OA-ARDM's 1.906 ± 0.016.
+width 96; benchmarks/RESULTS.md "Reproduction" at e761e64, 2 CPU cores): 1.825 ± 0.014 against the OA-ARDM's
+1.896 ± 0.017.
 `:tiny` is a seconds-long smoke variant.
 """
 

@@ -6,7 +6,7 @@ Command:
   ardm eval --workdir runs/digits_d3pm --budget 20 --passes 4     # the same denoiser as a 20-step model
 Expected: test bits/dim a little above the OA-ARDM's at T = 1000 and higher at few steps. This config as it
 stands: time and result not measured; benchmarks/RESULTS.md "Reproduction" measured a variant with U-Net ch 32
-on 2 CPU cores (D3PM − OA-ARDM from +0.001 to +0.012 bits/dim over the budgets there).
+on 2 CPU cores at e761e64 (D3PM − OA-ARDM from +0.001 to +0.012 bits/dim over the budgets there).
 `:tiny` is a seconds-long smoke variant.
 """
 

@@ -6,8 +6,8 @@ Commands:
   ardm train --config experiments/local_text.py:pydoc --workdir runs/pydoc
 Time (measured on Tiny Shakespeare, 2 CPU cores): 0.38 steps/s at batch 32 x 256, so the 3,000 steps take about
 2 h 07 min (the run's own ETA line). Expected: the result of the default 3,000 steps is not measured. Measured on
-a narrower variant (width 128, crops of 64, 1,500 steps, `:pydoc`; benchmarks/RESULTS.md "Reproduction"):
-2.698 ± 0.027 bits/char; text8-sized models reach 1.43 (paper). `:tiny` is a smoke variant.
+a narrower variant (width 128, crops of 64, 1,500 steps, `:pydoc`; benchmarks/RESULTS.md "Reproduction" at
+e761e64): 2.659 ± 0.026 bits/char; text8-sized models reach 1.43 (paper). `:tiny` is a smoke variant.
 """
 
 from ardm_jax.configs import base_config, shrink_to_tiny

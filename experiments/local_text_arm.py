@@ -4,8 +4,8 @@ Transformer made causal (left to right), same optimiser and steps. Its NLL is ex
 Commands:
   ardm train --config experiments/local_text_arm.py:pydoc --workdir runs/pydoc_arm
 Expected: bits/char a little below the OA-ARDM's (the paper: a fixed order is easier). This config as it stands:
-time and result not measured; on local_text.py's narrower variant (benchmarks/RESULTS.md "Reproduction", 2 CPU
-cores) 1.779 ± 0.029 bits/char against the OA-ARDM's 2.698 ± 0.027. `:tiny` is a smoke variant.
+time and result not measured; on local_text.py's narrower variant (benchmarks/RESULTS.md "Reproduction" at
+e761e64, 2 CPU cores) 1.779 ± 0.029 bits/char against the OA-ARDM's 2.659 ± 0.026. `:tiny` is a smoke variant.
 """
 
 import os
