@@ -41,6 +41,8 @@ LAYERS = [
       "compile_cache",
       "held_out",
       "train",
+      # Model FLOPs of a train step, which the trainer and benchmarks/throughput.py share.
+      "model_flops",
       "workdir",
       # Sampling and the bound over orders are library code over an opened model, as held_out is.
       "sample",
