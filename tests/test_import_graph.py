@@ -41,8 +41,9 @@ LAYERS = [
       "compile_cache",
       "held_out",
       "train",
-      # Model FLOPs of a train step, which the trainer and benchmarks/throughput.py share.
+      # Model FLOPs of a train step, which the trainer and benchmarks/throughput.py share; device peaks for MFU.
       "model_flops",
+      "device_peaks",
       "workdir",
       # Sampling and the bound over orders are library code over an opened model, as held_out is.
       "sample",
