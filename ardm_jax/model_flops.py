@@ -87,7 +87,20 @@ def lowered_flops(fn: Callable, *args: Any, context: Callable) -> float:
     return flops_of(fn.lower(*args).cost_analysis())
 
 
-def step_flops(config: Any, spec: DataSpec, batch_size: int, compile_step: Callable[[Setup], Callable]) -> float:
+def is_counting_program(config: Any, num_devices: int) -> bool:
+  """Whether `config`'s own train step on `num_devices` devices already is the counting program: one device, and
+  remat, layer scans and attention kernels as COUNTING_MODEL_SETTINGS has them (or absent from the network)."""
+  settings = COUNTING_MODEL_SETTINGS.items()
+  return num_devices == 1 and all(key not in config.model or config.model[key] in values for key, values in settings)
+
+
+def step_flops(
+  config: Any,
+  spec: DataSpec,
+  batch_size: int,
+  compile_step: Callable[[Setup], Callable],
+  own_program: tuple[int, Any] | None = None,
+) -> float:
   """Model FLOPs of one train step on the global batch (see the module docstring).
 
   Args:
@@ -96,10 +109,16 @@ def step_flops(config: Any, spec: DataSpec, batch_size: int, compile_step: Calla
     batch_size: the GLOBAL batch size.
     compile_step: builds the jitted `train_step(state, batch, key)` of a Setup: train.compile_train_step (an
       argument, since the trainer imports this module).
+    own_program: (number of devices, jax.stages.Lowered) of the caller's own train step on the global batch; where
+      that already is the counting program (is_counting_program), its count is taken and nothing else is traced.
+      The trainer's step also carries its divergence record, scalar checks that leave the count of digits.py:tiny
+      unchanged (tests/test_train.py compares the two).
 
   Returns:
     The FLOPs of one optimisation step.
   """
+  if own_program is not None and is_counting_program(config, own_program[0]):
+    return flops_of(own_program[1].cost_analysis())
   setup1 = counting_setup(config, spec)
   batch = jax.ShapeDtypeStruct((batch_size,) + tuple(spec.shape), jnp.int32)
   key = jax.eval_shape(lambda: jax.random.PRNGKey(0))

@@ -41,9 +41,12 @@ LAYERS = [
       "compile_cache",
       "held_out",
       "train",
-      # Model FLOPs of a train step, which the trainer and benchmarks/throughput.py share; device peaks for MFU.
+      # What a run measures about itself: model FLOPs of a train step (the trainer and benchmarks/throughput.py
+      # share them), device peaks for MFU, the progress line and device memory, and goodput.
       "model_flops",
       "device_peaks",
+      "progress",
+      "goodput",
       "workdir",
       # Sampling and the bound over orders are library code over an opened model, as held_out is.
       "sample",

@@ -2,9 +2,9 @@
 drops remat (and scans / attention kernels), the count is near 6 x parameters x tokens for a Transformer, and the
 hand count of a U-Net forward pass agrees with XLA's."""
 
-import importlib.util
 import os
 
+from conftest import load_benchmark
 import pytest
 
 from ardm_jax import configs, model_flops
@@ -13,15 +13,8 @@ from ardm_jax.train_state import count_params
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _benchmark():
-  spec = importlib.util.spec_from_file_location("throughput", os.path.join(REPO, "benchmarks", "throughput.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_counting_setup_is_one_device_without_remat():
-  bench = _benchmark()
+  bench = load_benchmark("throughput")
   config = configs.load_config_file(os.path.join(REPO, "experiments", "cifar10.py:tiny"))
   config.model.remat = True
   setup1 = model_flops.counting_setup(config, bench.spec_of(config))
@@ -34,7 +27,7 @@ def test_counting_setup_is_one_device_without_remat():
 
 @pytest.mark.parametrize("name", ["digits.py:tiny", "cifar10.py:tiny"])  # embedding input; numeric input, 32x32
 def test_unet_hand_count_is_within_10_percent_of_xla(name):
-  bench = _benchmark()
+  bench = load_benchmark("throughput")
   config = configs.load_config_file(os.path.join(REPO, "experiments", name))
   spec = bench.spec_of(config)
   setup1 = model_flops.counting_setup(config, spec)
@@ -47,7 +40,7 @@ def test_transformer_step_flops_are_near_six_times_params_times_tokens():
   """An independent count: a train step of a Transformer costs about 6 FLOPs per parameter and token (forward 2,
   backward 4), plus attention (12 x layers x tokens x length x width per item) and the per-token work no parameter
   counts (norms, softmax, loss, optimizer). text8.py at width 128 and 4 layers, so the matmuls dominate."""
-  bench = _benchmark()
+  bench = load_benchmark("throughput")
   config = configs.load_config_file(os.path.join(REPO, "experiments", "text8.py:tiny"))
   config.model.update(num_layers=4, emb_dim=128, mlp_dim=512, num_heads=4)
   config.train.batch_size = 4
