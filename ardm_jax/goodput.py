@@ -2,10 +2,21 @@
 and the rest), printed at the end, appended to `W/goodput.json` (one object per run segment) and logged to
 TensorBoard.
 
-A stopwatch charges host wall time to the part the trainer is in (`with goodput.part("train"): ...`; an inner part
-pauses the outer one) and the time outside every part to `other`, so the parts of a segment add up to its wall
-time. It reads the host clock only, never the device: the trainer's parts are chosen so that the syncs it already
-makes fall in the right one (train.py says how each part is measured).
+A stopwatch charges host wall time to the part the trainer is in (`with stopwatch.part("train"): ...`; an inner
+part pauses the outer one) and the time outside every part to `other`, so the parts of a segment add up to its wall
+time. It reads the host clock only and never waits for the device: train.train_and_evaluate places its parts so
+that the syncs it makes anyway fall in the right one. From the call's start to its end:
+  data        loading the data set, then each step's host batch and its transfer; while the device still runs
+              earlier steps this host time overlaps them, so it bounds the device's wait for data from above;
+  compile     the state's initialisation (a jitted program compiled and run once), the train step's lowering and
+              ahead-of-time compile, and the model FLOP count (model_flops.step_flops: XLA's cost analysis of that
+              lowering, or of a one-device lowering where the run's program is not the counting one);
+  train       dispatching steps and the waits for them: the metric fetch of a progress line and the divergence
+              check before each evaluation and checkpoint, which wait for every step dispatched so far (and, in a
+              profiled run, the end of the trace: the wait for its last step and writing it);
+  eval        held-out evaluations, periodic and final, their compiles included;
+  checkpoint  restoring, saving (its synchronous part) and waiting for asynchronous saves to finish;
+  other       the rest: building the setup, opening the workdir and the metric writer, writing metrics.
 """
 
 from __future__ import annotations

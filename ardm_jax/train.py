@@ -21,7 +21,19 @@ import ml_collections
 import numpy as np
 import optax
 
-from ardm_jax import ardm, checkpoint, config_checks, configs, data, goodput, held_out, objective, progress, sharding
+from ardm_jax import (
+  ardm,
+  checkpoint,
+  config_checks,
+  configs,
+  data,
+  goodput,
+  held_out,
+  objective,
+  profiling,
+  progress,
+  sharding,
+)
 from ardm_jax.configs import CONFIG_FILE, DATA_SPEC_FILE, config_hash, lt_window  # noqa: F401  (re-exported)
 from ardm_jax.train_state import DataSpec, Setup, TrainState, build_setup, count_params
 
@@ -277,18 +289,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   `stop_at_step` pauses the run early with a checkpoint (the schedule still follows train.num_steps), as a
   preemption would; rerunning continues it.
 
-  Goodput (goodput.py) splits host wall time from this call's start to its end without a sync of its own; each
-  part is timed where the loop already waits:
-    data        loading the data set, then each step's host batch and its transfer; while the device still runs
-                earlier steps this host time overlaps them, so it bounds the device's wait for data from above;
-    compile     the state's initialisation (a jitted program compiled and run once), the train step's lowering
-                and ahead-of-time compile, and the model FLOP count (model_flops.step_flops: XLA's cost analysis
-                of that lowering, or of a one-device lowering where the run's program is not the counting one);
-    train       dispatching steps and the waits for them: the metric fetch of a progress line and the divergence
-                check before each evaluation and checkpoint, which wait for every step dispatched so far;
-    eval        held-out evaluations, periodic and final, their compiles included;
-    checkpoint  restoring, saving (its synchronous part) and waiting for asynchronous saves to finish;
-    other       the rest: building the setup, opening the workdir and the metric writer, writing metrics.
+  Its wall time is split into goodput parts as goodput.py's docstring says (no sync of its own).
   """
   stopwatch = goodput.Goodput()
   # Every check runs before the workdir is written: a refused run leaves no trace (a workdir holding a config is
@@ -378,9 +379,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
       lines(pending[0], pending[1], last_saved)
       pending = None
 
+  traced = is_main or bool(tc.get("profile_all_processes"))
+  tracer = profiling.StepTrace(configs.profile_steps(config), workdir, traced, log)
   try:
-    with _Preemption() as preemption, setup.context():
+    with _Preemption() as preemption, setup.context(), tracer:
       while step < stop:
+        tracer.before_step(step)
         with stopwatch.part("data"):
           local = dataset.train_batch(
             step, int(tc.batch_size), int(config.seed), jax.process_index(), jax.process_count()
@@ -389,6 +393,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         with stopwatch.part("train"):
           state, metrics, health = compiled_step(state, batch, base_key, health)
           step += 1
+          tracer.after_step(step, metrics)  # ending a trace waits for its last step (profiled runs only)
           report_pending()
           if lines.due(step):
             pending = (step, metrics, health)

@@ -65,8 +65,12 @@ def test_tiny_configs_run_real_steps(name, tmp_path):
         pytest.fail(f"{path} is missing in CI: the shared data folder must sit beside the repository")
       pytest.skip("shared data not present")
     overrides["data.path"] = repr(path)
+  if name == "digits.py:tiny":  # and a jax.profiler trace of steps 1-3 where TensorBoard and XProf look for it
+    overrides["train.profile_steps"] = "'1:3'"
   result = _run(os.path.join(REPO, "experiments", name), tmp_path / "w", **overrides)
   assert result["step"] >= 2 and not result["preempted"]
+  if name == "digits.py:tiny":
+    assert glob.glob(str(tmp_path / "w" / "plugins" / "profile" / "*" / "*.xplane.pb")), os.listdir(tmp_path / "w")
 
 
 def _params_at(workdir, step=None):
@@ -289,6 +293,7 @@ def test_unknown_override_is_rejected():
     ("--config.train.batchsize=8", "unknown config key 'train.batchsize'"),
     ("--config.ardm.objective=arn", "unknown ardm.objective 'arn'"),  # found while building the network's shapes
     ("--config.train.batch_size=-8", "--config.train.batch_size must be an integer >= 1"),
+    ("--config.train.profile_steps=5:3", "--config.train.profile_steps must be 'A:B' with 0 <= A < B"),
   ],
 )
 def test_a_refused_config_leaves_no_trace_and_the_corrected_command_trains(tmp_path, capsys, override, match):
