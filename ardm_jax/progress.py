@@ -112,7 +112,8 @@ def measure_throughput(
   """
   batch_size = int(config.train.batch_size)
   start = time.perf_counter()
-  flops = model_flops.step_flops(config, spec, batch_size, compile_step, (num_devices, lowered))
+  own = None if lowered is None else (num_devices, lowered)
+  flops = model_flops.step_flops(config, spec, batch_size, compile_step, own)
   seconds = time.perf_counter() - start
   peak, note = peak_note(jax.devices()[0].device_kind, config.model.get("dtype", "float32"))
   log(
