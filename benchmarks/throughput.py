@@ -16,7 +16,8 @@ scanned loop body once).
 
 Examples/s is the global batch over the median step time. The peak is measured in the same process as the median
 throughput of a large bf16 matmul on one device, times the number of devices; MFU = flops_per_step / step time /
-that peak. `--check-analytic` (U-Net configs) also counts one forward pass of the network by hand (every
+that peak. The MFU against the device kind's datasheet peak at the config's dtype (ardm_jax/device_peaks.py, what
+the trainer reports) is printed beside it where the kind is known. `--check-analytic` (U-Net configs) also counts one forward pass of the network by hand (every
 convolution, dense layer and attention matmul from the module's sizes, 2 FLOPs per multiply-add; norms,
 activations and the softmax are left out) and compares it with XLA's count of that forward pass (one device, global
 batch). Prints one markdown row per config, or with `--json` one JSON line; record GPU/TPU rows in
@@ -38,7 +39,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ardm_jax import configs, data, model_flops, sharding, train  # noqa: E402
+from ardm_jax import configs, data, device_peaks, model_flops, sharding, train  # noqa: E402
 from ardm_jax.nets import layers  # noqa: E402
 from ardm_jax.train_state import DataSpec, build_setup, count_params, spec_without_data  # noqa: E402
 
@@ -170,6 +171,9 @@ def main():
   peak = matmul_peak(args.matmul) * devices
   kind = jax.devices()[0].device_kind
   mfu = flops / step_s / peak
+  # The trainer's MFU divides by the datasheet peak of the device kind at the config's dtype (None where unknown).
+  sheet_peak = device_peaks.peak_flops(kind, config.model.get("dtype", "float32"))
+  sheet_mfu = None if sheet_peak is None else flops / step_s / (sheet_peak * devices)
   if args.json:
     row = {
       "flops_per_step": flops,
@@ -183,6 +187,8 @@ def main():
       "flops_source": model_flops.METHOD,
       "per_device_flops_of_timed_step": per_device_flops,
       "peak_flops": peak,
+      "datasheet_peak_flops_per_device": sheet_peak,
+      "mfu_datasheet": sheet_mfu,
     }
     print(json.dumps(row | (analytic or {})))
     return
@@ -201,6 +207,12 @@ def main():
     f"\nmodel FLOPs: global, {model_flops.METHOD}; XLA's count of the timed step's per-device program "
     f"(partitioned, remat as configured): {per_device_flops:.4g}"
   )
+  if sheet_mfu is None:
+    print(f"no datasheet peak for device kind {kind!r} (ardm_jax/device_peaks.py): the trainer reports no MFU here")
+  else:
+    print(
+      f"MFU against the datasheet peak ({sheet_peak / 1e12:.4g} TFLOP/s per device, as the trainer): {100 * sheet_mfu:.2f} %"
+    )
   if analytic:
     print(
       f"U-Net forward, global batch {batch_size}: hand count {analytic['analytic_forward_flops']:.4g} FLOPs, "
