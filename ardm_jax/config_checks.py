@@ -14,6 +14,8 @@ from typing import Any
 
 import ml_collections
 
+from ardm_jax import configs
+
 T_SAMPLINGS = ("uniform", "stratified")
 SCHEDULES = ("constant", "cosine")
 
@@ -67,6 +69,7 @@ def check_run_values(config: ml_collections.ConfigDict) -> None:
   if _get(config, "train.eval_every") > 0:
     _integer(config, "train.eval_items", 2, " (a standard error needs two items)")
   _integer(config, "train.lt_window", 1, " samples per step (the default is 1000)")
+  configs.profile_steps(config)
   _number(config, "optim.learning_rate", 0.0, math.inf)
   _integer(config, "optim.warmup_steps", 0)
   _choice(config, "optim.schedule", SCHEDULES)

@@ -193,6 +193,11 @@ def base_config() -> ml_collections.ConfigDict:
       # `lt_window` samples, then an exponential average over about that many: it follows the model as it learns
       # and never loses precision in float32, however long the run.
       lt_window=1000,
+      # A jax.profiler trace of the train steps from A to B ("A:B": the B - A steps that take the run from step A
+      # to step B), written into the workdir for TensorBoard's profile tab and XProf; '' = none. Only process 0
+      # traces unless profile_all_processes.
+      profile_steps="",
+      profile_all_processes=False,
     )
   )
   # Mesh sizes for (data, fsdp, tensor); one may be -1 to take the remaining devices.
@@ -260,6 +265,20 @@ def lt_window(config: ml_collections.ConfigDict) -> int:
       "set --config.train.lt_window=1000 (the default)"
     )
   return window
+
+
+def profile_steps(config: ml_collections.ConfigDict) -> tuple[int, int] | None:
+  """train.profile_steps, checked: (A, B) with 0 <= A < B for "A:B", None for '' (or a config without the key)."""
+  text = config.train.get("profile_steps", "")
+  if text in ("", None):
+    return None
+  start, colon, end = str(text).partition(":")
+  if colon and start.strip().isdigit() and end.strip().isdigit() and int(start) < int(end):
+    return int(start), int(end)
+  raise ValueError(
+    f"--config.train.profile_steps must be 'A:B' with 0 <= A < B (trace the steps from A to B), or '' for none; "
+    f"got {text!r}"
+  )
 
 
 def ema_warmup(config: ml_collections.ConfigDict) -> bool:

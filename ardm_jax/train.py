@@ -21,7 +21,19 @@ import ml_collections
 import numpy as np
 import optax
 
-from ardm_jax import ardm, checkpoint, config_checks, configs, data, held_out, objective, sharding
+from ardm_jax import (
+  ardm,
+  checkpoint,
+  config_checks,
+  configs,
+  data,
+  goodput,
+  held_out,
+  objective,
+  profiling,
+  progress,
+  sharding,
+)
 from ardm_jax.configs import CONFIG_FILE, DATA_SPEC_FILE, config_hash, lt_window  # noqa: F401  (re-exported)
 from ardm_jax.train_state import DataSpec, Setup, TrainState, build_setup, count_params
 
@@ -251,23 +263,13 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def _check_finite(metrics: dict, step: int, last_saved: int | None) -> None:
-  bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
-  if bad:
-    where = f"checkpoint step {last_saved} is intact" if last_saved is not None else "no checkpoint was saved yet"
-    raise FloatingPointError(
-      f"training diverged at step {step}: {bad} is not finite; stopped without saving this state ({where}). "
-      "Resume with a lower --config.optim.learning_rate or --config.optim.clip_norm"
-    )
-
-
 def _raise_if_diverged(health: dict, last_saved: int | None) -> None:
-  """Reads the on-device divergence record (waits for the step that produced it) and raises _check_finite's error,
-  naming the first non-finite step, if there was one."""
+  """Reads the on-device divergence record (waits for the step that produced it) and raises
+  progress.check_finite's error, naming the first non-finite step, if there was one."""
   record = jax.device_get(health)
   bad_step = int(record["first_bad_step"])
   if bad_step >= 0:
-    _check_finite({k: float(v) for k, v in record["metrics"].items()}, bad_step, last_saved)
+    progress.check_finite({k: float(v) for k, v in record["metrics"].items()}, bad_step, last_saved)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -281,21 +283,20 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
   return out
 
 
-def _format_eta(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | None = None) -> dict:
   """Trains (resuming from the workdir if it has checkpoints), then evaluates on the test split.
 
   `stop_at_step` pauses the run early with a checkpoint (the schedule still follows train.num_steps), as a
   preemption would; rerunning continues it.
+
+  Its wall time is split into goodput parts as goodput.py's docstring says (no sync of its own).
   """
+  stopwatch = goodput.Goodput()
   # Every check runs before the workdir is written: a refused run leaves no trace (a workdir holding a config is
   # bound to it, so a corrected rerun would be refused as "a different config").
   config_checks.check_run_values(config)
-  dataset = data.load(config.data)
+  with stopwatch.part("data"):
+    dataset = data.load(config.data)
   spec = DataSpec.of_dataset(dataset)
   setup = build_setup(config, spec)  # traces the network's shapes only (jax.eval_shape): seconds, no allocation
   tc = config.train
@@ -316,10 +317,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   latest = manager.latest_step()
   best_eval = None  # {"step", "eval_bpd"} of the best held-out evaluation so far (train.eval_every)
   if latest is None:
-    state = setup.init_state(int(config.seed))
+    with stopwatch.part("compile"):  # one jitted program, compiled then run once
+      state = setup.init_state(int(config.seed))
     log(f"initialised {count_params(setup.abstract_state.params):,} parameters", flush=True)
   else:
-    state, meta = checkpoint.restore(manager, latest, setup.abstract_state, setup.state_shardings)
+    with stopwatch.part("checkpoint"):
+      state, meta = checkpoint.restore(manager, latest, setup.abstract_state, setup.state_shardings)
     if meta.get("config_hash") != run_hash:
       raise ValueError(f"checkpoint {latest} in {workdir} was written by another config; use a new --workdir")
     best_eval = meta.get("best_eval")
@@ -334,7 +337,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
   num_steps = int(tc.num_steps)
   report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer, every_steps=int(tc.log_every))
   held_out_progress = held_out.HeldOutProgress(setup, dataset, config, writer, log)
-  step = int(jax.device_get(state.step))
+  step = start_step = int(jax.device_get(state.step))
   last_saved = latest
   if step == 0:
     writer.write_hparams(
@@ -343,53 +346,86 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
 
   def save(state, step, force=False, eval_bpd=None):
     meta = {"step": step, "config_hash": run_hash, "best_eval": best_eval}
-    checkpoint.save(manager, step, state, meta, force=force, eval_bpd=eval_bpd)
+    with stopwatch.part("checkpoint"):
+      checkpoint.save(manager, step, state, meta, force=force, eval_bpd=eval_bpd)
 
-  progress = _ProgressLog(writer, log, num_steps, int(tc.log_every))
+  stop = num_steps if stop_at_step is None else min(stop_at_step, num_steps)
+  t_start, throughput, compiled_step = time.time(), None, None
+  if step < stop:  # a finished run that is rerun only evaluates: nothing to count or compile
+    with stopwatch.part("compile"):
+      batch = jax.ShapeDtypeStruct(
+        (int(tc.batch_size),) + spec.shape, jnp.int32, sharding=sharding.batch_sharding(setup.mesh)
+      )
+      with setup.context():  # compiled ahead of time: its own goodput part and memory estimate, no second compile
+        lowered = step_fn.lower(state, batch, base_key, health)
+      num_devices = setup.mesh.devices.size
+      throughput = progress.measure_throughput(config, spec, num_devices, compile_train_step, log, lowered)
+      compiled_step = lowered.compile()
+  lines = progress.ProgressLog(
+    writer,
+    log,
+    num_steps,
+    int(tc.log_every),
+    throughput=throughput,
+    busy_s=lambda: stopwatch.seconds("train", "data"),
+    t_start=t_start,
+  )
   pending = None  # (step, metrics, health) of a progress line, fetched after the next step is dispatched
 
   def report_pending():
     nonlocal pending
     if pending is not None:
       _raise_if_diverged(pending[2], last_saved)  # a divergence before this line is reported as such
-      progress(pending[0], pending[1], last_saved)
+      lines(pending[0], pending[1], last_saved)
       pending = None
 
-  stop = num_steps if stop_at_step is None else min(stop_at_step, num_steps)
+  traced = is_main or bool(tc.get("profile_all_processes"))
+  tracer = profiling.StepTrace(configs.profile_steps(config), workdir, traced, log)
   try:
-    with _Preemption() as preemption, setup.context():
+    with _Preemption() as preemption, setup.context(), tracer:
       while step < stop:
-        local = dataset.train_batch(
-          step, int(tc.batch_size), int(config.seed), jax.process_index(), jax.process_count()
-        )
-        state, metrics, health = step_fn(state, sharding.global_batch(local, setup.mesh), base_key, health)
-        step += 1
-        report_pending()
-        if progress.due(step):
-          pending = (step, metrics, health)
-          if not progress.started:  # the first step is reported at once: its line says the run is alive
-            report_pending()
-        report(step)
+        tracer.before_step(step)
+        with stopwatch.part("data"):
+          local = dataset.train_batch(
+            step, int(tc.batch_size), int(config.seed), jax.process_index(), jax.process_count()
+          )
+          batch = sharding.global_batch(local, setup.mesh)
+        with stopwatch.part("train"):
+          state, metrics, health = compiled_step(state, batch, base_key, health)
+          step += 1
+          tracer.after_step(step, metrics)  # ending a trace waits for its last step (profiled runs only)
+          report_pending()
+          if lines.due(step):
+            pending = (step, metrics, health)
+            if not lines.started:  # the first step is reported at once: its line says the run is alive
+              report_pending()
+              progress.log_memory(writer, log, step, compiled_step, "first log step")
+          report(step)
         # A SIGTERM leaves no time for an evaluation; the step is saved without one.
         evaluate_now = held_out_progress.due(step) and not preemption.requested
         if step % int(tc.checkpoint_every) == 0 or step == stop or preemption.requested or evaluate_now:
-          report_pending()  # printed before the eval line
-          _raise_if_diverged(health, last_saved)  # nothing non-finite is evaluated or saved
+          with stopwatch.part("train"):
+            report_pending()  # printed before the eval line
+            _raise_if_diverged(health, last_saved)  # nothing non-finite is evaluated or saved
           eval_bpd = None
           if evaluate_now:  # saved with its metric, so the checkpoint manager can keep the best one
-            eval_bpd = held_out_progress(step, eval_layout(setup, state.ema_params))
+            with stopwatch.part("eval"):
+              eval_bpd = held_out_progress(step, eval_layout(setup, state.ema_params))
             if best_eval is None or eval_bpd < best_eval["eval_bpd"]:
               best_eval = {"step": step, "eval_bpd": eval_bpd}
           save(state, step, force=preemption.requested, eval_bpd=eval_bpd)
           last_saved = step
         if preemption.requested:
-          manager.wait_until_finished()
+          with stopwatch.part("checkpoint"):
+            manager.wait_until_finished()
           log(f"SIGTERM: saved checkpoint at step {step}; exiting (rerun the same command to resume)", flush=True)
+          goodput.record(stopwatch, workdir, writer, log, step, start_step=start_step, end_step=step)
           writer.flush()
           manager.close()
           return {"step": step, "preempted": True}
-      report_pending()
-      _raise_if_diverged(health, last_saved)
+      with stopwatch.part("train"):
+        report_pending()
+        _raise_if_diverged(health, last_saved)
       if last_saved != step:
         save(state, step)
   except FloatingPointError:  # divergence: the checkpoints saved before it are finished, then the error stands
@@ -397,14 +433,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     manager.close()
     writer.flush()
     raise
-  manager.wait_until_finished()
-  manager.close()
+  with stopwatch.part("checkpoint"):
+    manager.wait_until_finished()
+    manager.close()
+  if compiled_step is not None:
+    progress.log_memory(writer, log, step, compiled_step, "end of training")
 
   result = {"step": step, "preempted": False}
+  if throughput is not None:
+    result["flops_per_step"] = throughput.flops_per_step
   if step < num_steps:
     log(f"paused at step {step} of {num_steps}; rerun to continue", flush=True)
   elif int(tc.eval_passes) > 0:
-    with setup.context():
+    with setup.context(), stopwatch.part("eval"):
       test = held_out.evaluate_params(
         setup,
         eval_layout(setup, state.ema_params),
@@ -422,45 +463,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
       flush=True,
     )
     result["test"] = test
+  result["goodput"] = goodput.record(stopwatch, workdir, writer, log, step, start_step=start_step, end_step=step)
   writer.flush()
   return result
-
-
-class _ProgressLog:
-  """Prints a line for the first completed step (its time includes compilation), then every `log_every` steps, and
-  at least every `every_s` seconds when `log_every` steps take longer; `due(step)` says whether a step gets one, so
-  the trainer fetches only those steps' metrics. Every call checks the metrics it is given (divergence stops the
-  run). Rates are measured from the end of the first step, so they leave compilation out.
-  """
-
-  def __init__(self, writer, log, num_steps: int, log_every: int, every_s: float = 30.0):
-    self.writer, self.log, self.num_steps, self.log_every, self.every_s = writer, log, num_steps, log_every, every_s
-    self.t_start = self.last_line = time.time()
-    self.started = False  # whether a step of this process has been reported
-    self.t_first = self.step_first = None
-
-  def due(self, step: int, now: float | None = None) -> bool:
-    now = time.time() if now is None else now
-    return (
-      not self.started or step % self.log_every == 0 or step == self.num_steps or now - self.last_line >= self.every_s
-    )
-
-  def __call__(self, step: int, metrics: dict, last_saved: int | None) -> None:
-    values = {k: float(v) for k, v in jax.device_get(metrics).items()}  # waits for the step to finish
-    _check_finite(values, step, last_saved)
-    now = time.time()
-    if not self.started:
-      self.started, self.t_first, self.step_first = True, now, step
-      timing = f"compile + first step {now - self.t_start:.1f}s"
-    elif self.due(step, now):
-      rate = (step - self.step_first) / max(now - self.t_first, 1e-9)
-      timing = f"{rate:.2f} steps/s  ETA {_format_eta((self.num_steps - step) / rate)}"
-    else:
-      return
-    self.writer.write_scalars(step, values)
-    self.log(
-      f"step {step}/{self.num_steps}  loss {values['loss']:.4f}  bpd {values['bpd']:.4f}  "
-      f"grad_norm {values['grad_norm']:.3f}  {timing}",
-      flush=True,
-    )
-    self.last_line = now

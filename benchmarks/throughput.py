@@ -8,22 +8,16 @@
 Synthetic batches of the data set's shape (no download: the paper configs' shapes are known), the real jitted and
 sharded train step over all local devices (config mesh, remat as configured) is what is timed.
 
-Model FLOPs per step (`flops_per_step`) are GLOBAL: the FLOPs of one optimisation step on the whole global batch,
-counted once, without activation recomputation. They come from XLA's cost analysis of a second compile of the same
-train step, made only for counting and never run: on ONE device (a 1x1x1 mesh, so the program is the unpartitioned
-one and nothing is split, replicated or communicated) with the full global batch, `model.remat` off, and layer
-scans and attention kernels replaced by their unrolled / plain-einsum forms (COUNTING_MODEL_SETTINGS: XLA counts a
-loop body once and cannot see into a cuDNN call; the math is the same). The timed, partitioned step cannot give
-this number: its `cost_analysis()` describes one device's SPMD program (about 1/N of the work on N devices, plus
-whatever each device repeats, such as a replicated optimizer update), and with remat on it also counts the forward
-pass that the backward pass recomputes, which is hardware work but not model work. The count is therefore the same
-on 1 and N devices for the same global batch. If a backend refuses to compile the one-device program (e.g. it does
-not fit one chip's memory), the count falls back to XLA's cost analysis of the lowered, not yet optimised,
-one-device program (`flops_source` says which).
+Model FLOPs per step (`flops_per_step`) are GLOBAL, without remat recompute, and counted as the trainer counts
+them (ardm_jax/model_flops.py, whose docstring says how and why): XLA's cost analysis of the same train step lowered
+for one device with the whole global batch, remat off, layer scans unrolled and plain-einsum attention. The timed,
+partitioned step's own count is printed beside it for comparison (1/N of the work on N devices, remat included, a
+scanned loop body once).
 
 Examples/s is the global batch over the median step time. The peak is measured in the same process as the median
 throughput of a large bf16 matmul on one device, times the number of devices; MFU = flops_per_step / step time /
-that peak. `--check-analytic` (U-Net configs) also counts one forward pass of the network by hand (every
+that peak. The MFU against the device kind's datasheet peak at the config's dtype (ardm_jax/device_peaks.py, what
+the trainer reports) is printed beside it where the kind is known. `--check-analytic` (U-Net configs) also counts one forward pass of the network by hand (every
 convolution, dense layer and attention matmul from the module's sizes, 2 FLOPs per multiply-add; norms,
 activations and the softmax are left out) and compares it with XLA's count of that forward pass (one device, global
 batch). Prints one markdown row per config, or with `--json` one JSON line; record GPU/TPU rows in
@@ -31,7 +25,6 @@ benchmarks/RESULTS.md with the device name.
 """
 
 import argparse
-import copy
 import datetime
 import json
 import os
@@ -46,7 +39,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ardm_jax import configs, data, sharding, train  # noqa: E402
+from ardm_jax import configs, data, device_peaks, model_flops, sharding, train  # noqa: E402
 from ardm_jax.nets import layers  # noqa: E402
 from ardm_jax.train_state import DataSpec, build_setup, count_params, spec_without_data  # noqa: E402
 
@@ -68,60 +61,14 @@ def matmul_peak(n: int, dtype=jnp.bfloat16, reps: int = 10) -> float:
   return 2.0 * n**3 / statistics.median(times)
 
 
-# Model settings of the counting compile. They change how the same math is computed, never the math:
-#   remat off        the backward pass would recompute forward activations, hardware work that is not model work;
-#   scan_layers off  XLA's cost analysis counts a while loop's body once, not once per iteration;
-#   attention_impl   'plain' einsums instead of jax.nn.dot_product_attention, which can become a custom call
-#                    (cuDNN) whose FLOPs the cost analysis does not see.
-COUNTING_MODEL_SETTINGS = {"remat": ("none", False), "scan_layers": (False,), "attention_impl": ("plain",)}
-
-
-def _flops(cost) -> float:
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float((cost or {}).get("flops", float("nan")))
-
-
-def counting_setup(config, spec):
-  """The config on one device (1x1x1 mesh), without remat, layer scans or attention kernels: the program whose
-  XLA FLOP count is the model's (see the module docstring); the parameters' values are not needed."""
-  flat = copy.deepcopy(config)
-  for key, values in COUNTING_MODEL_SETTINGS.items():
-    if key in flat.model:
-      for value in values:  # the first that the field's type takes (remat: 'none' in newer configs, else False)
-        try:
-          flat.model[key] = value
-          break
-        except TypeError:
-          continue
-  for axis in sharding.MESH_AXES:
-    flat.mesh[axis] = 1
-  return build_setup(flat, spec, devices=jax.devices()[:1])
-
-
-def xla_flops(fn, *args, context) -> tuple[float, str]:
-  """XLA's FLOP count of jitted `fn` on abstract `args`: of the compiled program, or of the lowered one where
-  compiling it fails (see the module docstring)."""
-  with context():
-    lowered = fn.lower(*args)
-    try:
-      return _flops(lowered.compile().cost_analysis()), "compiled, 1 device, no remat/scan"
-    except Exception as err:  # pylint: disable=broad-except  # e.g. out of memory on one chip at compile time
-      print(
-        f"note: one-device compile for counting failed ({type(err).__name__}); counting the lowered HLO",
-        file=sys.stderr,
-      )
-      return _flops(lowered.cost_analysis()), "lowered, 1 device, no remat/scan"
-
-
-def global_step_flops(setup1, spec, batch_size: int) -> tuple[float, str]:
-  """Model FLOPs of one train step on the global batch (setup1: from counting_setup)."""
-  batch = jax.ShapeDtypeStruct((batch_size,) + spec.shape, jnp.int32)
-  key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
-  return xla_flops(train.compile_train_step(setup1), setup1.abstract_state, batch, key, context=setup1.context)
+def global_step_flops(config, spec, batch_size: int) -> float:
+  """Model FLOPs of one train step on the global batch: the trainer's count (model_flops.step_flops)."""
+  return model_flops.step_flops(config, spec, batch_size, train.compile_train_step)
 
 
 def forward_flops_xla(setup1, spec, batch_size: int) -> float:
-  """XLA's FLOPs of one network forward pass (inference mode) on the global batch, one device."""
+  """XLA's FLOPs of one network forward pass (inference mode) on the global batch, one device (setup1:
+  model_flops.counting_setup), counted as the train step is."""
   shape = (batch_size,) + spec.shape
   fwd = jax.jit(lambda p, x, known, t: setup1.apply_fn(p, x, known, t, False, None))
   args = (
@@ -130,7 +77,7 @@ def forward_flops_xla(setup1, spec, batch_size: int) -> float:
     jax.ShapeDtypeStruct(shape, bool),
     jax.ShapeDtypeStruct((batch_size,), jnp.int32),
   )
-  return xla_flops(fwd, *args, context=setup1.context)[0]
+  return model_flops.lowered_flops(fwd, *args, context=setup1.context)
 
 
 def unet_forward_flops(net, batch_size: int) -> float:
@@ -184,12 +131,12 @@ def main():
   batch_size = args.batch or int(config.train.batch_size)
   sharding.check_batch_divides_mesh(batch_size, setup.mesh)
 
-  setup1 = counting_setup(config, spec)
-  flops, flops_source = global_step_flops(setup1, spec, batch_size)
+  flops = global_step_flops(config, spec, batch_size)
   analytic = None
   if args.check_analytic:
     if config.model.name != "unet":
       raise SystemExit(f"--check-analytic counts U-Nets only; {args.config} has model.name={config.model.name!r}")
+    setup1 = model_flops.counting_setup(config, spec)
     analytic = {
       "analytic_forward_flops": unet_forward_flops(setup1.net, batch_size),
       "xla_forward_flops": forward_flops_xla(setup1, spec, batch_size),
@@ -209,7 +156,7 @@ def main():
     compile_s = time.perf_counter() - start
     # What XLA counts for one device of the timed program (1/N of the work plus repeats, remat included, a scanned
     # loop body once): shown for comparison, not used.
-    per_device_flops = _flops(compiled.cost_analysis())
+    per_device_flops = model_flops.flops_of(compiled.cost_analysis())
     for _ in range(args.warmup):
       state, metrics = compiled(state, batch, key)
     jax.block_until_ready(metrics)
@@ -224,6 +171,9 @@ def main():
   peak = matmul_peak(args.matmul) * devices
   kind = jax.devices()[0].device_kind
   mfu = flops / step_s / peak
+  # The trainer's MFU divides by the datasheet peak of the device kind at the config's dtype (None where unknown).
+  sheet_peak = device_peaks.peak_flops(kind, config.model.get("dtype", "float32"))
+  sheet_mfu = None if sheet_peak is None else flops / step_s / (sheet_peak * devices)
   if args.json:
     row = {
       "flops_per_step": flops,
@@ -234,9 +184,11 @@ def main():
       "device_kind": kind,
       "config": " ".join([args.config] + args.overrides),
       "global_batch": batch_size,
-      "flops_source": flops_source,
+      "flops_source": model_flops.METHOD,
       "per_device_flops_of_timed_step": per_device_flops,
       "peak_flops": peak,
+      "datasheet_peak_flops_per_device": sheet_peak,
+      "mfu_datasheet": sheet_mfu,
     }
     print(json.dumps(row | (analytic or {})))
     return
@@ -252,9 +204,15 @@ def main():
     f"| {flops / step_s / 1e12:.3g} | {peak / 1e12:.3g} | {100 * mfu:.2f} % |"
   )
   print(
-    f"\nmodel FLOPs: global, {flops_source}; XLA's count of the timed step's per-device program "
+    f"\nmodel FLOPs: global, {model_flops.METHOD}; XLA's count of the timed step's per-device program "
     f"(partitioned, remat as configured): {per_device_flops:.4g}"
   )
+  if sheet_mfu is None:
+    print(f"no datasheet peak for device kind {kind!r} (ardm_jax/device_peaks.py): the trainer reports no MFU here")
+  else:
+    print(
+      f"MFU against the datasheet peak ({sheet_peak / 1e12:.4g} TFLOP/s per device, as the trainer): {100 * sheet_mfu:.2f} %"
+    )
   if analytic:
     print(
       f"U-Net forward, global batch {batch_size}: hand count {analytic['analytic_forward_flops']:.4g} FLOPs, "

@@ -41,6 +41,17 @@ def newest_result(workdir, stem="eval"):
     return json.load(f)
 
 
+def load_benchmark(name):
+  """The module benchmarks/NAME.py (benchmarks are scripts, not a package)."""
+  import importlib.util  # noqa: PLC0415
+
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def restore_full_state(model):
   """The whole train state of a workdir model's step, optimizer included (the jobs restore only what they use)."""
   from ardm_jax import checkpoint  # noqa: PLC0415

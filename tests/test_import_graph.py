@@ -41,6 +41,13 @@ LAYERS = [
       "compile_cache",
       "held_out",
       "train",
+      # What a run measures about itself: model FLOPs of a train step (the trainer and benchmarks/throughput.py
+      # share them), device peaks for MFU, the progress line and device memory, goodput, and profiles.
+      "model_flops",
+      "device_peaks",
+      "progress",
+      "goodput",
+      "profiling",
       "workdir",
       # Sampling and the bound over orders are library code over an opened model, as held_out is.
       "sample",

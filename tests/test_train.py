@@ -6,15 +6,16 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
-from conftest import expect_error, run
+from conftest import expect_error, load_benchmark, run
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from ardm_jax import checkpoint, configs, sharding, train
+from ardm_jax import checkpoint, configs, goodput, progress, sharding, train
 from ardm_jax.train_state import DataSpec, build_setup, spec_without_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,8 +65,12 @@ def test_tiny_configs_run_real_steps(name, tmp_path):
         pytest.fail(f"{path} is missing in CI: the shared data folder must sit beside the repository")
       pytest.skip("shared data not present")
     overrides["data.path"] = repr(path)
+  if name == "digits.py:tiny":  # and a jax.profiler trace of steps 1-3 where TensorBoard and XProf look for it
+    overrides["train.profile_steps"] = "'1:3'"
   result = _run(os.path.join(REPO, "experiments", name), tmp_path / "w", **overrides)
   assert result["step"] >= 2 and not result["preempted"]
+  if name == "digits.py:tiny":
+    assert glob.glob(str(tmp_path / "w" / "plugins" / "profile" / "*" / "*.xplane.pb")), os.listdir(tmp_path / "w")
 
 
 def _params_at(workdir, step=None):
@@ -75,10 +80,13 @@ def _params_at(workdir, step=None):
   return [np.asarray(x) for x in jax.tree.leaves(model.params)], model.step
 
 
-def _run(path_variant, workdir, stop_at_step=None, **overrides):
+def _config(path_variant, **overrides):
   config = configs.load_config_file(path_variant)
-  config = configs.apply_overrides(config, [f"--config.{k}={v}" for k, v in overrides.items()])
-  return train.train_and_evaluate(config, str(workdir), stop_at_step=stop_at_step)
+  return configs.apply_overrides(config, [f"--config.{k}={v}" for k, v in overrides.items()])
+
+
+def _run(path_variant, workdir, stop_at_step=None, **overrides):
+  return train.train_and_evaluate(_config(path_variant, **overrides), str(workdir), stop_at_step=stop_at_step)
 
 
 DIGITS_TINY = os.path.join(REPO, "experiments", "digits.py:tiny")
@@ -131,7 +139,18 @@ def test_sigterm_saves_and_resume_matches(tmp_path):
   meta_path = tmp_path / "pre" / checkpoint.CHECKPOINT_DIR / str(stopped_at) / "meta" / "metadata"
   meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | {"config_hash": old_hash}))
   horizon = stopped_at + 2
+  start = time.perf_counter()
   _run(DIGITS_TINY, tmp_path / "pre", stop_at_step=horizon, **common)
+  elapsed = time.perf_counter() - start
+  # Goodput: the SIGTERM'd segment and the resumed one, each split into parts that sum to its wall time; the
+  # resumed segment's wall time is the call's.
+  segments = json.load(open(tmp_path / "pre" / goodput.GOODPUT_FILE))
+  assert [(seg["start_step"], seg["end_step"]) for seg in segments] == [(0, stopped_at), (stopped_at, horizon)]
+  for seg in segments:
+    parts = [seg[f"{part}_s"] for part in goodput.PARTS]
+    assert min(parts) >= 0 and sum(parts) == pytest.approx(seg["wall_s"], rel=1e-9)
+    assert seg["compile_s"] > 0 and seg["train_s"] > 0 and seg["checkpoint_s"] > 0 and seg["data_s"] > 0
+  assert 0.95 * elapsed <= segments[1]["wall_s"] <= elapsed
   meta_path = tmp_path / "pre" / checkpoint.CHECKPOINT_DIR / str(horizon) / "meta" / "metadata"
   assert json.loads(meta_path.read_text())["config_hash"] == old_hash
   _run(DIGITS_TINY, tmp_path / "ref", stop_at_step=horizon, **common)
@@ -171,14 +190,14 @@ def test_divergence_between_progress_lines_is_caught_before_the_next_checkpoint(
     return new_state.replace(params=params), metrics | {"param_norm": optax.tree.norm(params)}
 
   fetched = []
-  real_call = train._ProgressLog.__call__
+  real_call = progress.ProgressLog.__call__
 
   def spy(self, step, metrics, last_saved):
     fetched.append(step)
     return real_call(self, step, metrics, last_saved)
 
   monkeypatch.setattr(train, "train_step", poisoned)
-  monkeypatch.setattr(train._ProgressLog, "__call__", spy)
+  monkeypatch.setattr(progress.ProgressLog, "__call__", spy)
   w = tmp_path / "w"
   with pytest.raises(
     FloatingPointError,
@@ -274,6 +293,7 @@ def test_unknown_override_is_rejected():
     ("--config.train.batchsize=8", "unknown config key 'train.batchsize'"),
     ("--config.ardm.objective=arn", "unknown ardm.objective 'arn'"),  # found while building the network's shapes
     ("--config.train.batch_size=-8", "--config.train.batch_size must be an integer >= 1"),
+    ("--config.train.profile_steps=5:3", "--config.train.profile_steps must be 'A:B' with 0 <= A < B"),
   ],
 )
 def test_a_refused_config_leaves_no_trace_and_the_corrected_command_trains(tmp_path, capsys, override, match):
@@ -354,29 +374,6 @@ def test_lt_tracker_stays_accurate_where_float32_sums_drift_and_follows_a_level_
   assert abs(old - 2.0) > 0.9  # an all-time mean would still say about 3
 
 
-def test_progress_lines_first_step_then_every_log_every_or_time(monkeypatch):
-  lines, scalars = [], []
-  writer = type("Writer", (), {"write_scalars": lambda self, step, values: scalars.append(step)})()
-  clock = [100.0]
-  monkeypatch.setattr(train.time, "time", lambda: clock[0])
-  progress = train._ProgressLog(
-    writer, lambda text, flush: lines.append(text), num_steps=1000, log_every=500, every_s=30.0
-  )
-  metrics = {"loss": 1.0, "bpd": 1.0, "grad_norm": 1.0}
-  clock[0] += 12.0
-  progress(1, metrics, None)  # compile + first step: printed at once, whatever log_every is
-  for step in range(2, 5):
-    clock[0] += 1.0
-    progress(step, metrics, None)
-  clock[0] += 30.0
-  progress(5, metrics, None)  # 31 s since the last line
-  assert len(lines) == 2 and scalars == [1, 5]
-  assert lines[0].startswith("step 1/1000") and "compile + first step 12.0s" in lines[0]
-  assert lines[1].startswith("step 5/1000") and "0.12 steps/s" in lines[1]  # 4 steps in the 33 s after the first
-  with pytest.raises(FloatingPointError, match="diverged at step 6"):
-    progress(6, {"loss": float("nan"), "bpd": 1.0, "grad_norm": 1.0}, None)
-
-
 def _tensorboard_scalars(workdir, tag):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from tensorflow.python.summary.summary_iterator import summary_iterator  # pylint: disable=import-outside-toplevel
@@ -410,22 +407,30 @@ def test_held_out_progress_keeps_the_best_checkpoint_through_rotation(tmp_path, 
 
   monkeypatch.setattr(held_out, "evaluate_params", evaluate_params)
   w = tmp_path / "w"
-  _run(
-    DIGITS_TINY,
-    w,
-    **TRAINER_ONLY,
-    **{
-      "train.num_steps": 6,
-      "train.eval_every": 2,
-      "train.eval_items": 40,
-      "train.keep_checkpoints": 1,
-      "train.checkpoint_every": 5,
-      "train.log_every": 100,
-      "train.batch_size": 32,
-    },
-  )
+  overrides = {
+    "train.num_steps": 6,
+    "train.eval_every": 2,
+    "train.eval_items": 40,
+    "train.keep_checkpoints": 1,
+    "train.checkpoint_every": 5,
+    "train.log_every": 100,
+    "train.batch_size": 32,
+  }
+  result = _run(DIGITS_TINY, w, **TRAINER_ONLY, **overrides)
   out = capsys.readouterr().out
   assert "compile + first step" in out and "step 1/6" in out
+  # Throughput on the last line (the first one's time holds the compile); on the CPU no MFU, and the run says so once.
+  step_lines = [line for line in out.splitlines() if line.startswith("step ")]
+  assert "examples/s" in step_lines[-1] and "dims/s" in step_lines[-1] and "TFLOP/s/device" in step_lines[-1]
+  assert out.count("MFU not reported: no peak FLOP/s known for device kind 'cpu'") == 1
+  assert not any("MFU" in line for line in step_lines)
+  assert "goodput: " in out and "% in train steps" in out
+  # The trainer's model FLOPs are benchmarks/throughput.py's count of the same config (global batch 32).
+  config = _config(DIGITS_TINY, **TRAINER_ONLY, **overrides)
+  bench = load_benchmark("throughput")
+  assert result["flops_per_step"] == bench.global_step_flops(config, bench.spec_of(config), 32) > 0
+  for tag in ("examples_per_s", "dims_per_s", "tflops_per_device", "goodput/train_s", "goodput/wall_s"):
+    assert set(_tensorboard_scalars(w, tag)) == {6}, tag
   for step, value in forced.items():
     assert f"eval step {step}: {value:.4f} ± " in out and "bits/dim (EMA params, 40 test items)" in out
   assert all(np.array_equal(items, calls[0][0]) and kwargs == calls[0][1] for items, kwargs in calls)
