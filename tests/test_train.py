@@ -139,18 +139,20 @@ def test_sigterm_saves_and_resume_matches(tmp_path):
   meta_path = tmp_path / "pre" / checkpoint.CHECKPOINT_DIR / str(stopped_at) / "meta" / "metadata"
   meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | {"config_hash": old_hash}))
   horizon = stopped_at + 2
+  resume_config = _config(DIGITS_TINY, **common)
   start = time.perf_counter()
-  _run(DIGITS_TINY, tmp_path / "pre", stop_at_step=horizon, **common)
+  train.train_and_evaluate(resume_config, str(tmp_path / "pre"), stop_at_step=horizon)
   elapsed = time.perf_counter() - start
   # Goodput: the SIGTERM'd segment and the resumed one, each split into parts that sum to its wall time; the
-  # resumed segment's wall time is the call's.
+  # resumed segment's wall time is the call's, less the final flush of the metric writer after it is recorded
+  # (a few ms, up to a few hundred on a loaded machine: hence the absolute slack).
   segments = json.load(open(tmp_path / "pre" / goodput.GOODPUT_FILE))
   assert [(seg["start_step"], seg["end_step"]) for seg in segments] == [(0, stopped_at), (stopped_at, horizon)]
   for seg in segments:
     parts = [seg[f"{part}_s"] for part in goodput.PARTS]
     assert min(parts) >= 0 and sum(parts) == pytest.approx(seg["wall_s"], rel=1e-9)
     assert seg["compile_s"] > 0 and seg["train_s"] > 0 and seg["checkpoint_s"] > 0 and seg["data_s"] > 0
-  assert 0.95 * elapsed <= segments[1]["wall_s"] <= elapsed
+  assert elapsed - max(0.05 * elapsed, 0.5) <= segments[1]["wall_s"] <= elapsed
   meta_path = tmp_path / "pre" / checkpoint.CHECKPOINT_DIR / str(horizon) / "meta" / "metadata"
   assert json.loads(meta_path.read_text())["config_hash"] == old_hash
   _run(DIGITS_TINY, tmp_path / "ref", stop_at_step=horizon, **common)
