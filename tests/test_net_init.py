@@ -51,6 +51,11 @@ def _init(net):
   return {k.removeprefix("params/"): v for k, v in params.items()}, temb, np.asarray(t)
 
 
+# One xdist group: the module fixture below (six compiled inits) is then built by one worker, not by each worker
+# that runs one of its tests.
+pytestmark = pytest.mark.xdist_group("test_net_init")
+
+
 @pytest.fixture(scope="module")
 def inits():
   return {
