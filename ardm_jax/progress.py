@@ -190,6 +190,29 @@ class ProgressLog:
     self.last_line, self.last_step, self.last_busy = now, step, busy
 
 
+def compiled_memory(compiled: Any) -> dict[str, float] | None:
+  """What XLA plans for one device of a compiled program, in bytes.
+
+  Args:
+    compiled: a jax.stages.Compiled, or None.
+
+  Returns:
+    {arguments, outputs, temporaries, aliased (outputs that reuse donated inputs), estimate (arguments + outputs +
+    temporaries - aliased)}, or None where there is no program or the backend gives no memory analysis.
+  """
+  analysis = compiled.memory_analysis() if compiled is not None else None
+  if analysis is None:
+    return None
+  plan = {
+    "arguments": float(analysis.argument_size_in_bytes),
+    "outputs": float(analysis.output_size_in_bytes),
+    "temporaries": float(analysis.temp_size_in_bytes),
+    "aliased": float(analysis.alias_size_in_bytes),
+  }
+  plan["estimate"] = plan["arguments"] + plan["outputs"] + plan["temporaries"] - plan["aliased"]
+  return plan
+
+
 def memory_report(devices: list, compiled: Any) -> tuple[str, dict[str, float]] | None:
   """Peak device memory in use next to the compiled train step's own estimate of its memory.
 
@@ -209,21 +232,14 @@ def memory_report(devices: list, compiled: Any) -> tuple[str, dict[str, float]] 
   line = f"device memory: peak {peak / gib:.3f} GiB in use (max over {len(stats)} local devices"
   line += f", of {min(limits) / gib:.3f} GiB)" if limits else ")"
   scalars = {"memory/peak_bytes_in_use": peak}
-  analysis = compiled.memory_analysis() if compiled is not None else None
-  if analysis is not None:
-    # What XLA plans for one device: arguments + outputs + temporaries, less the outputs that reuse donated inputs.
-    parts = {
-      "arguments": analysis.argument_size_in_bytes,
-      "outputs": analysis.output_size_in_bytes,
-      "temporaries": analysis.temp_size_in_bytes,
-    }
-    estimate = sum(parts.values()) - analysis.alias_size_in_bytes
-    detail = ", ".join(f"{name} {size / gib:.3f}" for name, size in parts.items())
+  plan = compiled_memory(compiled)
+  if plan is not None:
+    detail = ", ".join(f"{name} {plan[name] / gib:.3f}" for name in ("arguments", "outputs", "temporaries"))
     line += (
-      f"; the compiled train step's estimate per device {estimate / gib:.3f} GiB ({detail}, "
-      f"aliased -{analysis.alias_size_in_bytes / gib:.3f})"
+      f"; the compiled train step's estimate per device {plan['estimate'] / gib:.3f} GiB ({detail}, "
+      f"aliased -{plan['aliased'] / gib:.3f})"
     )
-    scalars["memory/compiled_estimate_bytes"] = float(estimate)
+    scalars["memory/compiled_estimate_bytes"] = plan["estimate"]
   return line, scalars
 
 

@@ -25,12 +25,14 @@ benchmarks/RESULTS.md with the device name.
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
 import statistics
 import sys
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -59,6 +61,47 @@ def matmul_peak(n: int, dtype=jnp.bfloat16, reps: int = 10) -> float:
     f(a, a).block_until_ready()
     times.append(time.perf_counter() - start)
   return 2.0 * n**3 / statistics.median(times)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepTiming:
+  """What time_train_step measured: the seconds to lower and compile the train step, the wall time of each timed
+  step, and the compiled program (for XLA's cost and memory analyses)."""
+
+  compile_s: float
+  step_times: list[float]
+  compiled: Any
+
+  @property
+  def median_s(self) -> float:
+    return statistics.median(self.step_times)
+
+
+def time_train_step(setup, spec: DataSpec, batch_size: int, steps: int, warmup: int) -> StepTiming:
+  """Times the trainer's own jitted train step (train.compile_train_step) of `setup` on a synthetic global batch of
+  `batch_size` items of the data's shape: lowers and compiles it once, runs `warmup` steps, then `steps` steps one at
+  a time, each waited for with jax.block_until_ready before the clock stops (dispatch is asynchronous)."""
+  step_fn = train.compile_train_step(setup)
+  key = jax.device_put(jax.random.PRNGKey(1), sharding.replicated(setup.mesh))
+  rng = np.random.default_rng(0)
+  batch = sharding.global_batch(
+    rng.integers(0, spec.num_classes, (batch_size,) + spec.shape, dtype=np.int32), setup.mesh
+  )
+  with setup.context():
+    state = setup.init_state(0)
+    start = time.perf_counter()
+    compiled = step_fn.lower(state, batch, key).compile()
+    compile_s = time.perf_counter() - start
+    for _ in range(warmup):
+      state, metrics = compiled(state, batch, key)
+    jax.block_until_ready((state, metrics) if warmup else state)
+    times = []
+    for _ in range(steps):
+      start = time.perf_counter()
+      state, metrics = compiled(state, batch, key)
+      jax.block_until_ready((state, metrics))
+      times.append(time.perf_counter() - start)
+  return StepTiming(compile_s, times, compiled)
 
 
 def global_step_flops(config, spec, batch_size: int) -> float:
@@ -143,29 +186,11 @@ def main():
     }
     analytic["analytic_over_xla"] = analytic["analytic_forward_flops"] / analytic["xla_forward_flops"]
 
-  step_fn = train.compile_train_step(setup)
-  key = jax.device_put(jax.random.PRNGKey(1), sharding.replicated(setup.mesh))
-  rng = np.random.default_rng(0)
-  batch = sharding.global_batch(
-    rng.integers(0, spec.num_classes, (batch_size,) + spec.shape, dtype=np.int32), setup.mesh
-  )
-  with setup.context():
-    state = setup.init_state(0)
-    start = time.perf_counter()
-    compiled = step_fn.lower(state, batch, key).compile()
-    compile_s = time.perf_counter() - start
-    # What XLA counts for one device of the timed program (1/N of the work plus repeats, remat included, a scanned
-    # loop body once): shown for comparison, not used.
-    per_device_flops = model_flops.flops_of(compiled.cost_analysis())
-    for _ in range(args.warmup):
-      state, metrics = compiled(state, batch, key)
-    jax.block_until_ready(metrics)
-    times = []
-    for _ in range(args.steps):
-      start = time.perf_counter()
-      state, metrics = compiled(state, batch, key)
-      jax.block_until_ready(metrics)
-      times.append(time.perf_counter() - start)
+  timing = time_train_step(setup, spec, batch_size, args.steps, args.warmup)
+  compile_s, times = timing.compile_s, timing.step_times
+  # What XLA counts for one device of the timed program (1/N of the work plus repeats, remat included, a scanned loop
+  # body once): shown for comparison, not used.
+  per_device_flops = model_flops.flops_of(timing.compiled.cost_analysis())
   step_s = statistics.median(times)
   devices = jax.device_count()
   peak = matmul_peak(args.matmul) * devices
