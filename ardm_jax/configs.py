@@ -87,7 +87,8 @@ def _parse_value(text: str):
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
-  """Applies ['--config.a.b=1', ...] (also '--config.a.b 1' split over two items)."""
+  """Applies ['--config.a.b=1', ...] (also '--config.a.b 1' split over two items) to `config` IN PLACE and returns
+  it: deep-copy first to keep the original."""
   items = list(overrides)
   i = 0
   while i < len(items):

@@ -115,14 +115,37 @@ def _constant(instructions, name: str) -> int | None:
   return None
 
 
+def _root(comps: dict[str, list[str]], name: str) -> tuple[str, list[str], str] | None:
+  """(opcode, operand names, the rest) of computation `name`'s ROOT instruction."""
+  line = next((line for line in comps.get(name, []) if line.lstrip().startswith("ROOT ")), "")
+  m = _INSTRUCTION.match(_METADATA.sub("", line))
+  if not m:
+    return None
+  operands = [op.split()[-1].lstrip("%") for op in re.sub(r"/\*.*?\*/", "", m.group(3)).split(",") if op.strip()]
+  return m.group(2), operands, m.group(4)
+
+
 def _counted_loop(comps: dict[str, list[str]], instructions, init: str, condition: str) -> int | None:
   """The trip count of a loop whose compiler left no `known_trip_count` (the TPU compiler's): a counter that
   starts at a constant and runs while below a constant, `i < N`, the way JAX lowers scan and fori_loop (step 1)."""
-  root = next((line for line in comps.get(condition, []) if line.lstrip().startswith("ROOT ")), "")
-  m = _INSTRUCTION.match(_METADATA.sub("", root))
-  if not m or m.group(2) != "compare" or "direction=LT" not in m.group(4) or len(m.group(3).split(",")) != 2:
+  compare = _root(comps, condition)
+  if compare is None:
     return None
-  counter, bound = (op.split()[-1].lstrip("%") for op in m.group(3).split(","))
+  opcode, operands, rest = compare
+  if opcode == "fusion":  # XLA:CPU wraps the compare in a fusion of its two operands
+    called = re.search(r"calls=%?([\w.\-]+)", rest)
+    inner = _root(comps, called.group(1)) if called else None
+    if inner is None or inner[0] != "compare":
+      return None
+    params = {name: int(p) for name, (op, args, _) in instructions.items() if op == "parameter" for p in args[:1]}
+    try:
+      operands = [operands[params[name]] for name in inner[1]]
+    except (KeyError, IndexError):
+      return None
+    opcode, rest = inner[0], inner[2]
+  if opcode != "compare" or "direction=LT" not in rest or len(operands) != 2:
+    return None
+  counter, bound = operands
   opcode, _, rest = instructions.get(counter, ("", [], ""))
   index = re.search(r"index=(\d+)", rest)
   limit = _constant(instructions, bound)

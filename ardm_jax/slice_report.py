@@ -234,12 +234,17 @@ def run_topology(config_path: str, overrides, topology: str, have_libtpu: bool) 
     kinds = slice_fit.candidates(_remat_name(config), int(mesh.fsdp), int(mesh.data), n, int(tc.batch_size))
 
     def measure(extra):
-      trial = configs.apply_overrides(config, extra)
-      return measured_fit(compile_for_topology(trial, topology, have_libtpu, train_only=True))
+      return measured_fit(compile_for_topology(trial_config(config, extra), topology, have_libtpu, train_only=True))
 
     found = slice_fit.search(measure, kinds, hbm, log=lambda m: print(m, file=sys.stderr, flush=True))
   print(slice_fit.verdict(current, hbm, topology, found, next_slice(topology)))
   return 0 if current.peak is not None and current.peak <= hbm else 1
+
+
+def trial_config(config, overrides: list[str]):
+  """`config` with `overrides`, `config` itself unchanged (apply_overrides sets keys in place: without the copy,
+  each candidate of the fit search would inherit the ones tried before it)."""
+  return configs.apply_overrides(copy.deepcopy(config), overrides)
 
 
 def _remat_name(config) -> str:

@@ -44,10 +44,11 @@ def get_config(variant: str = "default"):
   config.model.dtype = "float32"  # official use_bfloat16=False (paper silent)
   # operational: which blocks recompute their activations in the backward pass (REMAT_CHOICES in
   # ardm_jax/nets/layers.py); a FieldReference so True / False from older command lines still assign.
-  # Train-step peak per device on v5e-16 (benchmarks/compile_and_step.py, libtpu AOT, scan_layers=True): none
-  # 12.78 GiB (79.9% of 16 GiB: 0.02 GiB from the 80% line), attention 10.80 GiB (67%), dots_with_no_batch_dims_
-  # saveable 5.23 GiB (33%), full 2.99 GiB (19%); 'attention' is the fastest with a safe 20% left free.
-  config.model.remat = ml_collections.FieldReference("attention", field_type=object)
+  # The paper's hardware, 4 TPUv4 chips (v4-8, 32 GiB each; `ardm preflight --topology v4-8`, libtpu AOT,
+  # scan_layers=True): 'none' and 'attention' run out of HBM (35.12 GB of temporaries), dots_with_no_batch_dims_
+  # saveable peaks at 13.50 GiB (42%) for 1.9% more FLOPs than no remat (7.03e13 against 6.90e13 per step). On
+  # v5e-16 (16 GiB chips): none 12.78 GiB, attention 10.80, dots_with_no_batch_dims_saveable 5.23, full 2.99.
+  config.model.remat = ml_collections.FieldReference("dots_with_no_batch_dims_saveable", field_type=object)
   config.model.attention_impl = "auto"  # operational: cuDNN flash attention on GPUs where it applies, else XLA
   config.model.scan_layers = True  # operational: one compiled Transformer layer, scanned 12 times (nn.scan)
   config.ardm.ce_weight = 1e-4  # paper App. D: CE factor 0.0001; official ce_term=0.0001

@@ -52,7 +52,10 @@ LAYERS = [
       # Sampling and the bound over orders are library code over an opened model, as held_out is.
       "sample",
       "order_bound",
-      # The --topology compile report: train and eval steps of a config, compiled ahead of time.
+      # The --topology compile report: train and eval steps of a config, compiled ahead of time, their costs with
+      # loops counted by trip count, and the fit search.
+      "loop_costs",
+      "slice_fit",
       "slice_report",
     ],
   ),

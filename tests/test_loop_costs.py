@@ -1,12 +1,14 @@
 """Loops counted by their trip counts (loop_costs.py), and the fit search of `ardm preflight --topology`
 (slice_fit.py) on measurements it is handed."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ardm_jax import checkpoint, configs, loop_costs, sharding, slice_fit, train
+from ardm_jax import checkpoint, configs, loop_costs, sharding, slice_fit, slice_report, train
 from ardm_jax.train_state import build_setup, data_spec
 
 N, W = 64, 128
@@ -28,7 +30,7 @@ def _layers(num_layers, unroll=1, inner=None):
     return c.sum() + hs.sum()
 
   compiled = jax.jit(jax.grad(forward, argnums=1)).lower(jnp.ones((N, W)), jnp.ones((num_layers, W, W))).compile()
-  return compiled.cost_analysis(), loop_costs.compiled_cost(compiled)
+  return compiled.cost_analysis(), loop_costs.compiled_cost(compiled), compiled.as_text()
 
 
 @pytest.mark.parametrize("form", [{}, {"unroll": 2}, {"inner": 2}], ids=["scan", "unroll2", "nested"])
@@ -36,7 +38,7 @@ def test_loops_count_by_trip_count(form):
   """Every layer's work counted: FLOPs are the matmuls' exactly, and FLOPs and bytes grow by the same amount
   with every 4 layers added (XLA's own count stays that of one iteration)."""
   costs = {n: _layers(n, **form) for n in (4, 8, 12)}
-  for n, (raw, cost) in costs.items():
+  for n, (raw, cost, text) in costs.items():
     matmuls = 3 * 2 * N * W * W * n  # forward, and the backward's two, per layer
     assert cost.flops == pytest.approx(matmuls, rel=0.02)
     assert cost.unknown_trip_counts == ()
@@ -45,6 +47,10 @@ def test_loops_count_by_trip_count(form):
       assert loops == sorted([n // 2, n // 2, 2, 2])  # the inner loop's trip count is its own, not the total
     else:
       assert loops == [n // form.get("unroll", 1)] * 2
+    # The TPU compiler leaves no known_trip_count: the count then comes from the loop's `i < N` condition.
+    bare = re.sub(r'"known_trip_count":\{"n":"\d+"\},?', "", text)
+    assert "known_trip_count" not in bare
+    assert loop_costs.program_cost(bare, raw["flops"], raw["bytes accessed"]) == cost
   for name, get in (("flops", lambda c: c[1].flops), ("bytes", lambda c: c[1].bytes_accessed)):
     step1, step2 = get(costs[8]) - get(costs[4]), get(costs[12]) - get(costs[8])
     assert step2 == pytest.approx(step1, rel=0.01), name
@@ -117,3 +123,12 @@ def test_fit_search_names_the_first_fix_of_each_kind_that_fits():
   )
   # Nothing more to try: full remat, every chip in fsdp, and a per-device batch of one.
   assert slice_fit.candidates("full", fsdp=4, data=1, num_devices=4, batch_size=4) == []
+
+
+def test_each_fit_candidate_starts_from_the_config_itself():
+  config = configs.load_config_file("experiments/text8.py")
+  first = slice_report.trial_config(config, ["--config.model.remat=full"])
+  second = slice_report.trial_config(config, ["--config.mesh.fsdp=4", "--config.mesh.data=1"])
+  assert first.model.remat == "full" and int(first.mesh.fsdp) == 1
+  assert second.model.remat == config.model.remat == "dots_with_no_batch_dims_saveable"
+  assert int(second.mesh.fsdp) == 4 and int(config.mesh.fsdp) == 1

@@ -337,3 +337,6 @@ def test_aot_memory_script_reports_per_device_memory():
   assert "over 4 " in proc.stdout and "| train step, batch 4 |" in proc.stdout, proc.stdout
   assert "| eval step, batch" in proc.stdout and "whole run at roofline speed: 2 steps" in proc.stdout
   assert ("CPU ESTIMATE" in proc.stdout) != ("% of 16 GiB" in proc.stdout)
+  # The executed FLOPs beside the independent count (one device, layers unrolled), and the fit verdict's line.
+  assert re.search(r"independent count .* the compiled program executes \d+\.\d+x that", proc.stdout), proc.stdout
+  assert "\nFIT: " in proc.stdout
