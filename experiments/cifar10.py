@@ -58,10 +58,11 @@ def get_config(variant: str = "default"):
   config.model.dtype = "bfloat16"
   # operational: which blocks recompute their activations in the backward pass (REMAT_CHOICES in
   # ardm_jax/nets/layers.py); a FieldReference so True / False from older command lines still assign.
-  # Train-step peak per device on v4-32 (benchmarks/compile_and_step.py, libtpu AOT, scan_layers=True): none
-  # 26.30 GiB (82% of 32 GiB), attention 16.75 GiB (52%), dots_with_no_batch_dims_saveable 6.23 GiB (19%);
-  # 'attention' is the fastest that leaves 20% free.
-  config.model.remat = ml_collections.FieldReference("attention", field_type=object)
+  # The paper's hardware, 8 TPUv4 chips (v4-16, 32 GiB each; `ardm preflight --topology v4-16`, libtpu AOT,
+  # scan_layers=True): 'attention' peaks at 30.79 GiB per chip (96%: no room for the runtime), fsdp over the 8
+  # chips at 33.27 GiB; dots_with_no_batch_dims_saveable at 9.64 GiB (30%), recomputing the convolutions (they are
+  # not dots). With 16 chips (v4-32, per-device batch 8) 'attention' leaves 48% free (16.75 GiB) and is faster.
+  config.model.remat = ml_collections.FieldReference("dots_with_no_batch_dims_saveable", field_type=object)
   config.model.attention_impl = "auto"  # operational: cuDNN flash attention on GPUs where it applies, else XLA
   config.model.scan_layers = True  # operational: one compiled ResBlock+Attn unit per half (nn.scan)
   config.ardm.ce_weight = 1e-3  # paper App. D: CE objective with a factor of 0.001; official ce_term=0.001
