@@ -190,12 +190,14 @@ def check_reachable(endpoint: str, timeout: float = HUB_TIMEOUT_S) -> None:
     ) from None
 
 
-def hub_module():
+def hub_module(needed_by: str = "--push"):
+  """The huggingface_hub module, or a one-line ValueError saying what `needed_by` it and how to install it."""
   try:
-    # Imported here: huggingface_hub is an optional extra (`pip install 'ardm_jax[hub]'`), needed only by --push.
+    # Imported here: huggingface_hub is an optional extra (`pip install 'ardm_jax[hub]'`), needed only by --push and
+    # by --model hf:ORG/NAME (ardm_jax/hub.py).
     import huggingface_hub  # noqa: PLC0415
   except ImportError:
-    raise ValueError("--push needs huggingface_hub: pip install 'ardm_jax[hub]'") from None
+    raise ValueError(f"{needed_by} needs huggingface_hub: pip install 'ardm_jax[hub]'") from None
   return huggingface_hub
 
 
