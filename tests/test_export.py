@@ -404,7 +404,8 @@ def test_push_uploads_the_folder_or_fails_in_one_line(digits, tmp_path, capsys, 
     ("upload", "me/digits", ["README.md", "config.json", "model.safetensors", "policy.json"]),
   ]
   assert "pushed to https://hub.example/me/digits" in capsys.readouterr().out
-  assert "huggingface-cli download me/digits" in (tmp_path / "b" / "README.md").read_text()
+  card = (tmp_path / "b" / "README.md").read_text()  # the pushed model's usage: by its hub name
+  assert "ardm sample --model hf:me/digits --num 16" in card and "hf download me/digits --local-dir" in card
 
   class RefusingApi(FakeApi):
     def upload_folder(self, folder_path, repo_id, **kwargs):
