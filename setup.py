@@ -43,7 +43,7 @@ setuptools.setup(
   install_requires=CORE,
   extras_require={
     "test": ["pytest", "pytest-xdist", "ruff==0.17.6"],  # ruff pinned: its format is part of the tests
-    "hub": ["huggingface_hub"],  # ardm export --push
+    "hub": ["huggingface_hub"],  # ardm export --push, --model hf:ORG/NAME
     "tpu": ["jax[tpu]"],
     "gpu": ["jax[cuda12]"],
   },

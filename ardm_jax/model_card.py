@@ -1,7 +1,8 @@
 """The model card of a model folder (README.md in the usual hub layout) and the push to the hub.
 
 `model_dir.export` writes the card from the folder's config.json entries, the workdir's eval*.json results of the
-exported step and the recorded training commands; `push` uploads a written folder (the optional `hub` extra).
+exported step and the recorded training commands; `push` uploads a written folder (the optional `hub` extra), which
+`--model hf:ORG/NAME` opens again (ardm_jax/hub.py).
 """
 
 from __future__ import annotations
@@ -134,10 +135,10 @@ def model_card(
     lines += ["Trained with:", "", "```", *commands, "```"]
   else:
     lines.append("The training command was not recorded in the workdir (trained before `ardm train` recorded it).")
-  folder = "MODEL_DIR"
-  lines += ["", "## Usage", "", "With ardm_jax installed (`pip install -e .` in its repository):", "", "```"]
-  if repo_id:
-    lines.append(f"huggingface-cli download {repo_id} --local-dir {folder}")
+  # Pushed, the model opens by its hub name (downloaded once into the hub cache); otherwise from its folder.
+  folder = f"hf:{repo_id}" if repo_id else "MODEL_DIR"
+  install = "`pip install -e '.[hub]'`" if repo_id else "`pip install -e .`"
+  lines += ["", "## Usage", "", f"With ardm_jax installed ({install} in its repository):", "", "```"]
   lines += [
     f"ardm eval --model {folder} --out eval.json" + (" --data-path DATA" if training.get("data_file") else ""),
     f"ardm sample --model {folder} --num 16 --out samples{_sample_ext(kind)}",
@@ -147,8 +148,15 @@ def model_card(
       f"ardm compress --model {folder} INPUT... -o files.ardm",
       f"ardm decompress --model {folder} files.ardm -o restored/",
     ]
+  lines.append("```")
+  if repo_id:
+    lines += [
+      "",
+      f"`--model hf:{repo_id}` downloads this repository into the Hugging Face cache once and opens the cached copy "
+      f"from then on, also offline; `--model hf:{repo_id}@REVISION` pins a branch, tag or commit. A local copy: "
+      f"`hf download {repo_id} --local-dir MODEL_DIR`, then `--model MODEL_DIR`.",
+    ]
   lines += [
-    "```",
     "",
     f"Files compressed with this model carry its fingerprint `{meta['fingerprint'][:16]}...`; they decode with "
     "this folder or with the workdir it was exported from.",
@@ -186,16 +194,18 @@ def check_reachable(endpoint: str, timeout: float = HUB_TIMEOUT_S) -> None:
   except OSError as err:
     raise ValueError(
       f"cannot reach {endpoint} ({err}); the model folder is written, push it later with "
-      "`ardm export --push` from the workdir or `huggingface-cli upload`"
+      "`ardm export --push` from the workdir or `hf upload REPO_ID FOLDER`"
     ) from None
 
 
-def hub_module():
+def hub_module(needed_by: str = "--push"):
+  """The huggingface_hub module, or a one-line ValueError saying what `needed_by` it and how to install it."""
   try:
-    # Imported here: huggingface_hub is an optional extra (`pip install 'ardm_jax[hub]'`), needed only by --push.
+    # Imported here: huggingface_hub is an optional extra (`pip install 'ardm_jax[hub]'`), needed only by --push and
+    # by --model hf:ORG/NAME (ardm_jax/hub.py).
     import huggingface_hub  # noqa: PLC0415
   except ImportError:
-    raise ValueError("--push needs huggingface_hub: pip install 'ardm_jax[hub]'") from None
+    raise ValueError(f"{needed_by} needs huggingface_hub: pip install 'ardm_jax[hub]'") from None
   return huggingface_hub
 
 

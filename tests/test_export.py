@@ -404,7 +404,8 @@ def test_push_uploads_the_folder_or_fails_in_one_line(digits, tmp_path, capsys, 
     ("upload", "me/digits", ["README.md", "config.json", "model.safetensors", "policy.json"]),
   ]
   assert "pushed to https://hub.example/me/digits" in capsys.readouterr().out
-  assert "huggingface-cli download me/digits" in (tmp_path / "b" / "README.md").read_text()
+  card = (tmp_path / "b" / "README.md").read_text()  # the pushed model's usage: by its hub name
+  assert "ardm sample --model hf:me/digits --num 16" in card and "hf download me/digits --local-dir" in card
 
   class RefusingApi(FakeApi):
     def upload_folder(self, folder_path, repo_id, **kwargs):
@@ -441,3 +442,175 @@ def test_push_uploads_the_folder_or_fails_in_one_line(digits, tmp_path, capsys, 
     match="cannot reach https://hub.example",
   )
   assert os.path.exists(tmp_path / "c" / "model.safetensors")  # the folder is written; only the push failed
+
+
+class RepositoryNotFoundError(OSError):
+  """huggingface_hub's errors are told apart by class name (ardm_jax/hub.py), as these fakes are."""
+
+
+class RevisionNotFoundError(OSError):
+  pass
+
+
+class LocalEntryNotFoundError(FileNotFoundError):
+  pass
+
+
+class FakeHub:
+  """huggingface_hub as `--model hf:...` uses it: `snapshot_download` serving model repos (repo_id -> revision ->
+  (commit, folder)) into a cache laid out as the hub library's (models--ORG--NAME/refs/REVISION holds the commit of
+  snapshots/COMMIT/), a network switch, and HF_HUB_OFFLINE in `constants`. `calls` records each download."""
+
+  def __init__(self, cache, repos):
+    self.cache, self.repos, self.online, self.calls = cache, repos, True, []
+    self.module = types.SimpleNamespace(
+      snapshot_download=self.snapshot_download, constants=types.SimpleNamespace(HF_HUB_OFFLINE=False)
+    )
+
+  def snapshot_download(self, repo_id, *, revision=None, local_files_only=False, allow_patterns=None, **kwargs):
+    import fnmatch
+
+    assert kwargs["library_name"] == "ardm_jax"
+    self.calls.append((repo_id, revision, local_files_only, allow_patterns))
+    revision = revision or "main"
+    storage = self.cache / ("models--" + repo_id.replace("/", "--"))
+    if local_files_only:
+      ref = storage / "refs" / revision
+      snapshot = storage / "snapshots" / (ref.read_text() if ref.exists() else revision)
+      if not (snapshot / "config.json").exists():
+        raise LocalEntryNotFoundError(
+          "Cannot find an appropriate cached snapshot folder for the specified revision on the local disk and "
+          "outgoing traffic has been disabled.\nTo enable repo look-ups and downloads online, pass "
+          "'local_files_only=False' as input."
+        )
+      return str(snapshot)
+    if not self.online:
+      raise ConnectionError("[Errno 101] Network is unreachable")
+    if repo_id not in self.repos:
+      raise RepositoryNotFoundError(f"404 Client Error.\n\nRepository Not Found for url: .../{repo_id}")
+    if revision not in self.repos[repo_id]:
+      raise RevisionNotFoundError(f"404 Client Error.\n\nRevision Not Found for url: .../{revision}")
+    commit, folder = self.repos[repo_id][revision]
+    snapshot = storage / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name in os.listdir(folder):
+      if allow_patterns is None or any(fnmatch.fnmatch(name, p) for p in allow_patterns):
+        if not (snapshot / name).exists():
+          shutil.copyfile(folder / name, snapshot / name)
+    (storage / "refs").mkdir(exist_ok=True)
+    (storage / "refs" / revision).write_text(commit)
+    return str(snapshot)
+
+
+@pytest.mark.xdist_group("test_export")
+def test_a_hub_name_downloads_once_and_opens_offline_from_the_cache(digits, tmp_path, capsys, monkeypatch):
+  from ardm_jax import hub as hub_lib
+
+  _, m = digits
+  hub = FakeHub(tmp_path / "cache", {"me/digits": {"main": ("a" * 40, m), "v1": ("b" * 40, m)}})
+  monkeypatch.setitem(sys.modules, "huggingface_hub", hub.module)
+  sample = ("--num", "3", "--budget", "4", "--seed", "1")  # the shapes the digits test samples: compiled once
+  run("sample", "--model", m, *sample, "--out", tmp_path / "local.png")
+  run("sample", "--model", "hf:me/digits", *sample, "--out", tmp_path / "hub.png")
+  assert (tmp_path / "hub.png").read_bytes() == (tmp_path / "local.png").read_bytes()
+  snapshot = tmp_path / "cache" / "models--me--digits" / "snapshots" / ("a" * 40)
+  assert sorted(os.listdir(snapshot)) == sorted(os.listdir(m))
+  # config.json first (its format checked), then the rest of the repository
+  assert hub.calls == [("me/digits", None, False, ["config.json"]), ("me/digits", None, False, None)]
+  # No network: the cached copy, after the call that failed to connect.
+  hub.online, hub.calls = False, []
+  run("sample", "--model", "hf:me/digits", *sample, "--out", tmp_path / "offline.png")
+  assert (tmp_path / "offline.png").read_bytes() == (tmp_path / "local.png").read_bytes()
+  assert [c[2] for c in hub.calls] == [False, True, False, True]
+  # HF_HUB_OFFLINE: the cache alone, no connection tried.
+  hub.module.constants.HF_HUB_OFFLINE, hub.calls = True, []
+  assert hub_lib.local_folder("hf:me/digits") == str(snapshot) and all(c[2] for c in hub.calls)
+  # @REVISION goes to the hub as it is; nothing is written into the cached copy it names.
+  hub.module.constants.HF_HUB_OFFLINE, hub.online, hub.calls = False, True, []
+  v1 = snapshot.parent / ("b" * 40)
+  expect_error(
+    capsys,
+    "sample",
+    "--model",
+    "hf:me/digits@v1",
+    "--out",
+    v1 / "s.png",
+    match=f"{v1 / 's.png'} is inside the hub cache's copy of hf:me/digits@v1; nothing is written",
+  )
+  assert {c[1] for c in hub.calls} == {"v1"} and sorted(os.listdir(v1)) == sorted(os.listdir(m))
+  expect_error(
+    capsys, "sample", "--model", "hf:me/digits", "--out", snapshot.parent.parent / "x.png", match="is inside the hub"
+  )
+  expect_error(capsys, "sample", "--model", "hf:me/digits", match="--out is required with --model")
+
+
+@pytest.mark.xdist_group("test_export")
+def test_hub_names_fail_in_one_line(digits, tmp_path, capsys, monkeypatch):
+  _, m = digits
+  (tmp_path / "in.npy").write_bytes(b"")
+  (tmp_path / "in.ardm").write_bytes(b"")
+  jobs = {  # every job that takes --model, with its other required arguments
+    "sample": ["--out", tmp_path / "s.png"],
+    "eval": ["--out", tmp_path / "e.json"],
+    "inpaint": ["--input", tmp_path / "in.npy"],
+    "policy": ["--budgets", "4", "--out", tmp_path / "p.json"],
+    "compress": [tmp_path / "in.npy", "-o", tmp_path / "c.ardm"],
+    "decompress": [tmp_path / "in.ardm", "-o", tmp_path / "d"],
+  }
+  for job, rest in jobs.items():
+    for name in ("hf:", "hf:noslash", "hf:a/b@", "hf:a/b/c", "hf:/b"):
+      expect_error(capsys, job, "--model", name, *rest, match=f"{name!r} is not a hub model name: expected hf:ORG/NAME")
+  monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
+  expect_error(
+    capsys,
+    "sample",
+    "--model",
+    "hf:me/digits",
+    *jobs["sample"],
+    match="--model hf:me/digits needs huggingface_hub: pip install 'ardm_jax[hub]'",
+  )
+  foreign = tmp_path / "bert"
+  foreign.mkdir()
+  (foreign / "config.json").write_text('{"model_type": "bert"}')
+  (foreign / "model.safetensors").write_bytes(b"\0" * 1000)
+  hub = FakeHub(
+    tmp_path / "cache", {"me/digits": {"main": ("a" * 40, m)}, "google/bert": {"main": ("c" * 40, foreign)}}
+  )
+  monkeypatch.setitem(sys.modules, "huggingface_hub", hub.module)
+
+  def refused(name, match):
+    for job in ("sample", "compress"):
+      expect_error(capsys, job, "--model", name, *jobs[job], match=match)
+
+  refused(
+    "hf:me/nothing",
+    "error: hf:me/nothing: no such model repo on the hub (check the name, or log in with `hf auth login`",
+  )
+  refused("hf:me/digits@nope", "hf:me/digits@nope: the repo has no such revision")
+  # Another library's repo: refused after its config.json, before its weights.
+  refused("hf:google/bert", "hf:google/bert is not an ardm_jax model folder (its config.json has format None")
+  assert os.listdir(tmp_path / "cache" / "models--google--bert" / "snapshots" / ("c" * 40)) == ["config.json"]
+  hub.online = False
+  refused(
+    "hf:me/digits",
+    "hf:me/digits is not in the local hub cache and the hub cannot be reached ([Errno 101] Network is unreachable); "
+    "connect, or pass a local folder with --model DIR",
+  )
+  hub.module.constants.HF_HUB_OFFLINE = True
+  refused("hf:me/digits", "hf:me/digits is not in the local hub cache and the hub cannot be reached (HF_HUB_OFFLINE")
+  # A cached copy edited after the download: the folder's own SHA-256 check refuses it.
+  hub.module.constants.HF_HUB_OFFLINE, hub.online = False, True
+  snapshot = tmp_path / "cache" / "models--me--digits" / "snapshots" / ("a" * 40)
+  from ardm_jax import hub as hub_lib
+
+  assert hub_lib.local_folder("hf:me/digits") == str(snapshot)
+  data = (snapshot / "model.safetensors").read_bytes()
+  (snapshot / "model.safetensors").write_bytes(data[:-8] + b"\1" * 8)
+  expect_error(
+    capsys,
+    "sample",
+    "--model",
+    "hf:me/digits",
+    *jobs["sample"],
+    match=f"{snapshot / 'model.safetensors'} is damaged or truncated: its SHA-256 differs",
+  )

@@ -62,8 +62,18 @@ LAYERS = [
   (
     # The "jobs and file IO" layer, in two steps: the formats the jobs share (and the coder's network side,
     # which the formats name and model folders fingerprint) sit below the job modules, so no format imports a job.
-    "file formats and the coder's model: item files, the compressed-file table, model folders",
-    ["file_io", "file_items", "coding_model", "coding_policy", "coding_items", "compress", "model_dir", "model_card"],
+    "file formats and the coder's model: item files, the compressed-file table, model folders and hub names",
+    [
+      "file_io",
+      "file_items",
+      "coding_model",
+      "coding_policy",
+      "coding_items",
+      "compress",
+      "model_dir",
+      "model_card",
+      "hub",
+    ],
   ),
   (
     # preflight runs every other job on fake devices, as a user would.

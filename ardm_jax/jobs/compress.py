@@ -55,6 +55,7 @@ def run(args) -> None:
   file_io.check_writable(args.out, args.overwrite)
   if args.search_orders < 0 or args.seed < 0:
     raise ValueError(f"--search-orders and --seed must be >= 0, got {args.search_orders} and {args.seed}")
+  options.resolve_model(args)
   # Bad inputs fail fast, before the model is loaded.
   entries = read_inputs(trained_spec(args.workdir, args.model), args.inputs, args.keep_names)
   cm = coding_model_for(model_source.open_model(args, devices=coding_devices()))

@@ -28,6 +28,7 @@ def run(args) -> None:
     raise ValueError(f"input file {args.input} does not exist")
   with open(args.input, "rb") as f:
     data = f.read()
+  options.resolve_model(args)
   spec = trained_spec(args.workdir, args.model)
   # A damaged file or a non-container fails here, before the model is loaded (parsing only: any stage count).
   packing.unpack_container(

@@ -58,6 +58,7 @@ def run(args) -> None:
   options.out_required_with_model(args, "the result JSON")
   if args.out and os.path.exists(args.out) and not args.overwrite:
     raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it or choose another --out")
+  options.resolve_model(args)
   model = model_source.open_model(args, use_ema=not args.raw)
   dataset = data.load(model.config.data)
   if args.split not in dataset.splits:

@@ -45,6 +45,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> None:
   model_source.enable_compile_cache(args.workdir)
+  options.resolve_model(args)
   model = model_source.open_model(args)
   spec = model.spec
   if not os.path.isfile(args.input):

@@ -1,6 +1,7 @@
 """The options several jobs share, each defined once (argparse only: building a parser imports no JAX).
 
-A job that runs a trained model takes `--workdir W | --model DIR` (`add_model_source`) and `--step N|best`
+A job that runs a trained model takes `--workdir W | --model DIR` (`add_model_source`; `--model hf:ORG/NAME` names a
+model folder on the hub, which `resolve_model` turns into its local copy at the start of the job) and `--step N|best`
 (`add_step`; a model folder holds one step and refuses it); jobs that write a file take `--out` and `--overwrite`;
 jobs that run a parallel policy take `--budget`, `--policy`, `--naive` and `--budget-split` (`add_policy_args`).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from ardm_jax import hub  # the standard library only until a hub name is resolved
 from ardm_jax.policy import BUDGET_SPLIT_KEYS  # NumPy only: parsing stays cheap
 
 
@@ -42,7 +44,12 @@ def add_model_source(p: argparse.ArgumentParser, *, group=None, data: bool = Fal
   if group is None:
     group = p.add_mutually_exclusive_group(required=True)
   group.add_argument("--workdir", help="a training workdir (its latest checkpoint unless --step)")
-  group.add_argument("--model", metavar="MODEL_DIR", help="a model folder written by `ardm export`")
+  group.add_argument(
+    "--model",
+    metavar="MODEL",
+    help="a model folder written by `ardm export`, or hf:ORG/NAME[@REVISION], one on the Hugging Face hub "
+    "(downloaded into the hub cache, opened offline once there; needs the `hub` extra)",
+  )
   if data:
     p.add_argument(
       "--data-path",
@@ -102,3 +109,14 @@ def out_required_with_model(args, what: str) -> None:
   """Refuses --model without --out where the default output would go into the model folder."""
   if args.model is not None and args.out is None:
     raise ValueError(f"--out is required with --model: where to write {what} (nothing is written into a model folder)")
+
+
+def resolve_model(args) -> None:
+  """--model hf:ORG/NAME[@REVISION] as the local folder of its copy in the hub cache (ardm_jax/hub.py), downloaded
+  here once, before the job reads anything of the model; the name is kept as `args.model_name`. An --out inside
+  that copy is refused. A local --model (or --workdir) is left as it is."""
+  if not hub.is_hub_name(getattr(args, "model", None)):
+    return
+  folder = hub.local_folder(args.model)
+  hub.refuse_writes_into(folder, getattr(args, "out", None), args.model)
+  args.model_name, args.model = args.model, folder

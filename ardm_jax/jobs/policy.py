@@ -82,6 +82,7 @@ def run(args) -> None:
     raise ValueError(
       "--use-tracker needs --workdir: a model folder keeps no training tracker (estimate L_t on held-out data instead)"
     )
+  options.resolve_model(args)
   if args.loss_file:
     if args.out is None:
       raise ValueError("--out is required with --loss-file")

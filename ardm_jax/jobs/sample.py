@@ -33,6 +33,7 @@ def default_out(workdir: str, spec, step: int, budget: int | None, stem: str = "
 def run(args) -> None:
   model_source.enable_compile_cache(args.workdir)
   options.out_required_with_model(args, "the samples")
+  options.resolve_model(args)
   model = model_source.open_model(args)
   out = args.out or default_out(args.workdir, model.spec, model.step, args.budget)
   file_io.check_writable(out, args.overwrite)
