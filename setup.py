@@ -42,7 +42,8 @@ setuptools.setup(
   python_requires=">=3.10",
   install_requires=CORE,
   extras_require={
-    "test": ["pytest", "pytest-xdist", "ruff==0.17.6"],  # ruff pinned: its format is part of the tests
+    # ruff pinned: its format is part of the tests; nbformat, nbclient and ipykernel run notebooks/tour.ipynb
+    "test": ["pytest", "pytest-xdist", "ruff==0.17.6", "nbformat", "nbclient", "ipykernel"],
     "hub": ["huggingface_hub"],  # ardm export --push, --model hf:ORG/NAME
     "tpu": ["jax[tpu]"],
     "gpu": ["jax[cuda12]"],
