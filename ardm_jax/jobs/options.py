@@ -113,10 +113,10 @@ def out_required_with_model(args, what: str) -> None:
 
 def resolve_model(args) -> None:
   """--model hf:ORG/NAME[@REVISION] as the local folder of its copy in the hub cache (ardm_jax/hub.py), downloaded
-  here once, before the job reads anything of the model; the name is kept as `args.model_name`. An --out inside
-  that copy is refused. A local --model (or --workdir) is left as it is."""
+  here once, before the job reads anything of the model. An --out inside that copy is refused. A local --model (or
+  --workdir) is left as it is."""
   if not hub.is_hub_name(getattr(args, "model", None)):
     return
   folder = hub.local_folder(args.model)
   hub.refuse_writes_into(folder, getattr(args, "out", None), args.model)
-  args.model_name, args.model = args.model, folder
+  args.model = folder
