@@ -100,16 +100,15 @@ def _snapshot(hub, name: str, repo_id: str, revision: str | None, allow_patterns
     "library_name": "ardm_jax",
     "library_version": model_card.library_version(),
   }
-  download = hub.snapshot_download  # (huggingface_hub loads its `constants` with it)
   offline = bool(getattr(getattr(hub, "constants", None), "HF_HUB_OFFLINE", False))
   try:
-    return str(download(repo_id, local_files_only=offline, **kwargs))
+    return str(hub.snapshot_download(repo_id, local_files_only=offline, **kwargs))
   except Exception as err:  # pylint: disable=broad-except  (every failure of the hub library is one line)
     if offline or not _unreachable(err):
       raise _one_line(name, err, offline) from None
     first = err
   try:
-    return str(download(repo_id, local_files_only=True, **kwargs))
+    return str(hub.snapshot_download(repo_id, local_files_only=True, **kwargs))
   except Exception as err:  # pylint: disable=broad-except
     raise _one_line(name, first if _unreachable(err) else err, False) from None
 

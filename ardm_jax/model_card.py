@@ -206,6 +206,12 @@ def hub_module(needed_by: str = "--push"):
     import huggingface_hub  # noqa: PLC0415
   except ImportError:
     raise ValueError(f"{needed_by} needs huggingface_hub: pip install 'ardm_jax[hub]'") from None
+  try:
+    # A lazy submodule: `huggingface_hub.constants` (HF_ENDPOINT, HF_HUB_OFFLINE as the user set them) is an
+    # attribute only once something has imported it; the push and ardm_jax/hub.py both read it.
+    import huggingface_hub.constants  # noqa: F401, PLC0415
+  except ImportError:  # a stand-in module without submodules (the tests' fake hubs) carries its own
+    pass
   return huggingface_hub
 
 

@@ -377,6 +377,15 @@ def test_damaged_and_foreign_folders_are_refused_in_one_line(digits, tmp_path, c
   expect_error(capsys, "export", "--workdir", m, "-o", tmp_path / "new", match="already a model folder")
 
 
+def test_the_hub_module_carries_the_users_endpoint_and_offline_setting():
+  # huggingface_hub loads `constants` lazily: read before anything imported it, the push probed the default host
+  # whatever HF_ENDPOINT said. A fresh process, so no other test has imported it.
+  code = "from ardm_jax import model_card; c = model_card.hub_module().constants; print(c.ENDPOINT, c.HF_HUB_OFFLINE)"
+  env = dict(os.environ, HF_ENDPOINT="https://hub.example", HF_HUB_OFFLINE="1")
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+  assert out.split() == ["https://hub.example", "True"]
+
+
 @pytest.mark.xdist_group("test_export")
 def test_push_uploads_the_folder_or_fails_in_one_line(digits, tmp_path, capsys, monkeypatch):
   w, _ = digits
