@@ -42,8 +42,9 @@ setuptools.setup(
   python_requires=">=3.10",
   install_requires=CORE,
   extras_require={
-    # ruff pinned: its format is part of the tests; nbformat, nbclient and ipykernel run notebooks/tour.ipynb
-    "test": ["pytest", "pytest-xdist", "ruff==0.17.6", "nbformat", "nbclient", "ipykernel"],
+    # ruff pinned: its format is part of the tests; nbformat, nbclient and ipykernel run notebooks/tour.ipynb;
+    # huggingface_hub for the test that reads the real module's settings (the other hub tests use a fake one)
+    "test": ["pytest", "pytest-xdist", "ruff==0.17.6", "nbformat", "nbclient", "ipykernel", "huggingface_hub"],
     "hub": ["huggingface_hub"],  # ardm export --push, --model hf:ORG/NAME
     "tpu": ["jax[tpu]"],
     "gpu": ["jax[cuda12]"],
